@@ -1,0 +1,131 @@
+"""Recipes: YAML diffs over the dataclass defaults, resolved into a typed ``RecipeConfig``.
+
+Resolution order (later wins): dataclass defaults, the model preset named by ``model.preset``, the recipe's
+``base`` chain, the recipe itself, then ``key=value`` overrides. A recipe names its parent with ``base: NAME``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from megatron_octo.config.schema import RecipeConfig
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+
+class ConfigError(ValueError):
+    """A recipe or override is wrong; the message is one line naming the field and the fix."""
+
+
+def recipe_names() -> List[str]:
+    """Names of the recipes shipped with the package."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def _recipe_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist")
+        return path
+    shipped = RECIPE_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    close = difflib.get_close_matches(name_or_path, recipe_names(), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ConfigError(f"unknown recipe '{name_or_path}'{hint}: see `octo recipe list`, or pass a YAML path")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"recipe {path} is not valid YAML: {first}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _recipe_chain(name_or_path: str, seen: Optional[List[str]] = None) -> List[dict]:
+    """The recipe and its ``base`` ancestors, root first."""
+    seen = seen or []
+    path = _recipe_path(name_or_path)
+    if str(path) in seen:
+        raise ConfigError(f"recipe {path} inherits from itself through 'base'")
+    data = _read_yaml(path)
+    data.setdefault("name", path.stem)
+    base = data.pop("base", None)
+    chain = _recipe_chain(base, seen + [str(path)]) if base else []
+    return chain + [data]
+
+
+def _parse_overrides(overrides: Sequence[str]) -> dict:
+    items = []
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}' must look like key=value, e.g. train.iters=10")
+        items.append(item)
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(items))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot parse overrides {list(overrides)}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+def _merge(layers: List[dict]) -> RecipeConfig:
+    base = OmegaConf.structured(RecipeConfig)
+    try:
+        merged = OmegaConf.merge(base, *layers)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        where = f"field '{key}': " if key else ""
+        raise ConfigError(f"{where}{_first_line(exc)}") from None
+
+
+def _preset_layer(layers: List[dict]) -> Dict:
+    """The ``model.preset`` named by the last layer that names one, as a partial recipe."""
+    from megatron_octo.models import preset as model_preset
+
+    name = None
+    for layer in layers:
+        name = (layer.get("model") or {}).get("preset", name)
+    if name is None:
+        return {}
+    try:
+        return {"model": model_preset(name)}
+    except ValueError as exc:
+        raise ConfigError(f"model.preset: {exc}") from None
+
+
+def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> RecipeConfig:
+    """Resolve a shipped recipe name or a YAML path plus overrides into a typed, validated recipe."""
+    from megatron_octo.config.validate import validate
+
+    layers = _recipe_chain(name_or_path) + [_parse_overrides(overrides)]
+    recipe = _merge([_preset_layer(layers)] + layers)
+    validate(recipe)
+    return recipe
+
+
+def to_yaml(recipe: RecipeConfig) -> str:
+    """The fully resolved recipe as YAML (what `octo recipe show` prints)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(recipe), sort_keys=False)
+
+
+def describe(name: str) -> str:
+    """A recipe's one-line description without resolving it."""
+    for layer in reversed(_recipe_chain(name)):
+        if layer.get("description"):
+            return str(layer["description"])
+    return ""

@@ -1,0 +1,211 @@
+"""Typed configuration: one dataclass per component, each field documented once, each default here.
+
+A recipe (``RecipeConfig``) is these dataclasses' defaults, then a model preset (``model.preset``), then the
+recipe's YAML, then ``key=value`` overrides; ``megatron_octo.config.loader`` does the merging and
+``megatron_octo.config.validate`` the checks that span fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a decoder-only model; the shape fields mirror a Hugging Face ``config.json``."""
+
+    family: str = "llama"
+    """Model family module under ``megatron_octo.models``: ``llama`` or ``qwen2``."""
+    preset: Optional[str] = None
+    """Named architecture (``llama-3.2-1b``, ``qwen2.5-3b``, ``tiny-llama``, ...) that fills the shape fields."""
+    num_layers: Optional[int] = None
+    """Transformer layers (HF ``num_hidden_layers``)."""
+    hidden_size: Optional[int] = None
+    """Model width (HF ``hidden_size``)."""
+    ffn_hidden_size: Optional[int] = None
+    """Width of the SwiGLU MLP (HF ``intermediate_size``)."""
+    num_attention_heads: Optional[int] = None
+    """Query heads (HF ``num_attention_heads``)."""
+    num_query_groups: Optional[int] = None
+    """Key-value heads for grouped-query attention (HF ``num_key_value_heads``)."""
+    kv_channels: Optional[int] = None
+    """Head dimension (HF ``head_dim``); None means hidden_size / num_attention_heads."""
+    vocab_size: Optional[int] = None
+    """Tokenizer vocabulary size before padding (HF ``vocab_size``)."""
+    max_position_embeddings: Optional[int] = None
+    """Longest sequence the positional encoding is built for."""
+    rotary_base: float = 10000.0
+    """RoPE theta (HF ``rope_theta``)."""
+    rope_scaling_factor: Optional[float] = None
+    """Llama-3 RoPE scaling factor (HF ``rope_scaling.factor``); None means no scaling."""
+    rope_low_freq_factor: float = 1.0
+    """Llama-3 RoPE scaling ``low_freq_factor``."""
+    rope_high_freq_factor: float = 4.0
+    """Llama-3 RoPE scaling ``high_freq_factor``."""
+    rope_original_max_position: int = 8192
+    """Llama-3 RoPE scaling ``original_max_position_embeddings``."""
+    norm_epsilon: float = 1e-5
+    """RMSNorm epsilon (HF ``rms_norm_eps``)."""
+    tie_word_embeddings: bool = False
+    """Share the input embedding with the output layer (Llama-3.2-1B/3B do)."""
+    add_qkv_bias: bool = False
+    """Biases on the query/key/value projections (Qwen2 has them)."""
+    init_method_std: float = 0.02
+    """Standard deviation of the normal weight initialization (HF ``initializer_range``)."""
+    make_vocab_size_divisible_by: int = 128
+    """The embedding is padded to a multiple of this times the tensor-parallel size."""
+    spec: str = "auto"
+    """Layer implementation: ``te`` (Transformer Engine), ``local`` (plain PyTorch), ``auto`` (TE where usable)."""
+
+
+@dataclass
+class ParallelConfig:
+    """Model and data parallelism. Data parallelism is what remains: world / (tp * pp * cp)."""
+
+    tp: int = 1
+    """Tensor-parallel size."""
+    pp: int = 1
+    """Pipeline-parallel size."""
+    cp: int = 1
+    """Context-parallel size (needs Transformer Engine attention)."""
+    sequence_parallel: bool = False
+    """Shard activations along the sequence in tensor-parallel regions (needs tp > 1)."""
+    distributed_optimizer: bool = False
+    """Shard optimizer state across data-parallel ranks (ZeRO-1)."""
+    overlap_grad_reduce: bool = False
+    """Overlap the data-parallel gradient reduction with the backward pass."""
+    overlap_param_gather: bool = False
+    """Overlap the distributed optimizer's parameter all-gather with the forward pass."""
+
+
+@dataclass
+class TrainConfig:
+    """Length and batch geometry of one training stage."""
+
+    iters: Optional[int] = None
+    """Optimizer steps; None means derive from ``tokens``."""
+    tokens: Optional[int] = None
+    """Token budget of the stage; steps = tokens / (global_batch * seq_len)."""
+    global_batch: int = 8
+    """Sequences per optimizer step, over all data-parallel ranks."""
+    micro_batch: int = 1
+    """Sequences per forward/backward pass on one rank."""
+    seq_len: int = 128
+    """Tokens per sequence."""
+    seed: int = 1234
+    """Seed of weight initialization, data order and dropout."""
+    init: str = "invariant"
+    """Weight init: ``invariant`` (each parameter drawn from a seed of its full-model name, then sharded, so
+    every parallel layout starts from the same weights) or ``megatron`` (Megatron-Core's own, layout-dependent)."""
+
+
+@dataclass
+class DataSource:
+    """One weighted source of a training mixture."""
+
+    name: str = "synthetic"
+    """Label in logs and audits."""
+    weight: float = 1.0
+    """Share of the mixture's tokens."""
+    path: Optional[str] = None
+    """Prefix of a Megatron indexed dataset (``PATH.bin`` / ``PATH.idx``)."""
+
+
+@dataclass
+class DataConfig:
+    """Where training tokens come from."""
+
+    kind: str = "synthetic"
+    """``synthetic`` (generated token sequences, no files) or ``blend`` (weighted indexed datasets)."""
+    sources: List[DataSource] = field(default_factory=list)
+    """The mixture, for ``kind: blend``; weights sum to 1."""
+    tokenizer: Optional[str] = None
+    """Hugging Face tokenizer directory."""
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, run by Megatron-Core's ``OptimizerParamScheduler``."""
+
+    lr: float = 3e-4
+    """Peak (and, for ``constant``, the only) learning rate."""
+    min_lr: float = 0.0
+    """Learning rate at the end of the decay."""
+    style: str = "constant"
+    """``constant``, ``cosine`` or ``linear`` decay after warm-up."""
+    warmup_iters: int = 0
+    """Steps of linear warm-up from zero."""
+    decay_iters: Optional[int] = None
+    """Steps over which the decay runs; None means the whole stage."""
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW as Megatron-Core runs it (decoupled weight decay)."""
+
+    name: str = "adam"
+    """``adam`` (AdamW) or ``sgd``."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay."""
+    beta1: float = 0.9
+    """Adam beta1."""
+    beta2: float = 0.95
+    """Adam beta2."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    clip_grad: float = 1.0
+    """Global gradient-norm clip; 0 disables clipping."""
+
+
+@dataclass
+class PrecisionConfig:
+    """Numeric formats of parameters and compute."""
+
+    dtype: str = "auto"
+    """``auto`` (bf16 on GPU, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``."""
+    fp8: Optional[str] = None
+    """Transformer Engine FP8 format: ``hybrid`` or ``e4m3``; None disables FP8."""
+
+
+@dataclass
+class CheckpointConfig:
+    """Saving and loading of Megatron-Core distributed checkpoints."""
+
+    save_interval: Optional[int] = None
+    """Save every N steps (and at the end); None saves only at the end."""
+    keep_last: int = 2
+    """Checkpoints kept in the run directory; older ones are removed."""
+    load: Optional[str] = None
+    """Checkpoint directory to start from."""
+    save: bool = True
+    """Write checkpoints under ``RUN_DIR/checkpoints``."""
+
+
+@dataclass
+class LoggingConfig:
+    """Metrics output."""
+
+    log_interval: int = 1
+    """Print a progress line every N steps (metrics.jsonl gets every step)."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files under ``RUN_DIR/tensorboard``."""
+
+
+@dataclass
+class RecipeConfig:
+    """A whole training stage."""
+
+    name: str = "unnamed"
+    """Recipe name."""
+    description: str = ""
+    """One line on what the recipe is for."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -1,0 +1,162 @@
+"""Checks that span fields. Each failure is a ``ConfigError`` with one line naming the field and the fix."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from megatron_octo.config.loader import ConfigError
+from megatron_octo.config.schema import RecipeConfig
+
+_SHAPE_FIELDS = (
+    "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups", "vocab_size",
+    "max_position_embeddings",
+)
+_CHOICES = {
+    "model.family": ("llama", "qwen2"),
+    "model.spec": ("auto", "te", "local"),
+    "train.init": ("invariant", "megatron"),
+    "data.kind": ("synthetic", "blend"),
+    "schedule.style": ("constant", "cosine", "linear"),
+    "optimizer.name": ("adam", "sgd"),
+    "precision.dtype": ("auto", "fp32", "bf16", "fp16"),
+    "precision.fp8": (None, "hybrid", "e4m3"),
+}
+
+
+def _get(recipe: RecipeConfig, dotted: str):
+    section, name = dotted.split(".")
+    return getattr(getattr(recipe, section), name)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _check_choices(recipe: RecipeConfig) -> None:
+    for dotted, choices in _CHOICES.items():
+        value = _get(recipe, dotted)
+        shown = ", ".join(str(c) for c in choices)
+        _require(value in choices, f"{dotted}={value!r} is not one of: {shown}")
+
+
+def _check_model(recipe: RecipeConfig) -> None:
+    m = recipe.model
+    for name in _SHAPE_FIELDS:
+        value = getattr(m, name)
+        _require(value is not None, f"model.{name} is not set: name a model.preset or set model.{name}")
+        _require(value > 0, f"model.{name}={value} must be positive")
+    _require(
+        m.num_attention_heads % m.num_query_groups == 0,
+        f"model.num_query_groups={m.num_query_groups} must divide model.num_attention_heads={m.num_attention_heads}",
+    )
+    if m.kv_channels is None:
+        _require(
+            m.hidden_size % m.num_attention_heads == 0,
+            f"model.num_attention_heads={m.num_attention_heads} must divide model.hidden_size={m.hidden_size} "
+            f"(or set model.kv_channels)",
+        )
+
+
+def _check_parallel(recipe: RecipeConfig) -> None:
+    p, m = recipe.parallel, recipe.model
+    for name in ("tp", "pp", "cp"):
+        _require(getattr(p, name) >= 1, f"parallel.{name}={getattr(p, name)} must be >= 1")
+    _require(
+        m.num_attention_heads % p.tp == 0,
+        f"parallel.tp={p.tp} must divide model.num_attention_heads={m.num_attention_heads}",
+    )
+    _require(
+        m.num_query_groups % p.tp == 0,
+        f"parallel.tp={p.tp} must divide model.num_query_groups={m.num_query_groups} (the key-value heads)",
+    )
+    _require(m.num_layers % p.pp == 0, f"parallel.pp={p.pp} must divide model.num_layers={m.num_layers}")
+    _require(not p.sequence_parallel or p.tp > 1, "parallel.sequence_parallel=true needs parallel.tp > 1")
+    _require(
+        recipe.train.seq_len % (2 * p.cp) == 0 or p.cp == 1,
+        f"train.seq_len={recipe.train.seq_len} must be divisible by 2*parallel.cp={2 * p.cp}",
+    )
+    _require(
+        not p.overlap_param_gather or p.distributed_optimizer,
+        "parallel.overlap_param_gather=true needs parallel.distributed_optimizer=true",
+    )
+
+
+def _check_train(recipe: RecipeConfig) -> None:
+    t, m = recipe.train, recipe.model
+    for name in ("global_batch", "micro_batch", "seq_len"):
+        _require(getattr(t, name) >= 1, f"train.{name}={getattr(t, name)} must be >= 1")
+    _require(
+        t.global_batch % t.micro_batch == 0,
+        f"train.global_batch={t.global_batch} must be divisible by train.micro_batch={t.micro_batch}",
+    )
+    _require(t.iters is not None or t.tokens is not None, "set train.iters or train.tokens")
+    _require(t.iters is None or t.iters >= 1, f"train.iters={t.iters} must be >= 1")
+    _require(t.tokens is None or t.tokens >= 1, f"train.tokens={t.tokens} must be >= 1")
+    _require(
+        t.seq_len <= m.max_position_embeddings,
+        f"train.seq_len={t.seq_len} exceeds model.max_position_embeddings={m.max_position_embeddings}",
+    )
+
+
+def _check_data(recipe: RecipeConfig) -> None:
+    d = recipe.data
+    if d.kind != "blend":
+        return
+    _require(len(d.sources) > 0, "data.kind=blend needs data.sources (a list of {name, weight, path})")
+    for i, src in enumerate(d.sources):
+        _require(src.weight > 0, f"data.sources[{i}] ({src.name}) weight={src.weight} must be positive")
+        _require(bool(src.path), f"data.sources[{i}] ({src.name}) has no path: set it to an indexed-dataset prefix")
+    total = sum(src.weight for src in d.sources)
+    _require(math.isclose(total, 1.0, abs_tol=1e-6), f"data.sources weights sum to {total:.6g}, they must sum to 1")
+
+
+def _check_optimization(recipe: RecipeConfig) -> None:
+    s, o = recipe.schedule, recipe.optimizer
+    _require(s.lr > 0, f"schedule.lr={s.lr} must be positive")
+    _require(0 <= s.min_lr <= s.lr, f"schedule.min_lr={s.min_lr} must lie in [0, schedule.lr={s.lr}]")
+    _require(s.warmup_iters >= 0, f"schedule.warmup_iters={s.warmup_iters} must be >= 0")
+    _require(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optimizer.beta1 and optimizer.beta2 must lie in [0, 1)")
+    _require(o.eps > 0, f"optimizer.eps={o.eps} must be positive")
+    _require(o.clip_grad >= 0, f"optimizer.clip_grad={o.clip_grad} must be >= 0 (0 disables clipping)")
+    _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} must be >= 0")
+    _require(recipe.checkpoint.keep_last >= 1, f"checkpoint.keep_last={recipe.checkpoint.keep_last} must be >= 1")
+    _require(recipe.logging.log_interval >= 1, f"logging.log_interval={recipe.logging.log_interval} must be >= 1")
+
+
+def validate(recipe: RecipeConfig, world_size: Optional[int] = None) -> None:
+    """Raise ``ConfigError`` on the first problem; with ``world_size``, also check the data-parallel split."""
+    _check_choices(recipe)
+    _check_model(recipe)
+    _check_parallel(recipe)
+    _check_train(recipe)
+    _check_data(recipe)
+    _check_optimization(recipe)
+    if world_size is not None:
+        check_world(recipe, world_size)
+
+
+def check_world(recipe: RecipeConfig, world_size: int) -> int:
+    """Return the data-parallel size for ``world_size`` processes, or raise."""
+    p, t = recipe.parallel, recipe.train
+    model_parallel = p.tp * p.pp * p.cp
+    _require(
+        world_size % model_parallel == 0,
+        f"{world_size} processes cannot hold parallel.tp*pp*cp={model_parallel}: launch a multiple of {model_parallel}",
+    )
+    dp = world_size // model_parallel
+    _require(
+        t.global_batch % (t.micro_batch * dp) == 0,
+        f"train.global_batch={t.global_batch} must be divisible by train.micro_batch*DP="
+        f"{t.micro_batch}*{dp}={t.micro_batch * dp}",
+    )
+    return dp
+
+
+def train_iters(recipe: RecipeConfig) -> int:
+    """Optimizer steps of the stage: ``train.iters``, else ``train.tokens`` over tokens a step, rounded up."""
+    t = recipe.train
+    if t.iters is not None:
+        return t.iters
+    return math.ceil(t.tokens / (t.global_batch * t.seq_len))

@@ -1,0 +1,1 @@
+"""Training data: synthetic tokens now; corpora, tokenization and mixtures with the data pipeline."""

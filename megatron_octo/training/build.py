@@ -1,0 +1,132 @@
+"""Build the Megatron-Core pieces of a training stage: model chunks in DDP, optimizer, LR scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import torch
+
+from megatron_octo.config.schema import RecipeConfig
+from megatron_octo.parallel import ParallelContext
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class SetupError(ValueError):
+    """The recipe asks for something this machine cannot do; the message says what and how to fix it."""
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is bf16 on GPU and fp32 on CPU (CPU bf16 matmuls are slow and the tests compare in fp32)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[dtype]
+
+
+@dataclass
+class Components:
+    """What the training loop drives."""
+
+    model: List[torch.nn.Module]
+    """Model chunks wrapped in Megatron-Core DDP (one chunk without virtual pipelining)."""
+    optimizer: object
+    """Megatron-Core ``MegatronOptimizer``."""
+    scheduler: object
+    """Megatron-Core ``OptimizerParamScheduler``."""
+    config: object
+    """Megatron-Core ``TransformerConfig`` shared by the chunks and the schedules."""
+    params_dtype: torch.dtype
+    p2p: object
+    """Megatron-Core ``P2PCommunicator`` over the pipeline group (what the pipeline schedules send through)."""
+
+
+def _check_precision(recipe: RecipeConfig, use_te: bool) -> None:
+    if recipe.precision.fp8 and not use_te:
+        raise SetupError(
+            "precision.fp8 needs Transformer Engine, which is not usable here: set precision.fp8=null "
+            "or run in the GPU container"
+        )
+
+
+def build_model(recipe: RecipeConfig, ctx: ParallelContext) -> tuple:
+    """GPTModel for this pipeline stage, initialized, in fp32/bf16/fp16, wrapped in Megatron-Core DDP."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    from megatron.core.distributed import finalize_model_grads
+    from megatron.core.transformer.module import Float16Module
+
+    from megatron_octo.models.common import build_gpt_model, resolve_spec, transformer_config
+    from megatron_octo.training.init import initialize_invariant
+
+    use_te = resolve_spec(recipe.model.spec)
+    _check_precision(recipe, use_te)
+    params_dtype = resolve_dtype(recipe.precision.dtype, ctx.device)
+    tcfg = transformer_config(
+        recipe.model, recipe.parallel, params_dtype, fp8=recipe.precision.fp8, use_cpu_initialization=True
+    )
+    model = build_gpt_model(
+        recipe.model, tcfg, ctx.pgs, pre_process=ctx.is_first_stage, post_process=ctx.is_last_stage, use_te=use_te
+    )
+    if recipe.train.init == "invariant":
+        initialize_invariant(
+            [model], seed=recipe.train.seed, std=recipe.model.init_method_std,
+            num_layers=recipe.model.num_layers, vocab_size=recipe.model.vocab_size,
+        )
+    model = model.to(ctx.device)
+    if params_dtype != torch.float32:
+        model = Float16Module(tcfg, model)
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True,
+        overlap_grad_reduce=recipe.parallel.overlap_grad_reduce,
+        overlap_param_gather=recipe.parallel.overlap_param_gather,
+        use_distributed_optimizer=recipe.parallel.distributed_optimizer,
+    )
+    ddp = DistributedDataParallel(tcfg, ddp_config, model, pg_collection=ctx.pgs)
+    tcfg.finalize_model_grads_func = finalize_model_grads
+    tcfg.no_sync_func = ddp.no_sync
+    if recipe.parallel.overlap_grad_reduce:
+        tcfg.grad_sync_func = ddp.start_grad_sync
+    if recipe.parallel.overlap_param_gather:
+        tcfg.param_sync_func = ddp.start_param_sync
+    return [ddp], tcfg, params_dtype
+
+
+def build_optimizer(recipe: RecipeConfig, chunks: List[torch.nn.Module], ctx: ParallelContext,
+                    params_dtype: torch.dtype, iters: int) -> tuple:
+    """Megatron-Core optimizer (distributed if asked) and its LR scheduler, stepped once per iteration."""
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+    o, s = recipe.optimizer, recipe.schedule
+    opt_config = OptimizerConfig(
+        optimizer=o.name, lr=s.lr, min_lr=s.min_lr, weight_decay=o.weight_decay,
+        adam_beta1=o.beta1, adam_beta2=o.beta2, adam_eps=o.eps, clip_grad=o.clip_grad,
+        bf16=params_dtype == torch.bfloat16, fp16=params_dtype == torch.float16, params_dtype=params_dtype,
+        use_distributed_optimizer=recipe.parallel.distributed_optimizer,
+    )
+    optimizer = get_megatron_optimizer(opt_config, chunks, use_gloo_process_groups=False, pg_collection=ctx.pgs)
+    decay_iters = s.decay_iters if s.decay_iters is not None else iters
+    scheduler = OptimizerParamScheduler(
+        optimizer,
+        init_lr=0.0 if s.warmup_iters else s.lr,
+        max_lr=s.lr,
+        min_lr=s.min_lr,
+        lr_warmup_steps=s.warmup_iters,
+        lr_decay_steps=max(decay_iters, s.warmup_iters + 1),
+        lr_decay_style=s.style,
+        start_wd=o.weight_decay,
+        end_wd=o.weight_decay,
+        wd_incr_steps=iters,
+        wd_incr_style="constant",
+    )
+    return optimizer, scheduler
+
+
+def build(recipe: RecipeConfig, ctx: ParallelContext, iters: int) -> Components:
+    """Everything the loop needs, for this rank."""
+    from megatron.core.pipeline_parallel.p2p_communication import P2PCommunicator
+
+    chunks, tcfg, params_dtype = build_model(recipe, ctx)
+    optimizer, scheduler = build_optimizer(recipe, chunks, ctx, params_dtype, iters)
+    return Components(model=chunks, optimizer=optimizer, scheduler=scheduler, config=tcfg,
+                      params_dtype=params_dtype, p2p=P2PCommunicator(pp_group=ctx.pgs.pp, config=tcfg))

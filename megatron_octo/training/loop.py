@@ -1,0 +1,147 @@
+"""The training loop: Megatron-Core pipeline schedules over micro-batches, one optimizer step per iteration.
+
+Loss convention: per-token (``calculate_per_token_loss``). Each micro-batch returns its summed token loss and
+token count; Megatron-Core divides the gradients by the step's total token count across data-parallel ranks, so
+the step's loss and gradients are the mean over all tokens of the global batch, whatever the layout.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import torch
+import torch.distributed as dist
+
+from megatron_octo.config.schema import RecipeConfig
+from megatron_octo.config.validate import train_iters
+from megatron_octo.data.batches import microbatch_indices, microbatches
+from megatron_octo.data.synthetic import SyntheticTokens
+from megatron_octo.parallel import ParallelContext
+from megatron_octo.training.build import Components, build
+from megatron_octo.training.metrics import maybe_writer
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step measured (identical on every rank)."""
+
+    loss: float
+    grad_norm: float
+    lr: float
+    seconds: float
+
+
+def _loss_func(per_token_loss: torch.Tensor):
+    """``per_token_loss``: ``[b, s]`` from GPTModel given labels. Returns (sum, count, logged [sum, count])."""
+    loss_sum = per_token_loss.float().sum()
+    num_tokens = torch.tensor(per_token_loss.numel(), dtype=torch.int, device=per_token_loss.device)
+    return loss_sum, num_tokens, {"lm loss": torch.stack([loss_sum.detach(), num_tokens.float()])}
+
+
+def _cp_slice(inputs: torch.Tensor, labels: torch.Tensor, ctx: ParallelContext):
+    """With context parallelism each rank keeps its (load-balanced) chunks of the sequence."""
+    if ctx.cp == 1:
+        return inputs, labels
+    from megatron.core.utils import get_batch_on_this_cp_rank
+
+    batch = get_batch_on_this_cp_rank({"tokens": inputs, "labels": labels}, cp_group=ctx.pgs.cp)
+    return batch["tokens"], batch["labels"]
+
+
+def make_forward_step(ctx: ParallelContext):
+    """The ``forward_step_func`` Megatron-Core's schedules call once per micro-batch."""
+
+    def forward_step(data_iterator: Iterator[torch.Tensor], model: torch.nn.Module):
+        tokens = next(data_iterator).to(ctx.device)  # [b, s + 1]
+        inputs, labels = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # [b, s] each
+        inputs, labels = _cp_slice(inputs, labels, ctx)
+        output = model(inputs, None, None, labels=labels)  # last stage: [b, s] token losses
+        return output, _loss_func
+
+    return forward_step
+
+
+def global_mean_loss(losses_reduced: List[Dict[str, torch.Tensor]], ctx: ParallelContext) -> float:
+    """Mean token loss of the whole global batch, on every rank.
+
+    Only last-stage ranks see losses; the TP ranks of a stage see the same numbers, so one of them (tp_rank 0)
+    contributes its [sum, count] per CP and DP rank, summed over the world.
+    """
+    totals = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    if ctx.is_last_stage and ctx.tp_rank == 0:
+        for item in losses_reduced:
+            totals += item["lm loss"].to(device=ctx.device, dtype=torch.float64)
+    dist.all_reduce(totals)
+    return float(totals[0] / totals[1])
+
+
+def train_step(step: int, parts: Components, dataset, recipe: RecipeConfig, ctx: ParallelContext) -> StepResult:
+    """One optimizer step (``step`` is 0-based) over the global batch."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    t = recipe.train
+    start = time.perf_counter()
+    parts.optimizer.zero_grad()
+    for chunk in parts.model:
+        chunk.zero_grad_buffer()
+    indices = microbatch_indices(step, global_batch=t.global_batch, micro_batch=t.micro_batch, dp=ctx.dp,
+                                 dp_rank=ctx.dp_rank)
+    lr = parts.optimizer.param_groups[0]["lr"]
+    losses = get_forward_backward_func()(
+        forward_step_func=make_forward_step(ctx),
+        data_iterator=microbatches(dataset, indices),
+        model=parts.model,
+        num_microbatches=len(indices),
+        seq_length=t.seq_len // ctx.cp,
+        micro_batch_size=t.micro_batch,
+        forward_only=False,
+        p2p_communicator=parts.p2p,
+        pg_collection=ctx.pgs,
+    )
+    ok, grad_norm, _ = parts.optimizer.step()
+    parts.scheduler.step(increment=1)
+    loss = global_mean_loss(losses, ctx)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize()
+    return StepResult(loss=loss, grad_norm=float(grad_norm or 0.0), lr=lr, seconds=time.perf_counter() - start)
+
+
+def make_dataset(recipe: RecipeConfig):
+    """The stage's indexable token dataset."""
+    if recipe.data.kind == "synthetic":
+        return SyntheticTokens(vocab_size=recipe.model.vocab_size, seq_len=recipe.train.seq_len,
+                               seed=recipe.train.seed)
+    raise NotImplementedError(f"data.kind={recipe.data.kind!r} is not available yet: use data.kind=synthetic")
+
+
+def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
+                 parts: Optional[Components] = None) -> Dict[str, float]:
+    """Train ``recipe`` for its iterations; the main rank writes ``run_dir/metrics.jsonl``. Returns a summary."""
+    iters = train_iters(recipe)
+    parts = parts or build(recipe, ctx, iters)
+    dataset = make_dataset(recipe)
+    tokens_per_step = recipe.train.global_batch * recipe.train.seq_len
+    writer = maybe_writer(ctx.is_main, run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
+    history = []
+    try:
+        for step in range(iters):
+            result = train_step(step, parts, dataset, recipe, ctx)
+            history.append(result)
+            if writer is not None:
+                writer.write({
+                    "step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
+                    "tokens": (step + 1) * tokens_per_step,
+                    "tokens_per_s": tokens_per_step / result.seconds, "step_time_s": result.seconds,
+                })
+    finally:
+        if writer is not None:
+            writer.close()
+    seconds = sum(r.seconds for r in history)
+    return {
+        "steps": iters, "tokens": iters * tokens_per_step, "first_loss": history[0].loss,
+        "final_loss": history[-1].loss, "seconds": seconds, "tokens_per_s": iters * tokens_per_step / seconds,
+        "world_size": ctx.world_size, "tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
+    }

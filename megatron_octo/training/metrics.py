@@ -1,0 +1,74 @@
+"""Per-step metrics: one JSON line per step in ``metrics.jsonl``, TensorBoard scalars, a progress line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+
+def format_duration(seconds: float) -> str:
+    """``3725`` -> ``1h02m05s``."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+class MetricsWriter:
+    """Writes what the main rank measures. Only the main rank constructs one."""
+
+    def __init__(self, run_dir: Path, total_steps: int, tensorboard: bool, log_interval: int = 1,
+                 stream=sys.stdout):
+        self.path = run_dir / "metrics.jsonl"
+        self.total_steps = total_steps
+        self.log_interval = log_interval
+        self.stream = stream
+        self._file = open(self.path, "a", buffering=1)
+        self._tb = None
+        self._start = time.monotonic()
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def write(self, record: Dict[str, float]) -> None:
+        """Append one step's record (must hold ``step``) and report progress."""
+        self._file.write(json.dumps(record) + "\n")
+        step = int(record["step"])
+        if self._tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(f"train/{key}", value, step)
+        if step % self.log_interval == 0 or step == self.total_steps:
+            self.stream.write(self._progress_line(record) + "\n")
+            self.stream.flush()
+
+    def _progress_line(self, record: Dict[str, float]) -> str:
+        step = int(record["step"])
+        elapsed = time.monotonic() - self._start
+        eta = elapsed / step * (self.total_steps - step) if step else 0.0
+        return (
+            f"step {step}/{self.total_steps} | loss {record['loss']:.4f} | lr {record['lr']:.3e} | "
+            f"grad_norm {record['grad_norm']:.3f} | {record['tokens_per_s']:.0f} tokens/s | "
+            f"elapsed {format_duration(elapsed)} | ETA {format_duration(eta)}"
+        )
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: Path) -> list:
+    """All records of a ``metrics.jsonl``."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def maybe_writer(is_main: bool, run_dir: Path, total_steps: int, tensorboard: bool,
+                 log_interval: int) -> Optional[MetricsWriter]:
+    """A writer on the main rank, None elsewhere."""
+    return MetricsWriter(run_dir, total_steps, tensorboard, log_interval) if is_main else None
