@@ -1,0 +1,58 @@
+# megatron-octo developer entry points: `make demo`, `make test`.
+# The venv pins torch through PIP_CONSTRAINT so no resolver or build step pulls a CUDA torch on CPU machines.
+
+SHELL := bash
+.DEFAULT_GOAL := help
+
+# Python 3.11 when it runs (pyenv shims may exist for versions that are not installed), else python3.
+PYTHON ?= $(shell python3.11 -c 'import sys' >/dev/null 2>&1 && echo python3.11 || echo python3)
+VENV := .venv
+VENV_ABS := $(abspath $(VENV))
+VENV_PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo-run
+PYTEST_ARGS ?=
+
+# Every pip call below (and the build-isolation environments it creates) sees the torch pin.
+# pip >= 25.3 takes build constraints from PIP_BUILD_CONSTRAINT; older pips use PIP_CONSTRAINT for both.
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_BUILD_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv test demo clean
+
+help:
+	@echo "make venv   create or refresh $(VENV) (pip install -e '.[test]' with PIP_CONSTRAINT=constraints.txt)"
+	@echo "make test   run the test suite in $(VENV) (extra pytest args: PYTEST_ARGS=...)"
+	@echo "make demo   run 'octo demo --workdir $(DEMO_DIR) --overwrite' on CPU"
+	@echo "make clean  remove $(VENV) and build artefacts"
+
+# Rebuild the venv when its interpreter no longer runs or when it was made for another directory (a copied or
+# moved venv has stale script shebangs); otherwise the stamp decides whether pip has anything to do.
+venv:
+	@if [ -e $(VENV) ] && ! $(VENV_PY) -c 'import sys' >/dev/null 2>&1; then \
+		echo "$(VENV) is broken (its python does not run): rebuilding"; rm -rf $(VENV); \
+	elif [ -f $(STAMP) ] && [ "$$(cat $(STAMP))" != "$(VENV_ABS)" ]; then \
+		echo "$(VENV) was made for $$(cat $(STAMP)), not $(VENV_ABS): rebuilding"; rm -rf $(VENV); \
+	fi
+	@$(MAKE) --no-print-directory $(STAMP)
+
+$(STAMP): setup.py pyproject.toml constraints.txt
+	@if [ ! -x $(VENV_PY) ]; then \
+		echo "creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"; \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+	fi
+	$(VENV_PY) -m pip install --quiet --upgrade 'pip>=25.3'
+	$(VENV_PY) -m pip install -e '.[test]'
+	$(VENV_PY) -c 'import torch, megatron.core, megatron_octo; print("torch", torch.__version__, "| megatron-core", megatron.core.__version__, "| megatron-octo", megatron_octo.__version__)'
+	@echo "$(VENV_ABS)" > $@
+
+test: venv
+	$(VENV_PY) -m pytest tests -q $(PYTEST_ARGS)
+
+demo: venv
+	$(VENV)/bin/octo demo --workdir $(DEMO_DIR) --overwrite
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,3 @@
+"""Single source of the megatron-octo version (read by setup.py without importing the package)."""
+
+__version__ = "0.1.0"
