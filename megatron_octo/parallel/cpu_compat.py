@@ -58,7 +58,7 @@ class CudaToCpuMode(TorchFunctionMode):
             name = _CUDA_TYPE_NAMES.get(args[0].dtype)
             if name is not None:
                 return name
-        if func in (torch.Tensor.to, torch.Tensor.new_empty, torch.Tensor.new_zeros, torch.Tensor.new_ones):
+        if func is torch.Tensor.to:  # new_empty/new_zeros/new_ones take device by keyword only (handled above)
             args = _cpu_args(args)
         return func(*args, **kwargs)
 

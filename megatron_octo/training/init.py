@@ -35,16 +35,17 @@ def _is_norm(key: str) -> bool:
     return key.endswith("layer_norm_weight") or key.endswith("layernorm.weight") or key.endswith("norm.weight")
 
 
-def full_tensor(key: str, shape: Tuple[int, ...], *, seed: int, std: float, num_layers: int,
-                vocab_size: int, device: torch.device) -> torch.Tensor:
-    """The whole (unsharded) initial value of the parameter named ``key``, in fp32."""
+def full_tensor(key: str, shape: Tuple[int, ...], *, layer: Tuple[int, ...] = (), seed: int, std: float,
+                num_layers: int, vocab_size: int, device: torch.device) -> torch.Tensor:
+    """The whole (unsharded) initial value of the parameter ``key`` (of stacked layer ``layer``, if any), in fp32."""
     if _is_norm(key):
         return torch.ones(shape, device=device)
     if key.endswith("bias"):
         return torch.zeros(shape, device=device)
     if key.endswith(_RESIDUAL_OUTPUTS):
         std = std / math.sqrt(2.0 * num_layers)
-    generator = torch.Generator(device=device).manual_seed(key_seed(seed, key))
+    name = key if not layer else f"{key}#{'.'.join(str(i) for i in layer)}"
+    generator = torch.Generator(device=device).manual_seed(key_seed(seed, name))
     if key in _EMBEDDING_KEYS:
         # Rows past the real vocabulary are TP padding: their count depends on the layout, so draw only the
         # real rows (their values then do not depend on the padding) and leave the padding at zero.
@@ -72,10 +73,8 @@ def _shard_pieces(sharded) -> Tuple[List, object]:
 
 def _local_value(sh, **draw) -> torch.Tensor:
     """This rank's slice of the full tensor described by one ShardedTensor."""
-    prepend = sh.prepend_axis_num
-    layer_ids = sh.global_offset[:prepend]
-    key = sh.key if not prepend else f"{sh.key}#{'.'.join(str(i) for i in layer_ids)}"
-    full = full_tensor(key, tuple(sh.global_shape[prepend:]), **draw)
+    prepend = sh.prepend_axis_num  # stacked layers: the leading offsets are the global layer numbers
+    full = full_tensor(sh.key, tuple(sh.global_shape[prepend:]), layer=tuple(sh.global_offset[:prepend]), **draw)
     index = tuple(
         slice(offset, offset + size) for offset, size in zip(sh.global_offset[prepend:], sh.local_shape)
     )
