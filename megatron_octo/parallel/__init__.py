@@ -72,12 +72,17 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _init_process_group(backend: str, timeout_s: int) -> None:
-    """Join the torchrun world, or make a world of one when not launched by torchrun."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"] = "0", "1", "0"
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    """Join the torchrun world, or make a world of one when not launched by torchrun.
+
+    The world of one rendezvous on a free loopback port given explicitly, so nothing is written to ``os.environ``
+    (a child process started later must not inherit a stale rank or port).
+    """
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        dist.init_process_group(backend=backend, timeout=timeout)
+    else:
+        dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
+                                world_size=1, timeout=timeout)
 
 
 def check_layout(cfg: ParallelConfig, world_size: int) -> int:
