@@ -28,8 +28,10 @@ def recipe_names() -> List[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
-def _recipe_path(name_or_path: str) -> Path:
+def _recipe_path(name_or_path: str, relative_to: Optional[Path] = None) -> Path:
     path = Path(name_or_path)
+    if relative_to is not None and not path.is_absolute() and path.suffix in (".yaml", ".yml"):
+        path = relative_to / path  # a `base:` path is relative to the recipe that names it
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist")
@@ -53,16 +55,17 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _recipe_chain(name_or_path: str, seen: Optional[List[str]] = None) -> List[dict]:
+def _recipe_chain(name_or_path: str, seen: Optional[List[str]] = None,
+                  relative_to: Optional[Path] = None) -> List[dict]:
     """The recipe and its ``base`` ancestors, root first."""
     seen = seen or []
-    path = _recipe_path(name_or_path)
+    path = _recipe_path(name_or_path, relative_to).resolve()
     if str(path) in seen:
         raise ConfigError(f"recipe {path} inherits from itself through 'base'")
     data = _read_yaml(path)
     data.setdefault("name", path.stem)
     base = data.pop("base", None)
-    chain = _recipe_chain(base, seen + [str(path)]) if base else []
+    chain = _recipe_chain(str(base), seen + [str(path)], path.parent) if base else []
     return chain + [data]
 
 
@@ -91,6 +94,8 @@ def _merge(layers: List[dict]) -> RecipeConfig:
         key = getattr(exc, "full_key", None)
         where = f"field '{key}': " if key else ""
         raise ConfigError(f"{where}{_first_line(exc)}") from None
+    except (TypeError, ValueError) as exc:  # e.g. an index override into a list OmegaConf cannot merge
+        raise ConfigError(f"cannot apply the recipe layers: {_first_line(exc)}") from None
 
 
 def _preset_layer(layers: List[dict]) -> Dict:
@@ -99,7 +104,10 @@ def _preset_layer(layers: List[dict]) -> Dict:
 
     name = None
     for layer in layers:
-        name = (layer.get("model") or {}).get("preset", name)
+        model = layer.get("model")
+        if model is not None and not isinstance(model, dict):
+            raise ConfigError(f"field 'model' must be a mapping of model fields, got {model!r}")
+        name = (model or {}).get("preset", name)
     if name is None:
         return {}
     try:
