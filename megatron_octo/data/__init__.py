@@ -1,1 +1,12 @@
-"""Training data: synthetic tokens now; corpora, tokenization and mixtures with the data pipeline."""
+"""Training data.
+
+- ``synthetic``, ``batches``: generated token sequences; which samples each data-parallel rank reads.
+- ``formatters``, ``tokenizer``, ``readers``, ``preprocess``: corpora (JSONL, JSONL.gz, Parquet) -> formatted text
+  -> tokens -> Megatron-Core indexed datasets (``octo preprocess``).
+- ``mixtures``: the OctoThinker mixtures (``config/mixtures/*.yaml``); ``blend``: a recipe's mixture as
+  Megatron-Core's blended GPTDataset (``data.kind: blend``); ``audit``: target vs realized shares
+  (``octo data audit``).
+- ``demo_corpus``: the generated math corpus and BPE tokenizer of ``octo demo``.
+
+Submodules are imported where used, so importing this package stays cheap.
+"""
