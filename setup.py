@@ -43,6 +43,10 @@ INSTALL_REQUIRES = [
     "matplotlib",
     "tensorboard",
     "pyyaml",
+    # Megatron-Core's checkpoint writer processes need it (without it they die and the save hangs).
+    "psutil",
+    # Parquet input of `octo preprocess`.
+    "pyarrow",
 ]
 
 EXTRAS_REQUIRE = {

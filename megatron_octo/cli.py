@@ -17,17 +17,26 @@ EXAMPLES = """examples:
   octo train --recipe tiny-cpu --run-dir runs/tiny train.iters=20
   torchrun --nproc-per-node 4 -m megatron_octo train --recipe tiny-cpu --run-dir runs/tp2pp2 \\
       parallel.tp=2 parallel.pp=2
+  octo preprocess --input web.jsonl --output-prefix data/web --tokenizer tok/ --format text --workers 2
+  octo data audit --recipe tiny-cpu data.kind=blend data.mixture=stable
+  octo eval --model hf-model/ --benchmarks gsm8k,math500 --data-dir shared/data/eval --output eval-out
   octo demo --workdir octo-demo
 """
 
 
 def _user_errors() -> tuple:
     from megatron_octo.config.loader import ConfigError
+    from megatron_octo.convert.errors import ConvertError
+    from megatron_octo.data.errors import DataError
+    from megatron_octo.eval.registry import EvalError
     from megatron_octo.parallel import ParallelSetupError
     from megatron_octo.training.build import SetupError
+    from megatron_octo.training.checkpoint import CheckpointError
+    from megatron_octo.training.plot import PlotError
     from megatron_octo.utils.io import OutputExistsError
 
-    return ConfigError, SetupError, ParallelSetupError, OutputExistsError
+    return (ConfigError, ConvertError, DataError, EvalError, ParallelSetupError, SetupError, CheckpointError,
+            PlotError, OutputExistsError)
 
 
 def _cmd_recipe_list(args) -> int:
@@ -47,25 +56,144 @@ def _cmd_recipe_show(args) -> int:
     return 0
 
 
+def _train_message(summary: dict, run_dir: str) -> str:
+    if not summary["steps_run"]:
+        return f"nothing to do: {run_dir} already holds all {summary['steps']} steps"
+    done = summary["start_step"] + summary["steps_run"]
+    return (
+        f"trained steps {summary['start_step'] + 1}-{done} of {summary['steps']}: loss {summary['first_loss']:.4f} "
+        f"-> {summary['final_loss']:.4f}, {summary['tokens_per_s']:.0f} tokens/s; metrics in {run_dir}/metrics.jsonl"
+    )
+
+
 def _cmd_train(args) -> int:
     from megatron_octo.training import train_from_args
 
-    summary = train_from_args(args.recipe, args.overrides, args.run_dir, args.overwrite)
+    summary = train_from_args(args.recipe, args.overrides, args.run_dir, args.overwrite, args.override_schedule)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(
-            f"trained {summary['steps']} steps, {summary['tokens']:,} tokens: loss {summary['first_loss']:.4f} -> "
-            f"{summary['final_loss']:.4f}, {summary['tokens_per_s']:.0f} tokens/s; metrics in "
-            f"{args.run_dir}/metrics.jsonl"
-        )
+        print(_train_message(summary, args.run_dir))
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from megatron_octo.training.plot import plot_runs
+
+    print(f"wrote {plot_runs(args.run_dirs, args.output, args.overwrite)}")
     return 0
 
 
 def _cmd_demo(args) -> int:
     from megatron_octo.demo import run_demo
 
-    report = run_demo(args.workdir, overwrite=args.overwrite)
+    report = run_demo(args.workdir, overwrite=args.overwrite, quick=args.quick)
     print(f"demo finished: report in {report}")
     return 0
+
+
+def _cmd_preprocess(args) -> int:
+    from megatron_octo.data.preprocess import preprocess
+
+    fields = {"text_field": args.text_field, "question_field": args.question_field,
+              "answer_field": args.answer_field, "reasoning_field": args.reasoning_field,
+              "messages_field": args.messages_field}
+    stats = preprocess(args.input, args.output_prefix, args.tokenizer, args.format, fields=fields,
+                       workers=args.workers, skip_bad_lines=args.skip_bad_lines, overwrite=args.overwrite)
+    skipped = f"; skipped {stats.bad_lines} bad lines (first: {stats.first_bad})" if stats.bad_lines else ""
+    print(f"wrote {stats.output_prefix}.bin/.idx: {stats.documents:,} documents, {stats.tokens:,} tokens "
+          f"({stats.dtype}); {stats.empty} empty documents skipped{skipped}")
+    return 0
+
+
+def _cmd_data_audit(args) -> int:
+    from megatron_octo.config import load_recipe
+    from megatron_octo.data.audit import run_audit
+
+    result = run_audit(load_recipe(args.recipe, args.overrides), args.samples, args.plot, args.overwrite)
+    return 0 if result.ok() else 1
+
+
+def _cmd_eval(args) -> int:
+    from megatron_octo.eval.report import markdown_table
+    from megatron_octo.eval.runner import parse_hf_overrides, run_eval
+
+    output = args.output or f"eval-{os.path.basename(os.path.normpath(args.model))}"
+    results = run_eval(
+        args.model, args.benchmarks, data_dir=args.data_dir, source=args.source,
+        hf_datasets=parse_hf_overrides(args.hf_dataset), prompts_path=args.prompts, zero_shot=args.zero_shot,
+        template=args.template, backend=args.backend,
+        backend_kwargs={"dtype": args.dtype, "batch_size": args.batch_size, **(
+            {"tensor_parallel_size": args.tensor_parallel_size} if args.backend == "vllm" else {})},
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, limit=args.limit,
+        output_dir=output, overwrite=args.overwrite, published=args.published, workers=args.verify_workers,
+        timeout=args.verify_timeout,
+    )
+    sys.stdout.write(markdown_table(results))
+    print(f"results in {output}/results.json and results.md; predictions in {output}/predictions/")
+    return 0
+
+def _cmd_convert(args) -> int:
+    from megatron_octo.convert import VerifyError, convert
+    from megatron_octo.convert.progress import human_bytes
+
+    try:
+        result = convert(
+            args.src, args.dst, args.input, args.output, tp=args.tp, pp=args.pp, tokenizer_dir=args.tokenizer,
+            max_shard_size=args.max_shard_size, make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
+            dtype=None if args.dtype == "auto" else args.dtype, overwrite=args.overwrite, verify=args.verify,
+            prompt=args.prompt, atol=args.atol, kl_tol=args.kl, quiet=args.quiet,
+        )
+    except VerifyError as exc:  # a conversion that does not reproduce its source: exit 1, not a usage error
+        print(f"octo: error: {exc}", file=sys.stderr)
+        return 1
+    for note in result.notes:
+        print(f"octo: note: {note}", file=sys.stderr)
+    if result.verify is not None:
+        print(result.verify.line())
+    print(f"wrote {result.output}: {result.tensors} tensors, {human_bytes(result.bytes)} in {result.seconds:.1f} s")
+    return 0
+
+
+def _add_convert_parser(sub) -> None:
+    p = sub.add_parser(
+        "convert", help="convert checkpoints: Hugging Face <-> Megatron-Core (any TP/PP), resharding",
+        description=(
+            "Convert a Hugging Face model directory (safetensors) to a Megatron-Core torch_dist checkpoint that "
+            "`octo train ... checkpoint.load=DIR` loads under any TP/PP layout, a Megatron-Core checkpoint (model "
+            "or training; a run directory means its newest complete checkpoint) back to a Hugging Face directory "
+            "(config.json, safetensors shards and index, generation_config.json, tokenizer files), or a "
+            "Megatron-Core checkpoint to another layout. Tensors stream one block at a time, so memory stays "
+            "far below the model size. --verify runs one prompt through both sides and fails (exit 1, nothing "
+            "written) when the logits differ beyond the tolerances."
+        ),
+        epilog=(
+            "examples:\n  octo convert --from hf --to mcore --input Llama-3.2-3B --output ckpt/llama3b --tp 2 --pp 2\n"
+            "  octo convert --from mcore --to hf --input runs/decay-long --output hf/decay-long --tokenizer tok/ "
+            "--verify\n  octo convert --from mcore --to mcore --input ckpt/llama3b --output ckpt/llama3b-tp1 --tp 1"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--from", dest="src", required=True, choices=("hf", "mcore"), help="input format")
+    p.add_argument("--to", dest="dst", required=True, choices=("hf", "mcore"), help="output format")
+    p.add_argument("--input", required=True, help="HF model directory, or Megatron-Core checkpoint / run directory "
+                                                  "(DIR:STEP picks a step)")
+    p.add_argument("--output", required=True, help="output directory (written under a temporary name, then renamed)")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size the output is for (--to mcore; default 1)")
+    p.add_argument("--pp", type=int, default=1, help="pipeline-parallel size the output is for (--to mcore; default 1)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="output dtype (default: auto, each tensor keeps its dtype)")
+    p.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="--to hf: tokenizer files to include (default: those kept in the checkpoint or named by "
+                        "its run's recipe)")
+    p.add_argument("--max-shard-size", default="5GB", help="--to hf: largest safetensors shard (default: 5GB)")
+    p.add_argument("--make-vocab-size-divisible-by", type=int, default=None, metavar="N",
+                   help="--to mcore: pad the vocabulary to a multiple of N * tp (default: 128, or the input's)")
+    p.add_argument("--verify", action="store_true", help="compare both sides' logits on one prompt (fp32, CPU ok)")
+    p.add_argument("--prompt", default=None, help="--verify prompt (default: a GSM8K question)")
+    p.add_argument("--atol", type=float, default=1e-2, help="--verify: largest max |logit diff| (default: 1e-2)")
+    p.add_argument("--kl", type=float, default=1e-5, help="--verify: largest mean KL divergence (default: 1e-5)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_convert)
 
 
 def _add_recipe_parsers(sub) -> None:
@@ -88,30 +216,142 @@ def _add_train_parser(sub) -> None:
         description=(
             "Train one stage of a recipe. Run directly for one process, or under torchrun for several "
             "(TP x PP x CP x DP = processes). Writes DIR/recipe.yaml, DIR/metrics.jsonl (one JSON line per "
-            "step: step, loss, lr, grad_norm, tokens, tokens_per_s), TensorBoard events and DIR/train_summary.json."
+            "step: step, loss, lr, grad_norm, tokens, tokens_per_s), TensorBoard events, DIR/train_summary.json "
+            "and checkpoints in DIR/checkpoints. A --run-dir holding a complete checkpoint resumes from it."
         ),
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--recipe", required=True, help="shipped recipe name (see `octo recipe list`) or YAML path")
     p.add_argument("--run-dir", required=True, help="directory for this run's outputs")
-    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --run-dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run's outputs (checkpoints included) in --run-dir and start afresh")
+    p.add_argument("--override-schedule", action="store_true",
+                   help="on resume, use the recipe's LR schedule where it differs from the checkpoint's")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="recipe overrides, e.g. parallel.tp=2 train.iters=10 train.global_batch=16")
     p.set_defaults(func=_cmd_train)
+
+
+def _add_plot_parser(sub) -> None:
+    p = sub.add_parser(
+        "plot", help="loss and LR against tokens for one or more runs (PNG)",
+        description="Plot loss and learning rate against consumed tokens for training runs; branches are drawn "
+                    "from where their source checkpoint left off.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `octo train`")
+    p.add_argument("--output", default="runs.png", help="PNG to write (default: runs.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.set_defaults(func=_cmd_plot)
 
 
 def _add_demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo", help="the whole pipeline at toy scale on CPU, with a report",
         description=(
-            "Run what megatron-octo can do at toy scale on CPU: train a tiny Llama on one process and on a "
-            "TP=2 x PP=2 layout, check that both follow the same loss curve, and write DIR/report.md with plots "
-            "and DIR/summary.json."
+            "Run what megatron-octo can do at toy scale on CPU: generate a math corpus and train its tokenizer, "
+            "train a tiny Llama on one process and on TP=2 x PP=2 (the same loss curve), run a stable stage and "
+            "the three decay branches on the corpus, and write DIR/report.md with plots and DIR/summary.json."
         ),
     )
     p.add_argument("--workdir", default="octo-demo", help="directory for the demo's outputs (default: octo-demo)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's outputs in --workdir")
+    p.add_argument("--quick", action="store_true", help="a few steps per stage on a smaller corpus (a smoke test)")
     p.set_defaults(func=_cmd_demo)
+
+
+def _add_preprocess_parser(sub) -> None:
+    p = sub.add_parser(
+        "preprocess", help="tokenize corpora into Megatron indexed datasets (.bin/.idx)",
+        description=(
+            "Format and tokenize JSONL (plain or gzip) and Parquet corpora into one Megatron-Core indexed dataset "
+            "(PREFIX.bin / PREFIX.idx), documents in input order, each ending with the tokenizer's EOS. Formats: "
+            "text (web documents), qa ('User: {question}\\nAssistant: {answer}'), long_cot (question, a line "
+            "break, <think>reasoning</think>, the answer), chat (User/Assistant turns)."
+        ),
+        epilog="example:\n  octo preprocess --input math8k.jsonl --output-prefix data/math8k --tokenizer tok/ "
+               "--format qa --question-field prompt --workers 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--input", nargs="+", required=True, metavar="FILE", help="JSONL, JSONL.gz or Parquet files")
+    p.add_argument("--output-prefix", required=True, metavar="PREFIX", help="writes PREFIX.bin and PREFIX.idx")
+    p.add_argument("--tokenizer", required=True, metavar="DIR", help="local Hugging Face tokenizer directory")
+    p.add_argument("--format", default="text", choices=("text", "qa", "long_cot", "chat"), help="default: text")
+    for name, default in (("text", "text"), ("question", "question"), ("answer", "answer"),
+                          ("reasoning", "reasoning"), ("messages", "messages")):
+        p.add_argument(f"--{name}-field", default=None, metavar="F", help=f"record field (default: {default})")
+    p.add_argument("--workers", type=int, default=1, help="tokenizer processes (default: 1, in this process)")
+    p.add_argument("--skip-bad-lines", action="store_true", help="skip and count malformed lines instead of stopping")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing PREFIX.bin/.idx")
+    p.set_defaults(func=_cmd_preprocess)
+
+
+def _add_data_parsers(sub) -> None:
+    data = sub.add_parser("data", help="inspect training data: the mixture audit")
+    data_sub = data.add_subparsers(dest="data_cmd", required=True, metavar="{audit}")
+    p = data_sub.add_parser(
+        "audit", help="target vs realized share of tokens per mixture source",
+        description=(
+            "Build a recipe's blend as training does, read its first N samples in training order, and print each "
+            "source's target and realized share of the tokens, with a PNG bar chart. Exit status 1 when a share "
+            "is more than 1 percentage point off."
+        ),
+    )
+    p.add_argument("--recipe", required=True, help="recipe name or YAML path with data.kind=blend")
+    p.add_argument("--samples", type=int, default=10_000, help="samples to read (default: 10000)")
+    p.add_argument("--plot", default=None, help="PNG path (default: mixture-audit-<recipe>.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. data.mixture=stable")
+    p.set_defaults(func=_cmd_data_audit)
+
+
+def _add_eval_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="math benchmarks (the 13 of OctoThinker, AIME24) on a Hugging Face model directory",
+        description=(
+            "Generate greedy answers to math benchmarks and score them (answer extraction per benchmark, "
+            "equivalence through math-verify with a 2 s limit per answer). Few-shot with the exact OctoThinker "
+            "prompts by default (base models); --zero-shot with a template for RL models (answers from the last "
+            "\\boxed{}). Writes OUT/results.json, OUT/results.md and every prediction in OUT/predictions/, and "
+            "compares with the published OctoThinker figures when the model is one of theirs."
+        ),
+        epilog=(
+            "examples:\n  octo eval --model OctoThinker-3B-Hybrid-Base --benchmarks paper --data-dir shared/data/eval\n"
+            "  octo eval --model rl-run/hf --benchmarks rl --zero-shot --template complex --data-dir shared/data/eval"
+            " --backend vllm\n\nbenchmarks: gsm8k math math500 olympiadbench amc23 sat mathqa mmlu_stem ocw svamp "
+            "asdiv mawps tabmwp aime24; groups: paper (the 13), rl (math500,gsm8k,olympiadbench,amc23), all"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="Hugging Face model directory (config.json, weights, tokenizer)")
+    p.add_argument("--benchmarks", default="paper", help="comma-separated names or groups (default: paper)")
+    p.add_argument("--data-dir", help="directory of benchmark JSONL files (layout of shared/data/eval)")
+    p.add_argument("--source", choices=("local", "hf"), default="local",
+                   help="local: files in --data-dir; hf: Hugging Face datasets (downloads) (default: local)")
+    p.add_argument("--hf-dataset", action="append", default=[], metavar="NAME=REPO[:CONFIG][@SPLIT]",
+                   help="with --source hf: the Hub dataset of a benchmark (repeatable)")
+    p.add_argument("--prompts", help="few_shot_prompts.json (default: DATA_DIR/../prompts/few_shot_prompts.json)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--few-shot", dest="zero_shot", action="store_false", help="the benchmarks' few-shot prompts "
+                      "(default)")
+    mode.add_argument("--zero-shot", dest="zero_shot", action="store_true", help="a zero-shot --template")
+    p.add_argument("--template", default="complex",
+                   help="zero-shot template: complex, user_assistant, user_assistant_boxed, raw, or text with "
+                        "{question} (default: complex)")
+    p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
+                   help="generation backend (default: transformers)")
+    p.add_argument("--dtype", default="auto", help="model dtype (default: auto: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--batch-size", type=int, default=16, help="transformers batch size (default: 16)")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM tensor parallelism (default: 1)")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="default: 1024")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed when --temperature > 0 (default: 0)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N items of each benchmark")
+    p.add_argument("--output", help="output directory (default: eval-<model directory name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --output")
+    p.add_argument("--published", help="compare with these published figures (default: by model name)")
+    p.add_argument("--verify-timeout", type=float, default=2.0, help="seconds per answer verification (default: 2)")
+    p.add_argument("--verify-workers", type=int, default=None, help="verification processes (default: one per core)")
+    p.set_defaults(func=_cmd_eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,9 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="megatron-octo: OctoThinker mid-training and RL on Megatron-Core.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{recipe,train,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{recipe,train,plot,preprocess,data,eval,convert,demo}")
     _add_recipe_parsers(sub)
     _add_train_parser(sub)
+    _add_preprocess_parser(sub)
+    _add_data_parsers(sub)
+    _add_eval_parser(sub)
+    _add_convert_parser(sub)
+    _add_plot_parser(sub)
     _add_demo_parser(sub)
     return parser
 

@@ -1,11 +1,13 @@
 """``octo demo``: what megatron-octo can do, at toy scale on CPU, ending in a report.
 
-Stages so far:
-- ``train``: the ``tiny-cpu`` recipe in one process and on a TP=2 x PP=2 layout (4 processes under torchrun),
-  both from the same layout-invariant initialization, so their loss curves must coincide.
+Stages (each adds one top-level object to ``summary.json`` and a section to ``report.md``):
+- ``data``: a generated math corpus in the recipe's four kinds, a BPE tokenizer trained on it, indexed datasets.
+- ``train``: (1) ``tiny-cpu`` in one process and on TP=2 x PP=2 (4 processes), from the same layout-invariant
+  initialization, so the loss curves must coincide; (2) a stable stage on the generated corpus and the three decay
+  branches (Long, Short, Hybrid) branched from its checkpoint, each on its own mixture.
 
-Outputs in the work directory: ``report.md`` with PNG plots beside it, ``summary.json`` (one object per stage),
-and each run's directory under ``train/``. Later stages (convert, eval, rl) extend the same structure.
+Every training run is an ``octo train`` child process (under torchrun for several processes), exactly as a user
+runs it. Outputs: ``WORKDIR/report.md`` with PNG plots beside it, ``WORKDIR/summary.json``, and the runs.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from typing import Dict, List
 from megatron_octo.training.metrics import read_metrics
 from megatron_octo.utils.io import OutputExistsError, atomic_write_text
 
-DEMO_OUTPUTS = ("report.md", "summary.json", "train", "train_loss.png")
-DEMO_RECIPE = "tiny-cpu"
-DEMO_STEPS = 30
-LAYOUTS = {
-    "single": (1, []),
-    "tp2-pp2": (4, ["parallel.tp=2", "parallel.pp=2"]),
-}
+DEMO_OUTPUTS = ("report.md", "summary.json", "data", "recipes", "train", "train_loss.png",
+                "stable_then_decay.png")
+BRANCHES = ("long", "short", "hybrid")
+LAYOUTS = {"single": (1, []), "tp2-pp2": (4, ["parallel.tp=2", "parallel.pp=2"])}
+FULL = {"layout_steps": 20, "stable_steps": 40, "decay_steps": 15, "corpus": None}
+QUICK = {"layout_steps": 3, "stable_steps": 4, "decay_steps": 2,
+         "corpus": {"web": 40, "qa": 60, "long_cot": 40, "chat": 40, "eval": 20}}
 
 
 def _prepare(workdir: Path, overwrite: bool) -> None:
@@ -42,32 +44,33 @@ def _prepare(workdir: Path, overwrite: bool) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
 
 
-def _train(run_dir: Path, nproc: int, overrides: List[str], steps: int) -> None:
-    """One ``octo train`` run in a child process (under torchrun for several processes); its progress streams."""
+def _octo_train(recipe: str, run_dir: Path, overrides: List[str], nproc: int = 1) -> List[dict]:
+    """One ``octo train`` child process; its progress streams to this terminal. Returns its metrics."""
     octo = [sys.executable, "-m", "megatron_octo"]
     if nproc > 1:
         octo = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                 "-m", "megatron_octo"]
-    cmd = octo + ["train", "--recipe", DEMO_RECIPE, "--run-dir", str(run_dir), f"train.iters={steps}"]
+    cmd = octo + ["train", "--recipe", recipe, "--run-dir", str(run_dir), "logging.tensorboard=false", *overrides]
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    print(f"[demo] {' '.join(cmd[1:])}", flush=True)
-    result = subprocess.run(cmd + overrides, env=env)
+    print(f"[demo] octo {' '.join(cmd[cmd.index('train'):])}", flush=True)
+    result = subprocess.run(cmd, env=env)
     if result.returncode != 0:
-        raise RuntimeError(f"demo training run failed (exit {result.returncode}): {' '.join(cmd + overrides)}")
+        raise RuntimeError(f"demo training run failed (exit {result.returncode}): {' '.join(cmd)}")
+    return read_metrics(run_dir / "metrics.jsonl")
 
 
-def _plot_losses(curves: Dict[str, list], path: Path) -> None:
+def _plot_layouts(curves: Dict[str, list], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 4))
-    for (name, records), style in zip(curves.items(), ("-", "--", ":")):
+    for (name, records), style in zip(curves.items(), ("-", "--")):
         steps = [r["step"] for r in records]
         ax_loss.plot(steps, [r["loss"] for r in records], style, label=name)
         ax_lr.plot(steps, [r["lr"] for r in records], style, label=name)
-    ax_loss.set(xlabel="step", ylabel="loss", title=f"{DEMO_RECIPE}: training loss")
+    ax_loss.set(xlabel="step", ylabel="loss", title="tiny-cpu: same run on two layouts")
     ax_lr.set(xlabel="step", ylabel="learning rate", title="learning-rate schedule")
     for ax in (ax_loss, ax_lr):
         ax.grid(alpha=0.3)
@@ -79,59 +82,107 @@ def _plot_losses(curves: Dict[str, list], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train_stage(workdir: Path, steps: int = DEMO_STEPS) -> Dict:
-    """Train on each layout; return the stage's figures (final losses, throughput, layout agreement)."""
-    curves = {}
-    for name, (nproc, overrides) in LAYOUTS.items():
-        _train(workdir / "train" / name, nproc, overrides + ["logging.tensorboard=false"], steps)
-        curves[name] = read_metrics(workdir / "train" / name / "metrics.jsonl")
-    _plot_losses(curves, workdir / "train_loss.png")
+def data_stage(workdir: Path, sizes) -> Dict:
+    """Generate the corpus, train the tokenizer, preprocess each kind into an indexed dataset."""
+    from megatron_octo.data.demo_corpus import build_demo_data
+
+    print("[demo] generating the math corpus, training its BPE tokenizer, preprocessing", flush=True)
+    return build_demo_data(workdir / "data", sizes=sizes)
+
+
+def _stage_recipe(workdir: Path, base: str, mixture: str, data: Dict) -> str:
+    """A recipe file: ``base`` with its mixture pointed at the demo datasets and the demo tokenizer's vocabulary."""
+    from megatron_octo.data.demo_corpus import demo_mixture_sources
+
+    body = {"base": base, "model": {"vocab_size": data["vocab_size"]},
+            "data": {"kind": "blend", "mixture": None, "tokenizer": data["tokenizer"],
+                     "sources": demo_mixture_sources(data["datasets"], mixture)}}
+    return _write_recipe(workdir / "recipes" / f"{base}.yaml", body)
+
+
+def _write_recipe(path: Path, body: Dict) -> str:
+    import yaml
+
+    atomic_write_text(path, yaml.safe_dump(body, sort_keys=False))
+    return str(path)
+
+
+def layout_check(workdir: Path, steps: int) -> Dict:
+    """tiny-cpu on one process and on TP=2 x PP=2; their largest relative loss difference."""
+    curves = {name: _octo_train("tiny-cpu", workdir / "train" / "layouts" / name, [f"train.iters={steps}", *ovr],
+                                nproc)
+              for name, (nproc, ovr) in LAYOUTS.items()}
+    _plot_layouts(curves, workdir / "train_loss.png")
     ref = curves["single"]
-    max_rel = max(
-        abs(a["loss"] - b["loss"]) / abs(a["loss"]) for other in curves.values() for a, b in zip(ref, other)
-    )
-    return {
-        "recipe": DEMO_RECIPE,
-        "steps": steps,
-        "tokens": ref[-1]["tokens"],
-        "runs": {
-            name: {"first_loss": recs[0]["loss"], "final_loss": recs[-1]["loss"],
-                   "tokens_per_s": sum(r["tokens_per_s"] for r in recs[1:]) / max(len(recs) - 1, 1)}
-            for name, recs in curves.items()
-        },
-        "max_relative_loss_difference_between_layouts": max_rel,
-        "plot": "train_loss.png",
-    }
+    max_rel = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for c in curves.values() for a, b in zip(ref, c))
+    runs = {name: {"first_loss": c[0]["loss"], "final_loss": c[-1]["loss"],
+                   "tokens_per_s": sum(r["tokens_per_s"] for r in c[1:]) / max(len(c) - 1, 1)}
+            for name, c in curves.items()}
+    return {"recipe": "tiny-cpu", "steps": steps, "tokens": ref[-1]["tokens"], "runs": runs,
+            "max_relative_loss_difference_between_layouts": max_rel, "plot": "train_loss.png"}
+
+
+def stable_then_decay(workdir: Path, data: Dict, plan: Dict) -> Dict:
+    """The stable stage on the generated corpus, then the three decay branches from its final checkpoint."""
+    from megatron_octo.training.plot import plot_runs
+
+    runs = workdir / "train"
+    stable = _stage_recipe(workdir, "tiny-cpu-stable", "stable", data)
+    records = {"stable": _octo_train(stable, runs / "stable", [f"train.iters={plan['stable_steps']}"])}
+    for branch in BRANCHES:
+        recipe = _stage_recipe(workdir, f"tiny-cpu-decay-{branch}", f"decay-{branch}", data)
+        records[f"decay-{branch}"] = _octo_train(
+            recipe, runs / f"decay-{branch}",
+            [f"train.iters={plan['decay_steps']}", f"checkpoint.branch_from={runs / 'stable'}"])
+    plot_runs([str(runs / name) for name in records], str(workdir / "stable_then_decay.png"), overwrite=True)
+    return {name: {"steps": len(r), "tokens": r[-1]["tokens"], "first_loss": r[0]["loss"],
+                   "final_loss": r[-1]["loss"], "final_lr": r[-1]["lr"], "run_dir": f"train/{name}"}
+            for name, r in records.items()} | {"plot": "stable_then_decay.png"}
 
 
 def _report(summary: Dict) -> str:
-    train = summary["train"]
-    rows = "\n".join(
-        f"| {name} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {r['tokens_per_s']:.0f} |"
-        for name, r in train["runs"].items()
-    )
+    data, layouts, std = summary["data"], summary["train"]["layouts"], summary["train"]["stable_then_decay"]
+    kinds = ", ".join(f"{k} {n:,} docs / {data['tokens'][k]:,} tokens" for k, n in data["documents"].items())
+    layout_rows = "\n".join(f"| {n} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {r['tokens_per_s']:.0f} |"
+                            for n, r in layouts["runs"].items())
+    stage_rows = "\n".join(f"| {n} | {r['steps']} | {r['tokens']:,} | {r['first_loss']:.4f} | {r['final_loss']:.4f} "
+                           f"| {r['final_lr']:.2e} |" for n, r in std.items() if isinstance(r, dict))
     return f"""# megatron-octo demo
 
-## Train
+## Data
+Generated math corpus ({kinds}); BPE tokenizer of {data['vocab_size']} tokens trained on it.
 
-Recipe `{train['recipe']}` ({train['steps']} steps, {train['tokens']:,} tokens), the same run on each layout.
+## Train: one run, two parallel layouts
+Recipe `tiny-cpu`, {layouts['steps']} steps, from the same initial weights on each layout.
 
 | layout | first loss | final loss | tokens/s (CPU) |
 |---|---|---|---|
-{rows}
+{layout_rows}
 
-Largest relative loss difference between layouts at any step: {train['max_relative_loss_difference_between_layouts']:.2e}
-(same initial weights on every layout; fp32 reduction order is the only difference).
+Largest relative loss difference between layouts at any step: {layouts['max_relative_loss_difference_between_layouts']:.2e}.
 
-![training loss and learning rate]({train['plot']})
+![loss on two layouts]({layouts['plot']})
+
+## Train: Stable-then-Decay
+The stable stage (constant LR, stable mixture), then the Long, Short and Hybrid decay branches from its last
+checkpoint (cosine to 10% of the LR, each on its own mixture), as OctoThinker runs them at 200B + 20B tokens.
+
+| run | steps | tokens | first loss | final loss | final LR |
+|---|---|---|---|---|---|
+{stage_rows}
+
+![Stable-then-Decay]({std['plot']})
 """
 
 
-def run_demo(workdir: str, overwrite: bool = False, steps: int = DEMO_STEPS) -> Path:
-    """Run every stage into ``workdir``; return the path of ``report.md``. ``steps`` shortens it for tests."""
-    root = Path(workdir)
+def run_demo(workdir: str, overwrite: bool = False, quick: bool = False) -> Path:
+    """Run every stage into ``workdir``; return the path of ``report.md``. ``quick`` shrinks it for tests."""
+    root, plan = Path(workdir), QUICK if quick else FULL
     _prepare(root, overwrite)
-    summary = {"train": train_stage(root, steps)}
+    data = data_stage(root, plan["corpus"])
+    summary = {"data": {k: data[k] for k in ("vocab_size", "documents", "tokens")},
+               "train": {"layouts": layout_check(root, plan["layout_steps"]),
+                         "stable_then_decay": stable_then_decay(root, data, plan)}}
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(root / "report.md", _report(summary))
     return root / "report.md"

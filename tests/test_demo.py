@@ -1,36 +1,47 @@
-"""``octo demo``: the stages run, the report and summary are written, earlier outputs are protected."""
+"""``octo demo --quick``: every stage runs, the report and summary are written, earlier outputs are protected."""
 
 import json
 
 import pytest
 
-from megatron_octo.demo import run_demo
+from megatron_octo.demo import BRANCHES, QUICK, run_demo
+from megatron_octo.training.checkpoint import latest_checkpoint, read_meta
 from megatron_octo.utils.io import OutputExistsError
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
-    run_demo(str(workdir), steps=3)
+    run_demo(str(workdir), quick=True)
     return workdir
 
 
 def test_demo_writes_report_and_summary(demo_dir):
     summary = json.loads((demo_dir / "summary.json").read_text())
-    train = summary["train"]
-    assert train["steps"] == 3
-    assert train["tokens"] == 3 * 8 * 64  # tiny-cpu: 8 sequences of 64 tokens a step
-    assert set(train["runs"]) == {"single", "tp2-pp2"}
-    # Same initial weights on both layouts: only fp32 reduction order differs.
-    assert train["max_relative_loss_difference_between_layouts"] < 1e-5
+    layouts = summary["train"]["layouts"]
+    assert layouts["tokens"] == QUICK["layout_steps"] * 8 * 64  # tiny-cpu: 8 sequences of 64 tokens a step
+    assert layouts["max_relative_loss_difference_between_layouts"] < 1e-5
+    assert summary["data"]["vocab_size"] > 256
     report = (demo_dir / "report.md").read_text()
-    assert "![training loss" in report and "tp2-pp2" in report
-    png = (demo_dir / train["plot"]).read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    for plot in ("train_loss.png", "stable_then_decay.png"):
+        assert f"]({plot})" in report
+        assert (demo_dir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_branches_descend_from_the_stable_run(demo_dir):
+    stages = json.loads((demo_dir / "summary.json").read_text())["train"]["stable_then_decay"]
+    stable_ckpt = latest_checkpoint(demo_dir / "train" / "stable" / "checkpoints")
+    for branch in BRANCHES:
+        assert stages[f"decay-{branch}"]["steps"] == QUICK["decay_steps"]
+        meta = read_meta(latest_checkpoint(demo_dir / "train" / f"decay-{branch}" / "checkpoints"))
+        assert meta.lineage[-1]["path"] == str(stable_ckpt.resolve())
+        assert meta.lineage[-1]["step"] == QUICK["stable_steps"]
+    # The decay branches end at 10% of the stable LR (cosine to min_lr = 3e-4 from 3e-3, tiny-cpu-decay-*).
+    assert stages["decay-long"]["final_lr"] < stages["stable"]["final_lr"]
 
 
 def test_demo_refuses_to_overwrite(demo_dir):
     before = (demo_dir / "summary.json").read_text()
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        run_demo(str(demo_dir), steps=3)
+        run_demo(str(demo_dir), quick=True)
     assert (demo_dir / "summary.json").read_text() == before

@@ -95,6 +95,8 @@ class TrainConfig:
     """Tokens per sequence."""
     seed: int = 1234
     """Seed of weight initialization, data order and dropout."""
+    exit_interval: Optional[int] = None
+    """Save and stop after this many steps of one invocation (the run resumes from there when started again)."""
     init: str = "invariant"
     """Weight init: ``invariant`` (each parameter drawn from a seed of its full-model name, then sharded, so
     every parallel layout starts from the same weights) or ``megatron`` (Megatron-Core's own, layout-dependent)."""
@@ -120,8 +122,15 @@ class DataConfig:
     """``synthetic`` (generated token sequences, no files) or ``blend`` (weighted indexed datasets)."""
     sources: List[DataSource] = field(default_factory=list)
     """The mixture, for ``kind: blend``; weights sum to 1."""
+    mixture: Optional[str] = None
+    """Shipped mixture name (``stable``, ``decay-long``, ``decay-short``, ``decay-hybrid``) or YAML path; instead
+    of ``sources``, for ``kind: blend``."""
     tokenizer: Optional[str] = None
     """Hugging Face tokenizer directory."""
+    split: str = "100,0,0"
+    """Megatron-Core train,valid,test split of each source's documents; training reads the train part."""
+    cache_dir: Optional[str] = None
+    """Directory for Megatron-Core's dataset index caches, seen by every rank; None keeps them beside each source."""
 
 
 @dataclass
@@ -170,16 +179,24 @@ class PrecisionConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Saving and loading of Megatron-Core distributed checkpoints."""
+    """Saving, resuming, branching and loading of Megatron-Core distributed checkpoints.
+
+    A run directory that already holds a complete checkpoint resumes from its newest one.
+    """
 
     save_interval: Optional[int] = None
-    """Save every N steps (and at the end); None saves only at the end."""
+    """Save every N steps (and always at the end); None saves only at the end."""
     keep_last: int = 2
-    """Checkpoints kept in the run directory; older ones are removed."""
-    load: Optional[str] = None
-    """Checkpoint directory to start from."""
+    """Complete checkpoints kept in ``RUN_DIR/checkpoints``; older ones are removed."""
     save: bool = True
-    """Write checkpoints under ``RUN_DIR/checkpoints``."""
+    """Write checkpoints at all."""
+    load: Optional[str] = None
+    """Start from the weights of this checkpoint (``DIR`` or ``DIR:STEP``), with a fresh optimizer and step 0."""
+    branch_from: Optional[str] = None
+    """Branch from this checkpoint (``DIR`` or ``DIR:STEP``): its weights and optimizer state, but this stage's own
+    step count, schedule and data accounting; the lineage is recorded. The source is never written to."""
+    override_schedule: bool = False
+    """On resume, use this recipe's LR schedule even where it differs from the checkpoint's."""
 
 
 @dataclass

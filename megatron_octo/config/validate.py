@@ -94,6 +94,7 @@ def _check_train(recipe: RecipeConfig) -> None:
     _require(t.iters is not None or t.tokens is not None, "set train.iters or train.tokens")
     _require(t.iters is None or t.iters >= 1, f"train.iters={t.iters} must be >= 1")
     _require(t.tokens is None or t.tokens >= 1, f"train.tokens={t.tokens} must be >= 1")
+    _require(t.exit_interval is None or t.exit_interval >= 1, f"train.exit_interval={t.exit_interval} must be >= 1")
     _require(
         t.seq_len <= m.max_position_embeddings,
         f"train.seq_len={t.seq_len} exceeds model.max_position_embeddings={m.max_position_embeddings}",
@@ -104,12 +105,27 @@ def _check_data(recipe: RecipeConfig) -> None:
     d = recipe.data
     if d.kind != "blend":
         return
-    _require(len(d.sources) > 0, "data.kind=blend needs data.sources (a list of {name, weight, path})")
-    for i, src in enumerate(d.sources):
-        _require(src.weight > 0, f"data.sources[{i}] ({src.name}) weight={src.weight} must be positive")
-        _require(bool(src.path), f"data.sources[{i}] ({src.name}) has no path: set it to an indexed-dataset prefix")
-    total = sum(src.weight for src in d.sources)
-    _require(math.isclose(total, 1.0, abs_tol=1e-6), f"data.sources weights sum to {total:.6g}, they must sum to 1")
+    from megatron_octo.data.mixtures import check_sources, load_mixture
+
+    _require(
+        bool(d.sources) or bool(d.mixture),
+        "data.kind=blend needs data.sources (a list of {name, weight, path}) or data.mixture (a mixture name)",
+    )
+    _require(not (d.sources and d.mixture), "set data.mixture or data.sources, not both")
+    if d.mixture:
+        load_mixture(d.mixture)  # raises ConfigError naming the mixture and the problem
+    else:
+        check_sources(list(d.sources), "data.sources")
+    parts = d.split.replace("/", ",").split(",")
+    try:
+        shares = [float(p) for p in parts]
+    except ValueError:
+        shares = []
+    _require(
+        1 <= len(shares) <= 3 and all(x >= 0 for x in shares) and shares[0] > 0,
+        f"data.split={d.split!r} must be up to three non-negative numbers train,valid,test with train > 0, "
+        f"e.g. 100,0,0 or 98,1,1",
+    )
 
 
 def _check_optimization(recipe: RecipeConfig) -> None:
@@ -121,7 +137,10 @@ def _check_optimization(recipe: RecipeConfig) -> None:
     _require(o.eps > 0, f"optimizer.eps={o.eps} must be positive")
     _require(o.clip_grad >= 0, f"optimizer.clip_grad={o.clip_grad} must be >= 0 (0 disables clipping)")
     _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} must be >= 0")
-    _require(recipe.checkpoint.keep_last >= 1, f"checkpoint.keep_last={recipe.checkpoint.keep_last} must be >= 1")
+    c = recipe.checkpoint
+    _require(c.keep_last >= 1, f"checkpoint.keep_last={c.keep_last} must be >= 1")
+    _require(c.save_interval is None or c.save_interval >= 1, f"checkpoint.save_interval={c.save_interval} must be >= 1")
+    _require(not (c.load and c.branch_from), "set checkpoint.load or checkpoint.branch_from, not both")
     _require(recipe.logging.log_interval >= 1, f"logging.log_interval={recipe.logging.log_interval} must be >= 1")
 
 

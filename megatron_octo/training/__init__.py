@@ -11,18 +11,21 @@ from typing import Dict, Sequence
 from megatron_octo.config.loader import load_recipe, to_yaml
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.config.validate import check_world
+from megatron_octo.training.checkpoint import latest_checkpoint
 from megatron_octo.utils.io import OutputExistsError, atomic_write_text
 
-RUN_FILES = ("metrics.jsonl", "recipe.yaml", "train_summary.json", "tensorboard")
+RUN_FILES = ("metrics.jsonl", "recipe.yaml", "train_summary.json", "tensorboard", "checkpoints")
 
 
 def check_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse a run directory that already holds a run's outputs, unless ``overwrite``."""
+    """Refuse a run directory that holds a run's outputs but no checkpoint to resume from, unless ``overwrite``."""
+    if overwrite or latest_checkpoint(run_dir / "checkpoints") is not None:
+        return
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if existing and not overwrite:
+    if existing:
         raise OutputExistsError(
-            f"run directory {run_dir} already holds a run ({', '.join(existing)}): pick a new --run-dir "
-            f"or pass --overwrite"
+            f"run directory {run_dir} already holds a run ({', '.join(existing)}) with no complete checkpoint to "
+            f"resume from: pick a new --run-dir or pass --overwrite"
         )
 
 
@@ -60,6 +63,9 @@ def train(recipe: RecipeConfig, run_dir: Path, overwrite: bool = False) -> Dict[
         parallel.destroy(ctx)
 
 
-def train_from_args(recipe_name: str, overrides: Sequence[str], run_dir: str, overwrite: bool) -> Dict[str, float]:
+def train_from_args(recipe_name: str, overrides: Sequence[str], run_dir: str, overwrite: bool,
+                    override_schedule: bool = False) -> Dict[str, float]:
     """``octo train``: resolve the recipe, then train."""
+    if override_schedule:
+        overrides = list(overrides) + ["checkpoint.override_schedule=true"]
     return train(load_recipe(recipe_name, overrides), Path(run_dir), overwrite)

@@ -105,9 +105,19 @@ def build_optimizer(recipe: RecipeConfig, chunks: List[torch.nn.Module], ctx: Pa
         use_distributed_optimizer=recipe.parallel.distributed_optimizer,
     )
     optimizer = get_megatron_optimizer(opt_config, chunks, use_gloo_process_groups=False, pg_collection=ctx.pgs)
+    scheduler = OptimizerParamScheduler(optimizer, **scheduler_args(recipe, iters))
+    return optimizer, scheduler
+
+
+def scheduler_args(recipe: RecipeConfig, iters: int) -> dict:
+    """Megatron-Core ``OptimizerParamScheduler`` arguments for the recipe, stepped once per iteration.
+
+    Stable: ``constant`` at ``schedule.lr``. Decay: ``cosine`` from ``schedule.lr`` to ``schedule.min_lr`` over
+    ``schedule.decay_iters`` (default: the whole stage). Warm-up, when asked for, rises linearly from 0.
+    """
+    s, o = recipe.schedule, recipe.optimizer
     decay_iters = s.decay_iters if s.decay_iters is not None else iters
-    scheduler = OptimizerParamScheduler(
-        optimizer,
+    return dict(
         init_lr=0.0 if s.warmup_iters else s.lr,
         max_lr=s.lr,
         min_lr=s.min_lr,
@@ -119,7 +129,6 @@ def build_optimizer(recipe: RecipeConfig, chunks: List[torch.nn.Module], ctx: Pa
         wd_incr_steps=iters,
         wd_incr_style="constant",
     )
-    return optimizer, scheduler
 
 
 def build(recipe: RecipeConfig, ctx: ParallelContext, iters: int) -> Components:

@@ -8,7 +8,7 @@ the step's loss and gradients are the mean over all tokens of the global batch, 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
@@ -20,8 +20,12 @@ from megatron_octo.config.validate import train_iters
 from megatron_octo.data.batches import microbatch_indices, microbatches
 from megatron_octo.data.synthetic import SyntheticTokens
 from megatron_octo.parallel import ParallelContext
+from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import Components, build
-from megatron_octo.training.metrics import maybe_writer
+from megatron_octo.training.flops import mfu, peak_flops
+from megatron_octo.training.metrics import maybe_writer, truncate_metrics
+from megatron_octo.training.resume import Start, restore, schedule_params
+from megatron_octo.training.signals import StopRequest
 
 
 @dataclass
@@ -110,38 +114,90 @@ def train_step(step: int, parts: Components, dataset, recipe: RecipeConfig, ctx:
 
 
 def make_dataset(recipe: RecipeConfig):
-    """The stage's indexable token dataset."""
+    """The stage's indexable token dataset: item ``i`` is sample ``i`` in training order, a ``[seq_len + 1]``
+    LongTensor. ``blend`` builds Megatron-Core's blended GPTDataset for ``iters * global_batch`` samples; every
+    rank must call this (rank 0 builds the index caches first)."""
     if recipe.data.kind == "synthetic":
         return SyntheticTokens(vocab_size=recipe.model.vocab_size, seq_len=recipe.train.seq_len,
                                seed=recipe.train.seed)
-    raise NotImplementedError(f"data.kind={recipe.data.kind!r} is not available yet: use data.kind=synthetic")
+    if recipe.data.kind == "blend":
+        from megatron_octo.data.blend import build_blend
+
+        return build_blend(recipe, train_iters(recipe) * recipe.train.global_batch)
+    raise NotImplementedError(f"data.kind={recipe.data.kind!r} is not available: use synthetic or blend")
+
+
+def _save(recipe: RecipeConfig, run_dir: Path, parts: Components, ctx: ParallelContext, step: int, iters: int,
+          start: Start) -> Path:
+    meta = ckpt.CheckpointMeta(
+        step=step, tokens=step * recipe.train.global_batch * recipe.train.seq_len, recipe=recipe.name,
+        schedule=schedule_params(recipe, iters), lineage=start.lineage, model=asdict(recipe.model),
+        layout={"tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
+                "distributed_optimizer": recipe.parallel.distributed_optimizer},
+    )
+    return ckpt.save(run_dir / "checkpoints", meta, parts, ctx, recipe.checkpoint.keep_last)
+
+
+def _should_save(recipe: RecipeConfig, step: int, iters: int) -> bool:
+    """``step`` counts steps taken; the last step always saves."""
+    interval = recipe.checkpoint.save_interval
+    return recipe.checkpoint.save and (step == iters or (interval is not None and step % interval == 0))
 
 
 def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                  parts: Optional[Components] = None) -> Dict[str, float]:
-    """Train ``recipe`` for its iterations; the main rank writes ``run_dir/metrics.jsonl``. Returns a summary."""
+    """Train ``recipe`` to its last iteration, starting where ``resume.restore`` says; the main rank writes
+    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary."""
     iters = train_iters(recipe)
     parts = parts or build(recipe, ctx, iters)
+    start = restore(recipe, run_dir, parts, iters)
+    if ctx.is_main:
+        if start.source:
+            print(f"[octo] {start.source}", flush=True)
+        truncate_metrics(run_dir / "metrics.jsonl", start.step)
     dataset = make_dataset(recipe)
     tokens_per_step = recipe.train.global_batch * recipe.train.seq_len
     writer = maybe_writer(ctx.is_main, run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
+    stop = StopRequest()
+    peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
     history = []
     try:
-        for step in range(iters):
+        for step in range(start.step, iters):
             result = train_step(step, parts, dataset, recipe, ctx)
             history.append(result)
             if writer is not None:
-                writer.write({
+                tokens_per_s = tokens_per_step / result.seconds
+                record = {
                     "step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
-                    "tokens": (step + 1) * tokens_per_step,
-                    "tokens_per_s": tokens_per_step / result.seconds, "step_time_s": result.seconds,
-                })
+                    "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_s,
+                    "step_time_s": result.seconds,
+                }
+                utilization = mfu(tokens_per_s, recipe.model, recipe.train.seq_len, ctx.world_size, peak)
+                writer.write(record if utilization is None else {**record, "mfu": utilization})
+            exiting = recipe.train.exit_interval is not None and len(history) == recipe.train.exit_interval
+            signalled = stop.agreed(ctx.device)
+            if _should_save(recipe, step + 1, iters) or ((exiting or signalled) and recipe.checkpoint.save):
+                _save(recipe, run_dir, parts, ctx, step + 1, iters, start)
+            if signalled and ctx.is_main:
+                print(f"[octo] {stop.signal_name or 'a stop signal'} received: saved step {step + 1}, exiting",
+                      flush=True)
+            if exiting or signalled:
+                break
     finally:
+        stop.restore()
         if writer is not None:
             writer.close()
+    return _summary(history, start, iters, tokens_per_step, ctx)
+
+
+def _summary(history: List[StepResult], start: Start, iters: int, tokens_per_step: int,
+             ctx: ParallelContext) -> Dict[str, float]:
     seconds = sum(r.seconds for r in history)
+    ran = len(history)
     return {
-        "steps": iters, "tokens": iters * tokens_per_step, "first_loss": history[0].loss,
-        "final_loss": history[-1].loss, "seconds": seconds, "tokens_per_s": iters * tokens_per_step / seconds,
+        "steps": iters, "start_step": start.step, "steps_run": ran, "tokens": iters * tokens_per_step,
+        "first_loss": history[0].loss if history else None, "final_loss": history[-1].loss if history else None,
+        "seconds": seconds, "tokens_per_s": ran * tokens_per_step / seconds if seconds else None,
         "world_size": ctx.world_size, "tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
+        "lineage": start.lineage,
     }

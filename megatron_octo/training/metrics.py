@@ -29,6 +29,7 @@ class MetricsWriter:
         self._file = open(self.path, "a", buffering=1)
         self._tb = None
         self._start = time.monotonic()
+        self._first_step = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -48,11 +49,14 @@ class MetricsWriter:
 
     def _progress_line(self, record: Dict[str, float]) -> str:
         step = int(record["step"])
+        if self._first_step is None:  # a resumed run starts past 0; its rate counts this invocation's steps
+            self._first_step = step - 1
         elapsed = time.monotonic() - self._start
-        eta = elapsed / step * (self.total_steps - step) if step else 0.0
+        eta = elapsed / (step - self._first_step) * (self.total_steps - step)
         return (
             f"step {step}/{self.total_steps} | loss {record['loss']:.4f} | lr {record['lr']:.3e} | "
             f"grad_norm {record['grad_norm']:.3f} | {record['tokens_per_s']:.0f} tokens/s | "
+            + (f"MFU {100 * record['mfu']:.1f}% | " if "mfu" in record else "") +
             f"elapsed {format_duration(elapsed)} | ETA {format_duration(eta)}"
         )
 
@@ -66,6 +70,16 @@ def read_metrics(path: Path) -> list:
     """All records of a ``metrics.jsonl``."""
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop records after ``last_step`` (steps run after the checkpoint a resume starts from); atomic."""
+    if not path.exists():
+        return
+    from megatron_octo.utils.io import atomic_write_text
+
+    kept = [r for r in read_metrics(path) if r["step"] <= last_step]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def maybe_writer(is_main: bool, run_dir: Path, total_steps: int, tensorboard: bool,

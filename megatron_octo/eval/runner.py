@@ -1,0 +1,154 @@
+"""``run_eval``: benchmarks (or a custom item list) through a generation backend, extraction and scoring, to a
+results dict and, when an output directory is given, results.json / results.md / predictions/*.jsonl.
+
+Order of work: every user mistake is found before the model loads (benchmark names, output directory, data files,
+prompt file, model directory); then each benchmark is generated, scored and written in turn, so that a long run
+leaves inspectable predictions behind it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+from megatron_octo.eval import report
+from megatron_octo.eval.backends import ProgressLine, check_model_dir, make_backend
+from megatron_octo.eval.loaders import custom_items, load_benchmark
+from megatron_octo.eval.pool import DeadlinePool
+from megatron_octo.eval.prompts import PromptSet, find_prompt_file, load_prompt_sets, zero_shot_prompt
+from megatron_octo.eval.registry import Benchmark, EvalError, EvalItem, get_benchmark, resolve_benchmarks
+from megatron_octo.eval.scoring import DEFAULT_TIMEOUT, extract_prediction, score_predictions
+
+CUSTOM = "custom"
+
+
+@dataclass
+class _Task:
+    """One benchmark of a run: its items and the prompt set that renders them."""
+
+    name: str
+    answer_format: str
+    items: List[EvalItem]
+    prompt: PromptSet
+
+
+def _prepare_tasks(benchmarks, items, data_dir, source, hf_datasets, limit, zero_shot, template, prompts_path,
+                   custom_format) -> List[_Task]:
+    """Load every benchmark's items and prompt set (all user mistakes surface here, before the model loads)."""
+    zs = zero_shot_prompt(template) if zero_shot else None
+    if items is not None:
+        if not zero_shot:
+            raise EvalError("custom items are evaluated zero-shot: pass zero_shot=True (--zero-shot) and a template")
+        loaded = custom_items(items)
+        return [_Task(CUSTOM, custom_format, loaded[:limit] if limit else loaded, zs)]
+    benches: List[Benchmark] = resolve_benchmarks(benchmarks)
+    if source == "local" and data_dir is None:
+        raise EvalError("no --data-dir given; point it at the benchmark JSONL files (like shared/data/eval) "
+                        "or use --source hf")
+    if source == "local" and not Path(data_dir).is_dir():
+        raise EvalError(f"data directory {data_dir} does not exist; point --data-dir at the benchmark JSONL files "
+                        "(like shared/data/eval)")
+    prompt_sets = None if zero_shot else load_prompt_sets(find_prompt_file(data_dir, prompts_path))
+    tasks = []
+    for b in benches:
+        if source == "local":
+            loaded = load_benchmark(b, data_dir, limit=limit)
+        else:  # the Hub: a --hf-dataset override, else the registered dataset
+            loaded = load_benchmark(b, None, hf=(hf_datasets or {}).get(b.name), limit=limit)
+        if prompt_sets is not None and b.prompt not in prompt_sets:
+            raise EvalError(f"prompt set {b.prompt} (for {b.name}) is missing from the prompt file")
+        tasks.append(_Task(b.name, b.answer_format, loaded, zs or prompt_sets[b.prompt]))
+    return tasks
+
+
+def _evaluate_task(task: _Task, generator, pool: DeadlinePool, gen_kwargs: Mapping[str, Any], zero_shot: bool,
+                   show_progress: bool) -> Dict[str, Any]:
+    """Generate, extract and score one benchmark: its summary and per-item records."""
+    prompts = [task.prompt.render(it.question) for it in task.items]
+    progress = ProgressLine(len(prompts), task.name) if show_progress else None
+    t0 = time.monotonic()
+    completions = generator.generate(prompts, stop=task.prompt.stop, progress=progress, **gen_kwargs)
+    gen_s = time.monotonic() - t0
+    extracted = [extract_prediction(task.answer_format, c, it, zero_shot) for c, it in zip(completions, task.items)]
+    t1 = time.monotonic()
+    verdicts = score_predictions([(kind, pred, it.gold) for (pred, kind), it in zip(extracted, task.items)],
+                                 pool=pool)
+    records = [{"id": it.id, "question": it.question, "gold": it.gold, "prompt": p, "completion": c,
+                "prediction": pred, "kind": kind, "correct": ok}
+               for it, p, c, (pred, kind), ok in zip(task.items, prompts, completions, extracted, verdicts)]
+    n = len(records)
+    summary = {"n": n, "correct": sum(verdicts), "accuracy": round(100.0 * sum(verdicts) / n, 2) if n else 0.0,
+               "no_answer": sum(1 for pred, _ in extracted if pred is None), "prompt_set": task.prompt.key,
+               "generation_s": round(gen_s, 2), "scoring_s": round(time.monotonic() - t1, 2)}
+    return {"summary": summary, "records": records}
+
+
+def parse_hf_overrides(specs: Sequence[str]) -> Dict[str, str]:
+    """["math500=HuggingFaceH4/MATH-500@test", ...] -> {"math500": "HuggingFaceH4/MATH-500@test"}, names checked."""
+    out = {}
+    for spec in specs or ():
+        name, sep, repo = spec.partition("=")
+        if not sep or not repo:
+            raise EvalError(f"bad --hf-dataset '{spec}'; write NAME=REPO[:CONFIG][@SPLIT]")
+        out[get_benchmark(name).name] = repo
+    return out
+
+
+def run_eval(model_dir: Optional[str] = None, benchmarks: Union[str, Sequence[str]] = "paper", *,
+             items: Optional[Sequence[Mapping[str, Any]]] = None, custom_format: str = "math",
+             data_dir: Optional[str] = None, source: str = "local", hf_datasets: Optional[Mapping[str, str]] = None,
+             prompts_path: Optional[str] = None, zero_shot: bool = False, template: str = "complex",
+             backend: str = "transformers", backend_kwargs: Optional[Mapping[str, Any]] = None, generator=None,
+             max_new_tokens: int = 1024, temperature: float = 0.0, seed: int = 0, limit: Optional[int] = None,
+             output_dir: Optional[str] = None, overwrite: bool = False, published: Optional[str] = None,
+             workers: Optional[int] = None, timeout: float = DEFAULT_TIMEOUT, show_progress: bool = True,
+             log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Dict[str, Any]:
+    """Evaluate a Hugging Face model directory on benchmarks, or on custom ``items`` ({question, answer} dicts,
+    scored with ``custom_format``, zero-shot).
+
+    Few-shot by default (the exact OctoThinker prompts from ``prompts_path`` or beside ``data_dir``); ``zero_shot``
+    uses ``template`` and reads answers from the last ``\\boxed{}``. Greedy, ``max_new_tokens`` new tokens. A
+    ``generator`` object (``generate(prompts, max_new_tokens, stop, temperature, seed, progress)``) replaces the
+    backend (``model_dir`` is then only a label). Returns the results dict (``benchmarks``: per benchmark n,
+    correct, accuracy in %, no_answer; ``average``; ``published`` comparison when the model is one of
+    OctoThinker's or ``published`` names an entry); with ``output_dir`` also writes the report files.
+    Raises EvalError / OutputExistsError on user mistakes, before loading the model.
+    """
+    if source not in ("local", "hf"):
+        raise EvalError(f"unknown source '{source}'; choose local or hf")
+    if output_dir is not None:
+        report.check_output_dir(output_dir, overwrite)
+    tasks = _prepare_tasks(benchmarks, items, data_dir, source, hf_datasets, limit, zero_shot, template,
+                           prompts_path, custom_format)
+    setting = "zero-shot" if zero_shot else "few-shot"
+    pub_key = report.match_published(report.model_names(model_dir), setting, published)
+    if generator is None:
+        if model_dir is None:
+            raise EvalError("no model given; pass --model with a Hugging Face model directory")
+        check_model_dir(model_dir)
+        log(f"loading {model_dir} with {backend}")
+        generator = make_backend(backend, model_dir, **dict(backend_kwargs or {}))
+    gen_kwargs = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    results: Dict[str, Any] = {
+        "model": str(model_dir), "backend": getattr(generator, "name", type(generator).__name__), "mode": setting,
+        "template": template if zero_shot else None, "max_new_tokens": max_new_tokens, "temperature": temperature,
+        "seed": seed, "limit": limit, "verify_timeout_s": timeout, "benchmarks": {},
+    }
+    with DeadlinePool(workers=workers, timeout=timeout) as pool:
+        for task in tasks:
+            out = _evaluate_task(task, generator, pool, gen_kwargs, zero_shot, show_progress)
+            results["benchmarks"][task.name] = out["summary"]
+            if output_dir is not None:
+                report.write_predictions(output_dir, task.name, out["records"])
+            s = out["summary"]
+            log(f"{task.name}: {s['accuracy']:.1f}% ({s['correct']}/{s['n']}), no answer {s['no_answer']}")
+        results["verify_stats"] = dict(pool.stats)
+    accs = {k: v["accuracy"] for k, v in results["benchmarks"].items()}
+    results["average"] = round(sum(accs.values()) / len(accs), 2) if accs else 0.0
+    results["published"] = report.published_comparison(pub_key, accs)
+    if output_dir is not None:
+        report.write_results(output_dir, results)
+    return results

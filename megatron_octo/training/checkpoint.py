@@ -1,0 +1,256 @@
+"""Checkpoints: Megatron-Core ``dist_checkpointing`` (torch_dist format) plus our own metadata.
+
+Layout of a run directory::
+
+    RUN_DIR/checkpoints/iter_0000100/        a complete checkpoint (only complete ones carry this name)
+        octo_checkpoint.json                 step, tokens, schedule, layout, lineage (``CheckpointMeta``)
+        .metadata, __*.distcp, common.pt ... Megatron-Core / torch.distributed.checkpoint files
+    RUN_DIR/checkpoints/iter_0000100.tmp/    a save in progress (ignored, removed by the next save)
+    RUN_DIR/checkpoints/latest_checkpointed_iteration.txt   Megatron-LM's pointer, for its tools
+
+A save writes into the ``.tmp`` directory and is renamed into place by rank 0 only after every rank has finished
+and the metadata is on disk, so a process killed during a save leaves the previous checkpoint as the newest
+complete one. The model is stored as Megatron-Core's sharded state dict (global tensors, any TP/PP layout can load
+it); the optimizer in the fully reshardable format; the schedule in our metadata (Megatron-Core's scheduler state
+does not hold everything a resume must check).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import torch.distributed as dist
+
+from megatron_octo.utils.io import atomic_write_text
+
+META_FILE = "octo_checkpoint.json"
+LATEST_FILE = "latest_checkpointed_iteration.txt"
+FORMAT_VERSION = 1
+_ITER_RE = re.compile(r"^iter_(\d{7})$")
+_OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used as asked; the message names it and the fix."""
+
+
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint records beside the tensors."""
+
+    step: int
+    """Optimizer steps taken in this stage."""
+    tokens: int
+    """Tokens consumed in this stage."""
+    kind: str = "training"
+    """``training`` (model, optimizer, schedule) or ``model`` (weights only, e.g. converted from Hugging Face)."""
+    recipe: str = ""
+    """Name of the recipe that wrote it."""
+    schedule: dict = field(default_factory=dict)
+    """The LR schedule's parameters (style, lr, min_lr, warmup_iters, decay_iters, iters)."""
+    layout: dict = field(default_factory=dict)
+    """tp, pp, cp, dp and distributed_optimizer at save time."""
+    model: dict = field(default_factory=dict)
+    """The ModelConfig fields, so a checkpoint says what it holds."""
+    lineage: List[dict] = field(default_factory=list)
+    """Checkpoints this one descends from (oldest first): {path, step, tokens, recipe}."""
+    format_version: int = FORMAT_VERSION
+
+
+def iter_dir(root: Path, step: int) -> Path:
+    return Path(root) / f"iter_{step:07d}"
+
+
+def complete_checkpoints(root: Path) -> List[Path]:
+    """Complete checkpoints under ``root`` (a ``checkpoints`` directory), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _ITER_RE.match(p.name) and (p / META_FILE).is_file()]
+    return sorted(found, key=lambda p: int(_ITER_RE.match(p.name).group(1)))
+
+
+def latest_checkpoint(root: Path) -> Optional[Path]:
+    """The newest complete checkpoint under ``root``, or None."""
+    found = complete_checkpoints(root)
+    return found[-1] if found else None
+
+
+def read_meta(ckpt_dir: Path) -> CheckpointMeta:
+    """The metadata of a complete checkpoint (one-line error when it is not one)."""
+    path = Path(ckpt_dir) / META_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{ckpt_dir} is not a complete megatron-octo checkpoint (no {META_FILE})")
+    data = json.loads(path.read_text())
+    if data.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{ckpt_dir}: checkpoint format {data.get('format_version')} is not {FORMAT_VERSION}")
+    return CheckpointMeta(**data)
+
+
+def resolve(spec: str) -> Path:
+    """``DIR`` (a checkpoint, a run directory, or its ``checkpoints`` directory: the newest complete one) or
+    ``DIR:STEP`` (that step's checkpoint) to a checkpoint directory."""
+    path, _, step = spec.partition(":") if re.search(r":\d+$", spec) else (spec, "", "")
+    path = Path(path)
+    if (path / META_FILE).is_file() and not step:
+        return path
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if step:
+        found = iter_dir(root, int(step))
+        if not (found / META_FILE).is_file():
+            steps = [int(p.name[5:]) for p in complete_checkpoints(root)]
+            raise CheckpointError(f"no complete checkpoint for step {step} under {root} (steps there: {steps})")
+        return found
+    found = latest_checkpoint(root)
+    if found is None:
+        raise CheckpointError(f"no complete checkpoint under {path}")
+    return found
+
+
+def _model_sharded_state_dict(chunks) -> dict:
+    if len(chunks) != 1:
+        raise NotImplementedError("virtual pipeline stages are not supported yet")
+    return chunks[0].sharded_state_dict()
+
+
+def sharded_state(parts, *, with_optimizer: bool, is_loading: bool) -> dict:
+    """The sharded state dict that a save writes or a load fills."""
+    model_sd = _model_sharded_state_dict(parts.model)
+    state = {"model": model_sd}
+    if with_optimizer:
+        state["optimizer"] = parts.optimizer.sharded_state_dict(
+            model_sd, is_loading=is_loading, metadata=_OPTIMIZER_METADATA
+        )
+    return state
+
+
+def save(root: Path, meta: CheckpointMeta, parts, ctx, keep_last: int) -> Path:
+    """Write a complete checkpoint of ``parts`` at ``meta.step`` under ``root``; collective over all ranks."""
+    from megatron.core import dist_checkpointing
+
+    final, tmp = iter_dir(root, meta.step), Path(f"{iter_dir(root, meta.step)}.tmp")
+    if ctx.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)  # a save that was killed earlier
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    dist_checkpointing.save(sharded_state(parts, with_optimizer=True, is_loading=False), str(tmp))
+    dist.barrier()
+    if ctx.is_main:
+        atomic_write_text(tmp / META_FILE, json.dumps(asdict(meta), indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        atomic_write_text(Path(root) / LATEST_FILE, f"{meta.step}\n")
+        _prune(root, keep_last)
+    dist.barrier()
+    return final
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    """Remove complete checkpoints beyond the newest ``keep_last`` and stale in-progress saves."""
+    for old in complete_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old)
+    for stale in Path(root).glob("iter_*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _ensure_optimizer_state(optimizer) -> None:
+    """Give a never-stepped torch Adam the state a loaded one will have (exp_avg, exp_avg_sq, step).
+
+    Megatron-Core's distributed optimizer, without Apex or Transformer Engine (as on CPU), reads the ``step`` of
+    every state entry while building the sharded state dict to load into, and torch's AdamW creates ``step`` only
+    at its first update. The zeros written here are overwritten by the load.
+    """
+    import torch
+
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner, init = getattr(opt, "optimizer", None), getattr(opt, "init_state_fn", None)
+        if inner is None or init is None or not isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)):
+            continue
+        init(inner, opt.config)
+        for group in inner.param_groups:
+            for param in group["params"]:
+                inner.state[param].setdefault("step", torch.tensor(0.0))
+
+
+def _fix_torch_adam_step_on_load() -> None:
+    """Work around a Megatron-Core 0.16 bug on the torch-AdamW path (no Apex / Transformer Engine, as on CPU).
+
+    Loading the fully reshardable distributed-optimizer state skips the per-parameter ``step`` of the source but
+    then copies every key of the destination, ``step`` included (torch's AdamW keeps one per parameter), and fails
+    with ``KeyError: 'step'``. ``load_state_dict`` has already set that ``step`` from the checkpoint's param groups,
+    so copying it onto itself is the correct no-op. Installed once; no effect where Apex or TE is present.
+    """
+    from megatron.core.optimizer import distrib_optimizer as mod
+
+    cls = mod.DistributedOptimizer
+    if mod.HAVE_APEX_OR_TE or getattr(cls, "_octo_step_fix", False):
+        return
+    original = cls._set_main_param_and_optimizer_states
+
+    def set_states(self, model_param, tensors):
+        if "step" not in tensors:
+            group_index, group_order = self.model_param_group_index_map[model_param]
+            state = self.optimizer.state[self.optimizer.param_groups[group_index]["params"][group_order]]
+            if "step" in state:
+                tensors = {**tensors, "step": state["step"]}
+        return original(self, model_param, tensors)
+
+    cls._set_main_param_and_optimizer_states = set_states
+    cls._octo_step_fix = True
+
+
+def _unshare_adam_steps(optimizer) -> None:
+    """Give every parameter its own Adam ``step`` tensor after a load.
+
+    Megatron-Core's distributed optimizer (torch-AdamW path) assigns one ``step`` tensor object to every
+    parameter's state; torch's AdamW increments each parameter's ``step`` in place, so a shared tensor would
+    advance once per parameter per update and corrupt the bias correction.
+    """
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        for state in getattr(inner, "state", {}).values():
+            if "step" in state:
+                state["step"] = state["step"].clone()
+
+
+# Hyperparameters a recipe sets: the recipe's values win over the checkpoint's (the known trap: an LR given on
+# resume silently loses to the one the optimizer's param groups restore). Counters such as ``step`` stay loaded.
+_RECIPE_GROUP_KEYS = ("lr", "max_lr", "min_lr", "weight_decay", "betas", "eps", "lr_mult", "wd_mult")
+
+
+def _group_hyperparameters(optimizer) -> list:
+    return [{k: g[k] for k in _RECIPE_GROUP_KEYS if k in g} for g in optimizer.param_groups]
+
+
+def _restore_group_hyperparameters(optimizer, saved: list) -> None:
+    for group, values in zip(optimizer.param_groups, saved):
+        group.update(values)
+
+
+def load(ckpt_dir: Path, parts, *, with_optimizer: bool) -> CheckpointMeta:
+    """Load a checkpoint into ``parts`` (any TP/PP/DP layout); collective over all ranks."""
+    from megatron.core import dist_checkpointing
+
+    meta = read_meta(ckpt_dir)
+    if with_optimizer and meta.kind != "training":
+        raise CheckpointError(f"{ckpt_dir} holds weights only ({meta.kind}); it cannot restore an optimizer")
+    if with_optimizer:
+        _ensure_optimizer_state(parts.optimizer)
+        _fix_torch_adam_step_on_load()
+    state = dist_checkpointing.load(
+        sharded_state(parts, with_optimizer=with_optimizer, is_loading=True), str(ckpt_dir)
+    )
+    parts.model[0].load_state_dict(state["model"], strict=False)
+    if with_optimizer:
+        recipe_values = _group_hyperparameters(parts.optimizer)
+        parts.optimizer.load_state_dict(state["optimizer"])
+        _restore_group_hyperparameters(parts.optimizer, recipe_values)
+        _unshare_adam_steps(parts.optimizer)
+    return meta
