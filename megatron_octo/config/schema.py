@@ -174,7 +174,12 @@ class PrecisionConfig:
     dtype: str = "auto"
     """``auto`` (bf16 on GPU, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``."""
     fp8: Optional[str] = None
-    """Transformer Engine FP8 format: ``hybrid`` or ``e4m3``; None disables FP8."""
+    """Transformer Engine FP8 format: ``hybrid`` (e4m3 forward, e5m2 gradients) or ``e4m3``; None disables FP8."""
+    fp8_recipe: str = "tensorwise"
+    """FP8 scaling: ``tensorwise`` (current scaling), ``delayed`` (amax history), ``mxfp8`` (Blackwell),
+    ``blockwise``."""
+    fp8_bf16_layers: int = 0
+    """Transformer layers kept in bf16 at each end of the model under FP8 (0: none; not with ``delayed``)."""
 
 
 @dataclass

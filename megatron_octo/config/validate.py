@@ -21,6 +21,7 @@ _CHOICES = {
     "optimizer.name": ("adam", "sgd"),
     "precision.dtype": ("auto", "fp32", "bf16", "fp16"),
     "precision.fp8": (None, "hybrid", "e4m3"),
+    "precision.fp8_recipe": ("tensorwise", "delayed", "mxfp8", "blockwise"),
 }
 
 
@@ -128,6 +129,22 @@ def _check_data(recipe: RecipeConfig) -> None:
     )
 
 
+def _check_precision(recipe: RecipeConfig) -> None:
+    p, m = recipe.precision, recipe.model
+    _require(p.fp8_bf16_layers >= 0, f"precision.fp8_bf16_layers={p.fp8_bf16_layers} must be >= 0")
+    _require(
+        not (p.fp8_bf16_layers and p.fp8_recipe == "delayed"),
+        "precision.fp8_bf16_layers needs a current-scaling recipe: Megatron-Core's delayed scaling cannot keep "
+        "layers in bf16 (set precision.fp8_recipe=tensorwise)",
+    )
+    per_stage = m.num_layers // recipe.parallel.pp
+    _require(
+        p.fp8_bf16_layers <= per_stage,
+        f"precision.fp8_bf16_layers={p.fp8_bf16_layers} exceeds the {per_stage} layers of a pipeline stage",
+    )
+    _require(p.fp8 is None or p.dtype in ("auto", "bf16"), "precision.fp8 needs precision.dtype=bf16 (or auto)")
+
+
 def _check_optimization(recipe: RecipeConfig) -> None:
     s, o = recipe.schedule, recipe.optimizer
     _require(s.lr > 0, f"schedule.lr={s.lr} must be positive")
@@ -151,6 +168,7 @@ def validate(recipe: RecipeConfig, world_size: Optional[int] = None) -> None:
     _check_parallel(recipe)
     _check_train(recipe)
     _check_data(recipe)
+    _check_precision(recipe)
     _check_optimization(recipe)
     if world_size is not None:
         check_world(recipe, world_size)

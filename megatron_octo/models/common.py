@@ -210,6 +210,8 @@ def transformer_config(
     params_dtype: torch.dtype,
     *,
     fp8: Optional[str] = None,
+    fp8_recipe: str = "tensorwise",
+    fp8_bf16_layers: int = 0,
     use_cpu_initialization: bool = True,
     fused_kernels: Optional[bool] = None,
 ):
@@ -252,6 +254,10 @@ def transformer_config(
         # Pipeline stages exchange activations in the compute dtype.
         pipeline_dtype=params_dtype,
         fp8=fp8,
+        fp8_recipe=fp8_recipe,
+        first_last_layers_bf16=bool(fp8 and fp8_bf16_layers),
+        num_layers_at_start_in_bf16=fp8_bf16_layers or 1,
+        num_layers_at_end_in_bf16=fp8_bf16_layers or 1,
         use_cpu_initialization=use_cpu_initialization,
         calculate_per_token_loss=True,
         bias_activation_fusion=fused_kernels,

@@ -41,12 +41,20 @@ class Components:
     """Megatron-Core ``P2PCommunicator`` over the pipeline group (what the pipeline schedules send through)."""
 
 
-def _check_precision(recipe: RecipeConfig, use_te: bool) -> None:
-    if recipe.precision.fp8 and not use_te:
-        raise SetupError(
-            "precision.fp8 needs Transformer Engine, which is not usable here: set precision.fp8=null "
-            "or run in the GPU container"
-        )
+def _check_precision(recipe: RecipeConfig, use_te: bool, device: torch.device) -> None:
+    """FP8 needs Transformer Engine and FP8 tensor cores (Hopper, sm 8.9+); MXFP8 needs Blackwell (sm 10+)."""
+    p = recipe.precision
+    if not p.fp8:
+        return
+    if not use_te:
+        raise SetupError("precision.fp8 needs Transformer Engine, which is not usable here: set precision.fp8=null "
+                         "or run in the GPU container")
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else (0, 0)
+    if capability < (8, 9):
+        raise SetupError(f"precision.fp8 needs FP8 tensor cores (Hopper or newer); this device has sm "
+                         f"{capability[0]}.{capability[1]}: set precision.fp8=null")
+    if p.fp8_recipe == "mxfp8" and capability < (10, 0):
+        raise SetupError("precision.fp8_recipe=mxfp8 needs a Blackwell GPU: use tensorwise or delayed here")
 
 
 def build_model(recipe: RecipeConfig, ctx: ParallelContext) -> tuple:
@@ -59,10 +67,12 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext) -> tuple:
     from megatron_octo.training.init import initialize_invariant
 
     use_te = resolve_spec(recipe.model.spec)
-    _check_precision(recipe, use_te)
+    _check_precision(recipe, use_te, ctx.device)
     params_dtype = resolve_dtype(recipe.precision.dtype, ctx.device)
+    p = recipe.precision
     tcfg = transformer_config(
-        recipe.model, recipe.parallel, params_dtype, fp8=recipe.precision.fp8, use_cpu_initialization=True
+        recipe.model, recipe.parallel, params_dtype, fp8=p.fp8, fp8_recipe=p.fp8_recipe,
+        fp8_bf16_layers=p.fp8_bf16_layers, use_cpu_initialization=True,
     )
     model = build_gpt_model(
         recipe.model, tcfg, ctx.pgs, pre_process=ctx.is_first_stage, post_process=ctx.is_last_stage, use_te=use_te
