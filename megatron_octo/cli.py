@@ -32,11 +32,12 @@ def _user_errors() -> tuple:
     from megatron_octo.parallel import ParallelSetupError
     from megatron_octo.training.build import SetupError
     from megatron_octo.training.checkpoint import CheckpointError
+    from megatron_octo.training.loop import TrainingDiverged
     from megatron_octo.training.plot import PlotError
     from megatron_octo.utils.io import OutputExistsError
 
     return (ConfigError, ConvertError, DataError, EvalError, ParallelSetupError, SetupError, CheckpointError,
-            PlotError, OutputExistsError)
+            PlotError, OutputExistsError, TrainingDiverged)
 
 
 def _cmd_recipe_list(args) -> int:

@@ -95,6 +95,8 @@ class TrainConfig:
     """Tokens per sequence."""
     seed: int = 1234
     """Seed of weight initialization, data order and dropout."""
+    max_nonfinite_steps: int = 3
+    """A step whose loss is not finite skips its update; this many in a row stop the run (without saving)."""
     exit_interval: Optional[int] = None
     """Save and stop after this many steps of one invocation (the run resumes from there when started again)."""
     init: str = "invariant"

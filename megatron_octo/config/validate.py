@@ -95,6 +95,7 @@ def _check_train(recipe: RecipeConfig) -> None:
     _require(t.iters is not None or t.tokens is not None, "set train.iters or train.tokens")
     _require(t.iters is None or t.iters >= 1, f"train.iters={t.iters} must be >= 1")
     _require(t.tokens is None or t.tokens >= 1, f"train.tokens={t.tokens} must be >= 1")
+    _require(t.max_nonfinite_steps >= 1, f"train.max_nonfinite_steps={t.max_nonfinite_steps} must be >= 1")
     _require(t.exit_interval is None or t.exit_interval >= 1, f"train.exit_interval={t.exit_interval} must be >= 1")
     _require(
         t.seq_len <= m.max_position_embeddings,

@@ -7,6 +7,7 @@ the step's loss and gradients are the mean over all tokens of the global batch, 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +37,12 @@ class StepResult:
     grad_norm: float
     lr: float
     seconds: float
+    skipped: bool = False
+    """The loss was not finite, so the update was skipped."""
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses; the run stopped without saving."""
 
 
 def _loss_func(per_token_loss: torch.Tensor):
@@ -105,12 +112,17 @@ def train_step(step: int, parts: Components, dataset, recipe: RecipeConfig, ctx:
         p2p_communicator=parts.p2p,
         pg_collection=ctx.pgs,
     )
-    ok, grad_norm, _ = parts.optimizer.step()
+    loss = global_mean_loss(losses, ctx)  # the same on every rank, so every rank takes the same branch
+    skipped = not math.isfinite(loss)
+    grad_norm = float("nan")
+    if not skipped:
+        _, norm, _ = parts.optimizer.step()
+        grad_norm = float(norm or 0.0)
+    # The schedule advances either way: the LR stays a function of the step, as on resume.
     parts.scheduler.step(increment=1)
-    loss = global_mean_loss(losses, ctx)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
-    return StepResult(loss=loss, grad_norm=float(grad_norm or 0.0), lr=lr, seconds=time.perf_counter() - start)
+    return StepResult(loss=loss, grad_norm=grad_norm, lr=lr, seconds=time.perf_counter() - start, skipped=skipped)
 
 
 def make_dataset(recipe: RecipeConfig):
@@ -136,6 +148,18 @@ def _save(recipe: RecipeConfig, run_dir: Path, parts: Components, ctx: ParallelC
                 "distributed_optimizer": recipe.parallel.distributed_optimizer},
     )
     return ckpt.save(run_dir / "checkpoints", meta, parts, ctx, recipe.checkpoint.keep_last)
+
+
+def _check_divergence(history: List[StepResult], limit: int, run_dir: Path) -> None:
+    """Stop, without saving, once the last ``limit`` steps all had non-finite losses."""
+    recent = history[-limit:]
+    if len(recent) == limit and all(r.skipped for r in recent):
+        latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
+        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written"
+        raise TrainingDiverged(
+            f"the loss was not finite for {limit} consecutive steps (updates skipped): the run stopped and {kept}; "
+            f"lower schedule.lr or check the data, then resume"
+        )
 
 
 def _should_save(recipe: RecipeConfig, step: int, iters: int) -> bool:
@@ -170,13 +194,15 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                 record = {
                     "step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
                     "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_s,
-                    "step_time_s": result.seconds,
+                    "step_time_s": result.seconds, "skipped_steps": sum(r.skipped for r in history),
                 }
                 utilization = mfu(tokens_per_s, recipe.model, recipe.train.seq_len, ctx.world_size, peak)
                 writer.write(record if utilization is None else {**record, "mfu": utilization})
+            _check_divergence(history, recipe.train.max_nonfinite_steps, run_dir)
             exiting = recipe.train.exit_interval is not None and len(history) == recipe.train.exit_interval
             signalled = stop.agreed(ctx.device)
-            if _should_save(recipe, step + 1, iters) or ((exiting or signalled) and recipe.checkpoint.save):
+            wanted = _should_save(recipe, step + 1, iters) or ((exiting or signalled) and recipe.checkpoint.save)
+            if wanted and not result.skipped:  # never save right after a non-finite loss
                 _save(recipe, run_dir, parts, ctx, step + 1, iters, start)
             if signalled and ctx.is_main:
                 print(f"[octo] {stop.signal_name or 'a stop signal'} received: saved step {step + 1}, exiting",

@@ -156,3 +156,19 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(uninterrupted, tmp_path):
     assert 1 <= saved < 6, "the run should stop early, at the step where the signal arrived"
     octo_train(run)
     assert losses(run) == losses(uninterrupted)
+
+
+def test_non_finite_losses_skip_updates_then_stop_the_run(tmp_path):
+    run = tmp_path / "run"
+    # An absurd LR: step 1 is fine, its update blows the weights up, and every later loss is inf/nan.
+    proc = octo_train(run, "schedule.warmup_iters=0", "schedule.lr=1e30", "schedule.min_lr=0",
+                      "checkpoint.save_interval=1", "train.max_nonfinite_steps=2", expect_ok=False)
+    assert proc.returncode == 2
+    assert "not finite for 2 consecutive steps" in proc.stderr.strip().splitlines()[-1]
+    records = metrics(run)
+    skipped = [r["skipped_steps"] for r in records]
+    good = skipped.count(0)  # the steps before the blow-up shows in the loss
+    assert good >= 1 and skipped == [0] * good + [1, 2]
+    assert all(r["loss"] != r["loss"] or r["loss"] in (float("inf"), float("-inf")) for r in records[good:])
+    # Every good step saved (save_interval=1); the skipped steps saved nothing.
+    assert complete_checkpoints(run / "checkpoints")[-1].name == f"iter_{good:07d}"
