@@ -81,8 +81,11 @@ def main() -> None:
     parser.add_argument("--recipe", default="tiny-cpu")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3, help="steps excluded from the timing")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for both sides (torch.set_num_threads); tiny models run fastest on one")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe, list(args.overrides) + [
         f"train.iters={args.steps}", "train.tokens=null", "checkpoint.save=false", "logging.tensorboard=false",
         "checkpoint.load=null", "checkpoint.branch_from=null"])
