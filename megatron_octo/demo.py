@@ -5,6 +5,8 @@ Stages (each adds one top-level object to ``summary.json`` and a section to ``re
 - ``train``: (1) ``tiny-cpu`` in one process and on TP=2 x PP=2 (4 processes), from the same layout-invariant
   initialization, so the loss curves must coincide; (2) a stable stage on the generated corpus and the three decay
   branches (Long, Short, Hybrid) branched from its checkpoint, each on its own mixture.
+- ``convert``: each decayed branch exported to Hugging Face format and loaded back with transformers.
+- ``eval``: each exported branch scored zero-shot on the corpus's held-out problems with the evaluation machinery.
 
 Every training run is an ``octo train`` child process (under torchrun for several processes), exactly as a user
 runs it. Outputs: ``WORKDIR/report.md`` with PNG plots beside it, ``WORKDIR/summary.json``, and the runs.
@@ -23,13 +25,14 @@ from typing import Dict, List
 from megatron_octo.training.metrics import read_metrics
 from megatron_octo.utils.io import OutputExistsError, atomic_write_text
 
-DEMO_OUTPUTS = ("report.md", "summary.json", "data", "recipes", "train", "train_loss.png",
+DEMO_OUTPUTS = ("report.md", "summary.json", "data", "recipes", "train", "hf", "eval", "train_loss.png",
                 "stable_then_decay.png")
 BRANCHES = ("long", "short", "hybrid")
 LAYOUTS = {"single": (1, []), "tp2-pp2": (4, ["parallel.tp=2", "parallel.pp=2"])}
-FULL = {"layout_steps": 20, "stable_steps": 40, "decay_steps": 15, "corpus": None}
+FULL = {"layout_steps": 20, "stable_steps": 40, "decay_steps": 15, "corpus": None, "eval_items": 50,
+        "eval_tokens": 48}
 QUICK = {"layout_steps": 3, "stable_steps": 4, "decay_steps": 2,
-         "corpus": {"web": 40, "qa": 60, "long_cot": 40, "chat": 40, "eval": 20}}
+         "corpus": {"web": 40, "qa": 60, "long_cot": 40, "chat": 40, "eval": 20}, "eval_items": 4, "eval_tokens": 8}
 
 
 def _prepare(workdir: Path, overwrite: bool) -> None:
@@ -140,11 +143,54 @@ def stable_then_decay(workdir: Path, data: Dict, plan: Dict) -> Dict:
             for name, r in records.items()} | {"plot": "stable_then_decay.png"}
 
 
+def convert_stage(workdir: Path, data: Dict) -> Dict:
+    """Export each decayed branch to a Hugging Face directory and load it back with transformers."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from megatron_octo.convert import mcore_to_hf
+
+    out = {}
+    for branch in BRANCHES:
+        hf_dir = workdir / "hf" / f"decay-{branch}"
+        print(f"[demo] exporting decay-{branch} to Hugging Face format: {hf_dir}", flush=True)
+        mcore_to_hf(str(workdir / "train" / f"decay-{branch}"), str(hf_dir), tokenizer_dir=data["tokenizer"],
+                    quiet=True)
+        model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+        ids = AutoTokenizer.from_pretrained(hf_dir)("User: What is 2 + 3?\nAssistant:", return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**ids).logits  # [1, s, vocab]
+        out[f"decay-{branch}"] = {"hf_dir": f"hf/decay-{branch}", "architecture": model.config.architectures[0],
+                                  "parameters": sum(p.numel() for p in model.parameters()),
+                                  "logits_finite": bool(torch.isfinite(logits).all())}
+    return out
+
+
+def eval_stage(workdir: Path, data: Dict, plan: Dict) -> Dict:
+    """Score the exported branches on the held-out split of the generated corpus (zero-shot, \\boxed{} answers)."""
+    from megatron_octo.eval import run_eval
+
+    with open(data["corpus"]["eval"]) as f:
+        items = [{"question": r["prompt"], "answer": r["answer"]} for r in map(json.loads, f)][: plan["eval_items"]]
+    out = {}
+    for branch in BRANCHES:
+        print(f"[demo] evaluating decay-{branch} on {len(items)} held-out problems", flush=True)
+        results = run_eval(str(workdir / "hf" / f"decay-{branch}"), items=items, zero_shot=True,
+                           max_new_tokens=plan["eval_tokens"],
+                           output_dir=str(workdir / "eval" / f"decay-{branch}"), show_progress=False,
+                           log=lambda line: None)
+        out[f"decay-{branch}"] = {"n": len(items), "accuracy": results["average"]}
+    return out
+
+
 def _report(summary: Dict) -> str:
     data, layouts, std = summary["data"], summary["train"]["layouts"], summary["train"]["stable_then_decay"]
     kinds = ", ".join(f"{k} {n:,} docs / {data['tokens'][k]:,} tokens" for k, n in data["documents"].items())
     layout_rows = "\n".join(f"| {n} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {r['tokens_per_s']:.0f} |"
                             for n, r in layouts["runs"].items())
+    convert_rows = "\n".join(
+        f"| {name} | `{c['hf_dir']}` | {c['parameters']:,} | {summary['eval'][name]['accuracy']:.1f}% "
+        f"(n={summary['eval'][name]['n']}) |" for name, c in summary["convert"].items())
     stage_rows = "\n".join(f"| {n} | {r['steps']} | {r['tokens']:,} | {r['first_loss']:.4f} | {r['final_loss']:.4f} "
                            f"| {r['final_lr']:.2e} |" for n, r in std.items() if isinstance(r, dict))
     return f"""# megatron-octo demo
@@ -172,6 +218,15 @@ checkpoint (cosine to 10% of the LR, each on its own mixture), as OctoThinker ru
 {stage_rows}
 
 ![Stable-then-Decay]({std['plot']})
+
+## Convert and evaluate
+Each decayed branch exported to Hugging Face format (loaded back with transformers) and scored zero-shot on the
+held-out split of the generated corpus. Models this small and this briefly trained are not expected to solve the
+problems: the numbers show the machinery end to end.
+
+| branch | HF directory | parameters | accuracy |
+|---|---|---|---|
+{convert_rows}
 """
 
 
@@ -183,6 +238,8 @@ def run_demo(workdir: str, overwrite: bool = False, quick: bool = False) -> Path
     summary = {"data": {k: data[k] for k in ("vocab_size", "documents", "tokens")},
                "train": {"layouts": layout_check(root, plan["layout_steps"]),
                          "stable_then_decay": stable_then_decay(root, data, plan)}}
+    summary["convert"] = convert_stage(root, data)
+    summary["eval"] = eval_stage(root, data, plan)
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(root / "report.md", _report(summary))
     return root / "report.md"

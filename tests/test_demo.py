@@ -45,3 +45,14 @@ def test_demo_refuses_to_overwrite(demo_dir):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         run_demo(str(demo_dir), quick=True)
     assert (demo_dir / "summary.json").read_text() == before
+
+
+def test_decayed_branches_are_exported_to_hf_and_evaluated(demo_dir):
+    summary = json.loads((demo_dir / "summary.json").read_text())
+    for branch in BRANCHES:
+        exported = summary["convert"][f"decay-{branch}"]
+        assert exported["architecture"] == "LlamaForCausalLM" and exported["logits_finite"]
+        assert (demo_dir / exported["hf_dir"] / "config.json").is_file()
+        scored = summary["eval"][f"decay-{branch}"]
+        assert scored["n"] == QUICK["eval_items"] and 0.0 <= scored["accuracy"] <= 100.0
+    assert "## Convert and evaluate" in (demo_dir / "report.md").read_text()

@@ -197,6 +197,8 @@ class CheckpointConfig:
     """Complete checkpoints kept in ``RUN_DIR/checkpoints``; older ones are removed."""
     save: bool = True
     """Write checkpoints at all."""
+    async_save: bool = False
+    """Write checkpoints in a background process while training continues (Megatron-Core async save)."""
     load: Optional[str] = None
     """Start from the weights of this checkpoint (``DIR`` or ``DIR:STEP``), with a fresh optimizer and step 0."""
     branch_from: Optional[str] = None

@@ -13,8 +13,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import List, Optional
 
-import torch
-
 from megatron_octo.config.schema import ModelConfig
 from megatron_octo.convert import hf_io
 from megatron_octo.convert.streaming import (
@@ -201,10 +199,9 @@ def _write_hf_files(out: Path, derived: dict, assets: Path, tokenizer: Optional[
     (out / hf_io.CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     if (assets / hf_io.GENERATION_CONFIG).is_file():
         shutil.copy2(assets / hf_io.GENERATION_CONFIG, out / hf_io.GENERATION_CONFIG)
-    else:
-        from transformers import GenerationConfig
-
+    else:  # what transformers' GenerationConfig.from_model_config writes, without importing transformers
         ids = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if config.get(k) is not None}
-        GenerationConfig(**ids).save_pretrained(str(out))
+        text = json.dumps({"_from_model_config": True, **ids}, indent=2) + "\n"
+        (out / hf_io.GENERATION_CONFIG).write_text(text)
     if tokenizer is not None:
         hf_io.copy_tokenizer(tokenizer, out)

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch.distributed.checkpoint import CheckpointException, FileSystemReader, FileSystemWriter
@@ -40,12 +41,10 @@ from torch.distributed.checkpoint.planner_helpers import create_read_items_for_c
 from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.layout import McoreTensor
 
-KEY_PREFIX = "module."
-"""Prefix of the model's keys in the checkpoints ``training.checkpoint`` saves and loads: it takes the sharded
-state dict of the DDP-wrapped model chunk, and Megatron-Core's DDP, a plain MegatronModule container, puts its
-child ``module`` in front of every key GPTModel declares (``module.decoder.layers.self_attention...``). Converted
-checkpoints use it so that ``octo train checkpoint.load=`` finds their tensors; readers accept any prefix made of
-``module.`` (none included, as Megatron-LM tools write)."""
+KEY_PREFIX = ""
+"""Prefix of the model's keys in written checkpoints: none, the names GPTModel declares, as ``training.checkpoint``
+saves them (from the model unwrapped from DDP) and as Megatron-LM writes them. Readers also accept a prefix made of
+``module.`` (what the sharded state dict of a DDP-wrapped chunk would carry)."""
 _PREFIX_RE = re.compile(r"^((?:module\.)*)decoder\.final_layernorm\.weight$")
 COMMON_FILE = "common.pt"
 MCORE_CONFIG = "metadata.json"
@@ -158,7 +157,9 @@ def write_checkpoint(out_dir: Path, pieces: Sequence[Piece], object_keys: Sequen
     ``object_keys``) into the existing empty directory ``out_dir``; every key gets ``prefix``."""
     from torch.distributed.checkpoint import state_dict_saver
 
-    writer = FileSystemWriter(str(out_dir), single_file_per_rank=False, sync_files=True, thread_count=1)
+    # No fsync per file (it would stall every chunk on the disk); fsync_tree syncs all files once at the end,
+    # when the kernel has written most of them back already, and before the caller renames the directory.
+    writer = FileSystemWriter(str(out_dir), single_file_per_rank=False, sync_files=False, thread_count=1)
     planner = StreamingSavePlanner(pieces, object_keys, produce, prefix)
     with warnings.catch_warnings():
         # DCP warns that it saves in a single process because no process group exists: that is the intent.
@@ -168,6 +169,17 @@ def write_checkpoint(out_dir: Path, pieces: Sequence[Piece], object_keys: Sequen
         except CheckpointException as exc:  # DCP wraps whatever failed (a ConvertError, a full disk, Ctrl-C)
             raise next(iter(exc.failures.values()))[0] from None
     write_megatron_files(out_dir)
+    fsync_tree(out_dir)
+
+
+def fsync_tree(directory: Path) -> None:
+    """Flush every file under ``directory`` and the directory entries to disk."""
+    for path in sorted(Path(directory).rglob("*")) + [Path(directory)]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_megatron_files(out_dir: Path) -> None:
@@ -220,7 +232,7 @@ class DistCheckpoint:
     """Lazy reader of a torch_dist checkpoint directory: row ranges of single layers, one stored chunk read at a
     time; the most recent chunks are cached (up to ``cache_bytes``, and always the last one)."""
 
-    def __init__(self, path: Path, cache_bytes: int = 256 << 20):
+    def __init__(self, path: Path, cache_bytes: int = 128 << 20):
         self.path = Path(path)
         try:
             self._reader = FileSystemReader(str(self.path))
@@ -265,7 +277,8 @@ class DistCheckpoint:
         md, lead = self.tensor_meta(tensor.key), _lead(tensor)
         want_lo = ((tensor.layer,) if lead else ()) + (start,) + (0,) * (len(md.size) - lead - 1)
         want_hi = ((tensor.layer + 1,) if lead else ()) + (stop,) + tuple(md.size[lead + 1:])
-        out = torch.empty((stop - start, *md.size[lead + 1:]), dtype=md.properties.dtype)
+        out_shape = (stop - start, *md.size[lead + 1:])
+        out = None
         covered = 0
         for c in md.chunks:
             lo = [max(a, o) for a, o in zip(want_lo, c.offsets)]
@@ -273,6 +286,10 @@ class DistCheckpoint:
             if any(h <= l for l, h in zip(lo, hi)):
                 continue
             src = self._load_chunk(tensor.key, c)
+            if lo == list(want_lo) and hi == list(want_hi):  # one stored chunk holds the whole range: no copy
+                return _narrow(src, [l - o for l, o in zip(lo, c.offsets)], [h - l for l, h in zip(lo, hi)],
+                               out_shape)
+            out = torch.empty(out_shape, dtype=md.properties.dtype) if out is None else out
             dst = out
             for dim, (l, h) in enumerate(zip(lo, hi)):
                 src = src.narrow(dim, l - c.offsets[dim], h - l)
@@ -280,9 +297,16 @@ class DistCheckpoint:
                     dst = dst.narrow(dim - lead, l - want_lo[dim], h - l)
             dst.copy_(src.reshape(dst.shape))
             covered += _numel([h - l for l, h in zip(lo, hi)])
-        if covered != out.numel():
+        if out is None or covered != out.numel():
             raise ConvertError(f"{self.path}: stored chunks of {tensor.label} do not cover rows {start}:{stop}")
         return out
+
+
+def _narrow(src: torch.Tensor, starts: Sequence[int], lengths: Sequence[int], shape) -> torch.Tensor:
+    """A view of ``src`` [starts, starts + lengths) in every dim, reshaped to ``shape`` (the layer axis dropped)."""
+    for dim, (start, length) in enumerate(zip(starts, lengths)):
+        src = src.narrow(dim, start, length)
+    return src.reshape(shape)
 
 
 def _lead(tensor: McoreTensor) -> int:

@@ -31,6 +31,7 @@ LAYER_PREFIX = "decoder.layers."
 # Linear modules of a layer carry an ``_extra_state`` (None for the local spec, FP8 metadata for TE): Megatron-Core
 # saves it as one ShardedObject per layer, and a load asks for it, so a converted checkpoint holds it too.
 EXTRA_STATE = "_extra_state"
+FINAL_NORM_MODULE = "decoder.final_layernorm"
 
 
 @dataclass(frozen=True)
@@ -110,11 +111,14 @@ class WeightPlan:
         return out
 
     def extra_state_keys(self) -> List[str]:
-        """ShardedObject unique keys of the layers' linear modules (``<module>._extra_state/shard_<i>_<L>``)."""
+        """ShardedObject unique keys (``<module>._extra_state/shard_<offset>_<shape>``): the layers' linear modules
+        (both specs declare them) and the final norm (Transformer Engine's RMSNorm, an ``ops`` module in TE 2.x,
+        declares one under the TE spec; loads with the local spec ignore it, as they ignore any unexpected key)."""
         modules = sorted({e.mcore.key[: -len(".weight")] for e in self.entries if e.mcore.layer is not None
                           and e.mcore.key.endswith(".weight") and not e.mcore.key.endswith("layer_norm_weight")})
         n = self.num_layers
-        return [f"{m}.{EXTRA_STATE}/shard_{i}_{n}" for i in range(n) for m in modules]
+        layers = [f"{m}.{EXTRA_STATE}/shard_{i}_{n}" for i in range(n) for m in modules]
+        return layers + [f"{FINAL_NORM_MODULE}.{EXTRA_STATE}/shard_0_1"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -187,10 +191,14 @@ def _split_name(mcore_name: str) -> Tuple[str, Optional[int]]:
 
 
 def build_plan(cfg: ModelConfig, tp: int = 1) -> WeightPlan:
-    """The weight plan of ``cfg`` with the vocabulary padded for ``tp`` (``make_vocab_size_divisible_by * tp``)."""
-    common.require_shape(cfg)
-    family = get_family(cfg.family)
-    padded = common.padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, tp)
+    """The weight plan of ``cfg`` with the vocabulary padded for ``tp`` (``make_vocab_size_divisible_by * tp``);
+    a ConvertError when ``cfg`` names an unknown family or lacks a shape field."""
+    try:
+        common.require_shape(cfg)
+        family = get_family(cfg.family)
+        padded = common.padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, tp)
+    except ValueError as exc:
+        raise ConvertError(f"model config: {exc}") from None
     shapes = common.hf_shapes(cfg)
     entries = []
     for mcore_name, hf_names, shape_keys, transform in common.expand_rules(cfg, family.LAYER_RULES, use_te=True):

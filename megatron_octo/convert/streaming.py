@@ -3,7 +3,8 @@
 All three directions are one loop: a *row source* (``HFRows`` reads the HF checkpoint through the weight plan's
 row maps, ``McoreRows`` reads a torch_dist checkpoint) serves row ranges of Megatron-Core tensors, and a writer
 stores them either as torch_dist chunks (``to mcore``) or, through the inverse row maps, as safetensors shards
-(``to hf``). At most one row block (``block_bytes``, 64 MiB by default) plus one cached stored chunk is in memory.
+(``to hf``). In memory at a time: a row block or two (``block_bytes``, 64 MiB by default) and, reading torch_dist,
+at most 128 MiB of cached stored chunks (or one chunk, if bigger).
 
 Outputs are written under a temporary sibling name and renamed into place only when complete (and verified, with
 ``verify=True``); a failure removes the temporary directory, so nothing half-written is left under the output name.
@@ -24,10 +25,10 @@ from megatron_octo.config.schema import ModelConfig
 from megatron_octo.convert import dist_io, hf_io
 from megatron_octo.convert.dist_io import DistCheckpoint, Piece
 from megatron_octo.convert.errors import ConvertError
-from megatron_octo.convert.layout import McoreTensor, WeightPlan, build_plan, check_layout, row_blocks
+from megatron_octo.convert.layout import McoreTensor, WeightPlan, build_plan, row_blocks
 from megatron_octo.convert.progress import Progress, human_bytes
 from megatron_octo.convert.verify import DEFAULT_ATOL, DEFAULT_KL, DEFAULT_PROMPT, VerifyResult
-from megatron_octo.utils.io import OutputExistsError, atomic_write_text
+from megatron_octo.utils.io import OutputExistsError
 
 DEFAULT_BLOCK_BYTES = 64 << 20
 DEFAULT_MAX_SHARD = "5GB"
@@ -84,14 +85,22 @@ class HFRows:
         return row_blocks(t.shape[0], _row_bytes(t, self.dtype(t)), max_bytes)
 
     def read(self, t: McoreTensor, start: int, stop: int) -> torch.Tensor:
-        entry = self._entries[(t.key, t.layer)]
-        out = torch.zeros((stop - start, *t.shape[1:]), dtype=self.dtype(t))  # uncovered rows: vocab padding
+        """Rows [start, stop): the HF rows the segments name, zeros where none does (vocabulary padding). A block
+        inside one segment is the tensor read from disk itself (no copy)."""
+        entry, dtype = self._entries[(t.key, t.layer)], self.dtype(t)
+        parts, row = [], start
         for seg in entry.segments:
             lo, hi = max(start, seg.mcore_row), min(stop, seg.mcore_row + seg.rows)
-            if lo < hi:
-                first = seg.hf_row + lo - seg.mcore_row
-                out[lo - start: hi - start] = self.hf.read_rows(seg.hf_name, first, first + hi - lo)
-        return out
+            if lo >= hi:
+                continue
+            if lo > row:
+                parts.append(torch.zeros((lo - row, *t.shape[1:]), dtype=dtype))
+            first = seg.hf_row + lo - seg.mcore_row
+            parts.append(self.hf.read_rows(seg.hf_name, first, first + hi - lo).to(dtype))
+            row = hi
+        if row < stop:
+            parts.append(torch.zeros((stop - row, *t.shape[1:]), dtype=dtype))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class McoreRows:

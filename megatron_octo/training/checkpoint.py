@@ -112,10 +112,28 @@ def resolve(spec: str) -> Path:
     return found
 
 
+def unwrap(chunk):
+    """The GPTModel inside DDP (and Float16Module): checkpoints use the names GPTModel declares, as Megatron-LM's
+    do (DDP has no sharded_state_dict of its own, and the default one would prefix every key with ``module.``)."""
+    while hasattr(chunk, "module"):
+        chunk = chunk.module
+    return chunk
+
+
 def _model_sharded_state_dict(chunks) -> dict:
     if len(chunks) != 1:
         raise NotImplementedError("virtual pipeline stages are not supported yet")
-    return chunks[0].sharded_state_dict()
+    return unwrap(chunks[0]).sharded_state_dict()
+
+
+def _load_model_state(chunks, state: dict, ckpt_dir: Path) -> None:
+    """Copy loaded tensors into the model; every parameter must be there (``_extra_state`` entries may not)."""
+    result = unwrap(chunks[0]).load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
+    unexpected = [k for k in result.unexpected_keys if not k.endswith("_extra_state")]
+    if missing or unexpected:
+        raise CheckpointError(f"{ckpt_dir} does not fit this model: missing {missing[:3]}, unexpected "
+                              f"{unexpected[:3]}: check model.* against the checkpoint's octo_checkpoint.json")
 
 
 def sharded_state(parts, *, with_optimizer: bool, is_loading: bool) -> dict:
@@ -129,27 +147,68 @@ def sharded_state(parts, *, with_optimizer: bool, is_loading: bool) -> dict:
     return state
 
 
-def save(root: Path, meta: CheckpointMeta, parts, ctx, keep_last: int) -> Path:
-    """Write a complete checkpoint of ``parts`` at ``meta.step`` under ``root``; collective over all ranks."""
-    from megatron.core import dist_checkpointing
+class Saver:
+    """Writes complete checkpoints under ``root``, synchronously or in the background.
 
-    final, tmp = iter_dir(root, meta.step), Path(f"{iter_dir(root, meta.step)}.tmp")
-    if ctx.is_main:
-        if tmp.exists():
-            shutil.rmtree(tmp)  # a save that was killed earlier
-        tmp.mkdir(parents=True)
-    dist.barrier()
-    dist_checkpointing.save(sharded_state(parts, with_optimizer=True, is_loading=False), str(tmp))
-    dist.barrier()
-    if ctx.is_main:
+    With ``async_save`` the tensors go to Megatron-Core's ``AsyncCallsQueue`` (written by a background process
+    while training continues); the checkpoint is published (metadata written, renamed into place, old ones
+    pruned) when the write is finalized: ``poll()`` once a step, ``close()`` at the end waits for it. Every method
+    is collective over all ranks.
+    """
+
+    def __init__(self, root: Path, keep_last: int, ctx, async_save: bool = False):
+        self.root, self.keep_last, self.ctx = Path(root), keep_last, ctx
+        self.queue = None
+        if async_save:
+            from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+            self.queue = AsyncCallsQueue()
+
+    def save(self, meta: CheckpointMeta, parts) -> Path:
+        """Start (async) or do (sync) the save of ``parts`` at ``meta.step``; returns the final directory."""
+        from megatron.core import dist_checkpointing
+
+        final, tmp = iter_dir(self.root, meta.step), Path(f"{iter_dir(self.root, meta.step)}.tmp")
+        if self.queue is not None:
+            self.queue.maybe_finalize_async_calls(blocking=True)  # one save in flight at a time
+        if self.ctx.is_main:
+            if tmp.exists():
+                shutil.rmtree(tmp)  # a save that was killed earlier
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        state = sharded_state(parts, with_optimizer=True, is_loading=False)
+        if self.queue is None:
+            dist_checkpointing.save(state, str(tmp))
+            dist.barrier()
+            self._publish(meta, tmp, final)
+            dist.barrier()
+        else:
+            request = dist_checkpointing.save(state, str(tmp), async_sharded_save=True)
+            request.add_finalize_fn(lambda: self._publish(meta, tmp, final))
+            self.queue.schedule_async_request(request)
+        return final
+
+    def _publish(self, meta: CheckpointMeta, tmp: Path, final: Path) -> None:
+        """Runs once every rank's tensors are on disk: metadata, rename into place, prune (main rank)."""
+        if not self.ctx.is_main:
+            return
         atomic_write_text(tmp / META_FILE, json.dumps(asdict(meta), indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        atomic_write_text(Path(root) / LATEST_FILE, f"{meta.step}\n")
-        _prune(root, keep_last)
-    dist.barrier()
-    return final
+        atomic_write_text(self.root / LATEST_FILE, f"{meta.step}\n")
+        _prune(self.root, self.keep_last)
+
+    def poll(self) -> None:
+        """Publish background saves that have finished (cheap when none is in flight)."""
+        if self.queue is not None:
+            self.queue.maybe_finalize_async_calls(blocking=False)
+
+    def close(self) -> None:
+        """Wait for a background save to finish and publish it."""
+        if self.queue is not None:
+            self.queue.maybe_finalize_async_calls(blocking=True)
+            self.queue.close()
 
 
 def _prune(root: Path, keep_last: int) -> None:
@@ -247,7 +306,7 @@ def load(ckpt_dir: Path, parts, *, with_optimizer: bool) -> CheckpointMeta:
     state = dist_checkpointing.load(
         sharded_state(parts, with_optimizer=with_optimizer, is_loading=True), str(ckpt_dir)
     )
-    parts.model[0].load_state_dict(state["model"], strict=False)
+    _load_model_state(parts.model, state["model"], ckpt_dir)
     if with_optimizer:
         recipe_values = _group_hyperparameters(parts.optimizer)
         parts.optimizer.load_state_dict(state["optimizer"])

@@ -139,15 +139,15 @@ def make_dataset(recipe: RecipeConfig):
     raise NotImplementedError(f"data.kind={recipe.data.kind!r} is not available: use synthetic or blend")
 
 
-def _save(recipe: RecipeConfig, run_dir: Path, parts: Components, ctx: ParallelContext, step: int, iters: int,
-          start: Start) -> Path:
+def _save(saver: ckpt.Saver, recipe: RecipeConfig, parts: Components, ctx: ParallelContext, step: int,
+          iters: int, start: Start) -> Path:
     meta = ckpt.CheckpointMeta(
         step=step, tokens=step * recipe.train.global_batch * recipe.train.seq_len, recipe=recipe.name,
         schedule=schedule_params(recipe, iters), lineage=start.lineage, model=asdict(recipe.model),
         layout={"tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
                 "distributed_optimizer": recipe.parallel.distributed_optimizer},
     )
-    return ckpt.save(run_dir / "checkpoints", meta, parts, ctx, recipe.checkpoint.keep_last)
+    return saver.save(meta, parts)
 
 
 def _check_divergence(history: List[StepResult], limit: int, run_dir: Path) -> None:
@@ -183,6 +183,7 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
     tokens_per_step = recipe.train.global_batch * recipe.train.seq_len
     writer = maybe_writer(ctx.is_main, run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
     stop = StopRequest()
+    saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
     peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
     history = []
     try:
@@ -202,13 +203,15 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
             exiting = recipe.train.exit_interval is not None and len(history) == recipe.train.exit_interval
             signalled = stop.agreed(ctx.device)
             wanted = _should_save(recipe, step + 1, iters) or ((exiting or signalled) and recipe.checkpoint.save)
+            saver.poll()
             if wanted and not result.skipped:  # never save right after a non-finite loss
-                _save(recipe, run_dir, parts, ctx, step + 1, iters, start)
+                _save(saver, recipe, parts, ctx, step + 1, iters, start)
             if signalled and ctx.is_main:
                 print(f"[octo] {stop.signal_name or 'a stop signal'} received: saved step {step + 1}, exiting",
                       flush=True)
             if exiting or signalled:
                 break
+        saver.close()
     finally:
         stop.restore()
         if writer is not None:

@@ -172,3 +172,13 @@ def test_non_finite_losses_skip_updates_then_stop_the_run(tmp_path):
     assert all(r["loss"] != r["loss"] or r["loss"] in (float("inf"), float("-inf")) for r in records[good:])
     # Every good step saved (save_interval=1); the skipped steps saved nothing.
     assert complete_checkpoints(run / "checkpoints")[-1].name == f"iter_{good:07d}"
+
+
+def test_async_save_publishes_complete_checkpoints_and_resumes_exactly(uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    octo_train(run, "checkpoint.async_save=true", "checkpoint.save_interval=2", "checkpoint.keep_last=5",
+               "train.exit_interval=4")
+    assert [p.name for p in complete_checkpoints(run / "checkpoints")] == ["iter_0000002", "iter_0000004"]
+    assert not list((run / "checkpoints").glob("*.tmp"))
+    octo_train(run, "checkpoint.async_save=true")
+    assert losses(run) == losses(uninterrupted)
