@@ -26,7 +26,13 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 # Modules the forkserver imports once, so that each (re)started worker forks with sympy and math-verify loaded.
 PRELOAD = ("math_verify", "megatron_octo.eval.scoring", "megatron_octo.rl.reward")
 _MAX_CHUNK = 32
+_MAX_STARTUP_FAILURES = 3
 _STARTUP_GRACE = 10.0  # seconds a worker may spend unpickling a chunk before its first task's deadline starts
+
+
+class PoolError(RuntimeError):
+    """The workers cannot run the tasks at all (they die at start-up, or cannot load the task function): a bug or a
+    broken environment, never a verdict on one task."""
 
 
 class _SoftTimeout(BaseException):
@@ -69,6 +75,9 @@ def _worker_main(conn, soft_timeout: float) -> None:
             msg = conn.recv()
         except (EOFError, OSError):
             return
+        except Exception as exc:  # the chunk cannot be unpickled (e.g. the task function cannot be imported here)
+            conn.send(("badchunk", f"{type(exc).__name__}: {exc}"[:300]))
+            continue
         if msg is None:
             return
         fn, chunk = msg
@@ -119,7 +128,8 @@ class DeadlinePool:
     """Runs many small tasks ``fn(*args)`` in worker processes, each under a hard deadline of ``timeout`` seconds.
 
     ``map`` returns results in input order; a task that fails, times out or crashes its worker yields ``default``.
-    ``fn`` must be a module-level function (it is sent to the workers by reference). Not for use from several
+    ``fn`` must be a module-level function (it is sent to the workers by reference); PoolError when the workers
+    cannot load it or keep dying at start-up. Not for use from several
     threads at once (calls are serialised by a lock). Use as a context manager or call ``close()``.
     """
 
@@ -134,6 +144,7 @@ class DeadlinePool:
         self._workers: List[_Worker] = []
         self._lock = threading.Lock()
         self.stats: Dict[str, int] = {"tasks": 0, "timeouts": 0, "crashes": 0, "errors": 0, "restarts": 0}
+        self._startup_failures = 0
         self.last_errors: Deque[str] = deque(maxlen=20)
 
     def __enter__(self) -> "DeadlinePool":
@@ -159,7 +170,13 @@ class DeadlinePool:
         """``[fn(*args) for args in args_list]`` computed by the workers; ``default`` where a task did not finish
         in time, raised, or killed its worker. Blocks at most about ``timeout`` x (tasks / workers) seconds."""
         with self._lock:
-            return _MapRun(self, fn, list(args_list), default).run()
+            try:
+                return _MapRun(self, fn, list(args_list), default).run()
+            except BaseException:  # an aborted run (PoolError, Ctrl-C) leaves tasks in workers: start afresh
+                for w in self._workers:
+                    w.kill()
+                self._workers = []
+                raise
 
     # Worker bookkeeping used by _MapRun.
     def _ensure_workers(self) -> None:
@@ -227,7 +244,10 @@ class _MapRun:
                 msg = w.conn.recv()
                 if msg[0] == "ready":
                     w.ready = True
+                    self.pool._startup_failures = 0
                     continue
+                if msg[0] == "badchunk":
+                    raise PoolError(f"the pool's workers cannot load the task {self.fn!r}: {msg[1]}")
                 if msg[0] == "started":
                     w.started, w.acked = time.monotonic(), True
                     continue
@@ -266,6 +286,11 @@ class _MapRun:
         replaced."""
         if w not in self.pool._workers:
             return
+        if not w.ready:
+            self.pool._startup_failures += 1
+            if self.pool._startup_failures >= _MAX_STARTUP_FAILURES:
+                raise PoolError(f"{_MAX_STARTUP_FAILURES} worker processes in a row died while starting "
+                                f"(exit code {w.process.exitcode})")
         if w.queue:  # without a task in hand (a worker that died idle) it is only replaced
             self.pool.stats[reason] += 1
             self.pool.stats["tasks"] += 1

@@ -220,14 +220,15 @@ def shared_pool(workers: Optional[int] = None, timeout: float = DEFAULT_TIMEOUT)
 def score_predictions(triples: Sequence[Tuple[str, Optional[str], str]], pool: Optional[DeadlinePool] = None,
                       timeout: float = DEFAULT_TIMEOUT) -> List[bool]:
     """Correctness of each (kind, prediction, gold). Quick cases are decided here; the rest go to ``pool`` (the
-    shared pool when None), where each verification has ``pool.timeout`` seconds and counts as wrong after."""
+    shared pool when None), each distinct triple once, where each verification has ``pool.timeout`` seconds and
+    counts as wrong after."""
     results: List[Optional[bool]] = [quick_judge(k, p, g) for k, p, g in triples]
-    todo = [i for i, r in enumerate(results) if r is None]
+    # each distinct (kind, prediction, gold) goes to the workers once
+    todo = list(dict.fromkeys(tuple(triples[i]) for i, r in enumerate(results) if r is None))
     if todo:
         pool = pool or shared_pool(timeout=timeout)
-        verdicts = pool.map(judge, [triples[i] for i in todo], default=False)
-        for i, v in zip(todo, verdicts):
-            results[i] = bool(v)
+        verdict = dict(zip(todo, pool.map(judge, todo, default=False)))
+        results = [verdict[tuple(t)] if r is None else r for t, r in zip(triples, results)]
     return [bool(r) for r in results]
 
 

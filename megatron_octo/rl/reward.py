@@ -26,7 +26,7 @@ import numpy as np
 
 from megatron_octo.eval import extraction as ex
 from megatron_octo.eval.pool import DeadlinePool
-from megatron_octo.eval.scoring import DEFAULT_TIMEOUT, math_equal, quick_judge, shared_pool
+from megatron_octo.eval.scoring import DEFAULT_TIMEOUT, math_equal, quick_judge, score_predictions, shared_pool
 
 _ALIASES = {"octothinker": "default", "v2.wformat": "wformat", "v3.repeatpenalty": "repeat_penalty",
             "v4.repeatpenalty": "repeat_boxed_penalty"}
@@ -115,39 +115,25 @@ def reward_task(variant: str, response: str, gold: str) -> float:
     return -0.5 if (variant == "wformat" and correct is not None) else -1.0
 
 
-def _local_reward(variant: str, response: str, gold: str) -> Optional[float]:
-    """The reward when it needs no sympy (no box, or a plain-number / identical answer), else None.
-
-    Only the ``default`` and ``binary`` variants qualify: the others scan for repetitions, which can be slow on long
-    responses and so belongs in a worker.
-    """
-    if variant not in ("default", "binary"):
-        return None
-    pred = ex.last_boxed(response)
-    verdict = False if pred is None else quick_judge("math", pred, gold)
-    if verdict is None:
-        return None
-    return (1.0 if verdict else 0.0) if variant == "binary" else (1.0 if verdict else -1.0)
-
-
 def math_rewards(responses: Sequence[str], golds: Sequence[str], variant: str = "default",
                  pool: Optional[DeadlinePool] = None, timeout: float = DEFAULT_TIMEOUT) -> List[float]:
     """Rewards of many responses, verified in parallel by ``pool`` (default: the shared pool, one worker per core).
 
     Each verification has ``timeout`` seconds (``pool.timeout`` when a pool is given); one that fails or runs out of
-    time scores as a wrong answer of its variant.
+    time scores as a wrong answer of its variant. For ``default`` and ``binary`` only the boxed answers travel to
+    the workers, and each distinct (answer, gold) pair is verified once (rollouts of one prompt often agree).
     """
     if len(responses) != len(golds):
         raise ValueError(f"{len(responses)} responses but {len(golds)} gold answers")
     name = resolve_variant(variant)
-    rewards: List[Optional[float]] = [_local_reward(name, r, str(g)) for r, g in zip(responses, golds)]
-    todo = [i for i, r in enumerate(rewards) if r is None]
-    if todo:
-        pool = pool or shared_pool(timeout=timeout)
-        done = pool.map(reward_task, [(name, responses[i], str(golds[i])) for i in todo], default=_WRONG[name])
-        for i, value in zip(todo, done):
-            rewards[i] = float(value)
-    return [float(r) for r in rewards]
+    if name in ("default", "binary"):
+        triples = [("math", ex.last_boxed(r), str(g)) for r, g in zip(responses, golds)]
+        verdicts = score_predictions(triples, pool=pool, timeout=timeout)
+        right, wrong = (1.0, 0.0) if name == "binary" else (1.0, -1.0)
+        return [right if v else wrong for v in verdicts]
+    pool = pool or shared_pool(timeout=timeout)
+    done = pool.map(reward_task, [(name, r, str(g)) for r, g in zip(responses, golds)], default=_WRONG[name])
+    return [float(v) for v in done]
 
 
 def math_reward(response: str, gold: str, variant: str = "default", timeout: float = DEFAULT_TIMEOUT) -> float:
