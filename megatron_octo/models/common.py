@@ -10,6 +10,8 @@ pipeline-parallel ranks is the converter's job.
 
 from __future__ import annotations
 
+import collections.abc
+import copy
 import dataclasses
 import functools
 import math
@@ -23,6 +25,26 @@ from megatron_octo.config.schema import ModelConfig, ParallelConfig
 # --------------------------------------------------------------------------------------------------------------------
 # Environment
 # --------------------------------------------------------------------------------------------------------------------
+
+
+class Presets(collections.abc.Mapping):
+    """Named HF configs, read-only: each lookup returns a fresh deep copy.
+
+    transformers 5 rewrites a config's ``rope_scaling`` dict in place when it builds a config object from it, so a
+    shared dict handed out once would silently change every later lookup.
+    """
+
+    def __init__(self, presets: Mapping[str, dict]):
+        self._presets = dict(presets)
+
+    def __getitem__(self, name: str) -> dict:
+        return copy.deepcopy(self._presets[name])
+
+    def __iter__(self):
+        return iter(self._presets)
+
+    def __len__(self) -> int:
+        return len(self._presets)
 
 
 @functools.lru_cache(maxsize=None)

@@ -90,7 +90,7 @@ def _tiny(tie: bool) -> dict:
     )
 
 
-PRESETS: Dict[str, dict] = {
+PRESETS: Mapping[str, dict] = common.Presets({
     # meta-llama/Llama-3.2-1B config.json
     "llama-3.2-1b": _meta(
         head_dim=64,
@@ -125,7 +125,7 @@ PRESETS: Dict[str, dict] = {
     ),
     "tiny-llama": _tiny(tie=True),
     "tiny-llama-untied": _tiny(tie=False),
-}
+})
 
 
 def from_hf(hf_config: Mapping, *, name_preset: bool = True) -> ModelConfig:

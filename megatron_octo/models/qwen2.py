@@ -52,7 +52,7 @@ def _without_token_ids(d: dict) -> dict:
     return {k: v for k, v in d.items() if not k.endswith("_token_id")}
 
 
-PRESETS: Dict[str, dict] = {
+PRESETS: Mapping[str, dict] = common.Presets({
     # Qwen/Qwen2.5-1.5B config.json
     "qwen2.5-1.5b": _qwen(
         hidden_size=1536,
@@ -98,7 +98,7 @@ PRESETS: Dict[str, dict] = {
         torch_dtype="float32",
         vocab_size=256,
     )),
-}
+})
 
 
 def _check_no_sliding_window(hf: Mapping) -> None:

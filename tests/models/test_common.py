@@ -322,3 +322,14 @@ def test_build_gpt_model_shapes(mcore_world):
     assert sd["embedding.word_embeddings.weight"].shape == (256, 64)  # padded to 128
     assert sd["output_layer.weight"].shape == (256, 64)
     assert gpt.max_sequence_length == 256 and gpt.share_embeddings_and_output_weights is False
+
+
+def test_presets_cannot_be_changed_by_callers():
+    import transformers
+
+    from megatron_octo.models import llama
+
+    before = llama.PRESETS["tiny-llama"]
+    transformers.LlamaConfig(**llama.PRESETS["tiny-llama"])  # transformers 5 rewrites rope_scaling in place
+    llama.PRESETS["tiny-llama"]["rope_scaling"]["factor"] = 123.0
+    assert llama.PRESETS["tiny-llama"] == before
