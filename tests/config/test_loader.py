@@ -7,15 +7,7 @@ import yaml
 
 from megatron_octo.config import ConfigError, load_recipe, to_yaml
 
-
-def assert_one_line_error(excinfo, *fragments: str) -> str:
-    """The error is a ConfigError on one line that contains every fragment (the field names)."""
-    assert excinfo.type is ConfigError
-    message = str(excinfo.value)
-    assert "\n" not in message, message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    return message
+from .conftest import assert_one_line_error
 
 
 def write(path, text: str) -> str:

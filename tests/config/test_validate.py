@@ -12,20 +12,13 @@ import pytest
 
 from megatron_octo.config import ConfigError, check_world, load_recipe, train_iters, validate
 
+from .conftest import assert_one_line_error
+
 
 def expect_error(*fragments: str, recipe: str = "tiny-cpu", overrides=()) -> str:
     with pytest.raises(ConfigError) as excinfo:
         load_recipe(recipe, list(overrides))
-    return check_message(excinfo, *fragments)
-
-
-def check_message(excinfo, *fragments: str) -> str:
-    assert excinfo.type is ConfigError
-    message = str(excinfo.value)
-    assert "\n" not in message, message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    return message
+    return assert_one_line_error(excinfo, *fragments)
 
 
 def blend_recipe(tmp_path, sources: str) -> str:
@@ -120,7 +113,7 @@ def test_global_batch_divisible_by_micro_batch_times_dp():
     # world 8, tp=pp=cp=1 -> DP 8 -> micro_batch*DP = 16 does not divide 8.
     with pytest.raises(ConfigError) as excinfo:
         check_world(recipe, 8)
-    check_message(excinfo, "train.global_batch=8", "train.micro_batch*DP", "16")
+    assert_one_line_error(excinfo, "train.global_batch=8", "train.micro_batch*DP", "16")
 
 
 def test_validate_with_world_size_checks_the_split():
@@ -128,14 +121,14 @@ def test_validate_with_world_size_checks_the_split():
     validate(recipe, world_size=4)
     with pytest.raises(ConfigError) as excinfo:
         validate(recipe, world_size=8)
-    check_message(excinfo, "train.global_batch")
+    assert_one_line_error(excinfo, "train.global_batch")
 
 
 def test_world_size_divisible_by_model_parallel_size():
     recipe = load_recipe("tiny-cpu", ["parallel.tp=2", "parallel.pp=2"])
     with pytest.raises(ConfigError) as excinfo:
         check_world(recipe, 6)
-    check_message(excinfo, "parallel.tp*pp*cp=4", "6")
+    assert_one_line_error(excinfo, "parallel.tp*pp*cp=4", "6")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -147,7 +140,7 @@ def test_mixture_weights_must_sum_to_one(tmp_path):
     )
     with pytest.raises(ConfigError) as excinfo:
         load_recipe(path)
-    check_message(excinfo, "data.sources", "0.8", "sum to 1")
+    assert_one_line_error(excinfo, "data.sources", "0.8", "sum to 1")
 
 
 def test_mixture_weights_summing_to_one_are_fine(tmp_path):
@@ -164,7 +157,7 @@ def test_blend_source_needs_a_path(tmp_path):
     path = blend_recipe(tmp_path, "    - {name: web, weight: 0.5, path: /d/web}\n    - {name: math, weight: 0.5}\n")
     with pytest.raises(ConfigError) as excinfo:
         load_recipe(path)
-    check_message(excinfo, "data.sources[1]", "math", "path")
+    assert_one_line_error(excinfo, "data.sources[1]", "math", "path")
 
 
 def test_blend_needs_sources():
@@ -187,4 +180,4 @@ def test_validate_catches_a_recipe_edited_after_loading():
     broken = dataclasses.replace(recipe, parallel=dataclasses.replace(recipe.parallel, tp=3))
     with pytest.raises(ConfigError) as excinfo:
         validate(broken)
-    check_message(excinfo, "parallel.tp=3")
+    assert_one_line_error(excinfo, "parallel.tp=3")
