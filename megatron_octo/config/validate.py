@@ -198,3 +198,53 @@ def train_iters(recipe: RecipeConfig) -> int:
     if t.iters is not None:
         return t.iters
     return math.ceil(t.tokens / (t.global_batch * t.seq_len))
+
+
+_RL_CHOICES = {
+    "algorithm": ("grpo", "ppo"),
+    "kl_estimator": ("low_var_kl", "k1", "abs", "mse"),
+    "loss_aggregation": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
+}
+
+
+def max_response_tokens(recipe: RecipeConfig, step: int) -> int:
+    """The response length cap at (0-based) ``step``: the last ``rl.rollout.response_length_schedule`` entry at or
+    before ``step``, else ``rl.rollout.max_response_tokens``."""
+    r = recipe.rl.rollout
+    starts = [s for s in sorted(r.response_length_schedule) if s <= step]
+    return r.response_length_schedule[starts[-1]] if starts else r.max_response_tokens
+
+
+def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
+    """The checks ``octo rl`` adds to ``validate``: choices, batch geometry over ``dp`` data-parallel ranks, and
+    sequence lengths that fit the model."""
+    rl, r = recipe.rl, recipe.rl.rollout
+    for name, choices in _RL_CHOICES.items():
+        value = getattr(rl, name)
+        _require(value in choices, f"rl.{name}={value!r} is not one of: {', '.join(choices)}")
+    _require(r.engine in ("vllm", "transformers"), f"rl.rollout.engine={r.engine!r} is not one of: vllm, transformers")
+    _require(rl.init is not None, "rl.init is not set: give the starting policy (a Hugging Face model directory or a "
+                                  "Megatron-Core checkpoint DIR[:STEP])")
+    _require(rl.prompts.path is not None, "rl.prompts.path is not set: give a JSONL of prompt/answer problems")
+    _require(r.n >= 2 or rl.algorithm == "ppo", f"rl.rollout.n={r.n} must be >= 2 for GRPO (advantages are "
+                                                  "relative within a prompt's group)")
+    _require(rl.prompts_per_step >= 1 and rl.mini_batch_prompts >= 1, "rl.prompts_per_step and "
+                                                                       "rl.mini_batch_prompts must be >= 1")
+    _require(rl.prompts_per_step % rl.mini_batch_prompts == 0,
+             f"rl.prompts_per_step={rl.prompts_per_step} must be divisible by rl.mini_batch_prompts="
+             f"{rl.mini_batch_prompts}")
+    _require(rl.mini_batch_prompts % dp == 0,
+             f"rl.mini_batch_prompts={rl.mini_batch_prompts} must be divisible by the data-parallel size {dp}")
+    per_rank = rl.mini_batch_prompts // dp * r.n
+    _require(per_rank % recipe.train.micro_batch == 0,
+             f"a rank's share of a mini-batch ({per_rank} responses) must be divisible by train.micro_batch="
+             f"{recipe.train.micro_batch}")
+    _require(rl.epochs >= 1, f"rl.epochs={rl.epochs} must be >= 1")
+    _require(0 < rl.clip_ratio < 1, f"rl.clip_ratio={rl.clip_ratio} must lie in (0, 1)")
+    _require(r.temperature > 0, f"rl.rollout.temperature={r.temperature} must be > 0 (sampling)")
+    _require(0 < r.top_p <= 1, f"rl.rollout.top_p={r.top_p} must lie in (0, 1]")
+    longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
+    total = rl.prompts.max_prompt_tokens + longest
+    _require(total <= recipe.model.max_position_embeddings,
+             f"rl.prompts.max_prompt_tokens + the longest response = {total} exceeds model.max_position_embeddings="
+             f"{recipe.model.max_position_embeddings}")

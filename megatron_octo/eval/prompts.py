@@ -40,6 +40,9 @@ TEMPLATES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
         "the \\boxed{} tag.\n{question}\nAssistant:",
         RL_STOP,
     ),
+    # The "simple" RL template: the Question/Answer layout the run's stop strings are made for (exact wording of
+    # OctoThinker's simple template unconfirmed).
+    "simple": ("Question: {question}\nAnswer: Let's think step by step.", RL_STOP),
     # The mid-training QA / instruction format of the decay stage ("User: {question}\nAssistant: {answer}").
     "user_assistant": ("User: {question}\nAssistant:", RL_STOP),
     # The same with an explicit request for a boxed answer.

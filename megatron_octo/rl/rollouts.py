@@ -1,0 +1,101 @@
+"""One step's rollouts on a rollout rank: generate, score, compute advantages, and lay the result out as
+padded tensors that every rank of the model-parallel group receives."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, List, Sequence
+
+import torch
+import torch.distributed as dist
+
+from megatron_octo.rl import algorithms as alg
+from megatron_octo.rl.policy import MicroBatch
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], List[float]]
+"""(responses, gold answers) -> one reward per response."""
+
+
+@dataclass
+class Rollouts:
+    """The responses of one data-parallel replica's prompts, ``n`` consecutive responses per prompt."""
+
+    tokens: List[List[int]]
+    """prompt + response token ids."""
+    prompt_lens: List[int]
+    engine_logprobs: List[List[float]]
+    """The engine's log-prob of each response token."""
+    rewards: List[float]
+    truncated: List[bool]
+    """Cut at the response length limit."""
+    advantages: List[float]
+
+    @property
+    def response_lens(self) -> List[int]:
+        return [len(t) - p for t, p in zip(self.tokens, self.prompt_lens)]
+
+
+def collect(engine, problems, *, n: int, temperature: float, top_p: float, max_tokens: int, stop: Sequence[str],
+            seed: int, reward_fn: RewardFn, scale_by_std: bool, phase=None) -> Rollouts:
+    """Sample ``n`` responses for each problem, score them and compute GRPO advantages (per group of ``n``);
+    ``phase(name)`` (a context manager factory, e.g. ``loop.Phases``) times generate / reward / advantages."""
+    phase = phase or (lambda name: nullcontext())
+    with phase("generate"):
+        groups = engine.generate([p.token_ids for p in problems], n=n, temperature=temperature, top_p=top_p,
+                                 max_tokens=max_tokens, stop=stop, seed=seed)
+    tokens, prompt_lens, logprobs, texts, golds, truncated = [], [], [], [], [], []
+    for problem, samples in zip(problems, groups):
+        for s in samples:
+            tokens.append(list(problem.token_ids) + list(s.token_ids))
+            prompt_lens.append(len(problem.token_ids))
+            logprobs.append(list(s.logprobs))
+            texts.append(s.text)
+            golds.append(problem.answer)
+            truncated.append(s.finish_reason == "length")
+    with phase("reward"):
+        rewards = [float(r) for r in reward_fn(texts, golds)]
+    with phase("advantages"):
+        advantages = alg.grpo_advantages(torch.tensor(rewards), n, scale_by_std=scale_by_std).tolist()
+    return Rollouts(tokens, prompt_lens, logprobs, rewards, truncated, advantages)
+
+
+def share(rollouts, mp_group) -> Rollouts:
+    """Broadcast the rollout rank's ``Rollouts`` (model-parallel rank 0) to the rest of its group."""
+    if dist.get_world_size(mp_group) == 1:
+        return rollouts
+    box = [rollouts]
+    dist.broadcast_object_list(box, src=dist.get_global_rank(mp_group, 0), group=mp_group)
+    return box[0]
+
+
+def micro_batches(r: Rollouts, indices: Sequence[int], micro: int, length: int, pad_id: int,
+                  device: torch.device) -> List[MicroBatch]:
+    """The responses ``indices`` as micro-batches of ``micro`` sequences, right-padded to ``length`` tokens."""
+    out = []
+    for start in range(0, len(indices), micro):
+        rows = indices[start:start + micro]
+        tokens = torch.full((len(rows), length), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), length - 1))
+        for i, j in enumerate(rows):
+            seq, p = r.tokens[j], r.prompt_lens[j]
+            tokens[i, :len(seq)] = torch.tensor(seq)
+            mask[i, p - 1:len(seq) - 1] = 1.0  # label t is token t + 1: responses start at label p - 1
+        adv = torch.tensor([r.advantages[j] for j in rows])
+        out.append(MicroBatch(tokens=tokens.to(device), mask=mask.to(device), advantages=adv.to(device)))
+    return out
+
+
+def engine_logprobs(r: Rollouts, indices: Sequence[int], length: int) -> torch.Tensor:
+    """[len(indices), length - 1] engine log-probs aligned with the labels (0 outside responses)."""
+    out = torch.zeros((len(indices), length - 1))
+    for i, j in enumerate(indices):
+        p, lp = r.prompt_lens[j], r.engine_logprobs[j]
+        out[i, p - 1:p - 1 + len(lp)] = torch.tensor(lp)
+    return out
+
+
+def padded_length(r: Rollouts, multiple: int = 8) -> int:
+    """The step's common sequence length: the longest sequence, rounded up to ``multiple``."""
+    longest = max(len(t) for t in r.tokens)
+    return -(-longest // multiple) * multiple

@@ -1,0 +1,132 @@
+"""What an RL run starts from: the starting weights (a Hugging Face directory, converted once into the run
+directory, or a Megatron-Core checkpoint), the tokenizer, the rollout engine, the reference model and the reward."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional, Tuple
+
+import torch
+import torch.distributed as dist
+
+from megatron_octo.config.schema import RecipeConfig
+from megatron_octo.parallel import ParallelContext
+from megatron_octo.training import checkpoint as ckpt
+
+INIT_DIR = "init"
+"""``RUN_DIR/init``: the Megatron-Core conversion of a Hugging Face ``rl.init``."""
+
+
+class RLSetupError(ValueError):
+    """The RL run cannot start as configured; the message names the problem and the fix."""
+
+
+def _is_hf_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Path) -> Path:
+    from megatron_octo.convert.api import _find_tokenizer, _tokenizer_in
+
+    for candidate in (recipe.rl.prompts.tokenizer, recipe.data.tokenizer):
+        if candidate:
+            return Path(candidate)
+    found = _tokenizer_in(init) if _is_hf_dir(init) else _find_tokenizer(source, None)
+    if found is None:
+        raise RLSetupError(f"no tokenizer found beside {init}: set rl.prompts.tokenizer=DIR")
+    return found
+
+
+def prepare_start(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, log) -> Tuple[RecipeConfig, object]:
+    """The recipe with ``checkpoint.load`` pointing at the starting weights, and the tokenizer (collective).
+
+    A Hugging Face ``rl.init`` is converted by rank 0 into ``RUN_DIR/init`` for this TP/PP (once: a resumed run
+    finds it there)."""
+    from transformers import AutoTokenizer
+
+    init = Path(str(recipe.rl.init).rsplit(":", 1)[0] if not Path(str(recipe.rl.init)).exists()
+                else str(recipe.rl.init))
+    if _is_hf_dir(init):
+        source = run_dir / INIT_DIR
+        if ctx.is_main and not source.exists():
+            from megatron_octo.convert import hf_to_mcore
+
+            log(f"[octo rl] converting {init} to Megatron-Core ({source})")
+            hf_to_mcore(str(init), str(source), tp=ctx.tp, pp=ctx.pp,
+                        make_vocab_size_divisible_by=recipe.model.make_vocab_size_divisible_by, quiet=True)
+        dist.barrier()
+    else:
+        try:
+            source = ckpt.resolve(str(recipe.rl.init))
+        except ckpt.CheckpointError as exc:
+            raise RLSetupError(f"rl.init: {exc}") from None
+    start = dataclasses.replace(recipe, checkpoint=dataclasses.replace(recipe.checkpoint, load=str(source),
+                                                                       branch_from=None))
+    tokenizer = AutoTokenizer.from_pretrained(str(_tokenizer_dir(recipe, init, source)))
+    return start, tokenizer
+
+
+def _hf_config(recipe: RecipeConfig, tokenizer) -> dict:
+    from megatron_octo.models import get_family
+
+    config = get_family(recipe.model.family).to_hf(recipe.model, dtype="float32")
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(tokenizer, key)
+        if value is not None:
+            config[key] = value
+    return config
+
+
+def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path):
+    """The rollout engine of this rollout rank (``rl.rollout.engine``), still without weights."""
+    from megatron_octo.rl.engines import TransformersEngine, VLLMRolloutEngine
+
+    r = recipe.rl.rollout
+    config = _hf_config(recipe, tokenizer)
+    if r.engine == "transformers":
+        return TransformersEngine(config, tokenizer, device=str(ctx.device))
+    model_dir = _engine_dir(run_dir / f"engine_model_dp{ctx.dp_rank}", config, tokenizer)
+    longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
+    dtype = "bfloat16" if ctx.device.type == "cuda" else "float32"
+    return VLLMRolloutEngine(str(model_dir), dtype=dtype, seed=recipe.train.seed + ctx.dp_rank,
+                             gpu_memory_utilization=r.gpu_memory_utilization,
+                             max_model_len=recipe.rl.prompts.max_prompt_tokens + longest,
+                             sleep_between_rollouts=r.sleep_between_rollouts, device=ctx.device)
+
+
+def _engine_dir(path: Path, config: dict, tokenizer) -> Path:
+    """An HF directory vLLM can start from: config, tokenizer and zero weights (the first sync replaces them)."""
+    import json
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path.mkdir(parents=True, exist_ok=True)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=torch.float32)
+    for p in model.parameters():
+        torch.nn.init.zeros_(p)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / "config.json").write_text(json.dumps({**json.loads((path / "config.json").read_text()), **config}))
+    return path
+
+
+def make_reference(start: RecipeConfig, ctx: ParallelContext, iters: int):
+    """A frozen copy of the starting policy (for the KL term), loaded from ``start.checkpoint.load``."""
+    from megatron.core.pipeline_parallel.p2p_communication import P2PCommunicator
+
+    from megatron_octo.training.build import build_model
+
+    chunks, tcfg, _ = build_model(start, ctx)
+    ckpt.load(Path(start.checkpoint.load), SimpleNamespace(model=chunks), with_optimizer=False)
+    for chunk in chunks:
+        chunk.requires_grad_(False)
+    return SimpleNamespace(model=chunks, p2p=P2PCommunicator(pp_group=ctx.pgs.pp, config=tcfg))
+
+
+def rollout_reward(variant: str, workers: Optional[int] = None):
+    """The math reward (``megatron_octo.rl.reward.MathReward``): (responses, golds) -> rewards."""
+    from megatron_octo.rl.reward import MathReward
+
+    return MathReward(variant=variant, workers=workers)
