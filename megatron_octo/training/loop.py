@@ -171,7 +171,8 @@ def _should_save(recipe: RecipeConfig, step: int, iters: int) -> bool:
 def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                  parts: Optional[Components] = None) -> Dict[str, float]:
     """Train ``recipe`` to its last iteration, starting where ``resume.restore`` says; the main rank writes
-    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary."""
+    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``preempted`` is True when a stop
+    signal ended the run (after saving) before its last step."""
     iters = train_iters(recipe)
     parts = parts or build(recipe, ctx, iters)
     start = restore(recipe, run_dir, parts, iters)
@@ -185,7 +186,7 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
     stop = StopRequest()
     saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
     peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
-    history = []
+    history, preempted = [], False
     try:
         for step in range(start.step, iters):
             result = train_step(step, parts, dataset, recipe, ctx)
@@ -210,13 +211,14 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                 print(f"[octo] {stop.signal_name or 'a stop signal'} received: saved step {step + 1}, exiting",
                       flush=True)
             if exiting or signalled:
+                preempted = signalled and step + 1 < iters  # a signal on the last step changes nothing
                 break
         saver.close()
     finally:
         stop.restore()
         if writer is not None:
             writer.close()
-    return _summary(history, start, iters, tokens_per_step, ctx)
+    return {**_summary(history, start, iters, tokens_per_step, ctx), "preempted": preempted}
 
 
 def _summary(history: List[StepResult], start: Start, iters: int, tokens_per_step: int,

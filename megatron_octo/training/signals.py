@@ -15,6 +15,12 @@ import torch.distributed as dist
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
+REQUEUE_EXIT_CODE = 75
+"""Exit status of a process that stopped on one of ``SIGNALS`` after saving, before its last step (EX_TEMPFAIL:
+"try again later"). Job scripts (``megatron_octo.launch``) requeue a job whose step ends with it; normal
+completion stays 0. Every long-running command that honours the save-and-exit contract (``octo train``,
+``octo rl``) exits with this code."""
+
 
 class StopRequest:
     """Installs the handlers on creation; ``agreed(device)`` is collective and True once any rank got a signal."""
