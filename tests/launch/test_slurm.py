@@ -7,10 +7,11 @@ import subprocess
 
 import pytest
 
+from megatron_octo.cli import main
 from megatron_octo.config.loader import ConfigError
 from megatron_octo.launch import LaunchError
 from megatron_octo.training.signals import REQUEUE_EXIT_CODE
-from tests.launch.helpers import ROOT, bash_n, directives, octo, rendered, task_program
+from tests.launch.helpers import bash_n, directives, octo, rendered, task_program
 
 
 @pytest.mark.parametrize("launcher", ["srun", "torchrun"])
@@ -104,47 +105,59 @@ def test_unknown_recipe_is_a_config_error(tmp_path):
         rendered("octothinker-3b-stabel", 1, 8, tmp_path / "run")
 
 
-def test_cli_dry_run_prints_and_writes_nothing(tmp_path):
+def cli(capsys, *args):
+    """``octo ARGS`` in this process: (exit status, stdout, stderr)."""
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_dry_run_prints_and_writes_nothing(tmp_path, capsys):
     run = tmp_path / "run"
-    proc = octo("launch", "slurm", "--recipe", "octothinker-3b-stable", "--nodes", "2", "--gpus-per-node", "8",
-                "--run-dir", str(run), "--dry-run", "train.iters=100")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("#!/bin/bash") and "train.iters=100" in proc.stdout
+    code, out, err = cli(capsys, "launch", "slurm", "--recipe", "octothinker-3b-stable", "--nodes", "2",
+                         "--gpus-per-node", "8", "--run-dir", str(run), "--dry-run", "train.iters=100")
+    assert code == 0, err
+    assert out.startswith("#!/bin/bash") and "train.iters=100" in out
     assert not run.exists()
 
 
-def test_cli_without_sbatch_is_one_line_error(tmp_path):
-    env = dict(os.environ, PATH=os.path.dirname(os.path.realpath("/bin/sh")))
-    proc = octo("launch", "slurm", "--recipe", "octothinker-3b-stable", "--nodes", "1", "--gpus-per-node", "8",
-                "--run-dir", str(tmp_path / "run"), env=env)
-    assert proc.returncode == 2 and proc.stderr.strip() == (
-        "octo: error: sbatch is not on PATH: run on a Slurm login node, or pass --dry-run to print the script")
+def test_cli_without_sbatch_is_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    code, _, err = cli(capsys, "launch", "slurm", "--recipe", "octothinker-3b-stable", "--nodes", "1",
+                       "--gpus-per-node", "8", "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and err == (
+        "octo: error: sbatch is not on PATH: run on a Slurm login node, or pass --dry-run to print the script\n")
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_writes_the_script_and_submits_it_once(tmp_path):
+def test_cli_writes_the_script_and_submits_it_once(tmp_path, capsys, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     sbatch = bin_dir / "sbatch"
     sbatch.write_text(f'#!/bin/bash\necho "$@" > {tmp_path}/sbatch.args\necho "31337;cluster"\n')
     sbatch.chmod(0o755)
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     args = ["launch", "slurm", "--recipe", "octothinker-3b-stable", "--nodes", "1", "--gpus-per-node", "8",
             "--run-dir", str(tmp_path / "run")]
-    proc = octo(*args, env=env)
-    assert proc.returncode == 0, proc.stderr
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
     script = tmp_path / "run" / "slurm" / "octo-octothinker-3b-stable.sbatch"
-    assert "submitted job 31337" in proc.stdout and str(script) in proc.stdout
+    assert "submitted job 31337" in out and str(script) in out
     assert (tmp_path / "sbatch.args").read_text().split() == ["--parsable", str(script)]
     assert script.stat().st_mode & stat.S_IXUSR and not list(script.parent.glob(".*.tmp"))
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    again = octo(*args, env=env)
-    assert again.returncode == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
-    assert octo(*args, "--overwrite", env=env).returncode == 0
+    code, _, err = cli(capsys, *args)
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    assert cli(capsys, *args, "--overwrite")[0] == 0
+
+
+def test_bad_env_option_is_one_line_error(tmp_path, capsys):
+    code, _, err = cli(capsys, "launch", "slurm", "--recipe", "octothinker-3b-stable", "--nodes", "1",
+                       "--gpus-per-node", "8", "--env", "NOVALUE", "--dry-run")
+    assert code == 2 and err.count("\n") == 1 and "NAME=VALUE" in err
 
 
 def test_launch_help_lists_both_launchers():
     proc = octo("launch", "--help")
     assert proc.returncode == 0 and "slurm" in proc.stdout and "local" in proc.stdout
-    assert "launch" in octo("--help").stdout
-    assert (ROOT / "megatron_octo" / "launch" / "slurm.py").is_file()
+    assert "launch" in octo("--help").stdout.split("positional arguments")[0]
