@@ -126,7 +126,21 @@ def make_reference(start: RecipeConfig, ctx: ParallelContext, iters: int):
 
 
 def rollout_reward(variant: str, workers: Optional[int] = None):
-    """The math reward (``megatron_octo.rl.reward.MathReward``): (responses, golds) -> rewards."""
-    from megatron_octo.rl.reward import MathReward
+    """``rl.reward``: a variant of the math reward (``megatron_octo.rl.reward.MathReward``), or ``module:function``
+    naming any callable (responses, golds) -> rewards."""
+    if ":" in variant:
+        import importlib
 
+        module, _, name = variant.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise RLSetupError(f"rl.reward={variant!r} cannot be imported ({exc}): give a reward variant or "
+                               "module:function on the Python path") from None
+    from megatron_octo.rl.reward import MathReward, resolve_variant
+
+    try:
+        resolve_variant(variant)
+    except ValueError as exc:
+        raise RLSetupError(f"rl.reward: {exc}") from None
     return MathReward(variant=variant, workers=workers)
