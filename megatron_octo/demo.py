@@ -7,6 +7,9 @@ Stages (each adds one top-level object to ``summary.json`` and a section to ``re
   branches (Long, Short, Hybrid) branched from its checkpoint, each on its own mixture.
 - ``convert``: each decayed branch exported to Hugging Face format and loaded back with transformers.
 - ``eval``: each exported branch scored zero-shot on the corpus's held-out problems with the evaluation machinery.
+- ``rl``: a short GRPO run (``octo rl``, transformers engine) from the Short branch on those held-out problems with
+  the math reward; ``summary.json``'s ``rl`` holds ``reward_first`` / ``reward_last`` (means of the first and last
+  five steps), the report shows the reward and accuracy curves.
 
 Every training run is an ``octo train`` child process (under torchrun for several processes), exactly as a user
 runs it. Outputs: ``WORKDIR/report.md`` with PNG plots beside it, ``WORKDIR/summary.json``, and the runs.
@@ -25,14 +28,17 @@ from typing import Dict, List
 from megatron_octo.training.metrics import read_metrics
 from megatron_octo.utils.io import OutputExistsError, atomic_write_text
 
-DEMO_OUTPUTS = ("report.md", "summary.json", "data", "recipes", "train", "hf", "eval", "train_loss.png",
-                "stable_then_decay.png")
+DEMO_OUTPUTS = ("report.md", "summary.json", "data", "recipes", "train", "hf", "eval", "rl", "train_loss.png",
+                "stable_then_decay.png", "rl_reward.png")
 BRANCHES = ("long", "short", "hybrid")
 LAYOUTS = {"single": (1, []), "tp2-pp2": (4, ["parallel.tp=2", "parallel.pp=2"])}
 FULL = {"layout_steps": 20, "stable_steps": 40, "decay_steps": 15, "corpus": None, "eval_items": 50,
-        "eval_tokens": 48}
+        "eval_tokens": 48, "rl_steps": 30, "rl_tokens": 48}
 QUICK = {"layout_steps": 3, "stable_steps": 4, "decay_steps": 2,
-         "corpus": {"web": 40, "qa": 60, "long_cot": 40, "chat": 40, "eval": 20}, "eval_items": 4, "eval_tokens": 8}
+         "corpus": {"web": 40, "qa": 60, "long_cot": 40, "chat": 40, "eval": 20}, "eval_items": 4, "eval_tokens": 8,
+         "rl_steps": 2, "rl_tokens": 8}
+RL_BRANCH = "decay-short"
+"""The branch the demo's RL stage starts from."""
 
 
 def _prepare(workdir: Path, overwrite: bool) -> None:
@@ -183,8 +189,61 @@ def eval_stage(workdir: Path, data: Dict, plan: Dict) -> Dict:
     return out
 
 
+def _octo_rl(recipe: str, run_dir: Path, overrides: List[str]) -> List[dict]:
+    """One ``octo rl`` child process, as a user runs it. Returns its metrics."""
+    cmd = [sys.executable, "-m", "megatron_octo", "rl", "--recipe", recipe, "--run-dir", str(run_dir),
+           "logging.tensorboard=false", *overrides]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    print(f"[demo] octo {' '.join(cmd[cmd.index('rl'):])}", flush=True)
+    result = subprocess.run(cmd, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"demo RL run failed (exit {result.returncode}): {' '.join(cmd)}")
+    return read_metrics(run_dir / "metrics.jsonl")
+
+
+def _plot_rl(records: List[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    fig, (ax_r, ax_a) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_r.plot(steps, [r["reward_mean"] for r in records], marker=".")
+    ax_r.set(xlabel="RL step", ylabel="mean reward", title="GRPO: reward")
+    ax_a.plot(steps, [100 * r["accuracy"] for r in records], marker=".", color="tab:green")
+    ax_a.set(xlabel="RL step", ylabel="accuracy (%)", title="GRPO: correct answers")
+    for ax in (ax_r, ax_a):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def rl_stage(workdir: Path, data: Dict, plan: Dict) -> Dict:
+    """A short GRPO run from the Short branch on the corpus's held-out problems (transformers engine, CPU)."""
+    recipe = _write_recipe(workdir / "recipes" / "tiny-cpu-grpo.yaml", {
+        "base": "tiny-cpu-grpo", "model": {"vocab_size": data["vocab_size"]},
+        "data": {"tokenizer": data["tokenizer"]},
+        "rl": {"init": str(workdir / "train" / RL_BRANCH), "prompts": {"path": data["corpus"]["eval"],
+                                                                     "template": "user_assistant"}}})
+    records = _octo_rl(recipe, workdir / "rl", [f"train.iters={plan['rl_steps']}",
+                                                f"rl.rollout.max_response_tokens={plan['rl_tokens']}"])
+    _plot_rl(records, workdir / "rl_reward.png")
+    first, last = records[:5], records[-5:]
+    mean = lambda part, key: sum(r[key] for r in part) / len(part)  # noqa: E731
+    return {"start": RL_BRANCH, "steps": len(records), "responses_per_step": records[0]["responses"],
+            "reward_first": mean(first, "reward_mean"), "reward_last": mean(last, "reward_mean"),
+            "accuracy_first": mean(first, "accuracy"), "accuracy_last": mean(last, "accuracy"),
+            "logprob_mismatch_max": max(r["logprob_mismatch"] for r in records), "run_dir": "rl",
+            "plot": "rl_reward.png"}
+
+
 def _report(summary: Dict) -> str:
     data, layouts, std = summary["data"], summary["train"]["layouts"], summary["train"]["stable_then_decay"]
+    rl = summary["rl"]
     kinds = ", ".join(f"{k} {n:,} docs / {data['tokens'][k]:,} tokens" for k, n in data["documents"].items())
     layout_rows = "\n".join(f"| {n} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {r['tokens_per_s']:.0f} |"
                             for n, r in layouts["runs"].items())
@@ -227,6 +286,18 @@ problems: the numbers show the machinery end to end.
 | branch | HF directory | parameters | accuracy |
 |---|---|---|---|
 {convert_rows}
+
+## RL: GRPO from the {rl['start']} branch
+`octo rl` with the transformers rollout engine: {rl['steps']} steps of {rl['responses_per_step']:.0f} responses
+(8 held-out problems x 8 samples), the math reward (+1 correct, -1 wrong or no `\\boxed{{}}`), weights synced into the
+engine after every update (largest engine/trainer log-prob mismatch {rl['logprob_mismatch_max']:.5f}; 1 is exact).
+
+| | first 5 steps | last 5 steps |
+|---|---|---|
+| mean reward | {rl['reward_first']:+.3f} | {rl['reward_last']:+.3f} |
+| accuracy | {100 * rl['accuracy_first']:.1f}% | {100 * rl['accuracy_last']:.1f}% |
+
+![GRPO reward and accuracy]({rl['plot']})
 """
 
 
@@ -240,6 +311,7 @@ def run_demo(workdir: str, overwrite: bool = False, quick: bool = False) -> Path
                          "stable_then_decay": stable_then_decay(root, data, plan)}}
     summary["convert"] = convert_stage(root, data)
     summary["eval"] = eval_stage(root, data, plan)
+    summary["rl"] = rl_stage(root, data, plan)
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(root / "report.md", _report(summary))
     return root / "report.md"

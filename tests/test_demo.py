@@ -56,3 +56,15 @@ def test_decayed_branches_are_exported_to_hf_and_evaluated(demo_dir):
         scored = summary["eval"][f"decay-{branch}"]
         assert scored["n"] == QUICK["eval_items"] and 0.0 <= scored["accuracy"] <= 100.0
     assert "## Convert and evaluate" in (demo_dir / "report.md").read_text()
+
+
+def test_demo_rl_stage(demo_dir):
+    summary = json.loads((demo_dir / "summary.json").read_text())
+    rl = summary["rl"]
+    assert rl["steps"] == QUICK["rl_steps"] and rl["responses_per_step"] == 8 * 8  # tiny-cpu-grpo: 8 x 8
+    for key in ("reward_first", "reward_last"):
+        assert -1.0 <= rl[key] <= 1.0  # the math reward is +1 or -1 per response
+    assert 1.0 <= rl["logprob_mismatch_max"] < 1.001
+    assert (demo_dir / "rl" / "hf" / "config.json").is_file()
+    report = (demo_dir / "report.md").read_text()
+    assert "## RL: GRPO" in report and f"]({rl['plot']})" in report
