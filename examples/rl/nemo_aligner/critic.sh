@@ -1,0 +1,13 @@
+#!/bin/bash
+# The PPO critic server (het group 0 of launch_ppo.sbatch): NeMo-Aligner's serve_ppo_critic.py with critic.yaml.
+# Needs GPFS (NeMo-Aligner source), HERE (this directory), CRITIC_NEMO, CRITIC_PORT, RESULTS_DIR.
+set -euo pipefail
+: "${GPFS:?}" "${HERE:?}" "${CRITIC_NEMO:?}" "${CRITIC_PORT:?}" "${RESULTS_DIR:?}"
+cd "$GPFS"
+export PYTHONPATH="$GPFS:${PYTHONPATH:-}" HYDRA_FULL_ERROR=1
+exec python -u "$GPFS/examples/nlp/gpt/serve_ppo_critic.py" \
+    --config-path "$HERE" --config-name critic "hydra.searchpath=[file://$GPFS/examples/nlp/gpt/conf]" \
+    trainer.devices=8 trainer.num_nodes="${SLURM_JOB_NUM_NODES_HET_GROUP_0:-1}" \
+    trainer.ppo.port="$CRITIC_PORT" \
+    pretrained_checkpoint.restore_from_path="$CRITIC_NEMO" \
+    exp_manager.explicit_log_dir="$RESULTS_DIR/critic"

@@ -1,0 +1,234 @@
+"""NeMo-Aligner's PPO actor generating with vLLM (``megatron_octo.serve.generation``) instead of TensorRT-LLM,
+without patching NeMo-Aligner's files.
+
+What the actor needs (NeMo-Aligner 0.7.0, ``MegatronGPTActorModel``): with ``trainer.ppo.trt_llm.enable=True`` it
+builds ``GPTGenerateTRTLLM(model_cfg=..., end_strings=..., tokenizer=..., sample_temperature=..., ...)`` from
+``nemo_aligner.utils.trt_llm`` and calls ``refit(model)`` when inference starts, ``generate((prompt_tokens,
+prompt_lengths))`` per rollout micro-batch (it reads ``response_tokens``: prompt + response ids padded with EOS,
+and ``response_lengths``: prompt + response lengths, EOS counted), and ``free()`` when inference ends.
+``VLLMGenerate`` has that constructor and those three methods.
+
+How it is swapped in: ``install()`` registers a module object under the name ``nemo_aligner.utils.trt_llm`` in
+``sys.modules`` whose ``GPTGenerateTRTLLM`` is ``VLLMGenerate`` (and rebinds the name in the PPO / REINFORCE actor
+modules when they are already imported). The real module imports ``tensorrt_llm`` at its top, so replacing it
+also means the container needs no TensorRT-LLM. The launcher does this, then runs NeMo-Aligner's unchanged train
+script as ``__main__``::
+
+    python -m megatron_octo.serve.aligner_adapter ${GPFS}/examples/nlp/gpt/train_gpt_ppo_actor.py [hydra args]
+
+Chosen over a ``sitecustomize`` on PYTHONPATH: explicit in the command line, affects no other process, and fails
+loudly when the script path is wrong.
+
+Settings come from the actor config's ``model.ppo.vllm`` block (``VLLMSettings``; our actor.yaml sets it).
+Scope: one engine per data-parallel rank on that rank's GPU (colocated), refit from the full state dict, so
+tensor and pipeline parallel sizes of 1 (refused otherwise with the reason); sampling by temperature and top-p
+(top-k and repetition penalty are refused rather than ignored). This module imports without NeMo-Aligner, torch
+or vLLM; each is imported where used.
+"""
+
+from __future__ import annotations
+
+import logging
+import runpy
+import sys
+import types
+from dataclasses import dataclass, fields
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+log = logging.getLogger(__name__)
+
+TRT_MODULE = "nemo_aligner.utils.trt_llm"
+ACTOR_MODULES = ("nemo_aligner.models.nlp.gpt.megatron_gpt_ppo_actor",
+                 "nemo_aligner.models.nlp.gpt.megatron_gpt_reinforce_actor")
+
+
+class AdapterError(RuntimeError):
+    """A configuration the vLLM adapter cannot honour (one line naming the problem and the fix)."""
+
+
+@dataclass
+class VLLMSettings:
+    """``model.ppo.vllm`` of the actor config: the engine the adapter starts on each generating rank."""
+
+    model_dir: str  # Hugging Face directory of the actor's model (config.json + tokenizer; weights are refit)
+    dtype: str = "bfloat16"  # engine dtype
+    gpu_memory_utilization: float = 0.35  # share of the GPU vLLM takes while awake (the actor keeps the rest)
+    enable_sleep_mode: bool = True  # free the engine's GPU memory while the actor trains (GPU builds)
+    sleep_level: int = 1  # 1: weights to host memory while asleep; 2: dropped (the next refit brings them)
+    enforce_eager: Optional[bool] = None  # None: the engine's default (graphs on GPU)
+    max_num_seqs: Optional[int] = None  # concurrent sequences; None: vLLM's default
+
+    @classmethod
+    def from_model_cfg(cls, model_cfg: Any) -> "VLLMSettings":
+        block = _get(_get(model_cfg, "ppo"), "vllm")
+        if block is None or _get(block, "model_dir") is None:
+            raise AdapterError("vLLM generation needs model.ppo.vllm.model_dir (the actor's Hugging Face directory, "
+                               "e.g. ++model.ppo.vllm.model_dir=/models/Llama-3.2-3B)")
+        known = {f.name for f in fields(cls)}
+        values = {k: _get(block, k) for k in known if _get(block, k) is not None}
+        unknown = sorted(set(_keys(block)) - known)
+        if unknown:
+            raise AdapterError(f"model.ppo.vllm has unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def _get(cfg: Any, key: str) -> Any:
+    if cfg is None:
+        return None
+    return cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)
+
+
+def _keys(cfg: Any) -> List[str]:
+    return list(cfg.keys()) if hasattr(cfg, "keys") else []
+
+
+class VLLMGenerate:
+    """Drop-in for NeMo-Aligner's ``GPTGenerateTRTLLM`` (same constructor keywords; TensorRT-LLM-only ones are
+    accepted and ignored, or refused where ignoring them would change the run)."""
+
+    def __init__(self, model_cfg, end_strings, tokenizer, sample_temperature=1.0, sample_top_k=0, sample_top_p=1.0,
+                 repetition_penalty=1.0, max_generation_length=1024, max_input_len=1024, generation_batch_size=4,
+                 use_greedy=False, trt_model_type="llama", seed=None, unload_engine_train=False,
+                 reshard_model=False, trt_model_dir=None):
+        if reshard_model:
+            raise AdapterError("trt_llm.reshard is TensorRT-LLM's resharding; with vLLM generation set "
+                               "trainer.ppo.trt_llm.reshard=False and pipeline_model_parallel_size=1")
+        if not use_greedy and sample_top_k not in (0, -1, None):
+            raise AdapterError(f"sampling_params.top_k={sample_top_k}: vLLM generation samples with temperature and "
+                               "top_p only; set model.ppo.sampling_params.top_k=0")
+        if repetition_penalty != 1.0:
+            raise AdapterError(f"sampling_params.repetition_penalty={repetition_penalty} is not supported by vLLM "
+                               "generation; set it to 1.0")
+        self.settings = VLLMSettings.from_model_cfg(model_cfg)
+        self.stop = tuple(s for s in end_strings if s)  # EOS ends generation anyway (kept in the response)
+        self.temperature = 0.0 if use_greedy else float(sample_temperature)
+        self.top_p = 1.0 if use_greedy else float(sample_top_p)
+        self.max_tokens = int(max_generation_length)
+        self.max_input_len = int(max_input_len)
+        self.pad_id = int(tokenizer.eos_id)  # NeMo-Aligner pads responses with EOS
+        self.sleep_between_rollouts = bool(unload_engine_train)
+        self._seeds = _seed_stream(seed)
+        self.service = None  # started on the first refit (the actor's weights exist then)
+
+    # -- the three calls of the actor ----------------------------------------------------------------------------
+    def refit(self, model) -> None:
+        """Loads the actor's current weights into the engine (starting it on the first call)."""
+        _require_no_model_parallel()
+        state = _full_state_dict(model)
+        if self.service is None:
+            self.service = _start_service(self.settings, self)
+        self.service.refit_mcore(state)
+
+    def generate(self, inputs: Tuple["torch.Tensor", "torch.Tensor"]) -> dict:  # noqa: F821
+        """One rollout micro-batch: ``{"response_tokens": [B, L] int64, "response_lengths": [B] int64}`` on the
+        prompts' device (module docstring)."""
+        import torch
+
+        prompt_tokens, prompt_lengths = inputs
+        lengths = [int(n) for n in prompt_lengths.tolist()]
+        if max(lengths) > self.max_input_len:
+            raise AdapterError(f"a prompt has {max(lengths)} tokens, over trt_llm.max_input_len={self.max_input_len}; "
+                               "filter long prompts or raise the limit")
+        rows = prompt_tokens.tolist()
+        prompts = [row[:n] for row, n in zip(rows, lengths)]
+        samples = self.service.generate(prompts, n=1, temperature=self.temperature, top_p=self.top_p,
+                                        max_tokens=self.max_tokens, stop=self.stop, seed=next(self._seeds))
+        tokens, total = pack_responses(prompts, [group[0].token_ids for group in samples], self.pad_id)
+        device = prompt_tokens.device
+        return {"response_tokens": torch.tensor(tokens, dtype=torch.long, device=device),
+                "response_lengths": torch.tensor(total, dtype=torch.long, device=device)}
+
+    def free(self) -> None:
+        """End of inference: with ``trt_llm.unload_engine_train`` the engine sleeps (frees GPU memory) until the
+        next refit."""
+        if self.sleep_between_rollouts and self.service is not None:
+            self.service.sleep()
+
+
+def pack_responses(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                   pad_id: int) -> Tuple[List[List[int]], List[int]]:
+    """NeMo-Aligner's rollout layout: each row is prompt + response ids, padded with ``pad_id`` to the longest
+    row; lengths are prompt + response lengths."""
+    seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
+    width = max(len(s) for s in seqs)
+    return [s + [pad_id] * (width - len(s)) for s in seqs], [len(s) for s in seqs]
+
+
+def _seed_stream(seed: Optional[int]):
+    """Per-call base seeds from one generator (reproducible given ``seed``; NeMo-Aligner's TRT path does the same)."""
+    import random
+
+    rng = random.Random(seed)
+    while True:
+        yield rng.randrange(2 ** 31)
+
+
+def _require_no_model_parallel() -> None:
+    try:
+        from megatron.core import parallel_state as ps
+    except ImportError:
+        return
+    if not ps.model_parallel_is_initialized():
+        return
+    tp, pp = ps.get_tensor_model_parallel_world_size(), ps.get_pipeline_model_parallel_world_size()
+    if tp != 1 or pp != 1:
+        raise AdapterError(f"vLLM generation refits from the full state dict on each rank, so it needs "
+                           f"tensor_model_parallel_size=1 and pipeline_model_parallel_size=1 (got {tp} and {pp}); "
+                           "use data parallelism for the actor, or TensorRT-LLM generation")
+
+
+def _full_state_dict(model) -> Mapping[str, Any]:
+    """The actor's Megatron-Core state dict (tensors by reference), from a module or a list of model chunks."""
+    chunks = model if isinstance(model, (list, tuple)) else [model]
+    if len(chunks) != 1:
+        raise AdapterError(f"the actor has {len(chunks)} virtual pipeline chunks; vLLM generation needs one "
+                           "(virtual_pipeline_model_parallel_size=null)")
+    return chunks[0].state_dict()
+
+
+def _start_service(settings: VLLMSettings, adapter: VLLMGenerate):
+    from megatron_octo.rollout.vllm_engine import VLLMEngineConfig
+    from megatron_octo.serve.generation import GenerationConfig, GenerationService
+
+    engine = VLLMEngineConfig(model_dir=settings.model_dir, dtype=settings.dtype,
+                              gpu_memory_utilization=settings.gpu_memory_utilization,
+                              enable_sleep_mode=settings.enable_sleep_mode, enforce_eager=settings.enforce_eager,
+                              max_num_seqs=settings.max_num_seqs,
+                              max_model_len=adapter.max_input_len + adapter.max_tokens)
+    cfg = GenerationConfig(engine=engine, temperature=adapter.temperature, top_p=adapter.top_p,
+                           max_tokens=adapter.max_tokens, stop=adapter.stop, sleep_level=settings.sleep_level)
+    return GenerationService.start(cfg)
+
+
+# -- installation and launch -------------------------------------------------------------------------------------
+
+def install() -> None:
+    """Makes ``nemo_aligner.utils.trt_llm.GPTGenerateTRTLLM`` resolve to ``VLLMGenerate`` (module docstring)."""
+    module = types.ModuleType(TRT_MODULE, "vLLM generation in place of TensorRT-LLM (megatron_octo.serve)")
+    module.GPTGenerateTRTLLM = VLLMGenerate
+    module.HAVE_TRTLLM = True  # read by nothing in the actor path; kept so imports of the real name keep working
+    sys.modules[TRT_MODULE] = module
+    for name in ACTOR_MODULES:
+        if name in sys.modules:
+            sys.modules[name].GPTGenerateTRTLLM = VLLMGenerate
+    log.info("NeMo-Aligner's TensorRT-LLM generation is replaced by vLLM (%s)", __name__)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m megatron_octo.serve.aligner_adapter SCRIPT.py [args]``: install, then run SCRIPT as __main__."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or not argv[0].endswith(".py"):
+        print("usage: python -m megatron_octo.serve.aligner_adapter NEMO_ALIGNER_SCRIPT.py [hydra overrides ...]",
+              file=sys.stderr)
+        return 2
+    install()
+    sys.argv = argv
+    runpy.run_path(argv[0], run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":
+    # Through the package's module, not this __main__ copy: one VLLMGenerate class whatever imports it.
+    from megatron_octo.serve import aligner_adapter
+
+    raise SystemExit(aligner_adapter.main())

@@ -1,0 +1,115 @@
+"""The NeMo-Aligner adapter's parts that need neither NeMo-Aligner nor vLLM: how it is swapped in for TensorRT-LLM,
+the rollout layout NeMo-Aligner's actor reads, what it refuses, and its settings block."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from megatron_octo.rollout.vllm_engine import Sample
+from megatron_octo.serve import aligner_adapter as aa
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL_CFG = {"ppo": {"vllm": {"model_dir": "/models/llama", "gpu_memory_utilization": 0.3}}}
+
+
+class _Tok:
+    eos_id = 2
+
+
+def _adapter(**kw):
+    args = dict(model_cfg=MODEL_CFG, end_strings=["User:", "Assistant:"], tokenizer=_Tok(), seed=7,
+                max_generation_length=16, max_input_len=8)
+    args.update(kw)
+    return aa.VLLMGenerate(**args)
+
+
+def test_pack_responses_is_prompt_plus_response_padded():
+    tokens, lengths = aa.pack_responses([[5, 6, 7], [8]], [[9, 2], [10, 2]], pad_id=2)
+    assert tokens == [[5, 6, 7, 9, 2], [8, 10, 2, 2, 2]]
+    assert lengths == [5, 3]
+
+
+def test_install_replaces_trt_llm_for_the_actor(monkeypatch):
+    monkeypatch.delitem(sys.modules, aa.TRT_MODULE, raising=False)
+    fake_actor = type(sys)("fake_actor")
+    fake_actor.GPTGenerateTRTLLM = object
+    monkeypatch.setitem(sys.modules, aa.ACTOR_MODULES[0], fake_actor)
+    aa.install()
+    assert sys.modules[aa.TRT_MODULE].GPTGenerateTRTLLM is aa.VLLMGenerate
+    assert fake_actor.GPTGenerateTRTLLM is aa.VLLMGenerate  # an already imported actor module is rebound
+
+
+def test_launcher_runs_the_script_with_vllm_in_place_of_trt_llm(tmp_path):
+    """The actor module's own import line, as in NeMo-Aligner, resolves to VLLMGenerate under the launcher, even
+    with no nemo_aligner package installed (the real module would import tensorrt_llm)."""
+    script = tmp_path / "train_gpt_ppo_actor.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from nemo_aligner.utils.trt_llm import GPTGenerateTRTLLM
+        print(GPTGenerateTRTLLM.__module__, GPTGenerateTRTLLM.__name__, sys.argv[1:], __name__)
+    """))
+    out = subprocess.run([sys.executable, "-m", "megatron_octo.serve.aligner_adapter", str(script), "a=1", "++b=2"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["megatron_octo.serve.aligner_adapter", "VLLMGenerate", "['a=1',", "'++b=2']",
+                                  "__main__"]
+    bad = subprocess.run([sys.executable, "-m", "megatron_octo.serve.aligner_adapter"], capture_output=True,
+                         text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and "usage:" in bad.stderr
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"reshard_model": True}, "reshard"),
+    ({"sample_top_k": 40}, "top_k"),
+    ({"repetition_penalty": 1.1}, "repetition_penalty"),
+    ({"model_cfg": {"ppo": {}}}, "model.ppo.vllm.model_dir"),
+    ({"model_cfg": {"ppo": {"vllm": {"model_dir": "m", "gpu_mem": 0.3}}}}, "unknown keys"),
+])
+def test_unsupported_settings_are_refused(kw, message):
+    with pytest.raises(aa.AdapterError, match=message):
+        _adapter(**kw)
+
+
+def test_settings_and_sampling_from_the_actor_config():
+    a = _adapter(sample_temperature=1.0, sample_top_p=1.0)
+    assert a.settings == aa.VLLMSettings(model_dir="/models/llama", gpu_memory_utilization=0.3)
+    assert (a.temperature, a.top_p, a.max_tokens, a.stop, a.pad_id) == (1.0, 1.0, 16, ("User:", "Assistant:"), 2)
+    greedy = _adapter(use_greedy=True, sample_top_k=1)  # NeMo-Aligner sets top_k=1 with use_greedy
+    assert (greedy.temperature, greedy.top_p) == (0.0, 1.0)
+
+
+class _FakeService:
+    def __init__(self):
+        self.calls, self.slept = [], 0
+
+    def generate(self, prompts, **kw):
+        self.calls.append((prompts, kw))
+        return [[Sample(token_ids=[100 + i, 2], logprobs=[-0.1, -0.2], text="x", finish_reason="stop")]
+                for i in range(len(prompts))]
+
+    def sleep(self):
+        self.slept += 1
+
+
+def test_generate_returns_nemo_aligner_rollout_layout():
+    torch = pytest.importorskip("torch")
+    a = _adapter(unload_engine_train=True)
+    a.service = _FakeService()
+    prompts = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]])
+    out = a.generate((prompts, torch.tensor([3, 2])))
+    assert out["response_tokens"].tolist() == [[5, 6, 7, 100, 2], [8, 9, 101, 2, 2]]
+    assert out["response_lengths"].tolist() == [5, 4]
+    assert out["response_tokens"].dtype == torch.long
+    sent, kw = a.service.calls[0]
+    assert sent == [[5, 6, 7], [8, 9]] and kw["n"] == 1 and kw["stop"] == ("User:", "Assistant:")
+    a.generate((prompts, torch.tensor([3, 2])))
+    assert a.service.calls[1][1]["seed"] != kw["seed"]  # a fresh seed per rollout micro-batch
+    a.free()
+    assert a.service.slept == 1
+    with pytest.raises(aa.AdapterError, match="max_input_len"):
+        a.generate((torch.zeros((1, 9), dtype=torch.long), torch.tensor([9])))
