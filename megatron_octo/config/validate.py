@@ -240,6 +240,9 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
              f"a rank's share of a mini-batch ({per_rank} responses) must be divisible by train.micro_batch="
              f"{recipe.train.micro_batch}")
     _require(rl.epochs >= 1, f"rl.epochs={rl.epochs} must be >= 1")
+    _require(rl.algorithm != "ppo" or not recipe.parallel.sequence_parallel,
+             "rl.algorithm=ppo does not support parallel.sequence_parallel=true (the value head reads whole "
+             "sequences): set it to false")
     _require(0 < rl.clip_ratio < 1, f"rl.clip_ratio={rl.clip_ratio} must lie in (0, 1)")
     _require(r.temperature > 0, f"rl.rollout.temperature={r.temperature} must be > 0 (sampling)")
     _require(0 < r.top_p <= 1, f"rl.rollout.top_p={r.top_p} must lie in (0, 1]")

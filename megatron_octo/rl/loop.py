@@ -24,6 +24,8 @@ from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.config.validate import max_response_tokens, validate_rl
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.rl import policy, rollouts as ro
+from megatron_octo.rl.critic import (CRITIC_DIR, build_critic, critic_recipe, critic_update, ppo_advantages,
+                                     restore_critic, value_step)
 from megatron_octo.rl.prompts import build_problems, shard, step_prompts
 from megatron_octo.rl.setup import RLSetupError, make_engine, make_reference, prepare_start, rollout_reward
 from megatron_octo.rl.sync import gather_hf_state
@@ -132,19 +134,25 @@ def _rollout_stats(r: ro.Rollouts, ctx: ParallelContext) -> Dict[str, float]:
             "truncated_fraction": float(sums[4]) / n, "responses": n, "generated_tokens": float(sums[3])}
 
 
-def _updates(parts, ctx, recipe, batches) -> Dict[str, float]:
-    """``rl.epochs`` passes of ``prompts_per_step / mini_batch_prompts`` optimizer updates; stats averaged."""
+def _updates(parts, ctx, recipe, batches, critic=None) -> Dict[str, float]:
+    """``rl.epochs`` passes of ``prompts_per_step / mini_batch_prompts`` policy (and critic) updates; stats
+    averaged over the updates."""
     rl = recipe.rl
     num = rl.prompts_per_step // rl.mini_batch_prompts
     per_update = len(batches) // num
     stats: List[Dict[str, float]] = []
     for _ in range(rl.epochs):
         for u in range(num):
-            stats.append(policy.update(parts, ctx, rl, batches[u * per_update:(u + 1) * per_update]))
+            mini = batches[u * per_update:(u + 1) * per_update]
+            result = policy.update(parts, ctx, rl, mini)
+            if critic is not None:
+                result.update(critic_update(critic, ctx, rl.value_clip, mini))
+            stats.append(result)
     return {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
 
 
-def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id: int) -> Dict[str, float]:
+def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id: int,
+            critic=None) -> Dict[str, float]:
     """One RL step (``step`` is 0-based); returns its metrics (the same on every rank)."""
     phases = Phases()
     r = _rollouts(recipe, ctx, engine, problems, step, reward_fn, phases)
@@ -159,10 +167,17 @@ def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, referenc
             for mb, out in zip(batches, ref_out if ctx.is_last_stage else []):
                 mb.ref_logprobs = out["logprobs"]
     stats = _trainer_stats(batches, outputs, ro.engine_logprobs(r, order, length), ctx)
+    if critic is not None:
+        with phases("values"):
+            values = policy.run_schedule(critic, ctx, value_step(ctx), batches, forward_only=True)
+            if ctx.is_last_stage:
+                ppo_advantages(batches, values, recipe.rl.gamma, recipe.rl.lam)
     with phases("update"):
-        stats.update(_updates(parts, ctx, recipe, batches))
+        stats.update(_updates(parts, ctx, recipe, batches, critic))
         stats["lr"] = parts.optimizer.param_groups[0]["lr"]
         parts.scheduler.step(increment=1)
+        if critic is not None:
+            critic.scheduler.step(increment=1)
     with phases("weight_sync"):
         _sync(parts, recipe, ctx, engine)
     stats.update(_rollout_stats(r, ctx))
@@ -198,12 +213,17 @@ def run_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn:
     reward_fn = reward_fn or rollout_reward(recipe.rl.reward)
     engine = make_engine(recipe, ctx, tokenizer, run_dir) if dist.get_rank(ctx.pgs.mp) == 0 else None
     reference = make_reference(start_recipe, ctx, iters) if recipe.rl.kl_coef > 0 else None
+    critic = None
+    if recipe.rl.algorithm == "ppo":
+        critic = build_critic(start_recipe, ctx, iters)
+        restore_critic(critic, run_dir, start.step, ckpt.resolve(start_recipe.checkpoint.load))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return _loop(recipe, run_dir, ctx, parts, start, engine, problems, reward_fn, reference, pad_id, tokenizer, log)
+    return _loop(recipe, run_dir, ctx, parts, start, engine, problems, reward_fn, reference, pad_id, tokenizer, log,
+                 critic)
 
 
 def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn, reference, pad_id, tokenizer,
-          log) -> Dict[str, object]:
+          log, critic=None) -> Dict[str, object]:
     from megatron_octo.rl.validation import validate_policy
 
     iters = recipe.train.iters
@@ -212,11 +232,13 @@ def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn
         truncate_metrics(run_dir / "metrics.jsonl", start.step)
         writer = RLMetricsWriter(run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
     saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
+    # the critic saves synchronously, before the policy: a complete policy checkpoint implies its critic's
+    critic_saver = ckpt.Saver(run_dir / CRITIC_DIR, recipe.checkpoint.keep_last, ctx) if critic else None
     stop, history, preempted = StopRequest(), [], False
     try:
         _sync(parts, recipe, ctx, engine)
         for step in range(start.step, iters):
-            stats = rl_step(step, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id)
+            stats = rl_step(step, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id, critic)
             record = _record(step, stats)
             v = recipe.rl.validation
             if v.interval and ((step + 1) % v.interval == 0 or step + 1 == iters):
@@ -227,6 +249,8 @@ def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn
             signalled = stop.agreed(ctx.device)
             exiting = recipe.train.exit_interval is not None and len(history) == recipe.train.exit_interval
             if recipe.checkpoint.save and (_due(recipe, step + 1, iters) or signalled or exiting):
+                if critic is not None:
+                    _save(critic_saver, critic_recipe(recipe), critic, ctx, step + 1, start)
                 _save(saver, recipe, parts, ctx, step + 1, start)
             if exiting:
                 break

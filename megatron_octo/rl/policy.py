@@ -64,6 +64,12 @@ class MicroBatch:
     """[b, L-1] the trainer's log-probs before the update (filled on last-stage ranks)."""
     ref_logprobs: Optional[torch.Tensor] = None
     """[b, L-1] the reference model's log-probs (when the KL term is on)."""
+    rewards: Optional[torch.Tensor] = None
+    """[b] each response's reward."""
+    old_values: Optional[torch.Tensor] = None
+    """PPO: [b, L-1] the critic's values before the update (last-stage ranks)."""
+    returns: Optional[torch.Tensor] = None
+    """PPO: [b, L-1] GAE returns, the critic's targets (last-stage ranks)."""
 
 
 def _forward(model, mb: MicroBatch):
@@ -152,16 +158,23 @@ def reduce_logs(outputs: List[Dict[str, torch.Tensor]], ctx: ParallelContext, ke
     return {k: float(totals[i, 0] / totals[i, 1]) if totals[i, 1] > 0 else float("nan") for i, k in enumerate(keys)}
 
 
-def update(parts, ctx: ParallelContext, rl: RLConfig, micro_batches: List[MicroBatch]) -> Dict[str, float]:
-    """One optimizer update over a mini-batch; the update is skipped when its loss is not finite."""
+def optimizer_update(parts, ctx: ParallelContext, step_func, micro_batches: List[MicroBatch], keys,
+                     prefix: str = "") -> Dict[str, float]:
+    """One optimizer update of ``parts`` over a mini-batch with ``step_func``; skipped when the first logged
+    loss (``keys[0]``) is not finite. Returns the logged means, ``grad_norm`` and ``skipped`` (with ``prefix``)."""
     parts.optimizer.zero_grad()
     for chunk in parts.model:
         chunk.zero_grad_buffer()
-    outputs = run_schedule(parts, ctx, loss_step(ctx, rl), micro_batches, forward_only=False)
-    keys = ["pg_loss", "clip_fraction", "ratio"] + (["kl"] if rl.kl_coef > 0 else [])
+    outputs = run_schedule(parts, ctx, step_func, micro_batches, forward_only=False)
     stats = reduce_logs(outputs, ctx, keys)
-    stats["grad_norm"], stats["skipped"] = float("nan"), 1.0
-    if math.isfinite(stats["pg_loss"]):
+    stats[f"{prefix}grad_norm"], stats[f"{prefix}skipped"] = float("nan"), 1.0
+    if math.isfinite(stats[keys[0]]):
         _, norm, _ = parts.optimizer.step()
-        stats["grad_norm"], stats["skipped"] = float(norm or 0.0), 0.0
+        stats[f"{prefix}grad_norm"], stats[f"{prefix}skipped"] = float(norm or 0.0), 0.0
     return stats
+
+
+def update(parts, ctx: ParallelContext, rl: RLConfig, micro_batches: List[MicroBatch]) -> Dict[str, float]:
+    """One policy update over a mini-batch (clipped surrogate, + KL, - entropy)."""
+    keys = ["pg_loss", "clip_fraction", "ratio"] + (["kl"] if rl.kl_coef > 0 else [])
+    return optimizer_update(parts, ctx, loss_step(ctx, rl), micro_batches, keys)

@@ -82,7 +82,9 @@ def micro_batches(r: Rollouts, indices: Sequence[int], micro: int, length: int, 
             tokens[i, :len(seq)] = torch.tensor(seq)
             mask[i, p - 1:len(seq) - 1] = 1.0  # label t is token t + 1: responses start at label p - 1
         adv = torch.tensor([r.advantages[j] for j in rows])
-        out.append(MicroBatch(tokens=tokens.to(device), mask=mask.to(device), advantages=adv.to(device)))
+        rewards = torch.tensor([r.rewards[j] for j in rows])
+        out.append(MicroBatch(tokens=tokens.to(device), mask=mask.to(device), advantages=adv.to(device),
+                              rewards=rewards.to(device)))
     return out
 
 

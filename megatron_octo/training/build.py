@@ -57,8 +57,10 @@ def _check_precision(recipe: RecipeConfig, use_te: bool, device: torch.device) -
         raise SetupError("precision.fp8_recipe=mxfp8 needs a Blackwell GPU: use tensorwise or delayed here")
 
 
-def build_model(recipe: RecipeConfig, ctx: ParallelContext) -> tuple:
-    """GPTModel for this pipeline stage, initialized, in fp32/bf16/fp16, wrapped in Megatron-Core DDP."""
+def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple:
+    """GPTModel for this pipeline stage, initialized, in fp32/bf16/fp16, wrapped in Megatron-Core DDP.
+    ``adapt(gpt_model, transformer_config)`` may change the model before it is wrapped (the RL critic swaps the
+    output layer for a value head)."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
     from megatron.core.distributed import finalize_model_grads
     from megatron.core.transformer.module import Float16Module
@@ -82,6 +84,8 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext) -> tuple:
             [model], seed=recipe.train.seed, std=recipe.model.init_method_std,
             num_layers=recipe.model.num_layers, vocab_size=recipe.model.vocab_size,
         )
+    if adapt is not None:
+        adapt(model, tcfg)
     model = model.to(ctx.device)
     if params_dtype != torch.float32:
         model = Float16Module(tcfg, model)
