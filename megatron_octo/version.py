@@ -18,6 +18,9 @@ MEGATRON_CORE_CONTAINER = "0.16.1"
 VLLM_CONTAINER = "0.33.0"
 """vLLM in the container, built from its source release against the base image's torch."""
 ALIGNER_BASE_IMAGE = "nvcr.io/nvidia/pytorch:25.01-py3"
-"""Base of containers/Dockerfile.aligner (the NeMo 2.2 generation). The NeMo-Aligner side's own pins
+"""Base of containers/Dockerfile.aligner (the NeMo 2.2 generation, torch 2.6). The NeMo-Aligner side's own pins
 (nemo-toolkit, nemo-aligner, its megatron-core) are stated once, in requirements/aligner.txt, which that image
 installs."""
+VLLM_ALIGNER = "0.8.5"
+"""vLLM in the NeMo-Aligner image (generation inside the PPO actor, megatron_octo.serve.aligner_adapter): the last
+release line on torch 2.6, built from source against the base image's torch."""

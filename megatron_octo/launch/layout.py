@@ -14,8 +14,10 @@ from typing import List, Sequence
 from megatron_octo.config.validate import train_iters
 from megatron_octo.launch.config import JobSpec, LaunchError
 
-_PATH_FIELDS = ("checkpoint.load", "checkpoint.branch_from", "data.tokenizer", "data.cache_dir")
-"""Recipe fields naming directories the ranks read; they are mounted into the container at their own path."""
+_PATH_FIELDS = ("checkpoint.load", "checkpoint.branch_from", "data.tokenizer", "data.cache_dir", "rl.init",
+                "rl.prompts.tokenizer")
+"""Recipe fields naming directories the ranks read; they are mounted into the container at their own path (fields
+a recipe lacks are skipped)."""
 
 
 @dataclass
@@ -42,9 +44,14 @@ class Layout:
     """global_batch x seq_len."""
     read_paths: List[str]
     """Absolute directories named by the recipe's path fields (checkpoints to load, tokenizer, caches)."""
+    command: str = "train"
+    """The stage's ``octo`` subcommand; RL steps are counted in prompts, so only ``train`` lines show tokens."""
 
     def line(self) -> str:
         """One line for logs and the job script's header."""
+        if self.command != "train":
+            return (f"world {self.world} = TP {self.tp} x PP {self.pp} x CP {self.cp} x DP {self.dp}; "
+                    f"{self.steps:,} steps")
         return (f"world {self.world} = TP {self.tp} x PP {self.pp} x CP {self.cp} x DP {self.dp}; global batch "
                 f"{self.global_batch} = micro-batch {self.micro_batch} x DP {self.dp} x "
                 f"{self.global_batch // (self.micro_batch * self.dp)} accumulation; {self.steps:,} steps of "
@@ -71,9 +78,10 @@ def _fit(world: int, tp: int, pp: int, cp: int, global_batch: int, micro_batch: 
 def _read_paths(recipe) -> List[str]:
     paths = []
     for dotted in _PATH_FIELDS:
-        section, name = dotted.split(".")
-        value = getattr(getattr(recipe, section), name)
-        if value:
+        value = recipe
+        for name in dotted.split("."):
+            value = getattr(value, name, None)
+        if isinstance(value, str) and value:
             head, _, step = str(value).rpartition(":")
             path = head if head and step.isdigit() else str(value)  # checkpoint specs may end in :STEP
             paths.append(os.path.abspath(os.path.expandvars(path)))
@@ -90,7 +98,7 @@ def check_layout(job: JobSpec, world: int, gpus: str) -> Layout:
     dp = _fit(world, p.tp, p.pp, p.cp, t.global_batch, t.micro_batch, gpus)
     return Layout(world=world, tp=p.tp, pp=p.pp, cp=p.cp, dp=dp, global_batch=t.global_batch,
                   micro_batch=t.micro_batch, steps=train_iters(recipe), tokens_per_step=t.global_batch * t.seq_len,
-                  read_paths=_read_paths(recipe))
+                  read_paths=_read_paths(recipe), command=job.command)
 
 
 def rank_command(job: JobSpec) -> List[str]:

@@ -198,9 +198,9 @@ def render(job: JobSpec, cfg: SlurmConfig, layout: Layout) -> str:
     header = ["#!/bin/bash", f"# Rendered by `octo launch slurm` (megatron-octo {__version__}).",
               f"# octo {job.command} --recipe {job.recipe}; {layout.line()}",
               f"# image: {cfg.container or '(none: the nodes own Python environment)'}; launcher: {cfg.launcher}"]
-    variables = ["set -uo pipefail", f"RUN_DIR={shlex.quote(str(job.run_dir))}", f"LOG_DIR={shlex.quote(str(log_dir(job, cfg)))}",
-                 f"REQUEUE_EXIT_CODE={REQUEUE_EXIT_CODE}", f"MAX_REQUEUES={cfg.max_requeues}",
-                 'mkdir -p "$RUN_DIR"']
+    variables = ["set -uo pipefail", f"RUN_DIR={shlex.quote(str(job.run_dir))}",
+                 f"LOG_DIR={shlex.quote(str(log_dir(job, cfg)))}", f"REQUEUE_EXIT_CODE={REQUEUE_EXIT_CODE}",
+                 f"MAX_REQUEUES={cfg.max_requeues}", 'mkdir -p "$RUN_DIR"']
     parts = [
         "\n".join(header + _directives(job, cfg)),
         "\n".join(variables) + "\n" + _PRELUDE.format(layout=layout.line()).rstrip(),
