@@ -20,8 +20,10 @@ split after an occurrence of ``response_marker`` (default: what the template has
 refused (a misconfigured answer file must not silently score everything -1).
 
 Malformed requests (unknown or missing inputs, wrong shapes, token ids outside the vocabulary, undecodable bytes,
-unknown prompts) end that request with a one-line error; the server keeps serving. Requests are not merged by a
-dynamic batcher, so an error reaches only the client that sent the bad request.
+unknown prompts) end that request with a one-line ``RewardRequestError``; the server keeps serving. The client
+sees it as ``PyTritonClientInferenceServerError`` whose text ends with that line (PyTriton puts the server-side
+traceback before it); wrong input names or dtypes are refused by Triton itself, naming the input. Requests are not
+merged by a dynamic batcher, so an error reaches only the client that sent the bad request.
 """
 
 from __future__ import annotations

@@ -145,8 +145,12 @@ def server(tmp_path_factory, math500, tokenizer_dir):
     answers.write_text("".join(f'{{"problem": {_json(r["problem"])}, "answer": {_json(r["answer"])}}}\n'
                                for r in math500), encoding="utf-8")
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "megatron_octo", "serve", "reward", "--answers", str(answers),
+    # OCTO_SERVE_PYTHON: the server in another environment than the client, as deployed (e.g. the aligner venv
+    # as the client, the serve venv as the server); it then gets only the checkout on its path, not the client's.
+    python = os.environ.get("OCTO_SERVE_PYTHON", sys.executable)
+    path = str(REPO) if "OCTO_SERVE_PYTHON" in os.environ else f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([python, "-m", "megatron_octo", "serve", "reward", "--answers", str(answers),
                              "--tokenizer", str(tokenizer_dir), "--port", str(port), "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
