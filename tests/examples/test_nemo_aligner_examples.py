@@ -72,6 +72,63 @@ def test_critic_yaml_matches_the_actor():
         assert critic["model"][key] == actor["model"][key]
 
 
+def _leaves(cfg, prefix=""):
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+@pytest.mark.parametrize("ours, theirs", [("actor.yaml", "gpt_ppo_actor.yaml"), ("critic.yaml", "gpt_ppo_critic.yaml")])
+def test_every_key_exists_in_nemo_aligner_config(ours, theirs):
+    """Our keys are NeMo-Aligner 0.7.0's (a misspelt key would be added silently by Hydra's composition), except
+    the adapter's own model.ppo.vllm block. Needs NeMo-Aligner's examples/nlp/gpt/conf (NEMO_ALIGNER_CONF, default
+    /opt/NeMo-Aligner/examples/nlp/gpt/conf as in the aligner image)."""
+    base = yaml.safe_load((_nemo_aligner_conf() / theirs).read_text())
+    mine = {k: v for k, v in _load(ours).items() if k != "defaults"}
+    missing = [key for key in _leaves(mine) if not key.startswith("model.ppo.vllm.")
+               and not _has(base, key)]
+    assert missing == []
+
+
+def _nemo_aligner_conf() -> Path:
+    conf = Path(os.environ.get("NEMO_ALIGNER_CONF", "/opt/NeMo-Aligner/examples/nlp/gpt/conf"))
+    if not (conf / "gpt_ppo_actor.yaml").is_file():
+        pytest.skip(f"NeMo-Aligner's configs are not at {conf}: set NEMO_ALIGNER_CONF to its examples/nlp/gpt/conf")
+    return conf
+
+
+def test_configs_compose_over_nemo_aligner_with_hydra():
+    """What the launch scripts ask Hydra for (--config-path here, hydra.searchpath at NeMo-Aligner's configs)
+    composes, and the composed actor carries the recipe values and the adapter's block."""
+    pytest.importorskip("hydra", reason="hydra-core is not installed here (the aligner venv has it)")
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    search = f"hydra.searchpath=[file://{_nemo_aligner_conf()}]"
+    for name, resolver in (("subtract", lambda a, b: a - b), ("int_div", lambda a, b: a // b),
+                           ("multiply", lambda a, b: a * b)):  # NeMo-Aligner registers these at import
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+    with initialize_config_dir(config_dir=str(EXAMPLES), version_base=None):
+        actor = compose(config_name="actor", overrides=[search, "model.ppo.vllm.model_dir=/m"])
+        critic = compose(config_name="critic", overrides=[search])
+    for key, value in RECIPE_ACTOR.items():
+        assert OmegaConf.select(actor, key) == pytest.approx(value), key
+    assert actor.model.ppo.trt_llm.max_input_len == 400  # the actor reads trt_llm through model.ppo
+    assert actor.trainer.ppo.model_gbs == 1024 and actor.model.ppo.vllm.model_dir == "/m"
+    assert critic.trainer.ppo.combine_rm_and_critic_server is False
+
+
+def _has(cfg, dotted):
+    for key in dotted.split("."):
+        if not isinstance(cfg, dict) or key not in cfg:
+            return False
+        cfg = cfg[key]
+    return True
+
+
 def test_prepare_prompts_feeds_actor_and_reward_server(tmp_path):
     from transformers import AutoTokenizer
 
