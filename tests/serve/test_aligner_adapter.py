@@ -35,7 +35,7 @@ def test_pack_responses_is_prompt_plus_response_padded():
 
 
 def test_install_replaces_trt_llm_for_the_actor(monkeypatch):
-    monkeypatch.delitem(sys.modules, aa.TRT_MODULE, raising=False)
+    monkeypatch.setitem(sys.modules, aa.TRT_MODULE, None)  # undone after the test, whatever install() puts there
     fake_actor = type(sys)("fake_actor")
     fake_actor.GPTGenerateTRTLLM = object
     monkeypatch.setitem(sys.modules, aa.ACTOR_MODULES[0], fake_actor)
@@ -113,3 +113,27 @@ def test_generate_returns_nemo_aligner_rollout_layout():
     assert a.service.slept == 1
     with pytest.raises(aa.AdapterError, match="max_input_len"):
         a.generate((torch.zeros((1, 9), dtype=torch.long), torch.tensor([9])))
+
+
+@pytest.mark.aligner
+def test_real_nemo_aligner_actor_gets_vllm_and_its_constructor_call_fits(monkeypatch):
+    """With NeMo-Aligner installed (make test-aligner's venv; no TensorRT-LLM there): after install() its PPO and
+    REINFORCE actor modules import and bind VLLMGenerate, and every keyword the PPO actor passes to
+    GPTGenerateTRTLLM(...) is a parameter of VLLMGenerate."""
+    pytest.importorskip("nemo_aligner", reason="nemo_aligner is not installed here (run `make test-aligner`)")
+    import ast
+    import importlib
+    import inspect
+
+    # undone after the test: the registered stand-in leaves sys.modules (setitem of an absent key deletes it)
+    monkeypatch.setitem(sys.modules, aa.TRT_MODULE, sys.modules.get(aa.TRT_MODULE))
+    aa.install()
+    for name in aa.ACTOR_MODULES:
+        assert importlib.import_module(name).GPTGenerateTRTLLM is aa.VLLMGenerate
+    source = inspect.getsource(sys.modules[aa.ACTOR_MODULES[0]])
+    calls = [n for n in ast.walk(ast.parse(source))
+             if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "GPTGenerateTRTLLM"]
+    assert calls, "the PPO actor no longer builds GPTGenerateTRTLLM: the adapter's hook point moved"
+    accepted = set(inspect.signature(aa.VLLMGenerate.__init__).parameters)
+    for call in calls:
+        assert not call.args and {k.arg for k in call.keywords} <= accepted
