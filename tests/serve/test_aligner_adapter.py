@@ -34,6 +34,14 @@ def test_pack_responses_is_prompt_plus_response_padded():
     assert lengths == [5, 3]
 
 
+def test_engine_gets_this_ranks_physical_gpu():
+    assert aa.physical_device(3, None) == "3"
+    assert aa.physical_device(1, "4,5,6") == "5"
+    assert aa.physical_device(0, "GPU-0b1c, GPU-9f") == "GPU-0b1c"
+    with pytest.raises(aa.AdapterError, match="not among"):
+        aa.physical_device(2, "4,5")
+
+
 def test_install_replaces_trt_llm_for_the_actor(monkeypatch):
     monkeypatch.setitem(sys.modules, aa.TRT_MODULE, None)  # undone after the test, whatever install() puts there
     fake_actor = type(sys)("fake_actor")
