@@ -93,8 +93,8 @@ def _rollouts(recipe: RecipeConfig, ctx: ParallelContext, engine, problems, step
 
 def _old_logprobs(parts, ctx, recipe, batches, *, with_entropy: bool):
     """Fill ``old_logprobs`` of each micro-batch on last-stage ranks; return the per-micro-batch outputs."""
-    outputs = policy.run_schedule(parts, ctx, policy.logprob_step(ctx, recipe.rl.rollout.temperature, with_entropy),
-                                  batches, forward_only=True)
+    step_func = policy.logprob_step(ctx, recipe.rl.rollout.temperature, with_entropy, recipe.model.vocab_size)
+    outputs = policy.run_schedule(parts, ctx, step_func, batches, forward_only=True)
     if ctx.is_last_stage:
         for mb, out in zip(batches, outputs):
             mb.old_logprobs = out["logprobs"]
@@ -144,7 +144,7 @@ def _updates(parts, ctx, recipe, batches, critic=None) -> Dict[str, float]:
     for _ in range(rl.epochs):
         for u in range(num):
             mini = batches[u * per_update:(u + 1) * per_update]
-            result = policy.update(parts, ctx, rl, mini)
+            result = policy.update(parts, ctx, rl, mini, recipe.model.vocab_size)
             if critic is not None:
                 result.update(critic_update(critic, ctx, rl.value_clip, mini))
             stats.append(result)
@@ -162,8 +162,8 @@ def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, referenc
     with phases("logprobs"):
         outputs = _old_logprobs(parts, ctx, recipe, batches, with_entropy=True)
         if reference is not None:
-            ref_out = policy.run_schedule(reference, ctx, policy.logprob_step(ctx, recipe.rl.rollout.temperature,
-                                                                              False), batches, forward_only=True)
+            ref_step = policy.logprob_step(ctx, recipe.rl.rollout.temperature, False, recipe.model.vocab_size)
+            ref_out = policy.run_schedule(reference, ctx, ref_step, batches, forward_only=True)
             for mb, out in zip(batches, ref_out if ctx.is_last_stage else []):
                 mb.ref_logprobs = out["logprobs"]
     stats = _trainer_stats(batches, outputs, ro.engine_logprobs(r, order, length), ctx)

@@ -23,21 +23,37 @@ from megatron_octo.parallel import ParallelContext
 from megatron_octo.rl import algorithms as alg
 
 
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Log-probability of each label under softmax(logits / temperature); logits [b, s, V/tp] (this rank's vocab
-    slice), labels [b, s] -> [b, s]. Differentiable."""
+_PADDING_LOGIT = -1e30
+"""Logit given to vocabulary padding: exp() of it is 0, and 0 * it is 0 (not NaN, as with -inf) in the entropy."""
+
+
+def _scaled(logits: torch.Tensor, temperature: float, vocab_size: int, tp_rank: int) -> torch.Tensor:
+    """fp32 logits / temperature with the padding rows of the vocabulary (TP padding beyond ``vocab_size``) masked
+    out: Megatron-Core's padded output rows give logit 0, which would take probability mass that the engine's
+    (unpadded) model never assigns."""
+    scaled = logits.float() / temperature  # [b, s, V/tp]
+    local = scaled.shape[-1]
+    first_padding = vocab_size - tp_rank * local  # local index of the first padding column on this rank
+    if first_padding < local:
+        scaled[..., max(first_padding, 0):] = _PADDING_LOGIT
+    return scaled
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float, vocab_size: int,
+                   tp_rank: int = 0) -> torch.Tensor:
+    """Log-probability of each label under softmax(logits / temperature) over the real vocabulary; logits
+    [b, s, V/tp] (this rank's vocab slice), labels [b, s] -> [b, s]. Differentiable."""
     from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
 
-    scaled = logits.float() / temperature  # [b, s, V/tp]
-    return -vocab_parallel_cross_entropy(scaled, labels)
+    return -vocab_parallel_cross_entropy(_scaled(logits, temperature, vocab_size, tp_rank), labels)
 
 
-def vocab_parallel_entropy(logits: torch.Tensor, temperature: float, tp_group) -> torch.Tensor:
-    """Entropy of softmax(logits / temperature) over the full vocabulary, from vocab slices: [b, s, V/tp] -> [b, s].
+def vocab_parallel_entropy(logits: torch.Tensor, temperature: float, tp_group, vocab_size: int) -> torch.Tensor:
+    """Entropy of softmax(logits / temperature) over the real vocabulary, from vocab slices: [b, s, V/tp] -> [b, s].
     Differentiable (autograd-aware all-reduces)."""
     from torch.distributed.nn.functional import all_reduce
 
-    scaled = logits.float() / temperature
+    scaled = _scaled(logits, temperature, vocab_size, dist.get_rank(tp_group))
     tp = dist.get_world_size(tp_group)
     peak = scaled.detach().max(dim=-1, keepdim=True).values  # [b, s, 1]; any shift works, the max is stable
     if tp > 1:
@@ -77,7 +93,7 @@ def _forward(model, mb: MicroBatch):
     return model(inputs, None, None), labels  # last stage: logits [b, L-1, V/tp]; else hidden states
 
 
-def logprob_step(ctx: ParallelContext, temperature: float, with_entropy: bool):
+def logprob_step(ctx: ParallelContext, temperature: float, with_entropy: bool, vocab_size: int):
     """``forward_step_func`` that returns each micro-batch's label log-probs (and entropies) on the last stage."""
 
     def forward_step(data_iterator: Iterator[MicroBatch], model):
@@ -86,9 +102,9 @@ def logprob_step(ctx: ParallelContext, temperature: float, with_entropy: bool):
 
         def collect(logits):
             with torch.no_grad():
-                out = {"logprobs": token_logprobs(logits, labels, temperature)}
+                out = {"logprobs": token_logprobs(logits, labels, temperature, vocab_size, ctx.tp_rank)}
                 if with_entropy:
-                    out["entropy"] = vocab_parallel_entropy(logits, temperature, ctx.pgs.tp)
+                    out["entropy"] = vocab_parallel_entropy(logits, temperature, ctx.pgs.tp, vocab_size)
             return logits.new_zeros(()), torch.tensor(1, dtype=torch.int, device=logits.device), out
 
         return output, collect
@@ -103,7 +119,7 @@ def _normalizer_and_count(mode: str, mask: torch.Tensor):
     return 1.0, (mask.sum(-1) > 0).sum().to(torch.int)  # sequences with a response token, as alg.aggregate
 
 
-def loss_step(ctx: ParallelContext, rl: RLConfig):
+def loss_step(ctx: ParallelContext, rl: RLConfig, vocab_size: int):
     """``forward_step_func`` of the policy update: clipped surrogate (+ KL, - entropy) as a sum and a count."""
     temperature, mode = rl.rollout.temperature, rl.loss_aggregation
 
@@ -112,7 +128,7 @@ def loss_step(ctx: ParallelContext, rl: RLConfig):
         output, labels = _forward(model, mb)
 
         def loss_func(logits):
-            lp = token_logprobs(logits, labels, temperature)  # [b, L-1]
+            lp = token_logprobs(logits, labels, temperature, vocab_size, ctx.tp_rank)  # [b, L-1]
             norm, count = _normalizer_and_count(mode, mb.mask)
             loss, stats = alg.policy_loss(lp, mb.old_logprobs, mb.advantages, mb.mask, clip_ratio=rl.clip_ratio,
                                           clip_ratio_high=rl.clip_ratio_high, mode=mode, normalizer=norm)
@@ -125,7 +141,8 @@ def loss_step(ctx: ParallelContext, rl: RLConfig):
                 loss = loss + rl.kl_coef * kl
                 logs["kl"] = torch.stack([kl.detach(), count.float()])
             if rl.entropy_coef > 0:
-                ent = alg.aggregate(vocab_parallel_entropy(logits, temperature, ctx.pgs.tp), mb.mask, mode, norm)
+                ent = alg.aggregate(vocab_parallel_entropy(logits, temperature, ctx.pgs.tp, vocab_size), mb.mask,
+                                    mode, norm)
                 loss = loss - rl.entropy_coef * ent
             return loss, count, logs
 
@@ -174,7 +191,8 @@ def optimizer_update(parts, ctx: ParallelContext, step_func, micro_batches: List
     return stats
 
 
-def update(parts, ctx: ParallelContext, rl: RLConfig, micro_batches: List[MicroBatch]) -> Dict[str, float]:
+def update(parts, ctx: ParallelContext, rl: RLConfig, micro_batches: List[MicroBatch],
+           vocab_size: int) -> Dict[str, float]:
     """One policy update over a mini-batch (clipped surrogate, + KL, - entropy)."""
     keys = ["pg_loss", "clip_fraction", "ratio"] + (["kl"] if rl.kl_coef > 0 else [])
-    return optimizer_update(parts, ctx, loss_step(ctx, rl), micro_batches, keys)
+    return optimizer_update(parts, ctx, loss_step(ctx, rl, vocab_size), micro_batches, keys)

@@ -18,7 +18,9 @@ TOY_OVERRIDES = ["rl.prompts.template=raw", "rl.rollout.stop=[]", "rl.reward=tes
                  "logging.tensorboard=false"]
 
 
-def make_toy_model(out: Path, seed: int = 0) -> Path:
+def make_toy_model(out: Path, seed: int = 0, vocab_size: int = 0) -> Path:
+    """The toy model; ``vocab_size`` (0: the preset's 256) other than a multiple of 128 makes Megatron-Core pad
+    the vocabulary, which the trainer's log-probs must ignore."""
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -26,7 +28,7 @@ def make_toy_model(out: Path, seed: int = 0) -> Path:
     from megatron_octo.models import llama
 
     fields = dict(llama.PRESETS["tiny-llama"])
-    vocab_size = fields["vocab_size"]
+    fields["vocab_size"] = vocab_size = vocab_size or fields["vocab_size"]
     config = transformers.LlamaConfig(**{**fields, "bos_token_id": 1, "eos_token_id": 2})
     torch.manual_seed(seed)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(out)
@@ -46,8 +48,16 @@ def toy_model(tmp_path_factory) -> Path:
     return make_toy_model(tmp_path_factory.mktemp("toy-hf"))
 
 
+@pytest.fixture(scope="session")
+def toy_model_v250(tmp_path_factory) -> Path:
+    """The toy model with 250 tokens: padded to 256 rows for TP=2 (6 padding rows on the second rank)."""
+    return make_toy_model(tmp_path_factory.mktemp("toy-hf-v250"), vocab_size=250)
+
+
 def toy_args(model: Path) -> list:
-    return [f"rl.init={model}", f"rl.prompts.path={model / 'prompts.jsonl'}", *TOY_OVERRIDES]
+    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    return [f"rl.init={model}", f"rl.prompts.path={model / 'prompts.jsonl'}", f"model.vocab_size={vocab}",
+            *TOY_OVERRIDES]
 
 
 def run_octo_rl(run_dir: Path, overrides, nproc: int = 1, recipe: str = "tiny-cpu-grpo", check: bool = True):

@@ -8,3 +8,8 @@ def target_share(responses, golds):
         words = response.split()
         out.append(2.0 * sum(w == gold for w in words) / len(words) - 1.0 if words else -1.0)
     return out
+
+
+def word_count(responses, golds):
+    """Longer responses score higher (a dense, varying reward: every step updates the policy)."""
+    return [min(len(r.split()), 20) / 10.0 - 1.0 for r in responses]
