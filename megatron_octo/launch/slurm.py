@@ -159,11 +159,16 @@ _SIGNALS = """\
 # checkpoint and exit with $REQUEUE_EXIT_CODE. SIGTERM (pre-emption, scancel) reaches the ranks from Slurm itself.
 PREEMPTED=0
 SIGNALLED=0
+FORWARDED=0
 on_signal() {
     PREEMPTED=1
     SIGNALLED=1
     echo "[octo-launch] SIG$1 received: the ranks save a checkpoint and stop"
-    if [ "$1" = USR1 ]; then scancel --signal=USR1 "$SLURM_JOB_ID"; fi
+    # Once: Slurm releases that also signal the batch step with scancel would bring the signal back here.
+    if [ "$1" = USR1 ] && [ "$FORWARDED" = 0 ]; then
+        FORWARDED=1
+        scancel --signal=USR1 "$SLURM_JOB_ID"
+    fi
 }
 trap 'on_signal USR1' USR1
 trap 'on_signal TERM' TERM
