@@ -119,6 +119,12 @@ def convert(src: str, dst: str, input_path, output_path, *, tp: int = 1, pp: int
     if src == "mcore" and dst == "mcore":
         return mcore_to_mcore(input_path, output_path, tp=tp, pp=pp,
                               make_vocab_size_divisible_by=make_vocab_size_divisible_by, **options)
+    if "nemo" in (src, dst):
+        from megatron_octo.convert.nemo import convert_nemo
+
+        return convert_nemo(src, dst, input_path, output_path, tp=tp, pp=pp, tokenizer_dir=tokenizer_dir,
+                            max_shard_size=max_shard_size,
+                            make_vocab_size_divisible_by=make_vocab_size_divisible_by, **options)
     raise ConvertError(f"--from {src} --to {dst} is not a conversion: use hf->mcore, mcore->hf or mcore->mcore")
 
 

@@ -44,8 +44,9 @@ from megatron_octo.convert.layout import McoreTensor
 KEY_PREFIX = ""
 """Prefix of the model's keys in written checkpoints: none, the names GPTModel declares, as ``training.checkpoint``
 saves them (from the model unwrapped from DDP) and as Megatron-LM writes them. Readers also accept a prefix made of
-``module.`` (what the sharded state dict of a DDP-wrapped chunk would carry)."""
-_PREFIX_RE = re.compile(r"^((?:module\.)*)decoder\.final_layernorm\.weight$")
+``module.`` (what the sharded state dict of a DDP-wrapped chunk would carry) or ``model.`` (NeMo's
+``model_weights``, see ``convert.nemo``)."""
+_PREFIX_RE = re.compile(r"^((?:module\.|model\.)*)decoder\.final_layernorm\.weight$")
 COMMON_FILE = "common.pt"
 MCORE_CONFIG = "metadata.json"
 MCORE_CONFIG_FIELDS = {"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch",

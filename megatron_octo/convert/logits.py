@@ -34,8 +34,9 @@ def model_config(meta) -> ModelConfig:
         raise ConvertError(f"the checkpoint's model description does not fit this version's ModelConfig ({exc})")
 
 
-def load_megatron(ckpt_dir: Path, ctx, dtype: torch.dtype = torch.float32):
+def load_megatron(ckpt_dir: Path, ctx, dtype: torch.dtype = torch.float32, cfg: Optional[ModelConfig] = None):
     """This rank's GPTModel stage with the checkpoint's weights, in eval mode; returns (model, tcfg, cfg).
+    ``cfg`` is the model's description where the checkpoint carries none of ours (a NeMo ``model_weights``).
 
     Loads with Megatron-Core's ``dist_checkpointing.load`` into the bare GPTModel (no DDP, no gradient buffers:
     one copy of the model in memory), under whatever key prefix the checkpoint uses (see ``dist_io.KEY_PREFIX``).
@@ -46,7 +47,7 @@ def load_megatron(ckpt_dir: Path, ctx, dtype: torch.dtype = torch.float32):
     from megatron_octo.models import common
     from megatron_octo.training import checkpoint
 
-    cfg = model_config(checkpoint.read_meta(ckpt_dir))
+    cfg = cfg if cfg is not None else model_config(checkpoint.read_meta(ckpt_dir))
     # Checkpoint keys do not depend on the spec: a TE-trained checkpoint loads into local layers where TE is absent.
     use_te = cfg.spec != "local" and common.te_available()
     tcfg = common.transformer_config(cfg, ParallelConfig(tp=ctx.tp, pp=ctx.pp), dtype)

@@ -263,8 +263,10 @@ def _target_dtype(opts: Options, source: torch.dtype) -> torch.dtype:
     return DTYPES[opts.dtype]
 
 
-def write_mcore(out: Path, plan: WeightPlan, rows, opts: Options, label: str) -> Tuple[int, int, float]:
-    """Every tensor of ``plan`` from ``rows`` into a torch_dist checkpoint in ``out``; (tensors, bytes, seconds)."""
+def write_mcore(out: Path, plan: WeightPlan, rows, opts: Options, label: str,
+                prefix: str = dist_io.KEY_PREFIX) -> Tuple[int, int, float]:
+    """Every tensor of ``plan`` from ``rows`` into a torch_dist checkpoint in ``out``, keys under ``prefix``
+    (``"model."`` for NeMo); (tensors, bytes, seconds)."""
     pieces = [Piece(e.mcore, a, b, _target_dtype(opts, rows.dtype(e.mcore)), plan.num_layers)
               for e in plan.entries for a, b in rows.blocks(e.mcore, opts.block_bytes)]
     total = sum(p.nbytes for p in pieces)
@@ -276,7 +278,7 @@ def write_mcore(out: Path, plan: WeightPlan, rows, opts: Options, label: str) ->
         progress.advance(piece.nbytes, items=int(piece.stop == piece.tensor.shape[0]))
         return data
 
-    dist_io.write_checkpoint(out, pieces, plan.extra_state_keys(), produce)
+    dist_io.write_checkpoint(out, pieces, plan.extra_state_keys(), produce, prefix)
     return len(plan.entries), total, progress.finish()
 
 

@@ -100,8 +100,9 @@ def world_of_one() -> Iterator[object]:
             cpu_compat.disable()
 
 
-def mcore_logits(ckpt_dir: Path, ids: torch.Tensor) -> torch.Tensor:
-    """fp32 logits [b, s, vocab] of a Megatron-Core checkpoint, in one process."""
+def mcore_logits(ckpt_dir: Path, ids: torch.Tensor, cfg=None) -> torch.Tensor:
+    """fp32 logits [b, s, vocab] of a Megatron-Core checkpoint (described by ``cfg`` where it carries no metadata
+    of ours), in one process."""
     import warnings
 
     from megatron_octo.convert.logits import forward_logits, load_megatron
@@ -109,7 +110,7 @@ def mcore_logits(ckpt_dir: Path, ids: torch.Tensor) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine|apex).*")
         with world_of_one() as ctx:
-            gpt, tcfg, cfg = load_megatron(Path(ckpt_dir), ctx)
+            gpt, tcfg, cfg = load_megatron(Path(ckpt_dir), ctx, cfg=cfg)
             return forward_logits(gpt, tcfg, cfg, ids, ctx)
 
 
@@ -124,13 +125,18 @@ def compare(reference: torch.Tensor, converted: torch.Tensor) -> Tuple[float, fl
 
 
 def logits_of(kind: str, path: Path, ids: torch.Tensor) -> torch.Tensor:
-    """Logits of side ``kind`` (``hf`` or ``mcore``) stored at ``path``."""
+    """Logits of side ``kind`` (``hf``, ``mcore`` or ``nemo``) stored at ``path``."""
+    if kind == "nemo":
+        from megatron_octo.convert.nemo import nemo_logits
+
+        return nemo_logits(path, ids)
     return hf_logits(path, ids) if kind == "hf" else mcore_logits(path, ids)
 
 
 def verify(reference: Tuple[str, Path], converted: Tuple[str, Path], ids: torch.Tensor, *, atol: float = DEFAULT_ATOL,
            kl_tol: float = DEFAULT_KL) -> VerifyResult:
-    """Compare the logits of ``reference`` = (kind, path) and ``converted`` on ``ids``; kinds are hf / mcore."""
+    """Compare the logits of ``reference`` = (kind, path) and ``converted`` on ``ids``; kinds are hf / mcore /
+    nemo."""
     ref = logits_of(reference[0], reference[1], ids)
     out = logits_of(converted[0], converted[1], ids)
     diff, kl = compare(ref, out)

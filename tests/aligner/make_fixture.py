@@ -1,0 +1,50 @@
+"""Run in the *main* venv by tests/aligner (``python -m tests.aligner.make_fixture OUT``): what the aligner venv
+checks, made with the main stack, which the aligner venv cannot import (it runs Megatron-Core 0.11).
+
+For each model of ``MODELS``, in OUT/NAME: ``hf/`` (a random tiny transformers model with its tokenizer),
+``nemo/`` (its ``octo convert --to nemo`` export for the model's TP x PP), ``logits.pt`` (transformers' fp32 logits
+of ``ids.pt``) and ``expected.pt`` (the Megatron-Core state dict of the local layer spec, built from the HF tensors
+by ``models.common.state_dict_from_hf``: the full-tensor weight map, not the converter's streaming row maps).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+# name -> (tests.convert.conftest model, tp, pp of the export)
+MODELS = {
+    "llama-tied": ("llama-tied", 1, 1),          # llama3 RoPE scaling, GQA, tied embeddings
+    "qwen2-tp2-pp2": ("qwen2-untied-v300", 2, 2),  # QKV biases, untied, 300 tokens padded to 512 for TP=2
+}
+IDS = [[1, 5, 9, 100, 3, 17, 44, 2, 150, 7, 61, 199]]
+
+
+def make(out: Path) -> dict:
+    from megatron_octo.convert.nemo import to_nemo
+    from megatron_octo.convert.streaming import open_hf
+    from megatron_octo.models import common, get_family
+    from tests.convert.conftest import hf_logits, load_safetensors_dir, make_hf_model
+
+    ids = torch.tensor(IDS)
+    index = {}
+    for seed, (name, (model, tp, pp)) in enumerate(MODELS.items()):
+        root = out / name
+        hf = make_hf_model(model, root / "hf", seed=seed)
+        to_nemo("hf", hf, root / "nemo", tp=tp, pp=pp, quiet=True)
+        torch.save(ids, root / "ids.pt")
+        torch.save(hf_logits(hf, ids).float(), root / "logits.pt")
+        _, cfg = open_hf(hf, 128)
+        family = get_family(cfg.family)
+        expected = common.state_dict_from_hf(load_safetensors_dir(hf), cfg, family.LAYER_RULES, use_te=False, tp=tp)
+        torch.save(expected, root / "expected.pt")
+        index[name] = {"tp": tp, "pp": pp, "vocab_size": cfg.vocab_size}
+    (out / "index.json").write_text(json.dumps(index, indent=2))
+    return index
+
+
+if __name__ == "__main__":
+    print(json.dumps(make(Path(sys.argv[1]))))
