@@ -2,7 +2,8 @@
 trained on it, and its indexed datasets. Nothing is downloaded.
 
 Problems have checkable integer answers: arithmetic (``a + b``, ``a - b``, ``a * b``), linear equations
-(``a x + b = c`` with an integer root) and two-step word problems (``n`` plus ``k`` groups of ``m``). Each kind of
+(``a x + b = c`` with an integer root), two-step word problems (``n`` plus ``k`` groups of ``m``) and identities
+(``a + 0``, ``a - 0``, ``a * 1``). Each kind of
 data renders problems its own way:
 
 - ``web`` (format ``text``): explanatory articles working through a few problems;
@@ -12,7 +13,9 @@ data renders problems its own way:
 
 Every record keeps its problem's ``final_answer`` (decimal text) so answers can be checked. A held-out set of
 problems that no training record contains is written as ``eval.jsonl`` with ``prompt`` / ``answer`` fields (the
-layout of MATH8K), for evaluation and RL.
+layout of MATH8K), for evaluation. ``rl.jsonl`` holds RL prompts for models far too small to solve the problems:
+each gives a problem with its worked steps (``{question}\nAssistant: {steps}``, for the template ``User:
+{question}``), so the response only has to state the result as ``\boxed{}``.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 KINDS = {"web": "text", "qa": "qa", "long_cot": "long_cot", "chat": "chat"}
 """Demo kind -> the ``octo preprocess`` format that reads it."""
-DEFAULT_SIZES = {"web": 300, "qa": 1500, "long_cot": 500, "chat": 500, "eval": 200}
-"""Records per kind (web: articles of several problems each) and held-out evaluation problems."""
+DEFAULT_SIZES = {"web": 300, "qa": 1500, "long_cot": 500, "chat": 500, "eval": 200, "rl": 200}
+"""Records per kind (web: articles of several problems each), held-out evaluation problems, and RL prompts."""
 SPECIAL_TOKENS = {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>", "pad_token": "<|pad|>"}
 """The demo tokenizer's special tokens (Llama-3 names for BOS/EOS)."""
 DEMO_VOCAB_SIZE = 512
@@ -73,7 +76,18 @@ def _word(rng: random.Random) -> Problem:
     return Problem(question, steps, total, "word problem")
 
 
-_GENERATORS: List[Callable[[random.Random], Problem]] = [_arithmetic, _linear, _word]
+def _identity(rng: random.Random) -> Problem:
+    """``a + 0``, ``a - 0``, ``a * 1`` for a one-digit ``a``: solvable by copying one digit, which a model of the
+    demo's size can learn within minutes of RL (the demo's RL stage trains on them)."""
+    a = rng.randint(2, 9)
+    op, unit, name, rule = rng.choice([("+", 0, "sum", "Adding 0 changes nothing."),
+                                       ("-", 0, "difference", "Subtracting 0 changes nothing."),
+                                       ("*", 1, "product", "Multiplying by 1 changes nothing.")])
+    steps = [f"We need the {name} of {a} and {unit}.", rule, f"{a} {op} {unit} = {a}."]
+    return Problem(f"What is {a} {op} {unit}?", steps, a, "identity")
+
+
+_GENERATORS: List[Callable[[random.Random], Problem]] = [_arithmetic, _linear, _word, _identity]
 
 
 def problems(rng: random.Random) -> Iterator[Problem]:
@@ -139,6 +153,9 @@ def generate(seed: int = 0, sizes: Optional[Dict[str, int]] = None) -> Dict[str,
     out["chat"] = [_chat(next(train), rng) for _ in range(sizes["chat"])]
     out["eval"] = [{"id": f"demo-{i}", "prompt": p.question, "answer": str(p.answer), "source": "demo"}
                    for i, p in enumerate(held_out.values())]
+    rl = (p for p in problems(random.Random(f"demo-rl-{seed}")) if p.question not in held_out)
+    out["rl"] = [{"id": f"demo-rl-{i}", "prompt": f"{p.question}\nAssistant: {' '.join(p.steps)}",
+                  "answer": str(p.answer), "source": "demo"} for i, p in zip(range(sizes["rl"]), rl)]
     return out
 
 

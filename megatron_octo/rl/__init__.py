@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-RL_RUN_FILES = ("init", "validation", "hf", "rl_summary.json", "critic_checkpoints")
+RL_RUN_FILES = ("init", "validation", "hf", "rl_summary.json", "critic_checkpoints", "samples.jsonl")
 """Outputs of ``octo rl`` besides those of ``octo train`` (``training.RUN_FILES``)."""
 
 

@@ -181,12 +181,14 @@ def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, referenc
     with phases("weight_sync"):
         _sync(parts, recipe, ctx, engine)
     stats.update(_rollout_stats(r, ctx))
+    stats["examples"] = r.examples
     stats.update({f"time_{k}_s": v for k, v in phases.seconds.items()})
     stats["step_time_s"] = sum(phases.seconds.values())
     return stats
 
 
 def _record(step: int, stats: Dict[str, float]) -> Dict[str, float]:
+    stats = {k: v for k, v in stats.items() if k != "examples"}
     rec = {"step": step + 1, "loss": stats["pg_loss"], **stats}
     # generation time of the slowest replica is what bounds the step; rank 0's is the one at hand
     rec["tokens_per_s"] = stats["generated_tokens"] / max(stats.get("time_generate_s", 0.0), 1e-9)
@@ -230,6 +232,7 @@ def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn
     writer = None
     if ctx.is_main:
         truncate_metrics(run_dir / "metrics.jsonl", start.step)
+        truncate_metrics(run_dir / "samples.jsonl", start.step)
         writer = RLMetricsWriter(run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
     saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
     # the critic saves synchronously, before the policy: a complete policy checkpoint implies its critic's
@@ -246,6 +249,7 @@ def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn
             history.append(record)
             if writer is not None:
                 writer.write(record)
+                _write_examples(run_dir, step + 1, stats["examples"])
             signalled = stop.agreed(ctx.device)
             exiting = recipe.train.exit_interval is not None and len(history) == recipe.train.exit_interval
             if recipe.checkpoint.save and (_due(recipe, step + 1, iters) or signalled or exiting):
@@ -267,6 +271,15 @@ def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn
         if engine is not None:
             engine.shutdown()
     return _summary(history, start, iters, preempted)
+
+
+def _write_examples(run_dir: Path, step: int, examples: List[dict]) -> None:
+    """Append this step's example responses to ``RUN_DIR/samples.jsonl`` (a resume first drops later steps)."""
+    import json
+
+    with open(run_dir / "samples.jsonl", "a") as f:
+        for example in examples:
+            f.write(json.dumps({"step": step, **example}) + "\n")
 
 
 def _due(recipe: RecipeConfig, step: int, iters: int) -> bool:

@@ -4,7 +4,7 @@ padded tensors that every rank of the model-parallel group receives."""
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, List, Sequence
 
 import torch
@@ -13,6 +13,8 @@ import torch.distributed as dist
 from megatron_octo.rl import algorithms as alg
 from megatron_octo.rl.policy import MicroBatch
 
+EXAMPLES_PER_STEP = 4
+"""Responses of each step written to ``RUN_DIR/samples.jsonl`` (by the main rank): what the policy says."""
 RewardFn = Callable[[Sequence[str], Sequence[str]], List[float]]
 """(responses, gold answers) -> one reward per response."""
 
@@ -30,6 +32,8 @@ class Rollouts:
     truncated: List[bool]
     """Cut at the response length limit."""
     advantages: List[float]
+    examples: List[dict] = field(default_factory=list)
+    """A few (prompt, response, gold, reward) records, for ``RUN_DIR/samples.jsonl``."""
 
     @property
     def response_lens(self) -> List[int]:
@@ -57,7 +61,9 @@ def collect(engine, problems, *, n: int, temperature: float, top_p: float, max_t
         rewards = [float(r) for r in reward_fn(texts, golds)]
     with phase("advantages"):
         advantages = alg.grpo_advantages(torch.tensor(rewards), n, scale_by_std=scale_by_std).tolist()
-    return Rollouts(tokens, prompt_lens, logprobs, rewards, truncated, advantages)
+    examples = [{"prompt": problems[i // n].text, "response": texts[i], "gold": golds[i], "reward": rewards[i]}
+                for i in range(min(len(texts), EXAMPLES_PER_STEP))]
+    return Rollouts(tokens, prompt_lens, logprobs, rewards, truncated, advantages, examples)
 
 
 def share(rollouts, mp_group) -> Rollouts:
