@@ -56,19 +56,24 @@ def _prepare(workdir: Path, overwrite: bool) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
 
 
-def _octo_train(recipe: str, run_dir: Path, overrides: List[str], nproc: int = 1) -> List[dict]:
-    """One ``octo train`` child process; its progress streams to this terminal. Returns its metrics."""
+def _octo(command: str, recipe: str, run_dir: Path, overrides: List[str], nproc: int = 1) -> List[dict]:
+    """One ``octo train`` / ``octo rl`` child process (under torchrun for several), as a user runs it; its progress
+    streams to this terminal. Returns its metrics."""
     octo = [sys.executable, "-m", "megatron_octo"]
     if nproc > 1:
         octo = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                 "-m", "megatron_octo"]
-    cmd = octo + ["train", "--recipe", recipe, "--run-dir", str(run_dir), "logging.tensorboard=false", *overrides]
+    cmd = octo + [command, "--recipe", recipe, "--run-dir", str(run_dir), "logging.tensorboard=false", *overrides]
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    print(f"[demo] octo {' '.join(cmd[cmd.index('train'):])}", flush=True)
+    print(f"[demo] octo {' '.join(cmd[cmd.index(command):])}", flush=True)
     result = subprocess.run(cmd, env=env)
     if result.returncode != 0:
-        raise RuntimeError(f"demo training run failed (exit {result.returncode}): {' '.join(cmd)}")
+        raise RuntimeError(f"demo run failed (exit {result.returncode}): {' '.join(cmd)}")
     return read_metrics(run_dir / "metrics.jsonl")
+
+
+def _octo_train(recipe: str, run_dir: Path, overrides: List[str], nproc: int = 1) -> List[dict]:
+    return _octo("train", recipe, run_dir, overrides, nproc)
 
 
 def _plot_layouts(curves: Dict[str, list], path: Path) -> None:
@@ -192,18 +197,6 @@ def eval_stage(workdir: Path, data: Dict, plan: Dict) -> Dict:
     return out
 
 
-def _octo_rl(recipe: str, run_dir: Path, overrides: List[str]) -> List[dict]:
-    """One ``octo rl`` child process, as a user runs it. Returns its metrics."""
-    cmd = [sys.executable, "-m", "megatron_octo", "rl", "--recipe", recipe, "--run-dir", str(run_dir),
-           "logging.tensorboard=false", *overrides]
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    print(f"[demo] octo {' '.join(cmd[cmd.index('rl'):])}", flush=True)
-    result = subprocess.run(cmd, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"demo RL run failed (exit {result.returncode}): {' '.join(cmd)}")
-    return read_metrics(run_dir / "metrics.jsonl")
-
-
 def _plot_rl(records: List[dict], path: Path) -> None:
     import matplotlib
 
@@ -234,7 +227,7 @@ def rl_stage(workdir: Path, data: Dict, plan: Dict) -> Dict:
         "schedule": {"lr": plan["rl_lr"], "min_lr": plan["rl_lr"]},
         "rl": {"init": str(workdir / "train" / RL_BRANCH), "prompts": {"path": data["corpus"]["rl"],
                                                                      "template": "User: {question}"}}})
-    records = _octo_rl(recipe, workdir / "rl", [f"train.iters={plan['rl_steps']}",
+    records = _octo("rl", recipe, workdir / "rl", [f"train.iters={plan['rl_steps']}",
                                                 f"rl.rollout.max_response_tokens={plan['rl_tokens']}",
                                                 *plan.get("rl_overrides", [])])
     _plot_rl(records, workdir / "rl_reward.png")

@@ -259,7 +259,7 @@ def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn
             if exiting:
                 break
             if signalled:
-                preempted = True
+                preempted = step + 1 < iters  # a signal on the last step changes nothing
                 if ctx.is_main:
                     log(f"[octo rl] {stop.signal_name or 'a stop signal'} received: saved step {step + 1}, exiting")
                 break
