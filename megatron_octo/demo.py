@@ -33,14 +33,16 @@ DEMO_OUTPUTS = ("report.md", "summary.json", "data", "recipes", "train", "hf", "
 BRANCHES = ("long", "short", "hybrid")
 LAYOUTS = {"single": (1, []), "tp2-pp2": (4, ["parallel.tp=2", "parallel.pp=2"])}
 FULL = {"layout_steps": 20, "stable_steps": 300, "decay_steps": 60, "corpus": None, "eval_items": 50,
-        "eval_tokens": 48, "rl_steps": 30, "rl_tokens": 16, "rl_lr": 2e-4}
+        "eval_tokens": 48, "rl_steps": 80, "rl_tokens": 16, "rl_lr": 1e-3}
 QUICK = {"layout_steps": 3, "stable_steps": 4, "decay_steps": 2,
          "corpus": {"web": 40, "qa": 60, "long_cot": 40, "chat": 40, "eval": 20}, "eval_items": 4, "eval_tokens": 8,
-         "rl_steps": 2, "rl_tokens": 8, "rl_lr": 2e-4}
+         "rl_steps": 2, "rl_tokens": 8, "rl_lr": 1e-3}
 STAGE_GEOMETRY = {"global_batch": 16, "micro_batch": 8, "seq_len": 128}
 """Batch geometry of the demo's stable and decay stages: 2,048 tokens a step, enough for the tiny model to learn
 the corpus's answer format in a few minutes."""
 RL_BRANCH = "decay-short"
+RL_GEOMETRY = ["rl.prompts_per_step=4", "rl.mini_batch_prompts=4", "rl.rollout.n=16"]
+"""4 prompts x 16 samples a step: with rare successes, bigger groups give more of them a non-zero advantage."""
 """The branch the demo's RL stage starts from."""
 
 
@@ -197,6 +199,11 @@ def eval_stage(workdir: Path, data: Dict, plan: Dict) -> Dict:
     return out
 
 
+def _moving_average(values: List[float], window: int) -> List[float]:
+    """Mean of the last ``window`` values at each position (fewer at the start)."""
+    return [sum(values[max(0, i + 1 - window):i + 1]) / (i + 1 - max(0, i + 1 - window)) for i in range(len(values))]
+
+
 def _plot_rl(records: List[dict], path: Path) -> None:
     import matplotlib
 
@@ -205,9 +212,12 @@ def _plot_rl(records: List[dict], path: Path) -> None:
 
     steps = [r["step"] for r in records]
     fig, (ax_r, ax_a) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_r.plot(steps, [r["reward_mean"] for r in records], marker=".")
+    rewards, accuracy = [r["reward_mean"] for r in records], [100 * r["accuracy"] for r in records]
+    ax_r.plot(steps, rewards, marker=".", alpha=0.6)
+    ax_r.plot(steps, _moving_average(rewards, 10), "--", color="tab:blue")
     ax_r.set(xlabel="RL step", ylabel="mean reward", title="GRPO: reward")
-    ax_a.plot(steps, [100 * r["accuracy"] for r in records], marker=".", color="tab:green")
+    ax_a.plot(steps, accuracy, marker=".", color="tab:green", alpha=0.6)
+    ax_a.plot(steps, _moving_average(accuracy, 10), "--", color="tab:green")
     ax_a.set(xlabel="RL step", ylabel="accuracy (%)", title="GRPO: correct answers")
     for ax in (ax_r, ax_a):
         ax.grid(alpha=0.3)
@@ -219,8 +229,8 @@ def _plot_rl(records: List[dict], path: Path) -> None:
 
 
 def rl_stage(workdir: Path, data: Dict, plan: Dict) -> Dict:
-    """A short GRPO run from the Short branch on the corpus's RL prompts (problems with their worked steps; the
-    response states the result) with the math reward and the transformers engine."""
+    """A short GRPO run from the Short branch on the corpus's RL prompts (identity problems with their worked steps;
+    the response copies the result) with the math reward and the transformers engine."""
     recipe = _write_recipe(workdir / "recipes" / "tiny-cpu-grpo.yaml", {
         "base": "tiny-cpu-grpo", "model": {"vocab_size": data["vocab_size"]},
         "data": {"tokenizer": data["tokenizer"]},
@@ -229,7 +239,7 @@ def rl_stage(workdir: Path, data: Dict, plan: Dict) -> Dict:
                                                                      "template": "User: {question}"}}})
     records = _octo("rl", recipe, workdir / "rl", [f"train.iters={plan['rl_steps']}",
                                                 f"rl.rollout.max_response_tokens={plan['rl_tokens']}",
-                                                *plan.get("rl_overrides", [])])
+                                                *RL_GEOMETRY])
     _plot_rl(records, workdir / "rl_reward.png")
     first, last = records[:5], records[-5:]
     mean = lambda part, key: sum(r[key] for r in part) / len(part)  # noqa: E731
@@ -288,11 +298,11 @@ problems: the numbers show the machinery end to end.
 
 ## RL: GRPO from the {rl['start']} branch
 `octo rl` with the transformers rollout engine: {rl['steps']} steps of {rl['responses_per_step']:.0f} responses
-(8 problems x 8 samples), the math reward (+1 correct, -1 wrong or no `\\boxed{{}}`), weights synced into the
+(4 problems x 16 samples), the math reward (+1 correct, -1 wrong or no `\\boxed{{}}`), weights synced into the
 engine after every update (largest engine/trainer log-prob mismatch {rl['logprob_mismatch_max']:.5f}; 1 is exact).
-The prompts give each problem with its worked steps, so a response only has to state the result in a box: a
-model of this size cannot solve the problems themselves, and even copying the result is learned slowly, so at
-this scale the curve shows the loop at work rather than the gains RL brings to real models.
+The prompts are the corpus's identity problems (`What is 7 * 1?`) with their worked steps, so a response only has
+to copy the result into a box: a model of this size cannot solve the other problems at all, and learns even the
+copy slowly and noisily (dashed: 10-step moving average).
 
 | | first 5 steps | last 5 steps |
 |---|---|---|

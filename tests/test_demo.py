@@ -61,7 +61,7 @@ def test_decayed_branches_are_exported_to_hf_and_evaluated(demo_dir):
 def test_demo_rl_stage(demo_dir):
     summary = json.loads((demo_dir / "summary.json").read_text())
     rl = summary["rl"]
-    assert rl["steps"] == QUICK["rl_steps"] and rl["responses_per_step"] == 8 * 8  # tiny-cpu-grpo: 8 x 8
+    assert rl["steps"] == QUICK["rl_steps"] and rl["responses_per_step"] == 4 * 16  # demo.RL_GEOMETRY: 4 x 16
     for key in ("reward_first", "reward_last"):
         assert -1.0 <= rl[key] <= 1.0  # the math reward is +1 or -1 per response
     assert 1.0 <= rl["logprob_mismatch_max"] < 1.001

@@ -14,8 +14,8 @@ data renders problems its own way:
 Every record keeps its problem's ``final_answer`` (decimal text) so answers can be checked. A held-out set of
 problems that no training record contains is written as ``eval.jsonl`` with ``prompt`` / ``answer`` fields (the
 layout of MATH8K), for evaluation. ``rl.jsonl`` holds RL prompts for models far too small to solve the problems:
-each gives a problem with its worked steps (``{question}\nAssistant: {steps}``, for the template ``User:
-{question}``), so the response only has to state the result as ``\boxed{}``.
+identity problems of the training data with their worked steps (``{question}\nAssistant: {steps}``, for the
+template ``User: {question}``), so the response only has to copy the result into ``\boxed{}``.
 """
 
 from __future__ import annotations
@@ -140,7 +140,8 @@ def generate(seed: int = 0, sizes: Optional[Dict[str, int]] = None) -> Dict[str,
     held_out, stream = {}, problems(random.Random(f"demo-eval-{seed}"))
     while len(held_out) < sizes["eval"]:
         p = next(stream)
-        held_out.setdefault(p.question, p)
+        if p.topic != "identity":  # only 24 exist: held out, they would all be missing from training
+            held_out.setdefault(p.question, p)
     rng = random.Random(f"demo-train-{seed}")
     train = (p for p in problems(rng) if p.question not in held_out)
     out: Dict[str, List[Dict]] = {"web": [], "qa": [], "long_cot": [], "chat": []}
@@ -153,7 +154,7 @@ def generate(seed: int = 0, sizes: Optional[Dict[str, int]] = None) -> Dict[str,
     out["chat"] = [_chat(next(train), rng) for _ in range(sizes["chat"])]
     out["eval"] = [{"id": f"demo-{i}", "prompt": p.question, "answer": str(p.answer), "source": "demo"}
                    for i, p in enumerate(held_out.values())]
-    rl = (p for p in problems(random.Random(f"demo-rl-{seed}")) if p.question not in held_out)
+    rl = (p for p in problems(random.Random(f"demo-rl-{seed}")) if p.topic == "identity")
     out["rl"] = [{"id": f"demo-rl-{i}", "prompt": f"{p.question}\nAssistant: {' '.join(p.steps)}",
                   "answer": str(p.answer), "source": "demo"} for i, p in zip(range(sizes["rl"]), rl)]
     return out
