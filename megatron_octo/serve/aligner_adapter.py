@@ -29,14 +29,14 @@ or vLLM; each is imported where used.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import runpy
 import sys
 import types
 from dataclasses import dataclass, fields
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+from megatron_octo.rollout.devices import physical_device, pinned_to, this_rank_gpu  # noqa: F401 (re-export)
 
 log = logging.getLogger(__name__)
 
@@ -200,46 +200,8 @@ def _start_service(settings: VLLMSettings, adapter: VLLMGenerate):
                               max_model_len=adapter.max_input_len + adapter.max_tokens)
     cfg = GenerationConfig(engine=engine, temperature=adapter.temperature, top_p=adapter.top_p,
                            max_tokens=adapter.max_tokens, stop=adapter.stop, sleep_level=settings.sleep_level)
-    with _visible_devices(_this_rank_gpu()):
+    with pinned_to(this_rank_gpu()):
         return GenerationService.start(cfg)
-
-
-def _this_rank_gpu() -> Optional[str]:
-    """The physical GPU this actor rank uses, as CUDA_VISIBLE_DEVICES names it (None without CUDA)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    return physical_device(torch.cuda.current_device(), os.environ.get("CUDA_VISIBLE_DEVICES"))
-
-
-def physical_device(index: int, visible: Optional[str]) -> str:
-    """Entry ``index`` of a CUDA_VISIBLE_DEVICES list (the index itself when the variable is unset)."""
-    if not visible:
-        return str(index)
-    entries = [v.strip() for v in visible.split(",") if v.strip()]
-    if index >= len(entries):
-        raise AdapterError(f"CUDA device {index} is not among CUDA_VISIBLE_DEVICES={visible!r}")
-    return entries[index]
-
-
-@contextlib.contextmanager
-def _visible_devices(device: Optional[str]):
-    """CUDA_VISIBLE_DEVICES = ``device`` while the engine starts. vLLM runs its engine in a child process that
-    would otherwise take GPU 0 on every rank of a node; the child inherits this value, this process is unaffected
-    (its CUDA context exists already) and the variable is restored afterwards."""
-    if device is None:
-        yield
-        return
-    old = os.environ.get("CUDA_VISIBLE_DEVICES")
-    os.environ["CUDA_VISIBLE_DEVICES"] = device
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["CUDA_VISIBLE_DEVICES"]
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = old
 
 
 # -- installation and launch -------------------------------------------------------------------------------------
