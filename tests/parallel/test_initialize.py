@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 180
+TIMEOUT_S = 600  # 4 ranks starting Megatron-Core on 2 busy cores can take minutes
 # Variables a torchrun launch (or an earlier in-process world of one) may have left in this environment.
 _LAUNCH_VARS = (
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
