@@ -61,7 +61,8 @@ for i, (tp, pp) in enumerate(layouts):
         parallel.destroy(ctx)
 result["launch_rank"] = int(os.environ.get("RANK", "0"))
 result["rank_in_env"] = "RANK" in os.environ
-print("RESULT " + json.dumps(result), flush=True)
+# One write call per line: print() may write the text and the newline separately, and 4 ranks share the pipe.
+os.write(1, ("RESULT " + json.dumps(result) + "\n").encode())
 '''
 
 
