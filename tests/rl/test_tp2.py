@@ -48,3 +48,13 @@ def test_pp2_rl_step_with_validation(toy_model, tmp_path):
     assert len(records) == 1 and 1.0 <= records[0]["logprob_mismatch"] < 1.001
     assert 0.0 <= records[0]["val_gsm8k"] <= 100.0 and 0.0 <= records[0]["val_amc23"] <= 100.0
     assert (tmp_path / "pp2" / "validation" / "step_0000001").is_dir()
+
+
+def test_dp2_rollout_ranks_split_the_prompts(toy_model, tmp_path):
+    """Data parallelism: each of the 2 replicas has its own engine and samples half of the step's prompts; the
+    metrics cover all of them."""
+    _, records = run_octo_rl(tmp_path / "dp2", toy_args(toy_model) + ["train.iters=2", "checkpoint.save=false"],
+                             nproc=2)
+    assert [r["responses"] for r in records] == [64.0, 64.0]  # 8 prompts x 8 rollouts, 4 prompts on each replica
+    for r in records:
+        assert 1.0 <= r["logprob_mismatch"] < 1.001 and r["skipped"] == 0.0
