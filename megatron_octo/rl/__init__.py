@@ -9,6 +9,9 @@ import shutil
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+COLLECTIVE_TIMEOUT_S = 4 * 3600
+"""How long a rank may wait in a collective: while a rollout rank generates (or rank 0 validates), the other ranks
+of its group wait in a broadcast, for much longer than training's 10 minutes at 4,096-8,192-token responses."""
 RL_RUN_FILES = ("init", "validation", "hf", "rl_summary.json", "critic_checkpoints", "samples.jsonl")
 """Outputs of ``octo rl`` besides those of ``octo train`` (``training.RUN_FILES``)."""
 
@@ -33,7 +36,7 @@ def rl(recipe, run_dir: Path, overwrite: bool = False, reward_fn=None) -> Dict[s
                           f"of {p.tp * p.pp * p.cp}")
     validate_rl(recipe, world // (p.tp * p.pp * p.cp))
     check_run_dir(run_dir, overwrite)
-    ctx = parallel.initialize(recipe.parallel, seed=recipe.train.seed)
+    ctx = parallel.initialize(recipe.parallel, seed=recipe.train.seed, timeout_s=COLLECTIVE_TIMEOUT_S)
     try:
         if ctx.is_main:
             if overwrite:
