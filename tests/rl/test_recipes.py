@@ -47,3 +47,14 @@ def test_mini_batch_must_split_over_data_parallel_ranks():
     r = load_recipe("octothinker-3b-grpo", ["rl.init=x"])
     with pytest.raises(ConfigError, match="divisible by the data-parallel size 3"):
         validate_rl(r, dp=3)
+
+
+def test_octo_rl_refuses_a_missing_start_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "megatron_octo", "rl", "--recipe", "tiny-cpu-grpo", "--run-dir",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("octo: error: rl.init is not set")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
