@@ -52,19 +52,11 @@ class Phases:
 class RLMetricsWriter(MetricsWriter):
     """metrics.jsonl / TensorBoard as in training, with an RL progress line."""
 
-    def _progress_line(self, record: Dict[str, float]) -> str:
-        step = int(record["step"])
-        if self._first_step is None:
-            self._first_step = step - 1
-        elapsed = time.monotonic() - self._start
-        eta = elapsed / (step - self._first_step) * (self.total_steps - step)
-        from megatron_octo.training.metrics import format_duration
-
-        return (f"step {step}/{self.total_steps} | reward {record['reward_mean']:+.3f} | acc "
-                f"{100 * record['accuracy']:.1f}% | len {record['response_length_mean']:.0f} (max "
-                f"{record['response_length_max']:.0f}) | clip {record['clip_fraction']:.3f} | mismatch "
-                f"{record['logprob_mismatch']:.4f} | {record['tokens_per_s']:.0f} gen tokens/s | elapsed "
-                f"{format_duration(elapsed)} | ETA {format_duration(eta)}")
+    def _fields(self, record: Dict[str, float]) -> str:
+        return (f"reward {record['reward_mean']:+.3f} | acc {100 * record['accuracy']:.1f}% | len "
+                f"{record['response_length_mean']:.0f} (max {record['response_length_max']:.0f}) | clip "
+                f"{record['clip_fraction']:.3f} | mismatch {record['logprob_mismatch']:.4f} | "
+                f"{record['tokens_per_s']:.0f} gen tokens/s")
 
 
 def _sync(parts, recipe: RecipeConfig, ctx: ParallelContext, engine) -> None:

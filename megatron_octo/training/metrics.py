@@ -53,11 +53,14 @@ class MetricsWriter:
             self._first_step = step - 1
         elapsed = time.monotonic() - self._start
         eta = elapsed / (step - self._first_step) * (self.total_steps - step)
+        return (f"step {step}/{self.total_steps} | {self._fields(record)} | elapsed {format_duration(elapsed)} | "
+                f"ETA {format_duration(eta)}")
+
+    def _fields(self, record: Dict[str, float]) -> str:
+        """The stage's own part of the progress line."""
         return (
-            f"step {step}/{self.total_steps} | loss {record['loss']:.4f} | lr {record['lr']:.3e} | "
-            f"grad_norm {record['grad_norm']:.3f} | {record['tokens_per_s']:.0f} tokens/s | "
-            + (f"MFU {100 * record['mfu']:.1f}% | " if "mfu" in record else "") +
-            f"elapsed {format_duration(elapsed)} | ETA {format_duration(eta)}"
+            f"loss {record['loss']:.4f} | lr {record['lr']:.3e} | grad_norm {record['grad_norm']:.3f} | "
+            f"{record['tokens_per_s']:.0f} tokens/s" + (f" | MFU {100 * record['mfu']:.1f}%" if "mfu" in record else "")
         )
 
     def close(self) -> None:
