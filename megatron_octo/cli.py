@@ -36,11 +36,12 @@ def _user_errors() -> tuple:
     from megatron_octo.training.build import SetupError
     from megatron_octo.training.checkpoint import CheckpointError
     from megatron_octo.training.loop import TrainingDiverged
+    from megatron_octo.training.metrics import MetricsFileError
     from megatron_octo.training.plot import PlotError
     from megatron_octo.utils.io import OutputExistsError
 
     return (ConfigError, ConvertError, DataError, EvalError, ParallelSetupError, SetupError, CheckpointError,
-            PlotError, OutputExistsError, TrainingDiverged, LaunchError, PromptError, RLSetupError)
+            PlotError, OutputExistsError, TrainingDiverged, LaunchError, PromptError, RLSetupError, MetricsFileError)
 
 
 def _cmd_recipe_list(args) -> int:
@@ -72,17 +73,17 @@ def _train_message(summary: dict, run_dir: str) -> str:
 
 def _cmd_train(args) -> int:
     from megatron_octo.training import train_from_args
-    from megatron_octo.training.signals import REQUEUE_EXIT_CODE
+    from megatron_octo.training.stage import exit_code
 
     summary = train_from_args(args.recipe, args.overrides, args.run_dir, args.overwrite, args.override_schedule)
     if int(os.environ.get("RANK", "0")) == 0:
         print(_train_message(summary, args.run_dir))
-    return REQUEUE_EXIT_CODE if summary.get("preempted") else 0
+    return exit_code(summary)
 
 
 def _cmd_rl(args) -> int:
     from megatron_octo.rl import rl_from_args
-    from megatron_octo.training.signals import REQUEUE_EXIT_CODE
+    from megatron_octo.training.stage import exit_code
 
     summary = rl_from_args(args.recipe, args.overrides, args.run_dir, args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -92,7 +93,7 @@ def _cmd_rl(args) -> int:
                   f"{summary['reward_last']:+.3f} (last 5); metrics in {args.run_dir}/metrics.jsonl")
         else:
             print(f"nothing to do: {args.run_dir} already holds all {summary['steps']} steps")
-    return REQUEUE_EXIT_CODE if summary.get("preempted") else 0
+    return exit_code(summary)
 
 
 def _cmd_plot(args) -> int:
@@ -605,3 +606,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except _user_errors() as exc:
         print(f"octo: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (whose first Ctrl-C saves and exits 75)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print("octo: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130

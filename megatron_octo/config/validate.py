@@ -175,15 +175,21 @@ def validate(recipe: RecipeConfig, world_size: Optional[int] = None) -> None:
         check_world(recipe, world_size)
 
 
-def check_world(recipe: RecipeConfig, world_size: int) -> int:
-    """Return the data-parallel size for ``world_size`` processes, or raise."""
-    p, t = recipe.parallel, recipe.train
+def data_parallel_size(recipe: RecipeConfig, world_size: int) -> int:
+    """The data-parallel size of ``world_size`` processes under the recipe's TP x PP x CP, or raise."""
+    p = recipe.parallel
     model_parallel = p.tp * p.pp * p.cp
     _require(
         world_size % model_parallel == 0,
         f"{world_size} processes cannot hold parallel.tp*pp*cp={model_parallel}: launch a multiple of {model_parallel}",
     )
-    dp = world_size // model_parallel
+    return world_size // model_parallel
+
+
+def check_world(recipe: RecipeConfig, world_size: int) -> int:
+    """Return the data-parallel size for ``world_size`` processes, or raise (training's batch geometry)."""
+    t = recipe.train
+    dp = data_parallel_size(recipe, world_size)
     _require(
         t.global_batch % (t.micro_batch * dp) == 0,
         f"train.global_batch={t.global_batch} must be divisible by train.micro_batch*DP="

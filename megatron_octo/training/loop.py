@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -24,9 +24,8 @@ from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import Components, build
 from megatron_octo.training.flops import mfu, peak_flops
-from megatron_octo.training.metrics import maybe_writer, truncate_metrics
-from megatron_octo.training.resume import Start, restore, schedule_params
-from megatron_octo.training.signals import StopRequest
+from megatron_octo.training.resume import Start
+from megatron_octo.training.stage import TRAIN_STAGE, CheckpointManager, metrics_writer, resume
 
 
 @dataclass
@@ -139,17 +138,6 @@ def make_dataset(recipe: RecipeConfig):
     raise NotImplementedError(f"data.kind={recipe.data.kind!r} is not available: use synthetic or blend")
 
 
-def _save(saver: ckpt.Saver, recipe: RecipeConfig, parts: Components, ctx: ParallelContext, step: int,
-          iters: int, start: Start) -> Path:
-    meta = ckpt.CheckpointMeta(
-        step=step, tokens=step * recipe.train.global_batch * recipe.train.seq_len, recipe=recipe.name,
-        schedule=schedule_params(recipe, iters), lineage=start.lineage, model=asdict(recipe.model),
-        layout={"tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
-                "distributed_optimizer": recipe.parallel.distributed_optimizer},
-    )
-    return saver.save(meta, parts)
-
-
 def _check_divergence(history: List[StepResult], limit: int, run_dir: Path) -> None:
     """Stop, without saving, once the last ``limit`` steps all had non-finite losses."""
     recent = history[-limit:]
@@ -162,73 +150,60 @@ def _check_divergence(history: List[StepResult], limit: int, run_dir: Path) -> N
         )
 
 
-def _should_save(recipe: RecipeConfig, step: int, iters: int) -> bool:
-    """``step`` counts steps taken; the last step always saves."""
-    interval = recipe.checkpoint.save_interval
-    return recipe.checkpoint.save and (step == iters or (interval is not None and step % interval == 0))
+def prepare_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
+                     parts: Optional[Components] = None) -> Callable[[], Dict[str, float]]:
+    """Build the stage and restore where it starts (everything that can refuse the recipe); returns the session
+    that trains to the last iteration (``stage.run_stage`` calls both)."""
+    iters = train_iters(recipe)
+    parts = parts or build(recipe, ctx, iters)
+    start = resume(recipe, run_dir, parts, iters, ctx, TRAIN_STAGE)
+    dataset = make_dataset(recipe)
+    return lambda: _train(recipe, run_dir, ctx, parts, start, dataset, iters)
 
 
 def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                  parts: Optional[Components] = None) -> Dict[str, float]:
     """Train ``recipe`` to its last iteration, starting where ``resume.restore`` says; the main rank writes
-    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``preempted`` is True when a stop
-    signal ended the run (after saving) before its last step."""
-    iters = train_iters(recipe)
-    parts = parts or build(recipe, ctx, iters)
-    start = restore(recipe, run_dir, parts, iters)
-    if ctx.is_main:
-        if start.source:
-            print(f"[octo] {start.source}", flush=True)
-        truncate_metrics(run_dir / "metrics.jsonl", start.step)
-    dataset = make_dataset(recipe)
+    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``exit_code`` is
+    ``REQUEUE_EXIT_CODE`` when a stop signal ended the run (after saving) before its last step."""
+    return prepare_training(recipe, run_dir, ctx, parts)()
+
+
+def _train(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, parts: Components, start: Start, dataset,
+           iters: int) -> Dict[str, float]:
     tokens_per_step = recipe.train.global_batch * recipe.train.seq_len
-    writer = maybe_writer(ctx.is_main, run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
-    stop = StopRequest()
-    saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
+    writer = metrics_writer(ctx, run_dir, iters, recipe)
     peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
-    history, preempted = [], False
+    history: List[StepResult] = []
+    manager = CheckpointManager(recipe, run_dir, ctx, start, iters, TRAIN_STAGE)
     try:
-        for step in range(start.step, iters):
-            result = train_step(step, parts, dataset, recipe, ctx)
-            history.append(result)
-            if writer is not None:
-                tokens_per_s = tokens_per_step / result.seconds
-                record = {
-                    "step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
-                    "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_s,
-                    "step_time_s": result.seconds, "skipped_steps": sum(r.skipped for r in history),
-                }
-                utilization = mfu(tokens_per_s, recipe.model, recipe.train.seq_len, ctx.world_size, peak)
-                writer.write(record if utilization is None else {**record, "mfu": utilization})
-            _check_divergence(history, recipe.train.max_nonfinite_steps, run_dir)
-            exiting = recipe.train.exit_interval is not None and len(history) == recipe.train.exit_interval
-            signalled = stop.agreed(ctx.device)
-            wanted = _should_save(recipe, step + 1, iters) or ((exiting or signalled) and recipe.checkpoint.save)
-            saver.poll()
-            if wanted and not result.skipped:  # never save right after a non-finite loss
-                _save(saver, recipe, parts, ctx, step + 1, iters, start)
-            if signalled and ctx.is_main:
-                print(f"[octo] {stop.signal_name or 'a stop signal'} received: saved step {step + 1}, exiting",
-                      flush=True)
-            if exiting or signalled:
-                preempted = signalled and step + 1 < iters  # a signal on the last step changes nothing
-                break
-        saver.close()
+        with manager:
+            for step in manager.steps():
+                result = train_step(step, parts, dataset, recipe, ctx)
+                history.append(result)
+                if writer is not None:
+                    tokens_per_s = tokens_per_step / result.seconds
+                    record = {
+                        "step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
+                        "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_s,
+                        "step_time_s": result.seconds, "skipped_steps": sum(r.skipped for r in history),
+                    }
+                    utilization = mfu(tokens_per_s, recipe.model, recipe.train.seq_len, ctx.world_size, peak)
+                    writer.write(record if utilization is None else {**record, "mfu": utilization})
+                _check_divergence(history, recipe.train.max_nonfinite_steps, run_dir)
+                # never save right after a non-finite loss
+                manager.step_done(step + 1, parts, tokens_per_step, can_save=not result.skipped)
     finally:
-        stop.restore()
         if writer is not None:
             writer.close()
-    return {**_summary(history, start, iters, tokens_per_step, ctx), "preempted": preempted}
+    return {**manager.summary(), **_summary(history, iters, tokens_per_step, ctx)}
 
 
-def _summary(history: List[StepResult], start: Start, iters: int, tokens_per_step: int,
-             ctx: ParallelContext) -> Dict[str, float]:
+def _summary(history: List[StepResult], iters: int, tokens_per_step: int, ctx: ParallelContext) -> Dict[str, float]:
     seconds = sum(r.seconds for r in history)
-    ran = len(history)
     return {
-        "steps": iters, "start_step": start.step, "steps_run": ran, "tokens": iters * tokens_per_step,
+        "tokens": iters * tokens_per_step,
         "first_loss": history[0].loss if history else None, "final_loss": history[-1].loss if history else None,
-        "seconds": seconds, "tokens_per_s": ran * tokens_per_step / seconds if seconds else None,
+        "seconds": seconds, "tokens_per_s": len(history) * tokens_per_step / seconds if seconds else None,
         "world_size": ctx.world_size, "tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
-        "lineage": start.lineage,
     }
