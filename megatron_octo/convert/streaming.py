@@ -28,7 +28,7 @@ from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.layout import McoreTensor, WeightPlan, build_plan, row_blocks
 from megatron_octo.convert.progress import Progress, human_bytes
 from megatron_octo.convert.verify import DEFAULT_ATOL, DEFAULT_KL, DEFAULT_PROMPT, VerifyResult
-from megatron_octo.utils.io import OutputExistsError
+from megatron_octo.utils.io import OutputExistsError, remove_stale_temps
 
 DEFAULT_BLOCK_BYTES = 64 << 20
 DEFAULT_MAX_SHARD = "5GB"
@@ -232,6 +232,7 @@ def staged_output(output: Path, overwrite: bool, inputs: Tuple[Path, ...]) -> It
     if exists and not overwrite:
         raise OutputExistsError(f"{output} already exists: pass --overwrite to replace it, or pick another --output")
     output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(output)  # left by a killed earlier conversion to this output
     tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
