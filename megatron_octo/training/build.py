@@ -66,7 +66,7 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     from megatron.core.distributed import finalize_model_grads
     from megatron.core.transformer.module import Float16Module
 
-    from megatron_octo.models.common import build_gpt_model, resolve_spec, transformer_config
+    from megatron_octo.models.gpt import build_gpt_model, resolve_spec, transformer_config
     from megatron_octo.training.init import initialize_invariant
 
     use_te = resolve_spec(recipe.model.spec)
