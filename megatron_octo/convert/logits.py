@@ -36,17 +36,17 @@ def load_megatron(ckpt_dir: Path, ctx, dtype: torch.dtype = torch.float32, cfg: 
 
     from megatron_octo.convert.dist_io import DistCheckpoint
     from megatron_octo.convert.sources import model_config
-    from megatron_octo.models import common
+    from megatron_octo.models.gpt import build_gpt_model, te_available, transformer_config
     from megatron_octo.training import checkpoint
 
     if cfg is None:  # one of ours: a checkpoint directory, or a save folder / run directory naming one
         ckpt_dir = checkpoint.resolve(str(ckpt_dir))
         cfg = model_config(checkpoint.read_meta(ckpt_dir))
     # Checkpoint keys do not depend on the spec: a TE-trained checkpoint loads into local layers where TE is absent.
-    use_te = cfg.spec != "local" and common.te_available()
-    tcfg = common.transformer_config(cfg, ParallelConfig(tp=ctx.tp, pp=ctx.pp), dtype)
-    gpt = common.build_gpt_model(cfg, tcfg, ctx.pgs, pre_process=ctx.is_first_stage,
-                                 post_process=ctx.is_last_stage, use_te=use_te).to(ctx.device)
+    use_te = cfg.spec != "local" and te_available()
+    tcfg = transformer_config(cfg, ParallelConfig(tp=ctx.tp, pp=ctx.pp), dtype)
+    gpt = build_gpt_model(cfg, tcfg, ctx.pgs, pre_process=ctx.is_first_stage,
+                          post_process=ctx.is_last_stage, use_te=use_te).to(ctx.device)
     prefix = DistCheckpoint(ckpt_dir).prefix
     state = dist_checkpointing.load({"model": gpt.sharded_state_dict(prefix=prefix)}, str(ckpt_dir))["model"]
     result = gpt.load_state_dict({k[len(prefix):]: v for k, v in state.items()}, strict=False)

@@ -201,12 +201,12 @@ def model_config(args, where, vocab_size: int) -> ModelConfig:
 def model_args(cfg: ModelConfig, tp: int, pp: int) -> dict:
     """The Megatron-LM args describing ``cfg`` at ``tp`` x ``pp`` (what ``load_args_from_checkpoint`` restores
     and ``check_checkpoint_args`` compares), from which ``model_config`` gives ``cfg`` back."""
-    from megatron_octo.models import common
+    from megatron_octo.models import shapes
 
     return dict(
         num_layers=cfg.num_layers, hidden_size=cfg.hidden_size, ffn_hidden_size=cfg.ffn_hidden_size,
         num_attention_heads=cfg.num_attention_heads, group_query_attention=True,
-        num_query_groups=common.query_groups(cfg), kv_channels=common.head_dim(cfg),
+        num_query_groups=shapes.query_groups(cfg), kv_channels=shapes.head_dim(cfg),
         max_position_embeddings=cfg.max_position_embeddings, position_embedding_type="rope",
         use_rotary_position_embeddings=True, rotary_base=int(cfg.rotary_base) if float(cfg.rotary_base).is_integer()
         else cfg.rotary_base, rotary_percent=1.0, rotary_interleaved=False,
@@ -217,7 +217,7 @@ def model_args(cfg: ModelConfig, tp: int, pp: int) -> dict:
         add_qkv_bias=bool(cfg.add_qkv_bias), untie_embeddings_and_output_weights=not cfg.tie_word_embeddings,
         apply_query_key_layer_scaling=False, attention_dropout=0.0, hidden_dropout=0.0, num_experts=None,
         vocab_size=cfg.vocab_size, make_vocab_size_divisible_by=cfg.make_vocab_size_divisible_by,
-        padded_vocab_size=common.padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, tp),
+        padded_vocab_size=shapes.padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, tp),
         init_method_std=cfg.init_method_std, tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
         virtual_pipeline_model_parallel_size=None, num_layers_per_virtual_pipeline_stage=None,
         expert_model_parallel_size=1, context_parallel_size=1, ckpt_format="torch_dist",

@@ -31,7 +31,7 @@ from megatron_octo.convert.dist_io import DistCheckpoint, check_model_tensors
 from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.layout import build_plan
 from megatron_octo.convert.options import HF_ASSETS
-from megatron_octo.models import common
+from megatron_octo.models import shapes
 
 NEMO_PREFIX = "model."
 """NeMo's MegatronGPTModel asks for its GPTModel's sharded state dict under this prefix."""
@@ -76,7 +76,7 @@ def nemo_model_config(cfg: ModelConfig, target: NemoTarget, tokenizer_dir: Optio
 
     ``override_vocab_size`` fixes the embedding rows to our padding for ``target.tp`` whatever the tokenizer's own
     size; ``tokenizer_dir`` (absolute) becomes ``tokenizer.type`` of a ``huggingface`` tokenizer."""
-    common.require_shape(cfg)
+    shapes.require_shape(cfg)
     seq = int(cfg.max_position_embeddings or 4096)
     return {
         "target": MODEL_TARGET, "mcore_gpt": True, "transformer_engine": bool(target.transformer_engine),
@@ -86,13 +86,13 @@ def nemo_model_config(cfg: ModelConfig, target: NemoTarget, tokenizer_dir: Optio
         "virtual_pipeline_model_parallel_size": None, "sequence_parallel": False,
         "encoder_seq_length": seq, "max_position_embeddings": seq,
         "num_layers": cfg.num_layers, "hidden_size": cfg.hidden_size, "ffn_hidden_size": cfg.ffn_hidden_size,
-        "num_attention_heads": cfg.num_attention_heads, "num_query_groups": common.query_groups(cfg),
-        "kv_channels": common.head_dim(cfg), "init_method_std": float(cfg.init_method_std),
+        "num_attention_heads": cfg.num_attention_heads, "num_query_groups": shapes.query_groups(cfg),
+        "kv_channels": shapes.head_dim(cfg), "init_method_std": float(cfg.init_method_std),
         "use_scaled_init_method": True, "hidden_dropout": 0.0, "attention_dropout": 0.0, "ffn_dropout": 0.0,
         "apply_query_key_layer_scaling": False, "normalization": "rmsnorm",
         "layernorm_epsilon": float(cfg.norm_epsilon),
         "do_layer_norm_weight_decay": False, "make_vocab_size_divisible_by": cfg.make_vocab_size_divisible_by,
-        "override_vocab_size": common.padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, target.tp),
+        "override_vocab_size": shapes.padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, target.tp),
         "pre_process": True, "post_process": True, "persist_layer_norm": False,
         "bias": False, "qkv_bias": bool(cfg.add_qkv_bias), "activation": "fast-swiglu", "headscale": False,
         "transformer_block_type": "pre_ln", "openai_gelu": False, "normalize_attention_scores": True,
@@ -210,7 +210,7 @@ def _spelled_as_exported(cfg: ModelConfig, path: Path) -> ModelConfig:
         exported = get_family(cfg.family).from_hf(hf_io.read_json(config, ""))
     except ValueError:
         return cfg
-    if common.head_dim(exported) != common.head_dim(cfg):
+    if shapes.head_dim(exported) != shapes.head_dim(cfg):
         return cfg
     return replace(cfg, kv_channels=exported.kv_channels, preset=exported.preset)
 

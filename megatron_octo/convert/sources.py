@@ -168,9 +168,9 @@ def open_hf(path: Path, make_vocab_size_divisible_by: int) -> Tuple[hf_io.HFChec
     hf = hf_io.HFCheckpoint(path)
     try:
         family = family_for_hf_config(hf.config)
-        archs = hf.config.get("architectures") or [family.ARCHITECTURE]
-        if family.ARCHITECTURE not in archs:
-            raise ValueError(f"architectures {archs} are not supported: only {family.ARCHITECTURE}")
+        archs = hf.config.get("architectures") or [family.architecture]
+        if family.architecture not in archs:
+            raise ValueError(f"architectures {archs} are not supported: only {family.architecture}")
         cfg = family.from_hf(hf.config)
     except ValueError as exc:
         raise ConvertError(f"{hf.path / hf_io.CONFIG}: {exc}") from None
