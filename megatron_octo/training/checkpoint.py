@@ -27,6 +27,7 @@ from typing import List, Optional
 import torch.distributed as dist
 
 from megatron_octo.errors import OctoError
+from megatron_octo.training.params import model_state, unwrap  # noqa: F401 (unwrap: re-exported)
 from megatron_octo.utils.io import atomic_write_text
 
 META_FILE = "octo_checkpoint.json"
@@ -113,18 +114,14 @@ def resolve(spec: str) -> Path:
     return found
 
 
-def unwrap(chunk):
-    """The GPTModel inside DDP (and Float16Module): checkpoints use the names GPTModel declares, as Megatron-LM's
-    do (DDP has no sharded_state_dict of its own, and the default one would prefix every key with ``module.``)."""
-    while hasattr(chunk, "module"):
-        chunk = chunk.module
-    return chunk
-
-
-def _model_sharded_state_dict(chunks) -> dict:
-    if len(chunks) != 1:
-        raise NotImplementedError("virtual pipeline stages are not supported yet")
-    return unwrap(chunks[0]).sharded_state_dict()
+def _model_sharded_state_dict(chunks, *, is_loading: bool) -> dict:
+    """What a load fills: the model's own sharded state dict; what a save writes: the same with current
+    parameters (``params.model_state`` completes a deferred all-gather first)."""
+    if is_loading:
+        if len(chunks) != 1:
+            raise NotImplementedError("virtual pipeline stages are not supported yet")
+        return unwrap(chunks[0]).sharded_state_dict()
+    return model_state(chunks)
 
 
 def _load_model_state(chunks, state: dict, ckpt_dir: Path) -> None:
@@ -139,7 +136,7 @@ def _load_model_state(chunks, state: dict, ckpt_dir: Path) -> None:
 
 def sharded_state(parts, *, with_optimizer: bool, is_loading: bool) -> dict:
     """The sharded state dict that a save writes or a load fills."""
-    model_sd = _model_sharded_state_dict(parts.model)
+    model_sd = _model_sharded_state_dict(parts.model, is_loading=is_loading)
     state = {"model": model_sd}
     if with_optimizer:
         state["optimizer"] = parts.optimizer.sharded_state_dict(
