@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
+from megatron_octo.errors import OctoError
+
 
 def format_duration(seconds: float) -> str:
     """``3725`` -> ``1h02m05s``."""
@@ -69,7 +71,7 @@ class MetricsWriter:
             self._tb.close()
 
 
-class MetricsFileError(ValueError):
+class MetricsFileError(OctoError, ValueError):
     """A metrics file has an unreadable line other than a torn last one; the message names file:line."""
 
 

@@ -67,7 +67,8 @@ Others (RoPE scaling, position limit, init, layer spec) may change on resume."""
 def _identity_clash(run_dir: Path, recipe: RecipeConfig) -> Optional[str]:
     """What makes ``recipe`` another run than the one in ``run_dir`` (its recipe.yaml, or the newest readable
     checkpoint's metadata), or None."""
-    from megatron_octo.config.loader import ConfigError, load_recipe
+    from megatron_octo.config.errors import ConfigError
+    from megatron_octo.config.loader import load_recipe
 
     saved = run_dir / "recipe.yaml"
     if saved.is_file():
@@ -152,7 +153,7 @@ def world_check(spec: StageSpec, recipe: RecipeConfig, world_size: int) -> int:
     from megatron_octo.config.validate import check_world, data_parallel_size, validate_rl
 
     if spec.command == "rl":
-        dp = data_parallel_size(recipe, world_size)
+        dp = data_parallel_size(recipe.parallel, world_size)
         validate_rl(recipe, dp)
         return dp
     return check_world(recipe, world_size)
