@@ -67,14 +67,13 @@ Others (RoPE scaling, position limit, init, layer spec) may change on resume."""
 def _identity_clash(run_dir: Path, recipe: RecipeConfig) -> Optional[str]:
     """What makes ``recipe`` another run than the one in ``run_dir`` (its recipe.yaml, or the newest readable
     checkpoint's metadata), or None."""
-    from megatron_octo.config.errors import ConfigError
     from megatron_octo.config.loader import load_recipe
 
     saved = run_dir / "recipe.yaml"
     if saved.is_file():
         try:
             before = load_recipe(str(saved), [])
-        except ConfigError:
+        except Exception:  # an unreadable or outdated recipe.yaml: the checkpoints below still say which model
             before = None
         if before is not None:
             if before.name != recipe.name:
