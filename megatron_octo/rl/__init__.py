@@ -32,7 +32,10 @@ def export_policy(run_dir: Path, tokenizer_dir: Optional[str] = None) -> Path:
     out = run_dir / "hf"
     init = run_dir / INIT_DIR
     tokenizer = tokenizer_dir or (str(init / "hf_assets") if (init / "hf_assets").is_dir() else None)
-    mcore_to_hf(str(run_dir), str(out), tokenizer_dir=tokenizer, overwrite=True, quiet=True)
+    from megatron_octo.training.checkpoint import resolve
+
+    # the checkpoint itself, not the run directory that also holds the output
+    mcore_to_hf(str(resolve(str(run_dir))), str(out), tokenizer_dir=tokenizer, overwrite=True, quiet=True)
     return out
 
 
