@@ -2,7 +2,8 @@
 checks, made with the main stack, which the aligner venv cannot import (it runs Megatron-Core 0.11).
 
 For each model of ``MODELS``, in OUT/NAME: ``hf/`` (a random tiny transformers model with its tokenizer),
-``nemo/`` (its ``octo convert --to nemo`` export for the model's TP x PP), ``logits.pt`` (transformers' fp32 logits
+``nemo/`` (its ``octo convert --to nemo`` export for the model's TP x PP), ``critic/`` (its
+``octo convert --to nemo --critic`` export, NeMo-Aligner's PPO critic), ``logits.pt`` (transformers' fp32 logits
 of ``ids.pt``) and ``expected.pt`` (the Megatron-Core state dict of the local layer spec, built from the HF tensors
 by ``models.weight_map.state_dict_from_hf``: the full-tensor weight map, not the converter's streaming row maps).
 """
@@ -35,6 +36,7 @@ def make(out: Path) -> dict:
         root = out / name
         hf = make_hf_model(model, root / "hf", seed=seed)
         to_nemo("hf", hf, root / "nemo", tp=tp, pp=pp, quiet=True)
+        to_nemo("hf", hf, root / "critic", tp=tp, pp=pp, quiet=True, critic=True)
         torch.save(ids, root / "ids.pt")
         torch.save(hf_logits(hf, ids).float(), root / "logits.pt")
         _, cfg = open_hf(hf, 128)
