@@ -16,6 +16,7 @@ pytest.importorskip("nemo.collections.nlp", reason="NeMo is not installed: this 
 pytest.importorskip("nemo_aligner", reason="NeMo-Aligner is not installed: make test-aligner")
 
 import torch  # noqa: E402
+from megatron.core.models.gpt import GPTModel  # noqa: E402
 
 from tests.aligner import nemo_cpu  # noqa: E402
 from tests.aligner.test_nemo_restore import trainer  # noqa: E402,F401 (the module's one-process CPU Trainer)
@@ -62,7 +63,8 @@ def test_critic_restores_strictly_with_a_zero_value_head(name, exports, critics)
 @pytest.mark.parametrize("name", MODELS)
 def test_critic_trunk_is_the_policy(name, exports, critics):
     """Every trunk tensor equals the policy's (the weight map's full-tensor result); the untied output layer is
-    the policy's output layer, or its embedding when tied; hidden states through it give transformers' logits."""
+    the policy's output layer, or its embedding when tied; hidden states through it give transformers' logits of the
+    model without RoPE scaling (NeMo-Aligner's critic applies none: ``logits_unscaled_rope.pt``)."""
     info, critic = exports[name], critics[name]
     expected = torch.load(info["dir"] / "expected.pt")
     state = critic.model.state_dict()
@@ -72,14 +74,11 @@ def test_critic_trunk_is_the_policy(name, exports, critics):
     assert torch.equal(state["output_layer.weight"].float(), lm_head.float())
     ids = torch.load(info["dir"] / "ids.pt")
     positions = torch.arange(ids.shape[1]).unsqueeze(0)
-    with torch.no_grad(), patch.object(critic.model, "post_process", False):
-        hidden = critic.model.decoder(critic.model.embedding(ids, positions), None,
-                                      rotary_pos_emb=_rotary(critic.model, ids.shape[1]))  # [s, b, h]
+    with torch.no_grad(), patch.object(critic.model, "post_process", False):  # as GPTRewardModel.forward does
+        hidden = GPTModel.forward(critic.model, input_ids=ids, position_ids=positions, attention_mask=None)  # [s, b, h]
     with torch.no_grad():
         logits = critic.model.output_layer(hidden)[0].transpose(0, 1)  # [b, s, padded vocab]
-    reference = torch.load(info["dir"] / "logits.pt")
+    # NeMo-Aligner's GPTRewardModel never applies NeMo's Llama-3 RoPE scaling (scale_positional_embedding), which
+    # MegatronGPTModel and so the actor do: its critic sees the model with plain RoPE (no-op for Qwen2).
+    reference = torch.load(info["dir"] / "logits_unscaled_rope.pt")
     torch.testing.assert_close(logits[..., : info["vocab_size"]].float(), reference, atol=1e-5, rtol=1e-5)
-
-
-def _rotary(model, seq_len: int):
-    return model.rotary_pos_emb(seq_len)
