@@ -44,7 +44,7 @@ class _Vocab:
 
 def _trainer(recipe, ctx):
     """The recipe's GPTModel for this rank, layout-invariant random weights, no DDP / optimizer."""
-    from megatron_octo.models.common import build_gpt_model, resolve_spec, transformer_config
+    from megatron_octo.models.gpt import build_gpt_model, resolve_spec, transformer_config
     from megatron_octo.training.build import resolve_dtype
     from megatron_octo.training.init import initialize_invariant
 

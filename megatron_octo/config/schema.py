@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+RL_STOP = ("User:", "Assistant:", "Question:", "Answer:")
+"""RECIPE.md, Stage 3: the RL run's stop strings (not kept in the output); also the RL prompt templates' stop."""
+
 
 @dataclass
 class ModelConfig:
@@ -236,7 +239,7 @@ class RolloutConfig:
     response_length_schedule: Dict[int, int] = field(default_factory=dict)
     """Progressive length cap ``{step: tokens}``: from that step on, the cap is ``tokens`` (long-CoT runs:
     ``{0: 2048, 200: 4096, 320: 8192}``); empty means ``max_response_tokens`` throughout."""
-    stop: List[str] = field(default_factory=lambda: ["User:", "Assistant:", "Question:", "Answer:"])
+    stop: List[str] = field(default_factory=lambda: list(RL_STOP))
     """Stop strings; generation ends at the first and the string is not kept in the response."""
     gpu_memory_utilization: float = 0.4
     """vLLM: share of accelerator memory its engine may take (colocated with training)."""

@@ -9,7 +9,7 @@
 2. For each tensor in plan order the rollout leader (model-parallel rank 0) allocates the full tensor in the
    engine's dtype and receives the other ranks' pieces by point-to-point sends over the model-parallel group (the
    TP and PP gather, shard by shard); pieces are cast to the engine's dtype by their owner before they travel.
-3. The leader maps the full tensor to HF names with the family's weight map (``models.common.tensor_to_hf``, the
+3. The leader maps the full tensor to HF names with the family's weight map (``models.weight_map.tensor_to_hf``, the
    rules ``octo convert`` uses) and streams the HF tensors into its engine (``engine.load_weights`` takes an
    iterator); where further ranks host parts of the engine (vLLM tensor parallelism inside the trainer's TP group)
    the leader packs them into buckets and broadcasts each bucket over the engine group (``rl.transfer``).
@@ -23,7 +23,8 @@ the full model assembled on the leader); ``benchmarks/rollout.py`` measures the 
 it as a reference.
 
 With the distributed optimizer and ``overlap_param_gather``, parameters after ``optimizer.step()`` are current only
-in each rank's own shard until the next forward; ``make_current`` forces the all-gather first.
+in each rank's own shard until the next forward; both paths read the model through ``training.params.model_state``,
+which completes that all-gather first.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ import torch.distributed as dist
 
 from megatron_octo.config.schema import ModelConfig
 from megatron_octo.models import get_family
-from megatron_octo.models.common import tensor_to_hf
-from megatron_octo.training.checkpoint import unwrap
+from megatron_octo.models.weight_map import mcore_order, tensor_to_hf
 from megatron_octo.training.init import _shard_pieces
+from megatron_octo.training.params import model_state
 
 Piece = Tuple[str, Tuple[int, ...], Tuple[int, ...], torch.Tensor]
 """(per-layer Megatron-Core key, global offset, global shape, local data) of one shard."""
@@ -53,26 +54,17 @@ def _layer_key(key: str, layer: int) -> str:
 
 
 def shard_views(chunks) -> List[Piece]:
-    """This rank's shards of every model tensor, keyed per layer; the data are views of the parameters."""
+    """This rank's shards of every model tensor, keyed per layer; the data are views of the current parameters
+    (collective over the data-parallel group when the parameter all-gather is deferred: ``training.params``)."""
     pieces: List[Piece] = []
-    for chunk in chunks:
-        for sharded in unwrap(chunk).sharded_state_dict().values():
-            shards, _ = _shard_pieces(sharded)
-            for sh in shards:
-                prepend = sh.prepend_axis_num
-                key = _layer_key(sh.key, sh.global_offset[0]) if prepend else sh.key
-                pieces.append((key, tuple(sh.global_offset[prepend:]), tuple(sh.global_shape[prepend:]),
-                               sh.data.detach()))
+    for sharded in model_state(chunks).values():
+        shards, _ = _shard_pieces(sharded)
+        for sh in shards:
+            prepend = sh.prepend_axis_num
+            key = _layer_key(sh.key, sh.global_offset[0]) if prepend else sh.key
+            pieces.append((key, tuple(sh.global_offset[prepend:]), tuple(sh.global_shape[prepend:]),
+                           sh.data.detach()))
     return pieces
-
-
-def make_current(chunks) -> None:
-    """Finish the distributed optimizer's parameter all-gather, so every rank's parameters are the optimizer's
-    latest values (with ``overlap_param_gather`` they otherwise update only in the next forward)."""
-    for chunk in chunks:
-        cfg = getattr(chunk, "ddp_config", None)
-        if cfg is not None and cfg.use_distributed_optimizer and cfg.overlap_param_gather:
-            chunk.start_param_sync(force_sync=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -147,8 +139,6 @@ def _slices(offset, shape) -> Tuple[slice, ...]:
 def build_plan(metadata: List[List[Tuple[str, tuple, tuple, tuple]]], cfg: ModelConfig) -> List[PlannedTensor]:
     """The model's tensors in the weight map's order from every rank's (key, offset, global shape, local shape)
     list; the tied output layer (a last stage's copy of the embedding) is left out, replicated pieces kept once."""
-    from megatron_octo.models.common import mcore_order
-
     by_key: Dict[str, Dict[tuple, tuple]] = {}
     shapes: Dict[str, tuple] = {}
     for rank, entries in enumerate(metadata):
@@ -158,7 +148,7 @@ def build_plan(metadata: List[List[Tuple[str, tuple, tuple, tuple]]], cfg: Model
             if shapes.setdefault(key, global_shape) != global_shape:
                 raise RuntimeError(f"weight sync: ranks disagree on the global shape of {key}")
             by_key.setdefault(key, {}).setdefault(offset, (rank, offset, local_shape))
-    order = mcore_order(cfg, get_family(cfg.family).LAYER_RULES, keys=by_key)
+    order = mcore_order(cfg, get_family(cfg.family).layer_rules, keys=by_key)
     return [PlannedTensor(key, shapes[key], tuple(by_key[key].values())) for key in order]
 
 
@@ -218,7 +208,7 @@ class WeightSync:
             else None
         self._plan: Optional[List[PlannedTensor]] = None
         self._buckets: List[Bucket] = []
-        self.rules = get_family(cfg.family).LAYER_RULES
+        self.rules = get_family(cfg.family).layer_rules
 
     def _setup(self, views: List[Piece]) -> None:
         """The plan and its buckets (once: a metadata all-gather over the model-parallel group)."""
@@ -298,7 +288,6 @@ class WeightSync:
         """Collective over the model-parallel group: the engine(s) of this group get the trainer's weights.
         ``engine`` is None on ranks that host no engine part (they only send their shards)."""
         start = time.perf_counter()
-        make_current(chunks)
         stats = SyncStats()
         stream = _counting(self.stream(chunks), stats)
         if engine is not None:

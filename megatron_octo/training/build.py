@@ -8,12 +8,13 @@ from typing import List
 import torch
 
 from megatron_octo.config.schema import RecipeConfig
+from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class SetupError(ValueError):
+class SetupError(OctoError, ValueError):
     """The recipe asks for something this machine cannot do; the message says what and how to fix it."""
 
 
@@ -65,7 +66,7 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     from megatron.core.distributed import finalize_model_grads
     from megatron.core.transformer.module import Float16Module
 
-    from megatron_octo.models.common import build_gpt_model, resolve_spec, transformer_config
+    from megatron_octo.models.gpt import build_gpt_model, resolve_spec, transformer_config
     from megatron_octo.training.init import initialize_invariant
 
     use_te = resolve_spec(recipe.model.spec)

@@ -21,13 +21,14 @@ LAYOUT = ["parallel.tp=2", "parallel.pp=2", "parallel.distributed_optimizer=true
 def test_tensor_by_tensor_map_equals_the_whole_model_map():
     from megatron_octo.config.schema import ModelConfig
     from megatron_octo.models import get_family, preset
-    from megatron_octo.models.common import mcore_order, tensor_to_hf
+    from megatron_octo.models.weight_map import mcore_order, tensor_to_hf
 
     for family, name in (("llama", "tiny-llama"), ("qwen2", "tiny-qwen2")):
         fields = preset(name)
         cfg = ModelConfig(**{k: v for k, v in fields.items() if k in ModelConfig.__dataclass_fields__})
         module = get_family(family)
         hf = module.state_dict_to_hf  # the reference: whole-model conversion
+        rules = module.layer_rules
         torch.manual_seed(0)
         padded = -(-cfg.vocab_size // 128) * 128 + 128  # a vocabulary padded beyond the real rows
         hf_sd = {k: torch.randn(v.shape) for k, v in _hf_like(module, cfg).items()}
@@ -36,8 +37,8 @@ def test_tensor_by_tensor_map_equals_the_whole_model_map():
                  for k, v in mcore.items()}
         whole = hf(mcore, cfg)
         streamed = {}
-        for key in mcore_order(cfg, module.LAYER_RULES, mcore.keys()):
-            for hf_name, tensor in tensor_to_hf(key, mcore[key], cfg, module.LAYER_RULES):
+        for key in mcore_order(cfg, rules, mcore.keys()):
+            for hf_name, tensor in tensor_to_hf(key, mcore[key], cfg, rules):
                 assert hf_name not in streamed
                 streamed[hf_name] = tensor
         assert list(streamed) == list(whole)  # same names, same order

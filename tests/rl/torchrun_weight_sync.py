@@ -21,7 +21,7 @@ BUCKET_BYTES = 64 << 10
 
 def layer_bound_bytes(cfg, tp: int) -> int:
     """The largest "layer" in fp32: one decoder layer's full tensors, or the (vocabulary-padded) embedding."""
-    from megatron_octo.models.common import padded_vocab_size
+    from megatron_octo.models.shapes import padded_vocab_size
 
     h, f, d = cfg.hidden_size, cfg.ffn_hidden_size, cfg.hidden_size // cfg.num_attention_heads
     q, kv = cfg.num_attention_heads * d, cfg.num_query_groups * d
@@ -50,7 +50,7 @@ def main(model_dir: Path, work: Path, mode: str, overrides) -> None:
     from megatron_octo.rl.engines import TransformersEngine
     from megatron_octo.rl.loop import _old_logprobs
     from megatron_octo.rl.setup import _hf_config, prepare_start
-    from megatron_octo.rl.sync import WeightSync, gather_hf_state, make_current, shard_views
+    from megatron_octo.rl.sync import WeightSync, gather_hf_state
     from megatron_octo.training.build import build
     from megatron_octo.training.resume import restore
     from megatron_octo.utils.memprobe import TensorBytesProbe
@@ -74,16 +74,15 @@ def main(model_dir: Path, work: Path, mode: str, overrides) -> None:
             _old_logprobs(parts, ctx, recipe, batches, with_entropy=False)
             stats = policy.update(parts, ctx, recipe.rl, batches, recipe.model.vocab_size)
             assert stats["skipped"] == 0.0, stats
-            before = [d.clone() for _, _, _, d in shard_views(parts.model)]
+            params = [p for chunk in parts.model for p in chunk.parameters()]
+            before = [p.detach().clone() for p in params]
             with TensorBytesProbe(python=False) as probe:  # Python metadata (plan, ShardedTensor objects) aside
                 sync(parts.model, engine)
             assert sync.largest_bucket_bytes <= BUCKET_BYTES or mode == "leader"
-            after = [d for _, _, _, d in shard_views(parts.model)]
-            stale = any(not torch.equal(a, b) for a, b in zip(before, after))
+            stale = any(not torch.equal(p, b) for p, b in zip(params, before))  # the sync made them current
             if recipe.parallel.overlap_param_gather and ctx.dp > 1:
                 assert stale, "overlap_param_gather left nothing stale: the test does not exercise the gather"
             assert probe.peak_bytes <= bound, (update, probe.peak_bytes, bound)
-            make_current(parts.model)
             with TensorBytesProbe(python=False) as old_probe:
                 reference = gather_hf_state(parts.model, recipe.model, ctx.pgs.mp)
             if mp_rank == 0:
