@@ -18,13 +18,14 @@ import torch.distributed as dist
 
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.config.validate import train_iters
-from megatron_octo.data.batches import microbatch_indices, microbatches
+from megatron_octo.data.loader import StepLoader, step_loader
 from megatron_octo.data.synthetic import SyntheticTokens
 from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import Components, build
 from megatron_octo.training.flops import mfu, peak_flops
+from megatron_octo.training.manual_gc import manual_gc
 from megatron_octo.training.metrics import maybe_writer, truncate_metrics
 from megatron_octo.training.resume import Start, restore, schedule_params
 from megatron_octo.training.signals import StopRequest
@@ -40,6 +41,10 @@ class StepResult:
     seconds: float
     skipped: bool = False
     """The loss was not finite, so the update was skipped."""
+    overflow: bool = False
+    """fp16: the scaled gradients overflowed, so the loss scaler skipped the update (and lowered the scale)."""
+    loss_scale: float = 1.0
+    """The loss scale the step's backward used (fp16's dynamic scale; 1 in fp32 and bf16)."""
 
 
 class TrainingDiverged(OctoError, RuntimeError):
@@ -67,7 +72,7 @@ def make_forward_step(ctx: ParallelContext):
     """The ``forward_step_func`` Megatron-Core's schedules call once per micro-batch."""
 
     def forward_step(data_iterator: Iterator[torch.Tensor], model: torch.nn.Module):
-        tokens = next(data_iterator).to(ctx.device)  # [b, s + 1]
+        tokens = next(data_iterator)  # [b, s + 1], already on the device (data.loader)
         inputs, labels = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # [b, s] each
         inputs, labels = _cp_slice(inputs, labels, ctx)
         output = model(inputs, None, None, labels=labels)  # last stage: [b, s] token losses
@@ -90,8 +95,9 @@ def global_mean_loss(losses_reduced: List[Dict[str, torch.Tensor]], ctx: Paralle
     return float(totals[0] / totals[1])
 
 
-def train_step(step: int, parts: Components, dataset, recipe: RecipeConfig, ctx: ParallelContext) -> StepResult:
-    """One optimizer step (``step`` is 0-based) over the global batch."""
+def train_step(step: int, parts: Components, loader: StepLoader, recipe: RecipeConfig,
+               ctx: ParallelContext) -> StepResult:
+    """One optimizer step (``step`` is 0-based) over the global batch; ``loader`` serves its micro-batches."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     t = recipe.train
@@ -99,14 +105,13 @@ def train_step(step: int, parts: Components, dataset, recipe: RecipeConfig, ctx:
     parts.optimizer.zero_grad()
     for chunk in parts.model:
         chunk.zero_grad_buffer()
-    indices = microbatch_indices(step, global_batch=t.global_batch, micro_batch=t.micro_batch, dp=ctx.dp,
-                                 dp_rank=ctx.dp_rank)
+    batches = loader.step(step)
     lr = parts.optimizer.param_groups[0]["lr"]
     losses = get_forward_backward_func()(
         forward_step_func=make_forward_step(ctx),
-        data_iterator=microbatches(dataset, indices),
+        data_iterator=iter(batches),
         model=parts.model,
-        num_microbatches=len(indices),
+        num_microbatches=len(batches),
         seq_length=t.seq_len // ctx.cp,
         micro_batch_size=t.micro_batch,
         forward_only=False,
@@ -115,15 +120,18 @@ def train_step(step: int, parts: Components, dataset, recipe: RecipeConfig, ctx:
     )
     loss = global_mean_loss(losses, ctx)  # the same on every rank, so every rank takes the same branch
     skipped = not math.isfinite(loss)
-    grad_norm = float("nan")
+    grad_norm, overflow = float("nan"), False
+    loss_scale = float(parts.optimizer.get_loss_scale())
     if not skipped:
-        _, norm, _ = parts.optimizer.step()
-        grad_norm = float(norm or 0.0)
+        updated, norm, _ = parts.optimizer.step()  # fp16: False when the loss scaler found inf/nan gradients
+        overflow = not updated
+        grad_norm = float(norm or 0.0) if updated else float("nan")
     # The schedule advances either way: the LR stays a function of the step, as on resume.
     parts.scheduler.step(increment=1)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
-    return StepResult(loss=loss, grad_norm=grad_norm, lr=lr, seconds=time.perf_counter() - start, skipped=skipped)
+    return StepResult(loss=loss, grad_norm=grad_norm, lr=lr, seconds=time.perf_counter() - start, skipped=skipped,
+                      overflow=overflow, loss_scale=loss_scale)
 
 
 def make_dataset(recipe: RecipeConfig):
@@ -185,13 +193,17 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
     tokens_per_step = recipe.train.global_batch * recipe.train.seq_len
     writer = maybe_writer(ctx.is_main, run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
     stop = StopRequest()
+    loader = step_loader(dataset, recipe, ctx, start.step, iters)  # after StopRequest: workers inherit its handlers
+    collector = manual_gc(recipe)
     saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
     peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
     history, preempted = [], False
     try:
+        collector.start()
         for step in range(start.step, iters):
-            result = train_step(step, parts, dataset, recipe, ctx)
+            result = train_step(step, parts, loader, recipe, ctx)
             history.append(result)
+            collector.after_step(step + 1)
             if writer is not None:
                 tokens_per_s = tokens_per_step / result.seconds
                 record = {
@@ -199,6 +211,8 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                     "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_s,
                     "step_time_s": result.seconds, "skipped_steps": sum(r.skipped for r in history),
                 }
+                if parts.params_dtype == torch.float16:  # Megatron-LM logs the scale and the skipped iterations
+                    record.update(loss_scale=result.loss_scale, overflow_steps=sum(r.overflow for r in history))
                 utilization = mfu(tokens_per_s, recipe.model, recipe.train.seq_len, ctx.world_size, peak)
                 writer.write(record if utilization is None else {**record, "mfu": utilization})
             _check_divergence(history, recipe.train.max_nonfinite_steps, run_dir)
@@ -216,6 +230,8 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                 break
         saver.close()
     finally:
+        collector.stop()
+        loader.close()
         stop.restore()
         if writer is not None:
             writer.close()
