@@ -258,6 +258,7 @@ def _report(summary: Dict) -> str:
     kinds = ", ".join(f"{k} {n:,} docs / {data['tokens'][k]:,} tokens" for k, n in data["documents"].items())
     layout_rows = "\n".join(f"| {n} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {r['tokens_per_s']:.0f} |"
                             for n, r in layouts["runs"].items())
+    max_layout_diff = layouts["max_relative_loss_difference_between_layouts"]
     convert_rows = "\n".join(
         f"| {name} | `{c['hf_dir']}` | {c['parameters']:,} | {summary['eval'][name]['accuracy']:.1f}% "
         f"(n={summary['eval'][name]['n']}) |" for name, c in summary["convert"].items())
@@ -275,7 +276,7 @@ Recipe `tiny-cpu`, {layouts['steps']} steps, from the same initial weights on ea
 |---|---|---|---|
 {layout_rows}
 
-Largest relative loss difference between layouts at any step: {layouts['max_relative_loss_difference_between_layouts']:.2e}.
+Largest relative loss difference between layouts at any step: {max_layout_diff:.2e}.
 
 ![loss on two layouts]({layouts['plot']})
 

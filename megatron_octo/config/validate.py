@@ -152,7 +152,9 @@ def _check_optimization(recipe: RecipeConfig) -> None:
     _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} must be >= 0")
     c = recipe.checkpoint
     _require(c.keep_last >= 1, f"checkpoint.keep_last={c.keep_last} must be >= 1")
-    _require(c.save_interval is None or c.save_interval >= 1, f"checkpoint.save_interval={c.save_interval} must be >= 1")
+    _require(
+        c.save_interval is None or c.save_interval >= 1, f"checkpoint.save_interval={c.save_interval} must be >= 1"
+    )
     _require(not (c.load and c.branch_from), "set checkpoint.load or checkpoint.branch_from, not both")
     _require(recipe.logging.log_interval >= 1, f"logging.log_interval={recipe.logging.log_interval} must be >= 1")
 

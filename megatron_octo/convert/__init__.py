@@ -15,7 +15,7 @@ under torchrun evaluates a checkpoint under any layout).
 """
 
 from megatron_octo.convert.api import convert, hf_to_mcore, mcore_to_hf, mcore_to_mcore
-from megatron_octo.convert.streaming import ConvertResult
 from megatron_octo.convert.errors import ConvertError, VerifyError
+from megatron_octo.convert.streaming import ConvertResult
 
 __all__ = ["convert", "hf_to_mcore", "mcore_to_hf", "mcore_to_mcore", "ConvertResult", "ConvertError", "VerifyError"]

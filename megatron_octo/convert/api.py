@@ -15,12 +15,22 @@ from typing import List, Optional
 
 from megatron_octo.config.schema import ModelConfig
 from megatron_octo.convert import hf_io
-from megatron_octo.convert.streaming import (
-    DEFAULT_MAX_SHARD, HF_ASSETS, HF_DTYPE_NAMES, ConvertResult, HFRows, McoreRows, Options, open_hf, open_mcore,
-    staged_output, write_hf_weights, write_mcore,
-)
 from megatron_octo.convert.errors import ConvertError, VerifyError
 from megatron_octo.convert.layout import build_plan, check_layout
+from megatron_octo.convert.streaming import (
+    DEFAULT_MAX_SHARD,
+    HF_ASSETS,
+    HF_DTYPE_NAMES,
+    ConvertResult,
+    HFRows,
+    McoreRows,
+    Options,
+    open_hf,
+    open_mcore,
+    staged_output,
+    write_hf_weights,
+    write_mcore,
+)
 from megatron_octo.convert.verify import prompt_ids, verify
 from megatron_octo.utils.io import atomic_write_text
 

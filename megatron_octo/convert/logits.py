@@ -31,7 +31,9 @@ def model_config(meta) -> ModelConfig:
     try:
         return ModelConfig(**meta.model)
     except TypeError as exc:
-        raise ConvertError(f"the checkpoint's model description does not fit this version's ModelConfig ({exc})")
+        raise ConvertError(
+            f"the checkpoint's model description does not fit this version's ModelConfig ({exc})"
+        ) from None
 
 
 def load_megatron(ckpt_dir: Path, ctx, dtype: torch.dtype = torch.float32, cfg: Optional[ModelConfig] = None):

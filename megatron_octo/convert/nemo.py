@@ -10,8 +10,8 @@ layout, a directory::
       hf_assets/          the source's config.json / generation_config.json (ignored by NeMo; used on the way back)
 
 NeMo restores a directory in place: NeMo-Aligner's ``load_from_nemo`` takes it as it is, and plain NeMo does with
-an ``NLPSaveRestoreConnector`` whose ``model_extracted_dir`` is OUTPUT; packing it (``tar -cf model.nemo -C OUTPUT .``) gives the
-file form, whose tokenizer is still read from the absolute ``tokenizer.type`` path. NeMo 2.2 builds a
+an ``NLPSaveRestoreConnector`` whose ``model_extracted_dir`` is OUTPUT; packing it (``tar -cf model.nemo -C OUTPUT .``)
+gives the file form, whose tokenizer is still read from the absolute ``tokenizer.type`` path. NeMo 2.2 builds a
 ``huggingface`` tokenizer from ``tokenizer.type`` only (a hub name or a directory; ``nemo:`` artifact references
 apply to sentencepiece/vocab/merges files, not to it), hence the absolute path; override
 ``model.tokenizer.type=DIR`` after moving the directory. The bundled tokenizer_config.json names a class that
@@ -39,7 +39,12 @@ from megatron_octo.convert.dist_io import DistCheckpoint
 from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.layout import build_plan, check_layout
 from megatron_octo.convert.streaming import (
-    HF_ASSETS, McoreRows, Options, _check_mcore_tensors, staged_output, write_mcore,
+    HF_ASSETS,
+    McoreRows,
+    Options,
+    _check_mcore_tensors,
+    staged_output,
+    write_mcore,
 )
 from megatron_octo.models import shapes
 

@@ -28,8 +28,7 @@ import numpy
 from megatron_octo.data.errors import DataError
 from megatron_octo.data.formatters import Formatter, RecordError, make_formatter
 from megatron_octo.data.readers import Chunk, input_kind, read_chunks, total_bytes
-from megatron_octo.data.tokenizer import (DocumentEncoder, load_tokenizer, make_encoder,
-                                          single_threaded_tokenizers)
+from megatron_octo.data.tokenizer import DocumentEncoder, load_tokenizer, make_encoder, single_threaded_tokenizers
 from megatron_octo.utils.io import OutputExistsError
 
 INFLIGHT_PER_WORKER = 4

@@ -121,7 +121,7 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     head = "| benchmark | n | accuracy (%) | no answer |"
     sep = "|---|---:|---:|---:|"
     if pub:
-        head, sep = head + f" published (%) | diff |", sep + "---:|---:|"
+        head, sep = head + " published (%) | diff |", sep + "---:|---:|"
     lines = [head, sep]
     for name, r in results["benchmarks"].items():
         title = BENCHMARKS[name].title if name in BENCHMARKS else name

@@ -23,9 +23,17 @@ import torch.distributed as dist
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.config.validate import max_response_tokens, validate_rl
 from megatron_octo.parallel import ParallelContext
-from megatron_octo.rl import policy, rollouts as ro
-from megatron_octo.rl.critic import (CRITIC_DIR, build_critic, critic_recipe, critic_update, ppo_advantages,
-                                     restore_critic, value_step)
+from megatron_octo.rl import policy
+from megatron_octo.rl import rollouts as ro
+from megatron_octo.rl.critic import (
+    CRITIC_DIR,
+    build_critic,
+    critic_recipe,
+    critic_update,
+    ppo_advantages,
+    restore_critic,
+    value_step,
+)
 from megatron_octo.rl.prompts import build_problems, shard, step_prompts
 from megatron_octo.rl.setup import RLSetupError, make_engine, make_reference, prepare_start, rollout_reward
 from megatron_octo.rl.sync import gather_hf_state

@@ -62,8 +62,7 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     """GPTModel for this pipeline stage, initialized, in fp32/bf16/fp16, wrapped in Megatron-Core DDP.
     ``adapt(gpt_model, transformer_config)`` may change the model before it is wrapped (the RL critic swaps the
     output layer for a value head)."""
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-    from megatron.core.distributed import finalize_model_grads
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
     from megatron.core.transformer.module import Float16Module
 
     from megatron_octo.models.gpt import build_gpt_model, resolve_spec, transformer_config

@@ -32,7 +32,7 @@ def key_seed(seed: int, key: str) -> int:
 
 
 def _is_norm(key: str) -> bool:
-    return key.endswith("layer_norm_weight") or key.endswith("layernorm.weight") or key.endswith("norm.weight")
+    return key.endswith(("layer_norm_weight", "layernorm.weight", "norm.weight"))
 
 
 def full_tensor(key: str, shape: Tuple[int, ...], *, layer: Tuple[int, ...] = (), seed: int, std: float,
