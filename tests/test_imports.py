@@ -114,11 +114,7 @@ def test_reads_imports_inside_functions_and_relative_ones(tmp_path):
 
 # Cycles known when this test was written, each to be removed by the work that breaks it (then delete the entry:
 # the test fails while an entry names a cycle that no longer exists).
-KNOWN_CYCLES = [
-    # issue 14, item 2 (conversion as sources and writers): api <-> nemo, nemo <-> verify, streaming -> verify
-    ["megatron_octo.convert.api", "megatron_octo.convert.nemo", "megatron_octo.convert.streaming",
-     "megatron_octo.convert.verify"],
-]
+KNOWN_CYCLES: list = []
 
 
 def test_the_package_has_no_import_cycles():

@@ -185,6 +185,18 @@ class PrecisionConfig:
     ``blockwise``."""
     fp8_bf16_layers: int = 0
     """Transformer layers kept in bf16 at each end of the model under FP8 (0: none; not with ``delayed``)."""
+    loss_scale: Optional[float] = None
+    """fp16 only: a static loss scale (a power of 2); None scales dynamically (Megatron-Core's DynamicGradScaler:
+    overflowing steps are skipped and halve the scale, ``loss_scale_window`` clean steps double it)."""
+    initial_loss_scale: float = 2.0**32
+    """fp16 only: the dynamic loss scale to start from (the first steps overflow and are skipped until the scale
+    fits, as in Megatron-LM)."""
+    min_loss_scale: float = 1.0
+    """fp16 only: the dynamic loss scale never drops below this."""
+    loss_scale_window: int = 1000
+    """fp16 only: consecutive steps without overflow before the dynamic loss scale doubles."""
+    hysteresis: int = 2
+    """fp16 only: overflowing steps tolerated before the dynamic loss scale is first halved."""
 
 
 @dataclass

@@ -58,8 +58,12 @@ def export_policy(run_dir: Path, tokenizer_dir: Optional[str] = None) -> Path:
     from megatron_octo.rl.setup import INIT_DIR
 
     out = run_dir / "hf"
+    from megatron_octo.convert.options import HF_ASSETS
+    from megatron_octo.training.checkpoint import resolve
+
     init = run_dir / INIT_DIR
-    tokenizer = tokenizer_dir or (str(init / "hf_assets") if (init / "hf_assets").is_dir() else None)
+    assets = resolve(str(init)) / HF_ASSETS if init.is_dir() else None
+    tokenizer = tokenizer_dir or (str(assets) if assets is not None and assets.is_dir() else None)
     mcore_to_hf(str(run_dir), str(out), tokenizer_dir=tokenizer, overwrite=True, quiet=True)
     return out
 

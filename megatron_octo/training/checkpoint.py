@@ -95,9 +95,12 @@ def read_meta(ckpt_dir: Path) -> CheckpointMeta:
 
 
 def resolve(spec: str) -> Path:
-    """``DIR`` (a checkpoint, a run directory, or its ``checkpoints`` directory: the newest complete one) or
-    ``DIR:STEP`` (that step's checkpoint) to a checkpoint directory."""
-    path, _, step = spec.partition(":") if re.search(r":\d+$", spec) else (spec, "", "")
+    """``DIR`` (a checkpoint; a run directory, its ``checkpoints`` directory or a converted output: the checkpoint
+    Megatron-LM's tracker file names there, ``release`` included, else the newest complete one) or ``DIR:STEP``
+    (that step's checkpoint) to one of our checkpoint directories."""
+    from megatron_octo.convert.megatron_lm import RELEASE, read_tracker
+
+    path, _, step = spec.partition(":") if re.search(r":\d+$", spec) and not Path(spec).exists() else (spec, "", "")
     path = Path(path)
     if (path / META_FILE).is_file() and not step:
         return path
@@ -108,6 +111,8 @@ def resolve(spec: str) -> Path:
             steps = [int(p.name[5:]) for p in complete_checkpoints(root)]
             raise CheckpointError(f"no complete checkpoint for step {step} under {root} (steps there: {steps})")
         return found
+    if root.is_dir() and read_tracker(root) == RELEASE and (root / RELEASE / META_FILE).is_file():
+        return root / RELEASE
     found = latest_checkpoint(root)
     if found is None:
         raise CheckpointError(f"no complete checkpoint under {path}")
