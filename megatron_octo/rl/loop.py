@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -196,7 +196,7 @@ def _record(step: int, stats: Dict[str, float]) -> Dict[str, float]:
 
 
 def run_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn: Optional[ro.RewardFn] = None,
-           log=print) -> Dict[str, object]:
+           log=print) -> Dict[str, Any]:
     """Run ``recipe``'s RL stage into ``run_dir`` (resuming from its newest checkpoint when there is one).
     ``reward_fn`` replaces the math reward (tests use toy tasks). Returns a summary."""
     validate_rl(recipe, ctx.dp)
@@ -225,7 +225,7 @@ def run_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn:
 
 
 def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn, reference, pad_id, tokenizer,
-          log, critic=None) -> Dict[str, object]:
+          log, critic=None) -> Dict[str, Any]:
     from megatron_octo.rl.validation import validate_policy
 
     iters = recipe.train.iters
@@ -301,7 +301,7 @@ def _save(saver, recipe: RecipeConfig, parts, ctx: ParallelContext, step: int, s
     return saver.save(meta, parts)
 
 
-def _summary(history: List[Dict[str, float]], start: Start, iters: int, preempted: bool) -> Dict[str, object]:
+def _summary(history: List[Dict[str, float]], start: Start, iters: int, preempted: bool) -> Dict[str, Any]:
     def mean(key: str, part: List[Dict[str, float]]) -> Optional[float]:
         return sum(r[key] for r in part) / len(part) if part else None
 

@@ -29,7 +29,8 @@ def _is_hf_dir(path: Path) -> bool:
 
 
 def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Path) -> Path:
-    from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer, tokenizer_in as _tokenizer_in
+    from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer
+    from megatron_octo.convert.sources import tokenizer_in as _tokenizer_in
 
     for candidate in (recipe.rl.prompts.tokenizer, recipe.data.tokenizer):
         if candidate:
@@ -119,6 +120,7 @@ def make_reference(start: RecipeConfig, ctx: ParallelContext, iters: int):
 
     from megatron_octo.training.build import build_model
 
+    assert start.checkpoint.load is not None  # prepare_start() sets it
     chunks, tcfg, _ = build_model(start, ctx)
     ckpt.load(Path(start.checkpoint.load), SimpleNamespace(model=chunks), with_optimizer=False)
     for chunk in chunks:

@@ -13,7 +13,7 @@ into vLLM's parameters would avoid the host round trip (not implemented).
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.distributed as dist
@@ -65,9 +65,10 @@ def gather_hf_state(chunks, cfg: ModelConfig, mp_group) -> Dict[str, torch.Tenso
     size = dist.get_world_size(mp_group)
     if size > 1:
         leader = dist.get_global_rank(mp_group, 0)
-        gathered = [None] * size if dist.get_rank(mp_group) == 0 else None
-        dist.gather_object(pieces, gathered, dst=leader, group=mp_group)
         if dist.get_rank(mp_group) != 0:
+            dist.gather_object(pieces, None, dst=leader, group=mp_group)
             return {}
+        gathered: List[Any] = [None] * size
+        dist.gather_object(pieces, gathered, dst=leader, group=mp_group)
         pieces = [p for part in gathered for p in part]
     return get_family(cfg.family).state_dict_to_hf(assemble(pieces), cfg)

@@ -43,7 +43,10 @@ def validate_policy(recipe, ctx, engine, tokenizer, run_dir: Path, step: int, lo
                            output_dir=str(run_dir / "validation" / f"step_{step:07d}"), overwrite=True,
                            show_progress=False, log=lambda line: None)
         engine.sleep()
-        box[0] = {f"val_{name}": r["accuracy"] for name, r in results["benchmarks"].items()}
-        log(f"[octo rl] validation at step {step}: " + ", ".join(f"{k[4:]} {a:.1f}%" for k, a in box[0].items()))
+        accuracies = {f"val_{name}": r["accuracy"] for name, r in results["benchmarks"].items()}
+        log(f"[octo rl] validation at step {step}: " + ", ".join(f"{k[4:]} {a:.1f}%" for k, a in accuracies.items()))
+        box[0] = accuracies
     dist.broadcast_object_list(box, src=0)
-    return box[0]
+    result = box[0]
+    assert result is not None  # rank 0 filled it before the broadcast
+    return result

@@ -39,9 +39,12 @@ from __future__ import annotations
 import gc
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from megatron_octo.errors import OctoError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,10 @@ class WeightRefitExtension:
     own ``load_weights`` gives it (q/k/v and gate/up fusing, TP sharding) and re-runs the layer's post-load processing
     once it is complete. Plain ``model.load_weights`` is not enough: post-load processing may have replaced the
     loaded parameters (vLLM's CPU build repacks every linear weight for oneDNN and leaves an empty parameter)."""
+
+    # Attributes of the vLLM worker this class is mixed into (declared for the type checker; vLLM sets them).
+    vllm_config: Any
+    model_runner: Any
 
     def octo_refit_begin(self) -> None:
         from vllm.config import set_current_vllm_config
@@ -195,7 +202,7 @@ class VLLMEngine:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     # -- weights -------------------------------------------------------------------------------------------------
-    def load_weights(self, weights: Iterable[Tuple[str, "torch.Tensor"]]) -> None:  # noqa: F821
+    def load_weights(self, weights: Iterable[Tuple[str, "torch.Tensor"]]) -> None:
         """Replaces the engine's weights with ``weights``: Hugging Face parameter names and full (unsharded)
         tensors, any dtype and device (cast to the engine's dtype by vLLM). Names the model does not have raise.
         Allowed while the KV cache sleeps, not while the weights do."""

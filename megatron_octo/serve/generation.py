@@ -29,10 +29,13 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from megatron_octo.eval.prompts import RL_STOP
 from megatron_octo.rollout.vllm_engine import RolloutError, Sample, VLLMEngine, VLLMEngineConfig
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +98,7 @@ class GenerationService:
         return out
 
     # -- weights -------------------------------------------------------------------------------------------------
-    def refit(self, weights: Iterable[Tuple[str, "torch.Tensor"]]) -> None:  # noqa: F821
+    def refit(self, weights: Iterable[Tuple[str, "torch.Tensor"]]) -> None:
         """Replaces the engine's weights with Hugging Face-named full tensors (any device); wakes the weights
         first when asleep and the KV cache after, so the service is ready to generate when this returns."""
         t0 = time.monotonic()
@@ -106,7 +109,7 @@ class GenerationService:
         self.refits += 1
         log.info("generation service: refit %d done in %.1f s", self.refits, time.monotonic() - t0)
 
-    def refit_mcore(self, mcore_state_dict: Mapping[str, "torch.Tensor"]) -> None:  # noqa: F821
+    def refit_mcore(self, mcore_state_dict: Mapping[str, "torch.Tensor"]) -> None:
         """``refit`` from a full (unsharded) Megatron-Core GPTModel state dict: wrapper prefixes (``module.``) are
         stripped and names and fused layouts mapped to Hugging Face's by the family of the engine's config.json."""
         self.refit(hf_weights_from_mcore(mcore_state_dict, self.cfg.engine.model_dir).items())
@@ -135,7 +138,7 @@ class GenerationService:
         self.shutdown()
 
 
-def strip_wrappers(state_dict: Mapping[str, "torch.Tensor"]) -> Dict[str, "torch.Tensor"]:  # noqa: F821
+def strip_wrappers(state_dict: Mapping[str, "torch.Tensor"]) -> Dict[str, "torch.Tensor"]:
     """Names without the ``module.`` prefixes that DDP / Float16Module wrappers add (NeMo's actor keeps its
     GPTModel under them)."""
     out = {}
@@ -146,8 +149,8 @@ def strip_wrappers(state_dict: Mapping[str, "torch.Tensor"]) -> Dict[str, "torch
     return out
 
 
-def hf_weights_from_mcore(mcore_state_dict: Mapping[str, "torch.Tensor"],  # noqa: F821
-                          model_dir) -> Dict[str, "torch.Tensor"]:  # noqa: F821
+def hf_weights_from_mcore(mcore_state_dict: Mapping[str, "torch.Tensor"],
+                          model_dir) -> Dict[str, "torch.Tensor"]:
     """Hugging Face-named tensors of a full Megatron-Core state dict, for the model whose ``config.json`` lies in
     ``model_dir`` (llama or qwen2). Tensors stay where they are (a GPU state dict gives GPU tensors)."""
     from megatron_octo.models import FAMILIES

@@ -9,6 +9,7 @@ import torch
 
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.errors import OctoError
+from megatron_octo.models.shapes import shape
 from megatron_octo.parallel import ParallelContext
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -82,7 +83,7 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     if recipe.train.init == "invariant":
         initialize_invariant(
             [model], seed=recipe.train.seed, std=recipe.model.init_method_std,
-            num_layers=recipe.model.num_layers, vocab_size=recipe.model.vocab_size,
+            num_layers=shape(recipe.model).num_layers, vocab_size=shape(recipe.model).vocab_size,
         )
     if adapt is not None:
         adapt(model, tcfg)
