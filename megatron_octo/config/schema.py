@@ -105,6 +105,13 @@ class TrainConfig:
     init: str = "invariant"
     """Weight init: ``invariant`` (each parameter drawn from a seed of its full-model name, then sharded, so
     every parallel layout starts from the same weights) or ``megatron`` (Megatron-Core's own, layout-dependent)."""
+    manual_gc: bool = False
+    """Disable Python's automatic garbage collector during training and collect at fixed steps instead, so that
+    no rank stalls the others at a random moment (Megatron-LM's ``--manual-gc``)."""
+    manual_gc_interval: int = 0
+    """With ``manual_gc``: collect every N steps; 0 collects only at the start (and around evaluations)."""
+    manual_gc_eval: bool = True
+    """With ``manual_gc``: a full collection before each evaluation (a young-generation one always follows it)."""
 
 
 @dataclass
@@ -136,6 +143,14 @@ class DataConfig:
     """Megatron-Core train,valid,test split of each source's documents; training reads the train part."""
     cache_dir: Optional[str] = None
     """Directory for Megatron-Core's dataset index caches, seen by every rank; None keeps them beside each source."""
+    num_workers: int = 2
+    """Worker processes that read and stack the coming micro-batches while the current step computes (a torch
+    DataLoader, as Megatron-LM's ``--num-workers``); 0 reads each step's micro-batches in the training process."""
+    prefetch_factor: int = 2
+    """Micro-batches each worker keeps ready ahead (torch DataLoader's ``prefetch_factor``); never past the stage's
+    last step."""
+    pin_memory: bool = True
+    """Page-locked host memory for batches, so their copy to the GPU is asynchronous (ignored on CPU)."""
 
 
 @dataclass

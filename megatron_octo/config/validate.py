@@ -104,6 +104,8 @@ def _check_train(recipe: RecipeConfig) -> None:
     _require(t.tokens is None or t.tokens >= 1, f"train.tokens={t.tokens} must be >= 1")
     _require(t.max_nonfinite_steps >= 1, f"train.max_nonfinite_steps={t.max_nonfinite_steps} must be >= 1")
     _require(t.exit_interval is None or t.exit_interval >= 1, f"train.exit_interval={t.exit_interval} must be >= 1")
+    _require(t.manual_gc_interval >= 0,
+             f"train.manual_gc_interval={t.manual_gc_interval} must be >= 0 (0: collect only at the start)")
     _require(
         t.seq_len <= m.max_position_embeddings,
         f"train.seq_len={t.seq_len} exceeds model.max_position_embeddings={m.max_position_embeddings}",
@@ -112,6 +114,8 @@ def _check_train(recipe: RecipeConfig) -> None:
 
 def _check_data(recipe: RecipeConfig) -> None:
     d = recipe.data
+    _require(d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0 (0: no worker processes)")
+    _require(d.prefetch_factor >= 1, f"data.prefetch_factor={d.prefetch_factor} must be >= 1")
     if d.kind != "blend":
         return
     from megatron_octo.data.mixtures import check_sources, load_mixture
@@ -151,6 +155,13 @@ def _check_precision(recipe: RecipeConfig) -> None:
         f"precision.fp8_bf16_layers={p.fp8_bf16_layers} exceeds the {per_stage} layers of a pipeline stage",
     )
     _require(p.fp8 is None or p.dtype in ("auto", "bf16"), "precision.fp8 needs precision.dtype=bf16 (or auto)")
+    _require(p.loss_scale is None or p.loss_scale > 0,
+             f"precision.loss_scale={p.loss_scale} must be positive (or null for dynamic scaling)")
+    _require(0 < p.min_loss_scale <= p.initial_loss_scale,
+             f"precision.min_loss_scale={p.min_loss_scale} and initial_loss_scale={p.initial_loss_scale} must "
+             f"satisfy 0 < min <= initial")
+    _require(p.loss_scale_window >= 1 and p.hysteresis >= 1,
+             "precision.loss_scale_window and precision.hysteresis must be >= 1")
 
 
 def _check_optimization(recipe: RecipeConfig) -> None:
