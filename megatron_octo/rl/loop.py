@@ -1,9 +1,11 @@
-"""``octo rl``: GRPO on Megatron-Core with a rollout engine, as named, timed phases per step:
+"""``octo rl``: GRPO, or PPO with a critic (``rl.algorithm``), on Megatron-Core with a rollout engine, as named, timed
+phases per step:
 
     generate -> reward -> advantages -> log-probs (old, reference) -> update -> weight sync -> log / checkpoint
 
 Each data-parallel replica has one rollout rank (its model-parallel rank 0) holding an engine; it samples the
-replica's share of the step's prompts, scores them, computes group-normalized advantages and hands the rollouts to
+replica's share of the step's prompts, scores them, computes the advantages (GRPO: group-normalized rewards; PPO:
+GAE over the critic's values, the critic updated beside the policy, ``rl.critic``) and hands the rollouts to
 the other ranks of its model-parallel group. The trainer (the same Megatron-Core pieces as pre-training) recomputes
 the log-probs of the sampled tokens, makes ``prompts_per_step / mini_batch_prompts`` clipped-surrogate updates,
 and the new weights go to the engine in memory. A step's prompts and sampling seeds are functions of the step

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
+from megatron_octo.rl.engines import RolloutEngine, TransformersEngine, VLLMRolloutEngine
 from megatron_octo.training import checkpoint as ckpt
 
 INIT_DIR = "init"
@@ -81,10 +82,8 @@ def _hf_config(recipe: RecipeConfig, tokenizer) -> dict:
     return config
 
 
-def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path):
+def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path) -> RolloutEngine:
     """The rollout engine of this rollout rank (``rl.rollout.engine``), still without weights."""
-    from megatron_octo.rl.engines import TransformersEngine, VLLMRolloutEngine
-
     r = recipe.rl.rollout
     config = _hf_config(recipe, tokenizer)
     if r.engine == "transformers":

@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch.distributed as dist
 
+from megatron_octo.rl.engines import RolloutEngine
 from megatron_octo.rl.prompts import encode
 
 
@@ -16,7 +17,7 @@ class EngineGenerator:
 
     name = "rollout-engine"
 
-    def __init__(self, engine, tokenizer):
+    def __init__(self, engine: RolloutEngine, tokenizer):
         self.engine, self.tokenizer = engine, tokenizer
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 1024, stop: Sequence[str] = (),
@@ -29,7 +30,7 @@ class EngineGenerator:
         return [group[0].text for group in out]
 
 
-def validate_policy(recipe, ctx, engine, tokenizer, run_dir: Path, step: int, log) -> Dict[str, float]:
+def validate_policy(recipe, ctx, engine: RolloutEngine, tokenizer, run_dir: Path, step: int, log) -> Dict[str, float]:
     """Accuracy (%) per validation benchmark, ``val_<name>``, computed on rank 0 and shared with every rank."""
     from megatron_octo.eval import run_eval
 

@@ -62,7 +62,8 @@ class Sample:
     """One generated response (see the module docstring for how stop strings are cut)."""
 
     token_ids: List[int]  # response tokens only: no prompt, no tokens wholly inside a stop string; EOS kept
-    logprobs: List[float]  # one per token_ids entry: log-prob under the sampling distribution (processed_logprobs)
+    logprobs: List[float]  # one per token_ids entry: log-prob under the distribution it was sampled from (vLLM:
+    #                        processed_logprobs; rl.engines.TransformersEngine: temperature-scaled, top-p not applied)
     text: str  # decoded response without special tokens, cut before the stop string
     finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_tokens reached)
 

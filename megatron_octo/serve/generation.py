@@ -3,19 +3,12 @@ shut down. It wraps ``megatron_octo.rollout.vllm_engine.VLLMEngine`` (whose modu
 stop-string, refit and sleep contracts) and adds what an actor needs around it: sampling defaults from the RL
 recipe, refit from Megatron-Core-named weights, the sleep/refit/wake order of a colocated actor, and timing logs.
 
-Weight refit without a disk round trip, by where the engine lives:
-
-- **Colocated (implemented):** the engine runs inside the actor's process (one engine per generating rank, on the
-  actor's GPU). ``refit_mcore`` takes the actor's Megatron-Core state dict (tensors as they are, on the GPU),
-  maps names and fused layouts to Hugging Face ones with the model family's declarative weight map
-  (``megatron_octo.models``), and hands the tensors to the engine, which ships them in bounded buckets to its
-  worker over vLLM's RPC (``VLLMEngine.load_weights``). No file is written.
-- **Separate generation server (not implemented; the design):** on the same node, the actor would send CUDA IPC
-  handles (``torch.multiprocessing.reductions.reduce_tensor`` of each bucket) and the vLLM worker would rebuild
-  the tensors from them with no copy, as verl and OpenRLHF do; across nodes, the actor's rank 0 and every vLLM
-  worker would join one extra NCCL process group (a stateless group with its own rendezvous) and the actor would
-  broadcast bucket by bucket after sending the names and shapes. Both need a worker extension method receiving
-  handles or joining the group; ``VLLMEngine``'s extension carries only the host-memory path today.
+Weight refit without a disk round trip: the engine runs inside the actor's process (one engine per generating rank,
+on the actor's GPU). ``refit_mcore`` takes the actor's Megatron-Core state dict (tensors as they are, on the GPU),
+maps names and fused layouts to Hugging Face ones with the model family's declarative weight map
+(``megatron_octo.models``), and hands the tensors to the engine, which ships them in bounded buckets to its worker
+over vLLM's RPC (``VLLMEngine.load_weights``). No file is written. (A generation server in its own processes is not
+built; docs/ARCHITECTURE.md, "Rollout engine", describes how it would refit.)
 
 Sleep: ``sleep()`` between rollouts frees the engine's GPU memory for training (level 1 keeps the weights in host
 memory, level 2 drops them since the next refit replaces them anyway); ``refit`` wakes only the weights, loads the

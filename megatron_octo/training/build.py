@@ -11,8 +11,7 @@ from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.errors import OctoError
 from megatron_octo.models.shapes import shape
 from megatron_octo.parallel import ParallelContext
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from megatron_octo.utils.dtypes import TORCH_DTYPES
 
 
 class SetupError(OctoError, ValueError):
@@ -23,7 +22,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """``auto`` is bf16 on GPU and fp32 on CPU (CPU bf16 matmuls are slow and the tests compare in fp32)."""
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[dtype]
+    return TORCH_DTYPES[dtype]
 
 
 @dataclass
