@@ -255,7 +255,9 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     _require(rl.mini_batch_prompts % dp == 0,
              f"rl.mini_batch_prompts={rl.mini_batch_prompts} must be divisible by the data-parallel size {dp}")
     per_rank = rl.mini_batch_prompts // dp * r.n
-    _require(per_rank % recipe.train.micro_batch == 0,
+    budget = rl.max_tokens_per_micro_batch
+    _require(budget is None or budget >= 1, f"rl.max_tokens_per_micro_batch={budget} must be >= 1 (or null)")
+    _require(budget is not None or per_rank % recipe.train.micro_batch == 0,
              f"a rank's share of a mini-batch ({per_rank} responses) must be divisible by train.micro_batch="
              f"{recipe.train.micro_batch}")
     _require(rl.epochs >= 1, f"rl.epochs={rl.epochs} must be >= 1")
@@ -265,6 +267,8 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     _require(0 < rl.clip_ratio < 1, f"rl.clip_ratio={rl.clip_ratio} must lie in (0, 1)")
     _require(r.temperature > 0, f"rl.rollout.temperature={r.temperature} must be > 0 (sampling)")
     _require(0 < r.top_p <= 1, f"rl.rollout.top_p={r.top_p} must lie in (0, 1]")
+    _require(r.sleep_level in (1, 2), f"rl.rollout.sleep_level={r.sleep_level} must be 1 or 2")
+    _require(r.sync_bucket_mb >= 1, f"rl.rollout.sync_bucket_mb={r.sync_bucket_mb} must be >= 1")
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
     total = rl.prompts.max_prompt_tokens + longest
     positions = _shape(recipe.model).max_position_embeddings
