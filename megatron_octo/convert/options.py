@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 import torch
 
 from megatron_octo.convert.errors import ConvertError
-from megatron_octo.utils.dtypes import HF_DTYPE_NAMES, TORCH_DTYPES
+from megatron_octo.utils.dtypes import TORCH_DTYPES
 
 DEFAULT_PROMPT = (
     "Question: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
