@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 
-def rl(recipe, run_dir: Path, overwrite: bool = False, reward_fn=None) -> Dict[str, object]:
+def rl(recipe, run_dir: Path, overwrite: bool = False, reward_fn=None) -> Dict[str, Any]:
     """Run an RL stage in this process (one rank of a torchrun world, or a world of one); rank 0 writes
     ``rl_summary.json`` and, once every step is done, the final policy as a Hugging Face model in ``RUN_DIR/hf``."""
     from megatron_octo.rl.loop import RL_STAGE, prepare_rl
@@ -39,7 +39,7 @@ def export_policy(run_dir: Path, tokenizer_dir: Optional[str] = None) -> Path:
     return out
 
 
-def rl_from_args(recipe_name: str, overrides: Sequence[str], run_dir: str, overwrite: bool) -> Dict[str, object]:
+def rl_from_args(recipe_name: str, overrides: Sequence[str], run_dir: str, overwrite: bool) -> Dict[str, Any]:
     """``octo rl``: resolve the recipe, then run it."""
     from megatron_octo.config.loader import load_recipe
 

@@ -40,10 +40,11 @@ class StopRequest:
         self.signal_name = ""
         self.announce = announce
         self._interrupts = 0
+        self._pid = os.getpid()  # forked helpers (data-loader workers) inherit the handlers but stay silent
         self._previous = {sig: signal.signal(sig, self._handle) for sig in SIGNALS}
 
     def _say(self, text: str) -> None:
-        if self.announce:  # os.write: safe inside a handler that may interrupt a print
+        if self.announce and os.getpid() == self._pid:  # os.write: safe inside a handler that may interrupt a print
             os.write(2, (text + "\n").encode())
 
     def _handle(self, signum, frame) -> None:
