@@ -15,7 +15,7 @@ def rl(recipe, run_dir: Path, overwrite: bool = False, reward_fn=None) -> Dict[s
 
     run_dir = Path(run_dir)
 
-    def finish(summary: Dict[str, object]) -> None:
+    def finish(summary: Dict[str, Any]) -> None:
         finished = summary["start_step"] + summary["steps_run"] == summary["steps"]
         if finished and summary["steps_run"] and recipe.checkpoint.save:
             summary["hf_dir"] = str(export_policy(run_dir, recipe.rl.prompts.tokenizer or recipe.data.tokenizer))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -23,12 +23,29 @@ import torch.distributed as dist
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.config.validate import max_response_tokens
 from megatron_octo.parallel import ParallelContext
-from megatron_octo.rl import policy, rollouts as ro
-from megatron_octo.rl.critic import (CRITIC_DIR, build_critic, critic_recipe, critic_update, ppo_advantages,
-                                     restore_critic, value_step)
+from megatron_octo.rl import policy
+from megatron_octo.rl import rollouts as ro
+from megatron_octo.rl.critic import (
+    CRITIC_DIR,
+    build_critic,
+    critic_recipe,
+    critic_update,
+    ppo_advantages,
+    restore_critic,
+    value_step,
+)
 from megatron_octo.rl.prompts import build_problems, shard, step_prompts
-from megatron_octo.rl.setup import (COLLECTIVE_TIMEOUT_S, RLSetupError, load_tokenizer, make_engine, make_reference,
-                                    make_weight_sync, materialize, rollout_reward, starting_point)
+from megatron_octo.rl.setup import (
+    COLLECTIVE_TIMEOUT_S,
+    RLSetupError,
+    load_tokenizer,
+    make_engine,
+    make_reference,
+    make_weight_sync,
+    materialize,
+    rollout_reward,
+    starting_point,
+)
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import build
 from megatron_octo.training.metrics import MetricsWriter, truncate_metrics
@@ -137,8 +154,8 @@ def _updates(parts, ctx, recipe, minis, critic=None) -> Dict[str, float]:
 
 
 def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id: int,
-            critic=None, syncer=None) -> Dict[str, float]:
-    """One RL step (``step`` is 0-based); returns its metrics (the same on every rank)."""
+            critic=None, syncer=None) -> Dict[str, Any]:
+    """One RL step (``step`` is 0-based); returns its metrics (the same on every rank) and ``examples``."""
     phases = Phases()
     r = _rollouts(recipe, ctx, engine, problems, step, reward_fn, phases)
     minis = ro.step_batches(r, recipe.rl.prompts_per_step // recipe.rl.mini_batch_prompts, recipe.train.micro_batch,
@@ -151,7 +168,7 @@ def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, referenc
             ref_out = policy.run_schedule(reference, ctx, ref_step, batches, forward_only=True)
             for mb, out in zip(batches, ref_out if ctx.is_last_stage else []):
                 mb.ref_logprobs = out["logprobs"]
-    stats = _trainer_stats(batches, outputs, ctx)
+    stats: Dict[str, Any] = _trainer_stats(batches, outputs, ctx)
     stats["padding_share"] = ro.padding_share(r, minis)
     if critic is not None:
         with phases("values"):
@@ -187,7 +204,7 @@ RL_STAGE = StageSpec(command="rl", summary_file="rl_summary.json",
 
 
 def prepare_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn: Optional[ro.RewardFn] = None,
-               log=print) -> Callable[[], Dict[str, object]]:
+               log=print) -> Callable[[], Dict[str, Any]]:
     """Set up ``recipe``'s RL stage in ``run_dir`` (resuming from its newest checkpoint when there is one) and return
     the session that runs its steps. Everything that can refuse the recipe (tokenizer, prompts, reward) is checked
     before ``RUN_DIR/init`` is written. ``reward_fn`` replaces the math reward (tests use toy tasks)."""
@@ -209,7 +226,7 @@ def prepare_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward
     critic = None
     if recipe.rl.algorithm == "ppo":
         critic = build_critic(start_recipe, ctx, iters)
-        restore_critic(critic, run_dir, start.step, ckpt.resolve(start_recipe.checkpoint.load))
+        restore_critic(critic, run_dir, start.step, ckpt.resolve(str(start_recipe.checkpoint.load)))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     syncer = make_weight_sync(recipe, ctx, engine)
     return lambda: _loop(recipe, run_dir, ctx, parts, start, engine, problems, reward_fn, reference, pad_id,
@@ -217,13 +234,13 @@ def prepare_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward
 
 
 def run_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn: Optional[ro.RewardFn] = None,
-           log=print) -> Dict[str, object]:
+           log=print) -> Dict[str, Any]:
     """Set up and run ``recipe``'s RL stage into ``run_dir``; returns a summary."""
     return prepare_rl(recipe, run_dir, ctx, reward_fn, log)()
 
 
 def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn, reference, pad_id, tokenizer,
-          log, critic=None, syncer=None) -> Dict[str, object]:
+          log, critic=None, syncer=None) -> Dict[str, Any]:
     from megatron_octo.rl.validation import validate_policy
 
     iters = recipe.train.iters
@@ -270,7 +287,7 @@ def _write_examples(run_dir: Path, step: int, examples: List[dict]) -> None:
             f.write(json.dumps({"step": step, **example}) + "\n")
 
 
-def _summary(history: List[Dict[str, float]]) -> Dict[str, object]:
+def _summary(history: List[Dict[str, float]]) -> Dict[str, Any]:
     def mean(key: str, part: List[Dict[str, float]]) -> Optional[float]:
         return sum(r[key] for r in part) / len(part) if part else None
 

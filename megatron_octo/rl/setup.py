@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.distributed as dist

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Any, Dict, Sequence
 
 from megatron_octo.config.loader import load_recipe
 from megatron_octo.config.schema import RecipeConfig
@@ -12,7 +12,7 @@ from megatron_octo.training.stage import RUN_FILES, TRAIN_STAGE, check_run_dir, 
 __all__ = ["RUN_FILES", "TRAIN_STAGE", "check_run_dir", "train", "train_from_args"]
 
 
-def train(recipe: RecipeConfig, run_dir: Path, overwrite: bool = False) -> Dict[str, float]:
+def train(recipe: RecipeConfig, run_dir: Path, overwrite: bool = False) -> Dict[str, Any]:
     """Run one training stage in this process (one rank of a torchrun world, or a world of one)."""
     from megatron_octo.training.loop import prepare_training
 
@@ -21,7 +21,7 @@ def train(recipe: RecipeConfig, run_dir: Path, overwrite: bool = False) -> Dict[
 
 
 def train_from_args(recipe_name: str, overrides: Sequence[str], run_dir: str, overwrite: bool,
-                    override_schedule: bool = False) -> Dict[str, float]:
+                    override_schedule: bool = False) -> Dict[str, Any]:
     """``octo train``: resolve the recipe, then train."""
     if override_schedule:
         overrides = list(overrides) + ["checkpoint.override_schedule=true"]

@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -138,6 +138,7 @@ def make_dataset(recipe: RecipeConfig):
     LongTensor. ``blend`` builds Megatron-Core's blended GPTDataset for ``iters * global_batch`` samples; every
     rank must call this (rank 0 builds the index caches first)."""
     if recipe.data.kind == "synthetic":
+        assert recipe.model.vocab_size is not None  # config.validate requires the model's shape fields
         return SyntheticTokens(vocab_size=recipe.model.vocab_size, seq_len=recipe.train.seq_len,
                                seed=recipe.train.seed)
     if recipe.data.kind == "blend":
@@ -160,7 +161,7 @@ def _check_divergence(history: List[StepResult], limit: int, run_dir: Path) -> N
 
 
 def prepare_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
-                     parts: Optional[Components] = None) -> Callable[[], Dict[str, float]]:
+                     parts: Optional[Components] = None) -> Callable[[], Dict[str, Any]]:
     """Build the stage and restore where it starts (everything that can refuse the recipe); returns the session
     that trains to the last iteration (``stage.run_stage`` calls both)."""
     iters = train_iters(recipe)
@@ -171,7 +172,7 @@ def prepare_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
 
 
 def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
-                 parts: Optional[Components] = None) -> Dict[str, float]:
+                 parts: Optional[Components] = None) -> Dict[str, Any]:
     """Train ``recipe`` to its last iteration, starting where ``resume.restore`` says; the main rank writes
     ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``exit_code`` is
     ``REQUEUE_EXIT_CODE`` when a stop signal ended the run (after saving) before its last step."""
@@ -179,7 +180,7 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
 
 
 def _train(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, parts: Components, start: Start, dataset,
-           iters: int) -> Dict[str, float]:
+           iters: int) -> Dict[str, Any]:
     tokens_per_step = recipe.train.global_batch * recipe.train.seq_len
     writer = metrics_writer(ctx, run_dir, iters, recipe)
     peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
@@ -218,7 +219,8 @@ def _train(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, parts: Com
     return {**manager.summary(), **_summary(history, iters, tokens_per_step, ctx)}
 
 
-def _summary(history: List[StepResult], iters: int, tokens_per_step: int, ctx: ParallelContext) -> Dict[str, float]:
+def _summary(history: List[StepResult], iters: int, tokens_per_step: int,
+             ctx: ParallelContext) -> Dict[str, Any]:
     seconds = sum(r.seconds for r in history)
     return {
         "tokens": iters * tokens_per_step,

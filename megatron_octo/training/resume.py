@@ -138,7 +138,8 @@ def _own_checkpoint(run_dir: Path, ctx, log) -> Tuple[Optional[Path], List[Tuple
         choice = list(usable_checkpoint(root, log, set_aside=False))
     if ctx is not None:
         dist.broadcast_object_list(choice, src=0)
-    found, skipped = choice
+    found: Optional[Path] = choice[0]  # type: ignore[assignment]  # broadcast_object_list is untyped
+    skipped: List[Tuple[Path, str]] = choice[1]  # type: ignore[assignment]
     if found is None and skipped:
         reasons = "; ".join(f"{p.name}: {why}" for p, why in skipped)
         raise ckpt.CheckpointError(f"no usable checkpoint under {root} ({reasons}): restore one from a backup, or "

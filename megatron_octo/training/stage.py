@@ -18,7 +18,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 from megatron_octo.config.loader import to_yaml
 from megatron_octo.config.schema import RecipeConfig
@@ -26,6 +26,9 @@ from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.resume import Start, restore, schedule_params
 from megatron_octo.training.signals import REQUEUE_EXIT_CODE, StopRequest
 from megatron_octo.utils.io import OutputExistsError, atomic_write_text
+
+if TYPE_CHECKING:  # the stage entry is imported by the CLI before torch.distributed is needed
+    from megatron_octo.parallel import ParallelContext
 
 RUN_FILES = ("metrics.jsonl", "recipe.yaml", "train_summary.json", "tensorboard", "checkpoints")
 """What every stage writes into its run directory (``--overwrite`` removes these and the stage's own)."""
@@ -158,12 +161,14 @@ def world_check(spec: StageSpec, recipe: RecipeConfig, world_size: int) -> int:
     return check_world(recipe, world_size)
 
 
-Session = Callable[[], Dict]
+Summary = Dict[str, Any]
+Session = Callable[[], Summary]
 """A set-up stage: running it takes the steps and returns the summary."""
 
 
 def run_stage(spec: StageSpec, recipe: RecipeConfig, run_dir: Path, overwrite: bool,
-              setup: Callable[[object], Session], finish: Optional[Callable[[Dict], None]] = None) -> Dict:
+              setup: Callable[["ParallelContext"], Session],
+              finish: Optional[Callable[[Summary], None]] = None) -> Summary:
     """Run one stage in this process (one rank of a torchrun world, or a world of one).
 
     ``setup(ctx)`` builds and restores (collective) and returns the session; ``finish(summary)`` runs on the main
@@ -253,7 +258,7 @@ class CheckpointManager:
 
     recipe: RecipeConfig
     run_dir: Path
-    ctx: object
+    ctx: "ParallelContext"
     start: Start
     iters: int
     spec: StageSpec
@@ -270,10 +275,17 @@ class CheckpointManager:
         self.tokens = self.start.tokens
         self.saver = ckpt.Saver(self.run_dir / "checkpoints", c.keep_last, self.ctx, c.async_save)
         self._companion_savers = [ckpt.Saver(self.run_dir / x.subdir, c.keep_last, self.ctx) for x in self.companions]
-        self.stop: Optional[StopRequest] = None
+        self._stop: Optional[StopRequest] = None
+
+    @property
+    def stop(self) -> StopRequest:
+        """The stop-signal handlers (installed while the manager is entered)."""
+        if self._stop is None:
+            raise RuntimeError("CheckpointManager used outside its `with` block")
+        return self._stop
 
     def __enter__(self) -> "CheckpointManager":
-        self.stop = StopRequest(announce=self.ctx.is_main)
+        self._stop = StopRequest(announce=self.ctx.is_main)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -338,7 +350,7 @@ class CheckpointManager:
             saver.save(self.meta(step, companion.recipe), companion.parts)
         return self.saver.save(self.meta(step), parts)
 
-    def summary(self) -> Dict[str, object]:
+    def summary(self) -> Dict[str, Any]:
         """The fields every stage's summary carries."""
         return {"steps": self.iters, "start_step": self.start.step, "steps_run": self.steps_run,
                 "tokens_consumed": self.tokens, "preempted": self.outcome.exit_code == REQUEUE_EXIT_CODE,

@@ -55,7 +55,7 @@ def remove_stale_temps(path: Path) -> list:
 
     path = Path(path)
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.tmp-(\d+)$")
-    removed = []
+    removed: list = []
     if not path.parent.is_dir():
         return removed
     for entry in path.parent.iterdir():
