@@ -16,7 +16,7 @@ from typing import Optional
 from megatron_octo.launch.config import JobSpec, LaunchError, LocalConfig, SlurmConfig
 from megatron_octo.launch.layout import Layout, check_layout, check_overrides
 from megatron_octo.launch.local import describe_local, local_command, run_local
-from megatron_octo.launch.slurm import render, submit, write_script
+from megatron_octo.launch.slurm import check_slurm, render, submit, write_script
 
 
 @dataclass
@@ -37,8 +37,8 @@ def launch_slurm(job: JobSpec, cfg: SlurmConfig, dry_run: bool = False, overwrit
                  sbatch: Optional[str] = None) -> SlurmLaunch:
     """Check, render, and (unless ``dry_run``) write and submit the job."""
     check_overrides(job.overrides)
-    gpus = f"--nodes {cfg.nodes} x --gpus-per-node {cfg.gpus_per_node}"
-    layout = check_layout(job, cfg.nodes * cfg.gpus_per_node, gpus)
+    check_slurm(cfg)
+    layout = check_layout(job, cfg.nodes * cfg.ranks, cfg.world_words(), unit="ranks" if cfg.cpu else "GPUs")
     text = render(job, cfg, layout)
     if dry_run:
         return SlurmLaunch(script=text, layout=layout)
