@@ -11,9 +11,12 @@ The job script's contract (what tests/launch checks):
 - Every rank ignores SIGUSR1 until training installs its handler (``training.signals``): on the signal the ranks
   agree, save a complete checkpoint, and exit with ``REQUEUE_EXIT_CODE``.
 - The script requeues its own job (``scontrol requeue``) when the step exits with ``REQUEUE_EXIT_CODE``, or
-  exits non-zero after the shell got the signal (torchrun reports any failed worker as 1); at most
-  ``max_requeues`` times. The requeued job runs the same command on the same run directory, so it resumes from
-  the newest complete checkpoint in ``RUN_DIR/checkpoints``.
+  exits non-zero after the shell got SIGUSR1 (torchrun reports any failed worker as 1; srun's --kill-on-bad-exit
+  may end ranks still leaving with SIGTERM); at most ``max_requeues`` times. The requeued job runs the same command
+  on the same run directory, so it resumes from the newest complete checkpoint in ``RUN_DIR/checkpoints``.
+- SIGTERM to the shell means Slurm is ending the job: the script requeues then only at the time limit
+  (``Reason=TimeLimit``); a job stopped with ``scancel`` stays cancelled (Slurm would otherwise accept the
+  requeue of a cancelled job, as measured on 22.05).
 - Rendezvous: rank 0 lives on the first node of the allocation (``MASTER_ADDR``), on a port derived from the job
   id (``MASTER_PORT``); ranks follow Slurm's node order, so tensor-parallel groups stay inside a node.
 """

@@ -184,7 +184,8 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
     tokens_per_step = recipe.train.global_batch * recipe.train.seq_len
     writer = maybe_writer(ctx.is_main, run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
     stop = StopRequest()
-    saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
+    saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save,
+                       save=recipe.checkpoint.save)
     peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
     history, preempted = [], False
     try:

@@ -108,8 +108,11 @@ def test_preempted_stable_job_requeues_resumes_and_its_decay_branch_waits_for_it
     out = job_output(stable, job)
     assert first["JobState"] == "PENDING", out[-3000:]
     assert "SIGUSR1 received" in out
+    # Every rank exits 75 after the save; srun's --kill-on-bad-exit may end the last ones, already leaving, with
+    # SIGTERM, so the step's status is 75 or 143: the script requeues on either once it got the signal.
+    assert f"Exited with exit code {REQUEUE_EXIT_CODE}" in out, out[-3000:]
     status = (stable / "slurm" / f"{job}.0" / "status.txt").read_text()
-    assert f"step exited with status {REQUEUE_EXIT_CODE}" in status, out[-3000:]
+    assert status.split()[-1] in (str(REQUEUE_EXIT_CODE), "143") and "requeueing job" in out, out[-3000:]
     saved = read_meta(complete_checkpoints(stable / "checkpoints")[-1]).step
     assert 1 <= saved < LONG_ITERS, f"saved step {saved}: the job ended before Slurm's signal; raise LONG_ITERS"
     assert f"saved step {saved}, exiting" in out
