@@ -2,6 +2,7 @@
 rendered. The same jobs run against a real Slurm in tests/launch/slurm (`make test-slurm`)."""
 
 import os
+import subprocess
 
 import pytest
 
@@ -73,3 +74,18 @@ def test_cli_parsable_prints_only_the_job_id(tmp_path, capsys, monkeypatch):
     assert code == 0 and capsys.readouterr().out == "4711\n"
     script = (tmp_path / "run" / "slurm" / "octo-tiny-cpu.sbatch").read_text()
     assert "#SBATCH --dependency=afterok:4710" in script
+
+
+def test_the_test_clusters_scripts_parse_and_pass_shellcheck():
+    """tests/launch/slurm/{run,cluster}.sh start and stop the real cluster of `make test-slurm`."""
+    from tests.launch.helpers import ROOT
+    from tests.launch.test_containers import tool
+
+    scripts = [ROOT / "tests" / "launch" / "slurm" / name for name in ("run.sh", "cluster.sh")]
+    for path in scripts:
+        assert subprocess.run(["bash", "-n", str(path)]).returncode == 0, path
+    shellcheck = tool("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed")
+    proc = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

@@ -54,8 +54,9 @@ JobRequeue=1
 ReturnToService=2
 # Finished jobs stay visible to scontrol for two minutes (the tests read their final state).
 MinJobAge=120
-# Seconds between SIGTERM and SIGKILL when a job is cancelled or reaches its limit (the default is 30).
-KillWait=15
+# Seconds between SIGTERM and SIGKILL when a job is cancelled or reaches its limit (default 30): room for ranks
+# on a busy machine to save, exit, and for the job script to decide about a requeue.
+KillWait=60
 SlurmctldTimeout=30
 SlurmdTimeout=60
 $node

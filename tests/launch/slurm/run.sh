@@ -5,7 +5,7 @@
 # skip, saying why), starts a private cluster under a temporary directory (cluster.sh), runs pytest with SLURM_CONF
 # pointing at it, and stops every daemon it started, whatever the tests did (EXIT trap, also on Ctrl-C).
 set -uo pipefail
-cd "$(dirname "$0")/../../.."
+cd "$(dirname "$0")/../../.." || exit 1
 HERE=tests/launch/slurm
 PY="${1:?usage: run.sh PYTHON [pytest args]}"
 shift
@@ -53,6 +53,7 @@ if [ -n "$SKIP" ]; then
 fi
 
 DIR="$(mktemp -d "${TMPDIR:-/tmp}/octo-slurm.XXXXXX")"
+# shellcheck disable=SC2317  # called by the EXIT trap
 finish() {
     "$HERE/cluster.sh" stop "$DIR"
     rm -rf "$DIR"
@@ -64,10 +65,12 @@ trap 'exit 143' TERM
 "$HERE/cluster.sh" start "$DIR" || exit 1
 export SLURM_CONF="$DIR/slurm.conf"
 export OCTO_SLURM_CONF="$SLURM_CONF"
-"$PY" -m pytest "$HERE" -q -rs "$@"
+# The jobs' run directories live under DIR (pytest's shared temporary root is pruned by other pytest runs).
+"$PY" -m pytest "$HERE" -q -rs --basetemp "$DIR/pytest" "$@"
 rc=$?
 if [ "$rc" != 0 ]; then
-    echo "== tests failed; the cluster's logs end with:"
-    tail -n 15 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" 2>/dev/null
+    KEEP="$(mktemp -d "${TMPDIR:-/tmp}/octo-slurm-failed.XXXXXX")"
+    cp -r "$DIR/pytest" "$DIR/log" "$DIR/slurm.conf" "$KEEP/" 2>/dev/null
+    echo "== tests failed: the jobs' run directories and the cluster's logs are kept in $KEEP"
 fi
 exit "$rc"

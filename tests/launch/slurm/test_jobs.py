@@ -30,6 +30,9 @@ LONG_ITERS = 600
 LONG = [f"train.iters={LONG_ITERS}", "schedule.style=constant", "schedule.warmup_iters=0", "schedule.min_lr=3.0e-3",
         "logging.log_interval=100", *QUIET]
 
+# The cancelled run: long enough to be cancelled after its first periodic save (every 5 steps).
+CANCEL_ITERS = 200
+
 # Time limit and signal lead of the pre-empted job: Slurm checks limits every 30 s and signals once
 # now >= end - lead - 30, so with 3 minutes and a lead of 140 s the USR1 comes 10-40 s after the start (measured on
 # 22.05: a lead of 60 s under a 2-minute limit signalled 38 s in). The job script repeats the forwarded signal every
@@ -148,8 +151,10 @@ def test_preempted_stable_job_requeues_resumes_and_its_decay_branch_waits_for_it
 
 
 def test_scancel_leaves_a_complete_checkpoint_and_a_resumable_run(cluster, tmp_path, long_reference):
+    """A shorter run of the LONG recipe: with a constant LR its steps are the first CANCEL_ITERS of the reference."""
     run = tmp_path / "run"
-    job = cluster.launch(run, [*LONG, "checkpoint.save_interval=50"], "--time", "20")
+    overrides = [*LONG, f"train.iters={CANCEL_ITERS}", "checkpoint.save_interval=5"]
+    job = cluster.launch(run, overrides, "--time", "20")
     running = cluster.wait(job, lambda j: j["JobState"] != "PENDING" and (
         j["JobState"] != "RUNNING" or bool(complete_checkpoints(run / "checkpoints"))), "a first checkpoint")
     assert running["JobState"] == "RUNNING", job_output(run, job)[-3000:]
@@ -157,15 +162,16 @@ def test_scancel_leaves_a_complete_checkpoint_and_a_resumable_run(cluster, tmp_p
     ended = cluster.finished(job)
     out = job_output(run, job)
     assert ended["JobState"] == "CANCELLED" and ended["Restarts"] == "0", out[-3000:]
-    assert "not requeueing" in out and "requeueing job" not in out
+    assert "SIGTERM received" in out and "not requeueing" in out and "requeueing job" not in out, out[-3000:]
     newest = complete_checkpoints(run / "checkpoints")[-1]
     saved = read_meta(newest).step
-    assert 50 <= saved < LONG_ITERS
+    assert 5 <= saved < CANCEL_ITERS, f"saved step {saved}: the job ended before scancel; raise CANCEL_ITERS"
+    assert cluster.job(job)["JobState"] == "CANCELLED"  # still: not requeued behind the test's back
 
     # Submitted again, the same job resumes from that checkpoint and ends as the uninterrupted run does.
-    again = cluster.launch(run, [*LONG, "checkpoint.save_interval=50"], "--time", "20", "--overwrite")
+    again = cluster.launch(run, overrides, "--time", "20", "--overwrite")
     done = cluster.finished(again)
     out = job_output(run, again)
     assert done["JobState"] == "COMPLETED", out[-3000:]
     assert f"resumed from {newest}" in out
-    assert numbers(run) == long_reference
+    assert numbers(run) == long_reference[:CANCEL_ITERS]
