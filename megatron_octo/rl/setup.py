@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_octo.config.schema import RecipeConfig
+from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
 
@@ -19,7 +20,7 @@ INIT_DIR = "init"
 """``RUN_DIR/init``: the Megatron-Core conversion of a Hugging Face ``rl.init``."""
 
 
-class RLSetupError(ValueError):
+class RLSetupError(OctoError, ValueError):
     """The RL run cannot start as configured; the message names the problem and the fix."""
 
 
@@ -28,7 +29,7 @@ def _is_hf_dir(path: Path) -> bool:
 
 
 def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Path) -> Path:
-    from megatron_octo.convert.api import _find_tokenizer, _tokenizer_in
+    from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer, tokenizer_in as _tokenizer_in
 
     for candidate in (recipe.rl.prompts.tokenizer, recipe.data.tokenizer):
         if candidate:
