@@ -175,3 +175,20 @@ def test_scancel_leaves_a_complete_checkpoint_and_a_resumable_run(cluster, tmp_p
     assert done["JobState"] == "COMPLETED", out[-3000:]
     assert f"resumed from {newest}" in out
     assert numbers(run) == long_reference[:CANCEL_ITERS]
+
+
+def test_branch_of_a_failed_stable_job_is_cancelled_not_left_pending(cluster, tmp_path):
+    """examples/chain.sh adds --kill-on-invalid-dep=yes: a stable job that fails cancels its decay branches."""
+    failed = subprocess.run(["sbatch", "--parsable", "--hold", "--output", str(tmp_path / "failed.out"),
+                             "--wrap", "exit 3"], capture_output=True, text=True, env=cluster.env, timeout=60)
+    assert failed.returncode == 0, failed.stderr
+    stable = failed.stdout.strip().split(";")[0]
+    cluster.jobs.append(stable)
+    branch = cluster.launch(tmp_path / "decay", [f"train.iters={DECAY_ITERS}", *QUIET,
+                                                 f"checkpoint.branch_from={tmp_path / 'stable'}"],
+                            "--dependency", f"afterok:{stable}", "--sbatch-arg=--kill-on-invalid-dep=yes")
+    assert cluster.job(branch)["Reason"] == "Dependency"
+    cluster.scontrol("release", stable)  # held until the branch was queued behind it
+    ended = cluster.finished(branch, timeout=300)
+    assert ended["JobState"] == "CANCELLED" and ended["Reason"] == "DependencyNeverSatisfied"
+    assert cluster.job(stable)["ExitCode"] == "3:0" and not (tmp_path / "decay" / "metrics.jsonl").exists()
