@@ -277,6 +277,12 @@ class RolloutConfig:
     """vLLM: share of accelerator memory its engine may take (colocated with training)."""
     sleep_between_rollouts: bool = True
     """vLLM: free the engine's accelerator memory while the trainer runs (vLLM sleep mode), where supported."""
+    sleep_level: int = 2
+    """vLLM sleep level between rollouts: 2 discards weights and KV cache (a weight sync follows every wake, so
+    nothing needs restoring: no host copy), 1 offloads the weights to host memory and copies them back."""
+    sync_bucket_mb: int = 256
+    """Weight sync: MiB of tensors (engine dtype) per bucket sent to the engine (vLLM RPC or CUDA IPC, or the
+    broadcast to an engine's tensor-parallel workers); bounds the sync's extra memory with one layer's tensors."""
 
 
 @dataclass
@@ -349,6 +355,11 @@ class RLConfig:
     """PPO: clip of the value update around the old values."""
     critic_lr: float = 1e-5
     """PPO: the critic's (constant) learning rate."""
+    max_tokens_per_micro_batch: Optional[int] = None
+    """Token-budget micro-batches for the log-prob, reference, value and update passes: each mini-batch's
+    responses sorted by length and grouped so that rows x padded length stays within this many tokens, each
+    micro-batch padded only to its own longest (``train.micro_batch`` is then unused). None: ``train.micro_batch``
+    responses per micro-batch, all padded to the step's longest."""
     reward: str = "default"
     """Reward variant of ``megatron_octo.rl.reward`` (``default``: +1 correct, -1 wrong or no box)."""
     init: Optional[str] = None

@@ -190,9 +190,10 @@ def judge(kind: str, pred: str, gold: str) -> bool:
     if quick is not None:
         return quick
     pred, gold = normalize_answer(pred), normalize_answer(gold)
-    if kind == "ocw" and as_number(gold) is not None:
+    gold_number = as_number(gold) if kind == "ocw" else None
+    if gold_number is not None:
         value = _sympy_float(pred)
-        return value is not None and abs(value - float(as_number(gold))) <= OCW_REL_TOL * abs(float(as_number(gold)))
+        return value is not None and abs(value - gold_number) <= OCW_REL_TOL * abs(gold_number)
     if kind == "letter":
         return False
     return math_equal(pred, gold)

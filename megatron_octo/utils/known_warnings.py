@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import warnings
+from typing import List
 
 FALLBACK = re.compile(r"(Transformer Engine and Apex are|Apex is) not installed")
 """Megatron-Core's fallback warnings (mixed_precision, optimizer, clip_grads, backends, gpt_layer_specs)."""
@@ -27,7 +28,7 @@ def quiet_known_warnings(stream=None) -> None:
     if getattr(warnings.showwarning, "_octo_quiet", False):
         return
     original = warnings.showwarning
-    noted = []
+    noted: List[str] = []
 
     def show(message, category, filename, lineno, file=None, line=None):
         text = str(message)
