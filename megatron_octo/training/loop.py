@@ -206,7 +206,7 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
     stop = StopRequest()
     loader = step_loader(dataset, recipe, ctx, start.step, iters)  # after StopRequest: workers inherit its handlers
     collector = manual_gc(recipe)
-    validator = Validator(recipe, ctx, valid, iters, collector)
+    validator = Validator(recipe, ctx, valid, iters, make_forward_step(ctx), global_mean_loss, collector)
     saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
     peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
     history, preempted = [], False

@@ -15,7 +15,7 @@ that share is 0. For ``synthetic`` data a held-out stream of the same generator 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -46,10 +46,17 @@ def validation_samples(recipe: RecipeConfig, iters: int) -> int:
 
 
 class Validator:
-    """Runs the evaluations of a stage (collective: every rank calls ``maybe_evaluate`` after every step)."""
+    """Runs the evaluations of a stage (collective: every rank calls ``maybe_evaluate`` after every step).
 
-    def __init__(self, recipe: RecipeConfig, ctx: ParallelContext, dataset, iters: int, collector=None):
+    ``forward_step``: the training's ``forward_step_func`` (the same loss); ``reduce(losses, ctx)``: the global
+    mean token loss of the schedules' outputs (``training.loop.global_mean_loss``); ``collector``: the stage's
+    ``ManualGC``.
+    """
+
+    def __init__(self, recipe: RecipeConfig, ctx: ParallelContext, dataset, iters: int, forward_step: Callable,
+                 reduce: Callable, collector=None):
         self.recipe, self.ctx, self.dataset, self.iters, self.collector = recipe, ctx, dataset, iters, collector
+        self.forward_step, self.reduce = forward_step, reduce
 
     def maybe_evaluate(self, parts, step: int) -> Optional[dict]:
         """``{"val_loss", "val_ppl"}`` when an evaluation is due after ``step`` steps, else None."""
@@ -67,8 +74,6 @@ class Validator:
         """Mean token loss over evaluation ``index``'s ``eval_iters`` global batches, on every rank."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
-        from megatron_octo.training.loop import global_mean_loss, make_forward_step
-
         t, ctx = self.recipe.train, self.ctx
         first = index * t.eval_iters
         loader = step_loader(self.dataset, self.recipe, ctx, first, first + t.eval_iters)
@@ -81,7 +86,7 @@ class Validator:
                 for batch_index in range(first, first + t.eval_iters):
                     batches = loader.step(batch_index)
                     losses += get_forward_backward_func()(
-                        forward_step_func=make_forward_step(ctx), data_iterator=iter(batches), model=parts.model,
+                        forward_step_func=self.forward_step, data_iterator=iter(batches), model=parts.model,
                         num_microbatches=len(batches), seq_length=t.seq_len // ctx.cp, micro_batch_size=t.micro_batch,
                         forward_only=True, p2p_communicator=parts.p2p, pg_collection=ctx.pgs,
                     )
@@ -89,5 +94,5 @@ class Validator:
             loader.close()
             for chunk in parts.model:
                 chunk.train()
-        return global_mean_loss(losses, ctx)
+        return self.reduce(losses, ctx)
 
