@@ -20,8 +20,11 @@ _CHOICES = {
     "schedule.style": ("constant", "cosine", "linear"),
     "optimizer.name": ("adam", "sgd"),
     "precision.dtype": ("auto", "fp32", "bf16", "fp16"),
-    "precision.fp8": (None, "hybrid", "e4m3"),
-    "precision.fp8_recipe": ("tensorwise", "delayed", "mxfp8", "blockwise"),
+    "precision.fp8": (None, "auto", "hybrid", "e4m3"),
+    "precision.fp8_recipe": ("auto", "tensorwise", "delayed", "mxfp8", "blockwise"),
+    "perf.tp_comm_bootstrap": ("nccl", "mpi", "gloo"),
+    "perf.recompute": (None, "selective", "full"),
+    "perf.recompute_method": ("block", "uniform"),
 }
 
 
@@ -132,18 +135,37 @@ def _check_data(recipe: RecipeConfig) -> None:
 
 def _check_precision(recipe: RecipeConfig) -> None:
     p, m = recipe.precision, recipe.model
-    _require(p.fp8_bf16_layers >= 0, f"precision.fp8_bf16_layers={p.fp8_bf16_layers} must be >= 0")
+    layers = p.fp8_bf16_layers
+    _require(layers is None or layers >= 0, f"precision.fp8_bf16_layers={layers} must be >= 0")
     _require(
-        not (p.fp8_bf16_layers and p.fp8_recipe == "delayed"),
+        not (layers and p.fp8_recipe == "delayed"),
         "precision.fp8_bf16_layers needs a current-scaling recipe: Megatron-Core's delayed scaling cannot keep "
         "layers in bf16 (set precision.fp8_recipe=tensorwise)",
     )
     per_stage = m.num_layers // recipe.parallel.pp
     _require(
-        p.fp8_bf16_layers <= per_stage,
-        f"precision.fp8_bf16_layers={p.fp8_bf16_layers} exceeds the {per_stage} layers of a pipeline stage",
+        layers is None or layers <= per_stage,
+        f"precision.fp8_bf16_layers={layers} exceeds the {per_stage} layers of a pipeline stage",
     )
-    _require(p.fp8 is None or p.dtype in ("auto", "bf16"), "precision.fp8 needs precision.dtype=bf16 (or auto)")
+    # auto only asks for FP8 where it can run; an explicit format is a demand.
+    _require(p.fp8 in (None, "auto") or p.dtype in ("auto", "bf16"),
+             "precision.fp8 needs precision.dtype=bf16 (or auto)")
+
+
+def _check_perf(recipe: RecipeConfig) -> None:
+    f, per_stage = recipe.perf, recipe.model.num_layers // recipe.parallel.pp
+    n = f.recompute_num_layers
+    _require(n is None or 1 <= n <= per_stage,
+             f"perf.recompute_num_layers={n} must be between 1 and the {per_stage} layers of a pipeline stage")
+    _require(n is None or f.recompute == "full",
+             "perf.recompute_num_layers applies to perf.recompute=full only (selective recomputes every layer)")
+    allowed = ("core_attn", "mlp", "layernorm")
+    bad = [x for x in f.recompute_modules if x not in allowed]
+    _require(not bad, f"perf.recompute_modules has {bad}: choose from {', '.join(allowed)}")
+    _require(f.recompute != "selective" or bool(f.recompute_modules),
+             "perf.recompute=selective needs at least one of perf.recompute_modules")
+    _require(not f.tp_comm_overlap or (recipe.parallel.tp > 1 and recipe.parallel.sequence_parallel),
+             "perf.tp_comm_overlap=true needs parallel.tp > 1 and parallel.sequence_parallel=true")
 
 
 def _check_optimization(recipe: RecipeConfig) -> None:
@@ -170,6 +192,7 @@ def validate(recipe: RecipeConfig, world_size: Optional[int] = None) -> None:
     _check_train(recipe)
     _check_data(recipe)
     _check_precision(recipe)
+    _check_perf(recipe)
     _check_optimization(recipe)
     if world_size is not None:
         check_world(recipe, world_size)
