@@ -15,11 +15,12 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from megatron_octo.config.schema import RecipeConfig
+from megatron_octo.errors import OctoError
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
 
-class ConfigError(ValueError):
+class ConfigError(OctoError, ValueError):
     """A recipe or override is wrong; the message is one line naming the field and the fix."""
 
 

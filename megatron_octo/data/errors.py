@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from megatron_octo.errors import OctoError
 
-class DataError(ValueError):
+
+class DataError(OctoError, ValueError):
     """Bad input to the data pipeline: a malformed line, a missing field, a missing tokenizer or dataset."""

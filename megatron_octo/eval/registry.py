@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from megatron_octo.errors import OctoError
 
-class EvalError(ValueError):
+
+class EvalError(OctoError, ValueError):
     """A user mistake in an evaluation request (unknown benchmark, missing data or model); the message names the fix."""
 
 

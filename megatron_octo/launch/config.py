@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from megatron_octo.errors import OctoError
+
 NCCL_DEFAULTS: Dict[str, str] = {
     "NCCL_DEBUG": "WARN",
     "CUDA_DEVICE_MAX_CONNECTIONS": "1",
@@ -25,7 +27,7 @@ TORCH_NCCL_AVOID_RECORD_STREAMS=1 frees NCCL buffers without stream records; NCC
 InfiniBand link flaps; OMP_NUM_THREADS=4 bounds CPU threads per rank."""
 
 
-class LaunchError(ValueError):
+class LaunchError(OctoError, ValueError):
     """Launch options that cannot work together; the message is one line naming the problem and the fix."""
 
 

@@ -17,10 +17,11 @@ import torch
 import torch.distributed as dist
 
 from megatron_octo.config.schema import ParallelConfig
+from megatron_octo.errors import OctoError
 from megatron_octo.parallel import cpu_compat
 
 
-class ParallelSetupError(ValueError):
+class ParallelSetupError(OctoError, ValueError):
     """The launch environment and the requested layout do not fit together."""
 
 

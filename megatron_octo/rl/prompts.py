@@ -16,9 +16,10 @@ from typing import List, Sequence
 import numpy as np
 
 from megatron_octo.config.schema import PromptConfig
+from megatron_octo.errors import OctoError
 
 
-class PromptError(ValueError):
+class PromptError(OctoError, ValueError):
     """The prompt file or its settings are unusable; the message names the problem and the fix."""
 
 

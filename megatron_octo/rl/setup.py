@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_octo.config.schema import RecipeConfig
+from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
 
@@ -19,7 +20,7 @@ INIT_DIR = "init"
 """``RUN_DIR/init``: the Megatron-Core conversion of a Hugging Face ``rl.init``."""
 
 
-class RLSetupError(ValueError):
+class RLSetupError(OctoError, ValueError):
     """The RL run cannot start as configured; the message names the problem and the fix."""
 
 

@@ -41,6 +41,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from megatron_octo.errors import OctoError
+
 log = logging.getLogger(__name__)
 
 # Resolved by vLLM inside each worker process: the class must be importable by this name there.
@@ -48,7 +50,7 @@ WORKER_EXTENSION = "megatron_octo.rollout.vllm_engine.WeightRefitExtension"
 SLEEP_TAGS = ("weights", "kv_cache")
 
 
-class RolloutError(RuntimeError):
+class RolloutError(OctoError, RuntimeError):
     """A one-line error naming the problem and the fix."""
 
 

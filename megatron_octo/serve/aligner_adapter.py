@@ -36,6 +36,7 @@ import types
 from dataclasses import dataclass, fields
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
+from megatron_octo.errors import OctoError
 from megatron_octo.rollout.devices import physical_device, pinned_to, this_rank_gpu  # noqa: F401 (re-export)
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ ACTOR_MODULES = ("nemo_aligner.models.nlp.gpt.megatron_gpt_ppo_actor",
                  "nemo_aligner.models.nlp.gpt.megatron_gpt_reinforce_actor")
 
 
-class AdapterError(RuntimeError):
+class AdapterError(OctoError, RuntimeError):
     """A configuration the vLLM adapter cannot honour (one line naming the problem and the fix)."""
 
 

@@ -40,13 +40,15 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from megatron_octo.errors import OctoError
+
 log = logging.getLogger(__name__)
 
 INPUT_NAMES = ("sentences", "tokens", "sequence_lengths")
 QUESTION_FIELDS = ("prompt", "problem", "question")
 
 
-class RewardServerError(ValueError):
+class RewardServerError(OctoError, ValueError):
     """The server cannot start as configured (one line naming the problem and the fix)."""
 
 

@@ -8,12 +8,13 @@ from typing import List
 import torch
 
 from megatron_octo.config.schema import RecipeConfig
+from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class SetupError(ValueError):
+class SetupError(OctoError, ValueError):
     """The recipe asks for something this machine cannot do; the message says what and how to fix it."""
 
 

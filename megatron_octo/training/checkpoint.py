@@ -26,6 +26,7 @@ from typing import List, Optional
 
 import torch.distributed as dist
 
+from megatron_octo.errors import OctoError
 from megatron_octo.utils.io import atomic_write_text
 
 META_FILE = "octo_checkpoint.json"
@@ -35,7 +36,7 @@ _ITER_RE = re.compile(r"^iter_(\d{7})$")
 _OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OctoError, ValueError):
     """A checkpoint cannot be used as asked; the message names it and the fix."""
 
 

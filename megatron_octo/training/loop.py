@@ -20,6 +20,7 @@ from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.config.validate import train_iters
 from megatron_octo.data.batches import microbatch_indices, microbatches
 from megatron_octo.data.synthetic import SyntheticTokens
+from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import Components, build
@@ -41,7 +42,7 @@ class StepResult:
     """The loss was not finite, so the update was skipped."""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(OctoError, RuntimeError):
     """Too many consecutive non-finite losses; the run stopped without saving."""
 
 

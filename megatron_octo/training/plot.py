@@ -10,12 +10,13 @@ import os
 from pathlib import Path
 from typing import List, Sequence
 
+from megatron_octo.errors import OctoError
 from megatron_octo.training.checkpoint import latest_checkpoint, read_meta
 from megatron_octo.training.metrics import read_metrics
 from megatron_octo.utils.io import OutputExistsError
 
 
-class PlotError(ValueError):
+class PlotError(OctoError, ValueError):
     """A run directory cannot be plotted; the message says why."""
 
 

@@ -6,8 +6,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from megatron_octo.errors import OctoError
 
-class OutputExistsError(FileExistsError):
+
+class OutputExistsError(OctoError, FileExistsError):
     """An output already exists and the caller did not ask to overwrite it."""
 
 
