@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from megatron_octo.config.schema import RecipeConfig
+from megatron_octo.errors import OctoError
 from megatron_octo.training.precision import Hardware
 
 
-class FeatureError(ValueError):
+class FeatureError(OctoError, ValueError):
     """A ``perf`` key demands a feature this machine cannot run; the message is one line naming the fix."""
 
 

@@ -24,7 +24,7 @@ from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import Components, build
-from megatron_octo.training.flops import mfu, peak_flops
+from megatron_octo.training.flops import flops_per_token, mfu, peak_flops
 from megatron_octo.training.metrics import maybe_writer, truncate_metrics
 from megatron_octo.training.resume import Start, restore, schedule_params
 from megatron_octo.training.signals import StopRequest
@@ -186,7 +186,7 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
     writer = maybe_writer(ctx.is_main, run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
     stop = StopRequest()
     saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
-    peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
+    peak = peak_flops(ctx.device, fp8=bool(parts.config.fp8))  # what precision.fp8 resolved to
     history, preempted = [], False
     try:
         for step in range(start.step, iters):
@@ -198,6 +198,8 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                     "step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
                     "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_s,
                     "step_time_s": result.seconds, "skipped_steps": sum(r.skipped for r in history),
+                    "model_tflops": tokens_per_s * flops_per_token(recipe.model, recipe.train.seq_len)
+                    / ctx.world_size / 1e12,  # per GPU
                 }
                 utilization = mfu(tokens_per_s, recipe.model, recipe.train.seq_len, ctx.world_size, peak)
                 writer.write(record if utilization is None else {**record, "mfu": utilization})

@@ -30,9 +30,10 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from megatron_octo.config.schema import ParallelConfig, PrecisionConfig
+from megatron_octo.errors import OctoError
 
 
-class PrecisionError(ValueError):
+class PrecisionError(OctoError, ValueError):
     """The recipe demands a precision this machine cannot run; the message is one line naming the fix."""
 
 
