@@ -218,8 +218,11 @@ def cmd_compare_hf(args) -> None:
     differ = [k for k in sorted(set(a) & set(b))
               if a[k].dtype != b[k].dtype or a[k].shape != b[k].shape or not torch.equal(a[k], b[k])]
     only = sorted(set(a) ^ set(b))
+    identical = not differ and not only and bool(a)
     _write(args.out, {"tensors": len(a), "differ": differ[:20], "missing_or_extra": only[:20],
-                      "bit_identical": not differ and not only})
+                      "bit_identical": identical})
+    if args.require_identical and not identical:
+        raise SystemExit(f"gpu_check: {args.a} and {args.b} differ: {(differ + only)[:5]}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -262,7 +265,7 @@ def markdown(s: Dict) -> str:
     lines = [f"# GPU check: {s.get('device', '?')}", "",
              f"Shape: recipe `{s.get('recipe')}` with `{' '.join(s.get('overrides', []))}`; "
              f"{s.get('steps')} steps, {s.get('warmup')} untimed.", "",
-             f"Measured {s['peak']['dtype'] if s['peak'] else ''} matmul peak: {_fmt(peak, ',.1f')} TFLOP/s", "",
+             f"Measured {s['peak']['dtype'] if s['peak'] else ''} matmul peak: {_fmt(peak, '.4g')} TFLOP/s", "",
              "| run | tokens/s | model TFLOP/s | share of measured peak | first -> last loss |",
              "|---|---:|---:|---:|---|"]
     for label, r in rows:
@@ -270,7 +273,7 @@ def markdown(s: Dict) -> str:
             lines.append(f"| {label} | failed or not run | | | |")
             continue
         share = r["tflops"] / peak if peak else None
-        lines.append(f"| {label} | {_fmt(r['tokens_per_s'])} | {_fmt(r['tflops'], '.1f')} | "
+        lines.append(f"| {label} | {_fmt(r['tokens_per_s'])} | {_fmt(r['tflops'], '.3g')} | "
                      f"{_fmt(None if share is None else 100 * share, '.1f')}% | "
                      f"{_fmt(r['first_loss'], '.3f')} -> {_fmt(r['last_loss'], '.3f')} |")
     ratio, share = s["ratio_vs_best_reference"], s["ours_share_of_peak"]
@@ -281,7 +284,8 @@ def markdown(s: Dict) -> str:
     rt = s["roundtrip"]
     for key, label in (("roundtrip_to_mcore", "HF -> Megatron-Core --verify"),
                        ("roundtrip_to_hf", "Megatron-Core -> HF --verify")):
-        lines.append(f"- {label}: {rt[key]['line'] if rt[key] else 'failed or not run'}")
+        line = (rt[key] or {}).get("line") or "no verify line: the step failed or did not run"
+        lines.append(f"- {label}: {line}")
     cmp = rt["roundtrip_compare"]
     lines.append(f"- HF -> Megatron-Core -> HF tensors bit-identical: "
                  f"{'yes' if s['roundtrip_ok'] else 'NO'}" + (f" ({cmp['tensors']} tensors)" if cmp else ""))
@@ -293,7 +297,8 @@ def _verdict(met: Optional[bool]) -> str:
 
 
 def cmd_summarize(args) -> None:
-    meta = json.loads(args.meta)
+    meta = {**json.loads(args.facts), "recipe": args.recipe, "steps": args.steps, "warmup": args.warmup,
+            "mode": args.mode, "overrides": list(args.overrides)}
     s = summarize(Path(args.work), meta)
     out = Path(args.out_dir)
     (out / "summary.json").write_text(json.dumps(s, indent=2, sort_keys=True) + "\n")
@@ -304,7 +309,7 @@ def cmd_summarize(args) -> None:
 
 def cmd_verify_line(args) -> None:
     """The ``verify (...): ... OK|FAILED`` line of an ``octo convert --verify`` log, as JSON."""
-    lines = [ln for ln in Path(args.log).read_text().splitlines() if ln.startswith("verify (")]
+    lines = [ln for ln in Path(args.log).read_text().splitlines() if ln.startswith(f"verify ({args.expect},")]
     _write(args.out, {"line": lines[-1] if lines else None, "ok": bool(lines) and lines[-1].endswith(": OK")})
 
 
@@ -335,13 +340,20 @@ def main(argv=None) -> None:
     p.add_argument("a")
     p.add_argument("b")
     p.add_argument("--out", required=True)
+    p.add_argument("--require-identical", action="store_true", help="exit 1 unless bit-identical")
     p = sub.add_parser("verify-line")
     p.add_argument("--log", required=True)
+    p.add_argument("--expect", required=True, help="the compared sides, e.g. 'hf vs mcore'")
     p.add_argument("--out", required=True)
     p = sub.add_parser("summarize")
     p.add_argument("--work", required=True)
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--meta", default="{}", help="JSON of run facts (device, recipe, overrides, steps)")
+    p.add_argument("--facts", default="{}", help="JSON of the environment (device, versions)")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--warmup", type=int, required=True)
+    p.add_argument("--mode", choices=("gpu", "cpu"), required=True)
+    p.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     handlers = {"peak": cmd_peak, "reference": cmd_reference, "ours": cmd_ours, "make-hf": cmd_make_hf,
                 "compare-hf": cmd_compare_hf, "verify-line": cmd_verify_line, "summarize": cmd_summarize}

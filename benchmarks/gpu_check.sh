@@ -169,30 +169,23 @@ run reference_bf16 "${LIMITS[3]}" "${HELPER[@]}" reference --mode bf16 --recipe 
     --warmup "$WARMUP" --out "$WORK/ref_bf16.json" "${RUN_OVERRIDES[@]}"
 
 # --- 4. HF -> Megatron-Core -> HF with --verify, then bit-for-bit ------------------------------------------------
-roundtrip() {
-    rm -rf "$WORK/rt"
-    mkdir -p "$WORK/rt"
-    "${HELPER[@]}" make-hf --recipe "$RECIPE" --layers "$RT_LAYERS" --dir "$WORK/rt/hf" \
-        --out "$WORK/rt/make_hf.json" "${RUN_OVERRIDES[@]}" || return 1
-    local rc=0
-    "$PYTHON" -m megatron_octo convert --from hf --to mcore --input "$WORK/rt/hf" --output "$WORK/rt/mcore" \
-        --verify 2>&1 | tee "$WORK/rt/to_mcore.log" || rc=1
-    "${HELPER[@]}" verify-line --log "$WORK/rt/to_mcore.log" --out "$WORK/roundtrip_to_mcore.json"
-    "$PYTHON" -m megatron_octo convert --from mcore --to hf --input "$WORK/rt/mcore" --output "$WORK/rt/hf2" \
-        --verify 2>&1 | tee "$WORK/rt/to_hf.log" || rc=1
-    "${HELPER[@]}" verify-line --log "$WORK/rt/to_hf.log" --out "$WORK/roundtrip_to_hf.json"
-    "${HELPER[@]}" compare-hf "$WORK/rt/hf" "$WORK/rt/hf2" --out "$WORK/roundtrip_compare.json" || rc=1
-    "$PYTHON" -c "import json,sys; sys.exit(0 if json.load(open('$WORK/roundtrip_compare.json'))['bit_identical'] else 1)" \
-        || rc=1
-    return $rc
-}
-run roundtrip "${LIMITS[4]}" bash -c "$(declare -f roundtrip); $(declare -p WORK RECIPE RT_LAYERS PYTHON HELPER RUN_OVERRIDES); roundtrip"
+rm -rf "$WORK/rt"
+RT_LIMIT=$(( LIMITS[4] / 3 ))
+run rt_make_hf "$RT_LIMIT" "${HELPER[@]}" make-hf --recipe "$RECIPE" --layers "$RT_LAYERS" --dir "$WORK/rt/hf" \
+    --out "$WORK/rt/make_hf.json" "${RUN_OVERRIDES[@]}"
+# Each --verify prints one "verify (...): ... OK|FAILED" line into the log; the helper keeps the step's last one.
+run rt_to_mcore "$RT_LIMIT" "$PYTHON" -m megatron_octo convert --from hf --to mcore --input "$WORK/rt/hf" \
+    --output "$WORK/rt/mcore" --verify
+"${HELPER[@]}" verify-line --log "$LOG" --expect "hf vs mcore" --out "$WORK/roundtrip_to_mcore.json" > /dev/null
+run rt_to_hf "$RT_LIMIT" "$PYTHON" -m megatron_octo convert --from mcore --to hf --input "$WORK/rt/mcore" \
+    --output "$WORK/rt/hf2" --verify
+"${HELPER[@]}" verify-line --log "$LOG" --expect "mcore vs hf" --out "$WORK/roundtrip_to_hf.json" > /dev/null
+run rt_compare 60 "${HELPER[@]}" compare-hf "$WORK/rt/hf" "$WORK/rt/hf2" --out "$WORK/roundtrip_compare.json" \
+    --require-identical
 
 # --- summary --------------------------------------------------------------------------------------------------
-META="$("$PYTHON" -c 'import json, sys; f = json.loads(sys.argv[1]); f.update(recipe=sys.argv[2], steps=int(sys.argv[3]),
-warmup=int(sys.argv[4]), mode=sys.argv[5], overrides=sys.argv[6:]); print(json.dumps(f))' \
-    "$FACTS" "$RECIPE" "$STEPS" "$WARMUP" "$MODE" "${RUN_OVERRIDES[@]}")"
-"${HELPER[@]}" summarize --work "$WORK" --out-dir "$OUT" --meta "$META" | tee -a "$LOG"
+"${HELPER[@]}" summarize --work "$WORK" --out-dir "$OUT" --facts "$FACTS" --recipe "$RECIPE" --steps "$STEPS" \
+    --warmup "$WARMUP" --mode "$MODE" "${RUN_OVERRIDES[@]}" | tee -a "$LOG"
 if [[ ${#FAILED[@]} -gt 0 ]]; then
     say "failed steps: ${FAILED[*]} (log: $LOG)"
     exit 1

@@ -6,12 +6,13 @@ can, else off with one line in the log), ``true`` is a demand (refused with one 
 impossible), ``false`` is off. On CPU every ``null`` resolves to off and nothing is logged for it: the CPU path
 stays what it was.
 
-| key | on where | Megatron-Core field(s) |
-|---|---|---|
-| ``tp_comm_overlap`` | CUDA, TE layer spec, TP > 1 with sequence parallelism | ``tp_comm_overlap`` (+ userbuffers bootstrapped before the model is built: ``initialize_userbuffers``) |
-| ``gradient_accumulation_fusion`` | CUDA and (TE layer spec or apex's fused wgrad kernel) | ``gradient_accumulation_fusion`` |
-| ``cross_entropy_fusion`` | CUDA and TE's parallel cross-entropy | ``cross_entropy_loss_fusion``, ``cross_entropy_fusion_impl='te'`` |
-| ``recompute`` | anywhere (it is plain PyTorch) | ``recompute_granularity/method/num_layers/modules`` |
+- ``tp_comm_overlap``: CUDA, TE layer spec (TE >= 1.9), TP > 1 with sequence parallelism -> ``tp_comm_overlap``,
+  and the userbuffers bootstrapped before the model is built (``initialize_userbuffers``);
+- ``gradient_accumulation_fusion``: CUDA and (TE layer spec, or apex's fused wgrad kernel) ->
+  ``gradient_accumulation_fusion``;
+- ``cross_entropy_fusion``: CUDA and TE's parallel cross-entropy -> ``cross_entropy_loss_fusion``,
+  ``cross_entropy_fusion_impl='te'``;
+- ``recompute``: anywhere (plain PyTorch) -> ``recompute_granularity/method/num_layers/modules``.
 
 Like ``precision``, a pure function of the recipe and a ``Hardware`` description, tested on CPU.
 """

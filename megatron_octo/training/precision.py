@@ -2,11 +2,11 @@
 
 ``precision.fp8: auto`` chooses per GPU, as Megatron-Bridge's mixed-precision presets do:
 
-| GPU (compute capability)       | format   | scaling recipe            | BF16 layers at each end | FP8 params (dist. opt.) |
-|--------------------------------|----------|---------------------------|-------------------------|-------------------------|
-| Blackwell (10.x, 12.x)         | e4m3     | ``mxfp8`` (MX block scale) | 0                       | yes, grad buffer reused |
-| Hopper (9.0), Ada (8.9)        | hybrid   | ``tensorwise`` (current)   | 1                       | yes                     |
-| older, no TE, not CUDA, fp32   | BF16: FP8 off, with one line saying why                                                  |
+- Blackwell (sm 10.x, 12.x): format e4m3, ``mxfp8`` (MX block scaling), no BF16 layers, FP8 parameters with the
+  distributed optimizer (their all-gather reuses the gradient buffer);
+- Hopper (sm 9.0) and Ada (sm 8.9): format hybrid, ``tensorwise`` (current scaling), the first and last transformer
+  layer in BF16, FP8 parameters with the distributed optimizer (``delayed`` scaling on TE < 2.2);
+- older GPUs, no Transformer Engine, no CUDA, or an fp32/fp16 recipe: FP8 off, with one line saying why.
 
 An explicit ``precision.fp8: hybrid|e4m3`` is a demand: where the GPU or Transformer Engine cannot do it the run is
 refused with one line (``PrecisionError``), never silently downgraded. ``precision.fp8: null`` trains in BF16.
