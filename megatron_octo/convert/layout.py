@@ -1,7 +1,7 @@
 """The weight plan: which rows of which Megatron-Core checkpoint tensor hold which rows of which Hugging Face tensor.
 
-The plan is derived from the family's declarative rule table (``models.common.MODEL_RULES`` and the family's
-``LAYER_RULES``, expanded by ``models.common.expand_rules``): a rule says which HF tensors make one Megatron-Core
+The plan is derived from the family's declarative rule table (``models.weight_map.MODEL_RULES`` and the family's
+``LAYER_RULES``, expanded by ``models.weight_map.expand_rules``): a rule says which HF tensors make one Megatron-Core
 tensor and through which named transform (``copy``, ``qkv``, ``fc1``, ``vocab``). Every one of those transforms is a
 rearrangement of whole rows (dim 0), so here each is restated as a *row map*: a list of ``Segment`` s saying
 "Megatron rows [m, m+n) are HF tensor X rows [r, r+n)". Rows no segment covers are vocabulary padding (zeros).
@@ -24,7 +24,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from megatron_octo.config.schema import ModelConfig
 from megatron_octo.convert.errors import ConvertError
-from megatron_octo.models import common, get_family
+from megatron_octo.models import get_family, weight_map
+from megatron_octo.models.shapes import head_dim, padded_vocab_size, query_groups, require_shape
 
 _LAYER_RE = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
 LAYER_PREFIX = "decoder.layers."
@@ -122,7 +123,7 @@ class WeightPlan:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Row maps of the named transforms (models.common.COPY / QKV / FC1 / VOCAB)
+# Row maps of the named transforms (models.weight_map.COPY / QKV / FC1 / VOCAB)
 # --------------------------------------------------------------------------------------------------------------------
 
 RowMap = Callable[[Sequence[HFTensor], ModelConfig, int], Tuple[int, List[Segment]]]
@@ -148,9 +149,9 @@ def _fc1_rows(hf: Sequence[HFTensor], cfg: ModelConfig, padded: int) -> Tuple[in
 
 def _qkv_rows(hf: Sequence[HFTensor], cfg: ModelConfig, padded: int) -> Tuple[int, List[Segment]]:
     """Fused QKV interleaved per key-value group: for each group g, its nh/ng query heads, its key head, its value
-    head (``models.common.merge_qkv``)."""
+    head (``models.weight_map.merge_qkv``)."""
     q, k, v = hf
-    ng, d = common.query_groups(cfg), common.head_dim(cfg)
+    ng, d = query_groups(cfg), head_dim(cfg)
     hpg = cfg.num_attention_heads // ng
     segments, row = [], 0
     for g in range(ng):
@@ -172,7 +173,7 @@ def check_layout(cfg: ModelConfig, tp: int, pp: int) -> None:
     """One-line ConvertError when the model cannot be split ``tp`` x ``pp`` ways (Megatron-Core's requirements)."""
     if tp < 1 or pp < 1:
         raise ConvertError(f"--tp {tp} --pp {pp}: both must be >= 1")
-    heads, groups = cfg.num_attention_heads, common.query_groups(cfg)
+    heads, groups = cfg.num_attention_heads, query_groups(cfg)
     if heads % tp or groups % tp:
         ok = [n for n in range(1, groups + 1) if heads % n == 0 and groups % n == 0]
         raise ConvertError(f"--tp {tp} must divide the {heads} attention heads and the {groups} key-value groups: "
@@ -194,14 +195,14 @@ def build_plan(cfg: ModelConfig, tp: int = 1) -> WeightPlan:
     """The weight plan of ``cfg`` with the vocabulary padded for ``tp`` (``make_vocab_size_divisible_by * tp``);
     a ConvertError when ``cfg`` names an unknown family or lacks a shape field."""
     try:
-        common.require_shape(cfg)
+        require_shape(cfg)
         family = get_family(cfg.family)
-        padded = common.padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, tp)
+        padded = padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, tp)
     except ValueError as exc:
         raise ConvertError(f"model config: {exc}") from None
-    shapes = common.hf_shapes(cfg)
+    shapes = weight_map.hf_shapes(cfg)
     entries = []
-    for mcore_name, hf_names, shape_keys, transform in common.expand_rules(cfg, family.LAYER_RULES, use_te=True):
+    for mcore_name, hf_names, shape_keys, transform in weight_map.expand_rules(cfg, family.layer_rules, use_te=True):
         row_map = ROW_MAPS.get(transform.name)
         if row_map is None:
             raise NotImplementedError(f"weight transform {transform.name!r} has no row map in {__name__}: add one")

@@ -1,6 +1,7 @@
 """Evaluation reports: per-benchmark results, the average, the published OctoThinker figures beside them, and the
-files of a run (results.json, results.md, predictions/<benchmark>.jsonl), each written under a temporary name and
-renamed into place.
+files of a run (settings.json, results.json, results.md, predictions/<benchmark>.jsonl), each written under a
+temporary name and renamed into place, and the partial predictions of a benchmark still running (appended chunk by
+chunk, read back by a resumed run).
 
 Published figures are those of RECIPE.md ("Published figures to compare against"), in percent.
 """
@@ -8,6 +9,7 @@ Published figures are those of RECIPE.md ("Published figures to compare against"
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional
@@ -16,6 +18,10 @@ from megatron_octo.eval.registry import BENCHMARKS, PAPER_BENCHMARKS, EvalError
 from megatron_octo.utils.io import OutputExistsError, atomic_write_text
 
 RESULTS_JSON, RESULTS_MD, PREDICTIONS_DIR = "results.json", "results.md", "predictions"
+SETTINGS_JSON = "settings.json"
+"""The settings of a run, written when it starts: a --resume must match them."""
+PARTIAL_SUFFIX = ".partial.jsonl"
+"""predictions/<benchmark>.partial.jsonl: the scored chunks of a benchmark still running."""
 
 
 def _row(values: str) -> Dict[str, float]:
@@ -148,20 +154,99 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def check_output_dir(output_dir, overwrite: bool) -> Path:
-    """The output directory, refused (OutputExistsError naming --overwrite) when it holds an earlier run."""
+def check_output_dir(output_dir, overwrite: bool, resume: bool = False) -> Path:
+    """The output directory, refused (OutputExistsError naming --resume and --overwrite) when it holds an earlier
+    run, complete or interrupted, and neither is given."""
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise EvalError(f"--output {out} is a file; choose a directory")
     if (out / RESULTS_JSON).exists() or (out / PREDICTIONS_DIR).exists():
-        if not overwrite:
-            raise OutputExistsError(f"{out} already holds evaluation results; pass --overwrite to replace them "
-                                    "or choose another --output")
+        if not (overwrite or resume):
+            raise OutputExistsError(f"{out} already holds evaluation results; pass --resume to continue an "
+                                    "interrupted run, --overwrite to replace them, or choose another --output")
     return out
 
 
+def _partial_path(output_dir, benchmark: str) -> Path:
+    return Path(output_dir) / PREDICTIONS_DIR / f"{benchmark}{PARTIAL_SUFFIX}"
+
+
+def start_run(output_dir, settings: Mapping[str, Any], benchmarks: Iterable[str], clear_partials: bool = True) -> None:
+    """settings.json of a run (what a resume must match); the partial predictions of ``benchmarks`` from an
+    earlier run are removed (a fresh run, --overwrite given)."""
+    atomic_write_text(Path(output_dir) / SETTINGS_JSON, json.dumps(dict(settings), indent=2) + "\n")
+    if clear_partials:
+        for name in benchmarks:
+            _partial_path(output_dir, name).unlink(missing_ok=True)
+
+
+def check_settings(output_dir, settings: Mapping[str, Any]) -> None:
+    """EvalError naming the differing settings when an earlier run in ``output_dir`` used others."""
+    path = Path(output_dir) / SETTINGS_JSON
+    if not path.exists():
+        return
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EvalError(f"cannot read {path} ({exc}); pass --overwrite to start afresh") from None
+    diff = [f"{k} {earlier.get(k)!r} -> {v!r}" for k, v in settings.items() if earlier.get(k) != v]
+    if diff:
+        raise EvalError(f"cannot resume {output_dir}: it was run with other settings ({'; '.join(diff)}); "
+                        "rerun with the same flags, or pass --overwrite to start afresh")
+
+
+def _read_records(path: Path) -> List[Dict[str, Any]]:
+    """The records of a predictions file; a torn last line (a kill during a write) is dropped and the file cut back
+    to the complete lines, so later appends follow a whole record."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1 and any(rest.strip() for rest in lines[i + 1:]):
+                raise EvalError(f"{path}:{i + 1} is not a JSON record; pass --overwrite to start afresh") from None
+            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return records
+
+
+def resumable_records(output_dir, benchmark: str, ids: List[str], prompts: List[str]) -> List[Dict[str, Any]]:
+    """The records an interrupted run wrote for the first items of ``benchmark`` (its complete predictions file, or
+    its partial one), checked item by item against this run's ids and prompts; EvalError when they differ."""
+    final, partial = Path(output_dir) / PREDICTIONS_DIR / f"{benchmark}.jsonl", _partial_path(output_dir, benchmark)
+    path = final if final.exists() else partial if partial.exists() else None
+    if path is None:
+        return []
+    records = _read_records(path)
+    if len(records) > len(ids):
+        raise EvalError(f"cannot resume {benchmark}: {path} holds {len(records)} items, this run asks for "
+                        f"{len(ids)}; use the earlier --limit, or another --output")
+    for i, r in enumerate(records):
+        if r.get("id") != ids[i] or r.get("prompt") != prompts[i]:
+            raise EvalError(f"cannot resume {benchmark}: item {i + 1} of {path} has another question or prompt "
+                            "than this run's; rerun with the same data and flags, or pass --overwrite")
+    return records
+
+
+def append_partial(output_dir, benchmark: str, records: List[Mapping[str, Any]]) -> None:
+    """Append scored records to the benchmark's partial predictions file, flushed to disk (what --resume reads)."""
+    path = _partial_path(output_dir, benchmark)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_predictions(output_dir, benchmark: str, records: List[Mapping[str, Any]]) -> Path:
-    """predictions/<benchmark>.jsonl: one JSON object per item (prompt, completion, extracted answer, verdict)."""
+    """predictions/<benchmark>.jsonl: one JSON object per item (prompt, completion, extracted answer, verdict);
+    the benchmark's partial file goes once it is written."""
     path = Path(output_dir) / PREDICTIONS_DIR / f"{benchmark}.jsonl"
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    _partial_path(output_dir, benchmark).unlink(missing_ok=True)
     return path
 
 

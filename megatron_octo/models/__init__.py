@@ -1,25 +1,27 @@
-"""Model families: one module each (``llama``, ``qwen2``) with presets, HF config mapping, layer spec, weight map.
+"""Model families and their registry.
 
-Each family module exposes ``PRESETS`` (config.json dicts), ``from_hf`` / ``to_hf`` (config.json <-> ModelConfig),
-``layer_spec``, and ``state_dict_to_hf`` / ``state_dict_from_hf`` (full tensors).
+Each family module (``llama``, ``qwen2``) declares one ``models.family.Family``: presets (config.json dicts),
+``from_hf`` / ``to_hf`` (config.json <-> ModelConfig) and its per-layer weight rules, with ``state_dict_to_hf`` /
+``state_dict_from_hf`` over full tensors. The shared parts live beside them: ``hf_config`` (config.json fields),
+``gpt`` (TransformerConfig, layer spec, GPTModel), ``weight_map`` (named transforms and rule tables), ``shapes``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from types import ModuleType
 from typing import Dict, Mapping
 
 from megatron_octo.models import llama, qwen2
+from megatron_octo.models.family import Family
 
-FAMILIES: Dict[str, ModuleType] = {"llama": llama, "qwen2": qwen2}
+FAMILIES: Dict[str, Family] = {f.name: f for f in (llama.FAMILY, qwen2.FAMILY)}
 
 # ModelConfig fields a preset does not decide: they are the recipe's choice.
 _NOT_FROM_PRESET = ("make_vocab_size_divisible_by", "spec")
 
 
-def get_family(name: str) -> ModuleType:
-    """The family module called ``name``; one-line ValueError listing the known families otherwise."""
+def get_family(name: str) -> Family:
+    """The family called ``name``; one-line ValueError listing the known families otherwise."""
     try:
         return FAMILIES[name]
     except KeyError:
@@ -33,19 +35,19 @@ def preset(name: str) -> dict:
     ValueError listing the known presets.
     """
     for family in FAMILIES.values():
-        if name in family.PRESETS:
-            fields = dataclasses.asdict(family.from_hf(family.PRESETS[name], name_preset=False))
+        if name in family.presets:
+            fields = dataclasses.asdict(family.from_hf(family.presets[name], name_preset=False))
             fields["preset"] = name
             return {k: v for k, v in fields.items() if k not in _NOT_FROM_PRESET}
-    known = sorted(p for family in FAMILIES.values() for p in family.PRESETS)
+    known = sorted(p for family in FAMILIES.values() for p in family.presets)
     raise ValueError(f"unknown model preset {name!r}: known presets are {', '.join(known)}")
 
 
-def family_for_hf_config(hf_config: Mapping) -> ModuleType:
-    """The family module that reads this config.json, chosen by its ``model_type``."""
+def family_for_hf_config(hf_config: Mapping) -> Family:
+    """The family that reads this config.json, chosen by its ``model_type``."""
     model_type = hf_config.get("model_type")
     for family in FAMILIES.values():
-        if family.MODEL_TYPE == model_type:
+        if family.model_type == model_type:
             return family
-    known = ", ".join(sorted(f.MODEL_TYPE for f in FAMILIES.values()))
+    known = ", ".join(sorted(f.model_type for f in FAMILIES.values()))
     raise ValueError(f"config.json model_type {model_type!r} is not supported: known model types are {known}")

@@ -1,4 +1,4 @@
-"""Llama 3.x: presets, Hugging Face config mapping, layer spec and weight map.
+"""Llama 3.x: presets, Hugging Face config mapping and weight rules, declared as ``FAMILY``.
 
 Llama is the plain Llama-like decoder: RMSNorm, SwiGLU, RoPE (optionally Llama-3 scaled), GQA, no biases.
 HF transformers already stores q/k in the rotate-half layout that Megatron-Core's non-interleaved RoPE uses, so
@@ -8,16 +8,17 @@ no head permutation is needed (tests/models/test_llama.py checks this on logits)
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Mapping, Optional
+from typing import Mapping, Optional
 
 from megatron_octo.config.schema import ModelConfig
-from megatron_octo.models import common
-from megatron_octo.models.common import merge_fc1, merge_qkv, split_fc1, split_qkv  # noqa: F401  (family API)
+from megatron_octo.models import weight_map
+from megatron_octo.models.family import Family
+from megatron_octo.models.hf_config import Presets, check_hf, hf_dict, match_preset, shape_from_hf, shape_to_hf
 
-FAMILY = "llama"
+FAMILY_NAME = "llama"
 MODEL_TYPE = "llama"
 ARCHITECTURE = "LlamaForCausalLM"
-LAYER_RULES = common.LAYER_RULES
+LAYER_RULES = weight_map.LAYER_RULES
 """Per-layer weight rules: Llama has no biases."""
 
 # config.json keys fixed by this family (the architecture keys come from ModelConfig).
@@ -90,7 +91,7 @@ def _tiny(tie: bool) -> dict:
     )
 
 
-PRESETS: Mapping[str, dict] = common.Presets({
+PRESETS: Mapping[str, dict] = Presets({
     # meta-llama/Llama-3.2-1B config.json
     "llama-3.2-1b": _meta(
         head_dim=64,
@@ -135,12 +136,12 @@ def from_hf(hf_config: Mapping, *, name_preset: bool = True) -> ModelConfig:
     HF counterpart (``make_vocab_size_divisible_by``, ``spec``) keep their defaults; ``preset`` names the preset
     with the same architecture, if any (``name_preset=False`` leaves it None).
     """
-    common.check_hf(hf_config, "model_type", MODEL_TYPE, "the llama family reads model_type llama")
-    common.check_hf(hf_config, "attention_bias", False, "Llama has no attention biases (qwen2 has QKV biases)")
-    common.check_hf(hf_config, "mlp_bias", False, "Llama MLPs have no biases")
-    cfg = ModelConfig(family=FAMILY, add_qkv_bias=False, **common.shape_from_hf(hf_config))
+    check_hf(hf_config, "model_type", MODEL_TYPE, "the llama family reads model_type llama")
+    check_hf(hf_config, "attention_bias", False, "Llama has no attention biases (qwen2 has QKV biases)")
+    check_hf(hf_config, "mlp_bias", False, "Llama MLPs have no biases")
+    cfg = ModelConfig(family=FAMILY_NAME, add_qkv_bias=False, **shape_from_hf(hf_config))
     if name_preset:
-        cfg = dataclasses.replace(cfg, preset=common.match_preset(cfg, PRESETS, from_hf))
+        cfg = dataclasses.replace(cfg, preset=match_preset(cfg, PRESETS, from_hf))
     return cfg
 
 
@@ -150,26 +151,16 @@ def to_hf(cfg: ModelConfig, *, dtype: Optional[str] = None) -> dict:
     Keys with no ModelConfig field (token ids) come from ``cfg.preset``'s config.json when it has one. ``dtype``
     (``torch_dtype``) defaults to the preset's, else bfloat16.
     """
-    if cfg.family != FAMILY:
+    if cfg.family != FAMILY_NAME:
         raise ValueError(f"model.family={cfg.family!r} given to the llama family's to_hf")
     if cfg.add_qkv_bias:
         raise ValueError("model.add_qkv_bias=true is not supported by the llama family: use family qwen2")
     base = PRESETS.get(cfg.preset or "", {})
     dtype = dtype or base.get("torch_dtype", "bfloat16")
-    return common.hf_dict(base, {**common.shape_to_hf(cfg, dtype), **CONSTANTS})
+    return hf_dict(base, {**shape_to_hf(cfg, dtype), **CONSTANTS})
 
 
-def layer_spec(cfg: ModelConfig, use_te: bool, *, sdpa: bool = True):
-    """Megatron-Core decoder layer spec: TE layers when ``use_te``, else local layers with RMSNorm (and the
-    fused-SDPA core attention unless ``sdpa`` is False)."""
-    return common.layer_spec(use_te, sdpa=sdpa)
-
-
-def state_dict_to_hf(mcore_sd: Mapping, cfg: ModelConfig) -> dict:
-    """Full Megatron-Core state dict -> HF ``LlamaForCausalLM`` state dict (see ``common.state_dict_to_hf``)."""
-    return common.state_dict_to_hf(mcore_sd, cfg, LAYER_RULES)
-
-
-def state_dict_from_hf(hf_sd: Mapping, cfg: ModelConfig, use_te: bool, tp: int = 1) -> dict:
-    """HF ``LlamaForCausalLM`` state dict -> full Megatron-Core state dict (see ``common.state_dict_from_hf``)."""
-    return common.state_dict_from_hf(hf_sd, cfg, LAYER_RULES, use_te, tp)
+FAMILY = Family(
+    name=FAMILY_NAME, model_type=MODEL_TYPE, architecture=ARCHITECTURE, presets=PRESETS, layer_rules=LAYER_RULES,
+    from_hf=from_hf, to_hf=to_hf,
+)

@@ -1,4 +1,4 @@
-"""Qwen2 / Qwen2.5: presets, Hugging Face config mapping, layer spec and weight map.
+"""Qwen2 / Qwen2.5: presets, Hugging Face config mapping and weight rules, declared as ``FAMILY``.
 
 Qwen2 is the Llama-like decoder with biases on the query/key/value projections (and none elsewhere). Its
 config.json may declare sliding-window attention; only configs where it is off are supported.
@@ -7,16 +7,17 @@ config.json may declare sliding-window attention; only configs where it is off a
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Mapping, Optional
+from typing import Mapping, Optional
 
 from megatron_octo.config.schema import ModelConfig
-from megatron_octo.models import common
-from megatron_octo.models.common import merge_fc1, merge_qkv, split_fc1, split_qkv  # noqa: F401  (family API)
+from megatron_octo.models import weight_map
+from megatron_octo.models.family import Family
+from megatron_octo.models.hf_config import Presets, check_hf, hf_dict, match_preset, shape_from_hf, shape_to_hf
 
-FAMILY = "qwen2"
+FAMILY_NAME = "qwen2"
 MODEL_TYPE = "qwen2"
 ARCHITECTURE = "Qwen2ForCausalLM"
-LAYER_RULES = common.LAYER_RULES + (common.QKV_BIAS_RULE,)
+LAYER_RULES = weight_map.LAYER_RULES + (weight_map.QKV_BIAS_RULE,)
 """Per-layer weight rules: Llama's plus the fused QKV bias."""
 
 CONSTANTS = {
@@ -52,7 +53,7 @@ def _without_token_ids(d: dict) -> dict:
     return {k: v for k, v in d.items() if not k.endswith("_token_id")}
 
 
-PRESETS: Mapping[str, dict] = common.Presets({
+PRESETS: Mapping[str, dict] = Presets({
     # Qwen/Qwen2.5-1.5B config.json
     "qwen2.5-1.5b": _qwen(
         hidden_size=1536,
@@ -117,38 +118,28 @@ def from_hf(hf_config: Mapping, *, name_preset: bool = True) -> ModelConfig:
     Sliding-window attention and rope scaling other than ``llama3`` raise a one-line ValueError. Fields with no
     HF counterpart keep their defaults; ``preset`` names the preset with the same architecture, if any.
     """
-    common.check_hf(hf_config, "model_type", MODEL_TYPE, "the qwen2 family reads model_type qwen2")
+    check_hf(hf_config, "model_type", MODEL_TYPE, "the qwen2 family reads model_type qwen2")
     _check_no_sliding_window(hf_config)
-    cfg = ModelConfig(family=FAMILY, add_qkv_bias=True, **common.shape_from_hf(hf_config))
+    cfg = ModelConfig(family=FAMILY_NAME, add_qkv_bias=True, **shape_from_hf(hf_config))
     if name_preset:
-        cfg = dataclasses.replace(cfg, preset=common.match_preset(cfg, PRESETS, from_hf))
+        cfg = dataclasses.replace(cfg, preset=match_preset(cfg, PRESETS, from_hf))
     return cfg
 
 
 def to_hf(cfg: ModelConfig, *, dtype: Optional[str] = None) -> dict:
     """Full ``config.json`` dict of ``cfg``; token ids come from ``cfg.preset``'s config.json when it has one,
     ``dtype`` (``torch_dtype``) defaults to the preset's, else bfloat16."""
-    if cfg.family != FAMILY:
+    if cfg.family != FAMILY_NAME:
         raise ValueError(f"model.family={cfg.family!r} given to the qwen2 family's to_hf")
     if not cfg.add_qkv_bias:
         raise ValueError("model.add_qkv_bias=false is not supported by the qwen2 family: Qwen2 has QKV biases")
     base = PRESETS.get(cfg.preset or "", {})
     dtype = dtype or base.get("torch_dtype", "bfloat16")
     window = {"sliding_window": cfg.max_position_embeddings, "max_window_layers": cfg.num_layers}
-    return common.hf_dict(base, {**common.shape_to_hf(cfg, dtype), **window, **CONSTANTS})
+    return hf_dict(base, {**shape_to_hf(cfg, dtype), **window, **CONSTANTS})
 
 
-def layer_spec(cfg: ModelConfig, use_te: bool, *, sdpa: bool = True):
-    """Megatron-Core decoder layer spec: TE layers when ``use_te``, else local layers with RMSNorm (and the
-    fused-SDPA core attention unless ``sdpa`` is False)."""
-    return common.layer_spec(use_te, sdpa=sdpa)
-
-
-def state_dict_to_hf(mcore_sd: Mapping, cfg: ModelConfig) -> dict:
-    """Full Megatron-Core state dict -> HF ``Qwen2ForCausalLM`` state dict (see ``common.state_dict_to_hf``)."""
-    return common.state_dict_to_hf(mcore_sd, cfg, LAYER_RULES)
-
-
-def state_dict_from_hf(hf_sd: Mapping, cfg: ModelConfig, use_te: bool, tp: int = 1) -> dict:
-    """HF ``Qwen2ForCausalLM`` state dict -> full Megatron-Core state dict (see ``common.state_dict_from_hf``)."""
-    return common.state_dict_from_hf(hf_sd, cfg, LAYER_RULES, use_te, tp)
+FAMILY = Family(
+    name=FAMILY_NAME, model_type=MODEL_TYPE, architecture=ARCHITECTURE, presets=PRESETS, layer_rules=LAYER_RULES,
+    from_hf=from_hf, to_hf=to_hf,
+)

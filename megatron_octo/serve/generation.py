@@ -150,7 +150,7 @@ def hf_weights_from_mcore(mcore_state_dict: Mapping[str, "torch.Tensor"],  # noq
                           model_dir) -> Dict[str, "torch.Tensor"]:  # noqa: F821
     """Hugging Face-named tensors of a full Megatron-Core state dict, for the model whose ``config.json`` lies in
     ``model_dir`` (llama or qwen2). Tensors stay where they are (a GPU state dict gives GPU tensors)."""
-    from megatron_octo.models import llama, qwen2
+    from megatron_octo.models import FAMILIES
 
     path = Path(model_dir) / "config.json"
     try:
@@ -158,7 +158,7 @@ def hf_weights_from_mcore(mcore_state_dict: Mapping[str, "torch.Tensor"],  # noq
     except (OSError, ValueError) as exc:
         raise RolloutError(f"cannot read {path} ({exc}); the generation engine's model_dir must hold the "
                            "Hugging Face config.json of the actor's model") from None
-    families = {llama.MODEL_TYPE: llama, qwen2.MODEL_TYPE: qwen2}
+    families = {f.model_type: f for f in FAMILIES.values()}
     family = families.get(hf_config.get("model_type"))
     if family is None:
         raise RolloutError(f"{path}: model_type {hf_config.get('model_type')!r} has no weight map; supported: "

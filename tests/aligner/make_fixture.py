@@ -4,7 +4,7 @@ checks, made with the main stack, which the aligner venv cannot import (it runs 
 For each model of ``MODELS``, in OUT/NAME: ``hf/`` (a random tiny transformers model with its tokenizer),
 ``nemo/`` (its ``octo convert --to nemo`` export for the model's TP x PP), ``logits.pt`` (transformers' fp32 logits
 of ``ids.pt``) and ``expected.pt`` (the Megatron-Core state dict of the local layer spec, built from the HF tensors
-by ``models.common.state_dict_from_hf``: the full-tensor weight map, not the converter's streaming row maps).
+by ``models.weight_map.state_dict_from_hf``: the full-tensor weight map, not the converter's streaming row maps).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ IDS = [[1, 5, 9, 100, 3, 17, 44, 2, 150, 7, 61, 199]]
 
 
 def make(out: Path) -> dict:
-    from megatron_octo.convert.nemo import to_nemo
-    from megatron_octo.convert.streaming import open_hf
-    from megatron_octo.models import common, get_family
+    from megatron_octo.convert import to_nemo
+    from megatron_octo.convert.sources import open_hf
+    from megatron_octo.models import get_family
     from tests.convert.conftest import hf_logits, load_safetensors_dir, make_hf_model
 
     ids = torch.tensor(IDS)
@@ -39,7 +39,7 @@ def make(out: Path) -> dict:
         torch.save(hf_logits(hf, ids).float(), root / "logits.pt")
         _, cfg = open_hf(hf, 128)
         family = get_family(cfg.family)
-        expected = common.state_dict_from_hf(load_safetensors_dir(hf), cfg, family.LAYER_RULES, use_te=False, tp=tp)
+        expected = family.state_dict_from_hf(load_safetensors_dir(hf), cfg, use_te=False, tp=tp)
         torch.save(expected, root / "expected.pt")
         index[name] = {"tp": tp, "pp": pp, "vocab_size": cfg.vocab_size}
     (out / "index.json").write_text(json.dumps(index, indent=2))

@@ -12,11 +12,12 @@ from megatron_octo.convert.layout import build_plan, check_layout, row_blocks
 from megatron_octo.models import llama, qwen2
 
 CONFIGS = {
-    "tiny-llama": (llama, llama.from_hf(llama.PRESETS["tiny-llama"])),
-    "tiny-llama-untied": (llama, llama.from_hf(llama.PRESETS["tiny-llama-untied"])),
+    "tiny-llama": (llama.FAMILY, llama.from_hf(llama.PRESETS["tiny-llama"])),
+    "tiny-llama-untied": (llama.FAMILY, llama.from_hf(llama.PRESETS["tiny-llama-untied"])),
     # 8 heads over 2 groups (4 query heads a group): the interleave differs from the 2-a-group tiny presets.
-    "qwen2-8h": (qwen2, dataclasses.replace(qwen2.from_hf(qwen2.PRESETS["tiny-qwen2"]), num_attention_heads=8,
-                                            kv_channels=8, vocab_size=300, tie_word_embeddings=False)),
+    "qwen2-8h": (qwen2.FAMILY, dataclasses.replace(qwen2.from_hf(qwen2.PRESETS["tiny-qwen2"]),
+                                                   num_attention_heads=8, kv_channels=8, vocab_size=300,
+                                                   tie_word_embeddings=False)),
 }
 
 

@@ -4,17 +4,18 @@ never copied into the repository), derangements for wrong pairings, and a tiny r
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("OCTO_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 def shared_data_dir() -> Path:
-    """<repo>/../shared/data, or skip the test with the reason."""
+    """<repo>/../shared/data (or $OCTO_SHARED_DATA, for a checkout elsewhere), or skip the test with the reason."""
     if not (SHARED_DATA / "eval").is_dir():
         pytest.skip(f"real benchmark data not found at {SHARED_DATA} (expected beside the repository checkout)")
     return SHARED_DATA

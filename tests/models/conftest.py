@@ -70,13 +70,13 @@ def compare_logits(mcore_world):
     """``compare_logits(family, cfg, mcore_cfg=None, sdpa=True)``: a random HF model, converted with
     ``state_dict_from_hf`` into a local-spec GPTModel built from ``mcore_cfg`` (default ``cfg``), both run on
     one random batch."""
-    from megatron_octo.models import common
+    from megatron_octo.models import gpt as mgpt
 
     def run(family, cfg: ModelConfig, mcore_cfg: ModelConfig = None, sdpa: bool = True, seq: int = 96):
         mcore_cfg = mcore_cfg or cfg
         hf = random_hf_model(family, cfg)
-        tcfg = common.transformer_config(mcore_cfg, ParallelConfig(), torch.float32)
-        gpt = common.build_gpt_model(
+        tcfg = mgpt.transformer_config(mcore_cfg, ParallelConfig(), torch.float32)
+        gpt = mgpt.build_gpt_model(
             mcore_cfg, tcfg, mcore_world.pgs, pre_process=True, post_process=True, use_te=False, sdpa=sdpa
         ).eval()
         result = gpt.load_state_dict(family.state_dict_from_hf(hf.state_dict(), cfg, use_te=False), strict=False)

@@ -6,19 +6,21 @@ import pytest
 
 from megatron_octo.config.schema import ModelConfig
 from megatron_octo.models import FAMILIES, family_for_hf_config, get_family, llama, preset, qwen2
+from megatron_octo.models.family import Family
 
 
 def test_get_family():
-    assert get_family("llama") is llama and get_family("qwen2") is qwen2
+    assert get_family("llama") is llama.FAMILY and get_family("qwen2") is qwen2.FAMILY
     with pytest.raises(ValueError, match="unknown model family 'gpt2': known families are llama, qwen2"):
         get_family("gpt2")
 
 
-def test_every_family_has_the_same_api():
-    for family in FAMILIES.values():
-        for name in ("PRESETS", "MODEL_TYPE", "from_hf", "to_hf", "layer_spec", "state_dict_to_hf",
-                     "state_dict_from_hf", "merge_qkv", "split_qkv", "merge_fc1", "split_fc1"):
-            assert hasattr(family, name), (family.__name__, name)
+def test_every_family_is_a_family_value_under_its_name():
+    for name, family in FAMILIES.items():
+        assert isinstance(family, Family) and family.name == name
+    assert (llama.FAMILY.model_type, llama.FAMILY.architecture) == ("llama", "LlamaForCausalLM")
+    assert (qwen2.FAMILY.model_type, qwen2.FAMILY.architecture) == ("qwen2", "Qwen2ForCausalLM")
+    assert len(qwen2.FAMILY.layer_rules) == len(llama.FAMILY.layer_rules) + 1  # the QKV bias
 
 
 @pytest.mark.parametrize(
@@ -41,7 +43,7 @@ def test_unknown_preset_lists_the_known_ones():
 
 
 def test_family_for_hf_config():
-    assert family_for_hf_config({"model_type": "llama"}) is llama
-    assert family_for_hf_config(qwen2.PRESETS["qwen2.5-3b"]) is qwen2
+    assert family_for_hf_config({"model_type": "llama"}) is llama.FAMILY
+    assert family_for_hf_config(qwen2.PRESETS["qwen2.5-3b"]) is qwen2.FAMILY
     with pytest.raises(ValueError, match="model_type 'mistral' is not supported: known model types are llama, qwen2"):
         family_for_hf_config({"model_type": "mistral"})

@@ -117,7 +117,7 @@ def test_to_hf_rejects_other_families_and_biases():
 @pytest.mark.parametrize("sdpa", [True, False])
 def test_logits_match_transformers(compare_logits, name, sdpa):
     cfg = llama.from_hf(llama.PRESETS[name])
-    result = compare_logits(llama, cfg, sdpa=sdpa)
+    result = compare_logits(llama.FAMILY, cfg, sdpa=sdpa)
     assert result.hf_logits.abs().max() > 1.0  # random weights of unit effect: a real signal
     assert result.max_diff < 1e-4
 
@@ -125,8 +125,8 @@ def test_logits_match_transformers(compare_logits, name, sdpa):
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-untied"])
 def test_weights_round_trip_through_megatron_bit_for_bit(compare_logits, name):
     cfg = llama.from_hf(llama.PRESETS[name])
-    result = compare_logits(llama, cfg)
-    back = llama.state_dict_to_hf(result.mcore.state_dict(), cfg)
+    result = compare_logits(llama.FAMILY, cfg)
+    back = llama.FAMILY.state_dict_to_hf(result.mcore.state_dict(), cfg)
     hf_sd = result.hf.state_dict()
     assert set(hf_sd) - set(back) == ({"lm_head.weight"} if cfg.tie_word_embeddings else set())
     assert all(torch.equal(back[k], hf_sd[k]) for k in back)
@@ -136,4 +136,4 @@ def test_rope_scaling_parameters_reach_megatron(compare_logits):
     """Negative control: Megatron-Core's built-in Llama-3 scaling (original 8192) differs from the preset's."""
     cfg = llama.from_hf(llama.PRESETS["tiny-llama"])
     wrong = dataclasses.replace(cfg, rope_original_max_position=8192)
-    assert compare_logits(llama, cfg, mcore_cfg=wrong).max_diff > 1e-2
+    assert compare_logits(llama.FAMILY, cfg, mcore_cfg=wrong).max_diff > 1e-2

@@ -96,17 +96,17 @@ def test_to_hf_requires_qkv_bias():
 @pytest.mark.parametrize("sdpa", [True, False])
 def test_logits_match_transformers(compare_logits, sdpa):
     cfg = qwen2.from_hf(qwen2.PRESETS["tiny-qwen2"])
-    result = compare_logits(qwen2, cfg, sdpa=sdpa)
+    result = compare_logits(qwen2.FAMILY, cfg, sdpa=sdpa)
     assert result.hf_logits.abs().max() > 1.0
     assert result.max_diff < 1e-4
 
 
 def test_weights_round_trip_through_megatron_bit_for_bit(compare_logits):
     cfg = qwen2.from_hf(qwen2.PRESETS["tiny-qwen2"])
-    result = compare_logits(qwen2, cfg)
+    result = compare_logits(qwen2.FAMILY, cfg)
     mcore_sd = result.mcore.state_dict()
     assert mcore_sd["decoder.layers.0.self_attention.linear_qkv.bias"].shape == (2 * (2 + 2) * 16,)
-    back = qwen2.state_dict_to_hf(mcore_sd, cfg)
+    back = qwen2.FAMILY.state_dict_to_hf(mcore_sd, cfg)
     hf_sd = result.hf.state_dict()
     assert set(hf_sd) - set(back) == {"lm_head.weight"}  # tied
     assert all(torch.equal(back[k], hf_sd[k]) for k in back)
@@ -115,7 +115,7 @@ def test_weights_round_trip_through_megatron_bit_for_bit(compare_logits):
 def test_biases_matter(compare_logits):
     """Negative control: dropping the QKV biases on the Megatron side changes the logits."""
     cfg = qwen2.from_hf(qwen2.PRESETS["tiny-qwen2"])
-    result = compare_logits(qwen2, cfg)
+    result = compare_logits(qwen2.FAMILY, cfg)
     with torch.no_grad():
         for layer in result.mcore.decoder.layers:
             layer.self_attention.linear_qkv.bias.zero_()

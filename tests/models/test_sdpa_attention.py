@@ -10,13 +10,13 @@ from megatron.core.transformer.dot_product_attention import DotProductAttention
 from megatron.core.transformer.enums import AttnMaskType
 
 from megatron_octo.config.schema import ModelConfig, ParallelConfig
-from megatron_octo.models import common, preset
+from megatron_octo.models import gpt, preset
 from megatron_octo.models.sdpa_attention import SdpaDotProductAttention
 
 
 def pair(world, heads: int, groups: int, **tcfg_changes):
     cfg = dataclasses.replace(ModelConfig(**preset("tiny-llama")), num_attention_heads=heads, num_query_groups=groups)
-    tcfg = dataclasses.replace(common.transformer_config(cfg, ParallelConfig(), torch.float32), **tcfg_changes)
+    tcfg = dataclasses.replace(gpt.transformer_config(cfg, ParallelConfig(), torch.float32), **tcfg_changes)
     make = lambda cls: cls(tcfg, 1, AttnMaskType.causal, "self", pg_collection=world.pgs).eval()  # noqa: E731
     return make(DotProductAttention), make(SdpaDotProductAttention)
 

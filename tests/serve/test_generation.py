@@ -114,7 +114,7 @@ def test_nemo_aligner_adapter_refits_from_megatron_names_and_generates(service, 
 
     hf_config = __import__("json").loads((models[1] / "config.json").read_text())
     cfg = llama.from_hf(hf_config, name_preset=False)
-    mcore = llama.state_dict_from_hf(load_file(str(models[1] / "model.safetensors")), cfg, use_te=False)
+    mcore = llama.FAMILY.state_dict_from_hf(load_file(str(models[1] / "model.safetensors")), cfg, use_te=False)
 
     class Wrapped(torch.nn.Module):
         def state_dict(self, *a, **k):

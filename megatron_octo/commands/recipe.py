@@ -1,0 +1,67 @@
+"""``octo recipe list|show`` and ``octo demo``."""
+
+from __future__ import annotations
+
+import sys
+
+from megatron_octo.commands.common import add_overrides
+
+HELP = {
+    "recipe": "list and show the shipped recipes",
+    "demo": "the whole pipeline at toy scale on CPU, with a report",
+}
+"""One line per command for `octo --help` (the command's parser is built only when it runs)."""
+
+
+def _cmd_recipe_list(args) -> int:
+    from megatron_octo.config import describe, recipe_names
+
+    names = recipe_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"{name:<{width}}  {describe(name)}")
+    return 0
+
+
+def _cmd_recipe_show(args) -> int:
+    from megatron_octo.config import load_recipe, to_yaml
+
+    sys.stdout.write(to_yaml(load_recipe(args.name, args.overrides)))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from megatron_octo.demo import run_demo
+
+    report = run_demo(args.workdir, overwrite=args.overwrite, quick=args.quick)
+    print(f"demo finished: report in {report}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    recipe = sub.add_parser(
+        "recipe", help=HELP["recipe"])
+    recipe_sub = recipe.add_subparsers(dest="recipe_cmd", required=True, metavar="{list,show}")
+    p_list = recipe_sub.add_parser("list", help="names and descriptions of the shipped recipes")
+    p_list.set_defaults(func=_cmd_recipe_list)
+    p_show = recipe_sub.add_parser(
+        "show", help="the fully resolved recipe as YAML",
+        description="Print a recipe with its base recipes, model preset and overrides resolved and validated.",
+    )
+    p_show.add_argument("name", help="shipped recipe name or path to a YAML recipe")
+    add_overrides(p_show, "parallel.tp=2")
+    p_show.set_defaults(func=_cmd_recipe_show)
+
+    p = sub.add_parser(
+        "demo", help=HELP["demo"],
+        description=(
+            "Run what megatron-octo can do at toy scale on CPU: generate a math corpus and train its tokenizer, "
+            "train a tiny Llama on one process and on TP=2 x PP=2 (the same loss curve), run a stable stage and "
+            "the three decay branches on the corpus, convert to Hugging Face, evaluate, run a short GRPO stage, "
+            "and write DIR/report.md with plots and DIR/summary.json."
+        ),
+    )
+    p.add_argument("--workdir", default="octo-demo", help="directory for the demo's outputs (default: octo-demo)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo's outputs in --workdir")
+    p.add_argument("--quick", action="store_true", help="a few steps per stage on a smaller corpus (a smoke test)")
+    p.set_defaults(func=_cmd_demo)
