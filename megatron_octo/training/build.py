@@ -67,8 +67,6 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     """GPTModel for this pipeline stage, initialized, in fp32/bf16/fp16, wrapped in Megatron-Core DDP.
     ``adapt(gpt_model, transformer_config)`` may change the model before it is wrapped (the RL critic swaps the
     output layer for a value head)."""
-    import dataclasses
-
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
     from megatron.core.distributed import finalize_model_grads
     from megatron.core.transformer.module import Float16Module
@@ -83,9 +81,8 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     initialize_userbuffers(features, recipe.parallel.tp, fp8.enabled, params_dtype)
     # FP8 parameters are quantized by TE kernels as they are created and written: build them on the GPU.
     on_cpu = not (fp8.param_gather and ctx.device.type == "cuda")
-    tcfg = transformer_config(recipe.model, recipe.parallel, params_dtype, use_cpu_initialization=on_cpu)
-    # Re-running TransformerConfig's own checks with the resolved FP8 and perf fields.
-    tcfg = dataclasses.replace(tcfg, **fp8.transformer_config(), **features.tcfg)
+    tcfg = transformer_config(recipe.model, recipe.parallel, params_dtype, use_cpu_initialization=on_cpu,
+                              extra={**fp8.transformer_config(), **features.tcfg})
     model = build_gpt_model(
         recipe.model, tcfg, ctx.pgs, pre_process=ctx.is_first_stage, post_process=ctx.is_last_stage, use_te=use_te
     )
