@@ -94,7 +94,6 @@ def _hf_model(recipe, dtype: torch.dtype, device: torch.device):
 
     hf = get_family(recipe.model.family).to_hf(recipe.model)
     config = AutoConfig.for_model(**hf)
-    config._attn_implementation = "sdpa"
     torch.manual_seed(recipe.train.seed)
     return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa").to(device)
 

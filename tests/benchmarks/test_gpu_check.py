@@ -38,6 +38,12 @@ def test_shellcheck_is_clean():
     assert proc.returncode == 0, proc.stdout
 
 
+def test_help_is_the_header():
+    proc = run_script(["--help"], {})
+    assert proc.returncode == 0 and proc.stdout.startswith("One prepared GPU check")
+    assert "--fetch-wheels" in proc.stdout and "set -uo" not in proc.stdout
+
+
 def test_refusals_are_one_line(tmp_path):
     proc = run_script([], {})
     assert proc.returncode == 2 and "set OUT" in proc.stderr and len(proc.stderr.splitlines()) == 1
