@@ -22,6 +22,8 @@ each for something that only exists on a GPU machine and computes nothing:
 - ``six`` (Python 2 compatibility, imported by Megatron-LM's BERT tokenizer module only) when not installed;
 - ``megatron.core.transformer.custom_layers.batch_invariant_kernels`` (Triton GPU kernels of
   ``--batch-invariant-mode``, imported by ``initialize.py``) when Triton is not installed: calling it fails;
+- ``megatron.training.arguments.get_device_arch_version``: 0 (``validate_args`` asks for the GPU architecture when
+  TP > 1, to decide about ``CUDA_DEVICE_MAX_CONNECTIONS``, which is set to 1 here as before Blackwell);
 - ``torch.cuda.memory_stats`` / ``reset_peak_memory_stats`` return empty / nothing (memory reports only).
 The model runs with ``--transformer-impl local`` and every CUDA fusion off (the arguments are the caller's).
 """
@@ -77,6 +79,9 @@ def _stand_ins() -> None:
     import megatron.training.initialize as init
 
     init._compile_dependencies = lambda: None
+    import megatron.training.arguments as arguments
+
+    arguments.get_device_arch_version = lambda: 0
 
 
 def _setup(megatron_args):

@@ -39,7 +39,7 @@ MODEL = ["--num-layers", "4", "--hidden-size", "32", "--ffn-hidden-size", "96", 
          "--group-query-attention", "--num-query-groups", "2", "--kv-channels", "8", "--seq-length", "16",
          "--max-position-embeddings", "64", "--position-embedding-type", "rope", "--normalization", "RMSNorm",
          "--swiglu", "--disable-bias-linear", "--tokenizer-type", "NullTokenizer", "--vocab-size", str(VOCAB),
-         "--make-vocab-size-divisible-by", "64", "--init-method-std", "0.3"]
+         "--make-vocab-size-divisible-by", "64", "--init-method-std", "0.2"]
 RUN = ["--micro-batch-size", "1", "--global-batch-size", "2", "--train-iters", "10", "--lr", "1e-3",
        "--min-lr", "1e-4", "--lr-decay-style", "cosine", "--lr-warmup-iters", "2", "--seed", "1234",
        "--distributed-backend", "gloo", "--transformer-impl", "local", "--no-gradient-accumulation-fusion",

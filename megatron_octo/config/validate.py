@@ -92,6 +92,8 @@ def _check_train(recipe: RecipeConfig) -> None:
     _require(t.tokens is None or t.tokens >= 1, f"train.tokens={t.tokens} must be >= 1")
     _require(t.max_nonfinite_steps >= 1, f"train.max_nonfinite_steps={t.max_nonfinite_steps} must be >= 1")
     _require(t.exit_interval is None or t.exit_interval >= 1, f"train.exit_interval={t.exit_interval} must be >= 1")
+    _require(t.manual_gc_interval >= 0,
+             f"train.manual_gc_interval={t.manual_gc_interval} must be >= 0 (0: collect only at the start)")
     _require(
         t.seq_len <= m.max_position_embeddings,
         f"train.seq_len={t.seq_len} exceeds model.max_position_embeddings={m.max_position_embeddings}",
@@ -100,6 +102,8 @@ def _check_train(recipe: RecipeConfig) -> None:
 
 def _check_data(recipe: RecipeConfig) -> None:
     d = recipe.data
+    _require(d.num_workers >= 0, f"data.num_workers={d.num_workers} must be >= 0 (0: no worker processes)")
+    _require(d.prefetch_factor >= 1, f"data.prefetch_factor={d.prefetch_factor} must be >= 1")
     if d.kind != "blend":
         return
     from megatron_octo.data.mixtures import check_sources, load_mixture
@@ -139,6 +143,7 @@ def _check_precision(recipe: RecipeConfig) -> None:
         layers is None or layers <= per_stage,
         f"precision.fp8_bf16_layers={layers} exceeds the {per_stage} layers of a pipeline stage",
     )
+<<<<<<< HEAD
     # auto only asks for FP8 where it can run; an explicit format is a demand.
     _require(p.fp8 in (None, "auto") or p.dtype in ("auto", "bf16"),
              "precision.fp8 needs precision.dtype=bf16 (or auto)")
@@ -157,6 +162,16 @@ def _check_perf(recipe: RecipeConfig) -> None:
              "perf.recompute=selective needs at least one of perf.recompute_modules")
     _require(not f.tp_comm_overlap or (recipe.parallel.tp > 1 and recipe.parallel.sequence_parallel),
              "perf.tp_comm_overlap=true needs parallel.tp > 1 and parallel.sequence_parallel=true")
+=======
+    _require(p.fp8 is None or p.dtype in ("auto", "bf16"), "precision.fp8 needs precision.dtype=bf16 (or auto)")
+    _require(p.loss_scale is None or p.loss_scale > 0,
+             f"precision.loss_scale={p.loss_scale} must be positive (or null for dynamic scaling)")
+    _require(0 < p.min_loss_scale <= p.initial_loss_scale,
+             f"precision.min_loss_scale={p.min_loss_scale} and initial_loss_scale={p.initial_loss_scale} must "
+             f"satisfy 0 < min <= initial")
+    _require(p.loss_scale_window >= 1 and p.hysteresis >= 1,
+             "precision.loss_scale_window and precision.hysteresis must be >= 1")
+>>>>>>> main
 
 
 def _check_optimization(recipe: RecipeConfig) -> None:
@@ -247,7 +262,9 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     _require(rl.mini_batch_prompts % dp == 0,
              f"rl.mini_batch_prompts={rl.mini_batch_prompts} must be divisible by the data-parallel size {dp}")
     per_rank = rl.mini_batch_prompts // dp * r.n
-    _require(per_rank % recipe.train.micro_batch == 0,
+    budget = rl.max_tokens_per_micro_batch
+    _require(budget is None or budget >= 1, f"rl.max_tokens_per_micro_batch={budget} must be >= 1 (or null)")
+    _require(budget is not None or per_rank % recipe.train.micro_batch == 0,
              f"a rank's share of a mini-batch ({per_rank} responses) must be divisible by train.micro_batch="
              f"{recipe.train.micro_batch}")
     _require(rl.epochs >= 1, f"rl.epochs={rl.epochs} must be >= 1")
@@ -257,6 +274,8 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     _require(0 < rl.clip_ratio < 1, f"rl.clip_ratio={rl.clip_ratio} must lie in (0, 1)")
     _require(r.temperature > 0, f"rl.rollout.temperature={r.temperature} must be > 0 (sampling)")
     _require(0 < r.top_p <= 1, f"rl.rollout.top_p={r.top_p} must lie in (0, 1]")
+    _require(r.sleep_level in (1, 2), f"rl.rollout.sleep_level={r.sleep_level} must be 1 or 2")
+    _require(r.sync_bucket_mb >= 1, f"rl.rollout.sync_bucket_mb={r.sync_bucket_mb} must be >= 1")
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
     total = rl.prompts.max_prompt_tokens + longest
     _require(total <= recipe.model.max_position_embeddings,

@@ -11,7 +11,7 @@ pipeline-parallel ranks is the converter's job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Mapping, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import torch
 
@@ -227,6 +227,41 @@ def state_dict_to_hf(
         # A last pipeline stage of a tied model keeps its own copy of the embedding; it carries nothing new.
         unknown = [k for k in unknown if k != "output_layer.weight"]
     _check(not unknown, f"Megatron-Core tensors with no HF counterpart for this config: {unknown[:4]}")
+    return out
+
+
+def _rule_table(cfg: ModelConfig, layer_rules: Sequence[Rule], use_te: bool):
+    return {mcore: (hf, keys, transform) for mcore, hf, keys, transform in expand_rules(cfg, layer_rules, use_te)}
+
+
+def mcore_order(cfg: ModelConfig, layer_rules: Sequence[Rule], keys) -> List[str]:
+    """The Megatron-Core tensor names among ``keys`` in the weight map's order (model tensors, then layer by layer);
+    the tied output layer (a last pipeline stage's copy of the embedding) is dropped, anything else unknown raises,
+    and every tensor the config implies must be there."""
+    keys = [k for k in keys if not k.endswith("_extra_state")]
+    table = _rule_table(cfg, layer_rules, any(k.endswith(NORM_NAMES[True]["input_norm"]) for k in keys))
+    if cfg.tie_word_embeddings:
+        keys = [k for k in keys if k != "output_layer.weight"]
+    present = set(keys)
+    unknown = [k for k in keys if k not in table]
+    _check(not unknown, f"Megatron-Core tensors with no HF counterpart for this config: {unknown[:4]}")
+    missing = [k for k in table if k not in present]
+    _check(not missing, f"Megatron-Core tensors missing from the model: {missing[:4]}")
+    return list(table)
+
+
+def tensor_to_hf(mcore: str, tensor: torch.Tensor, cfg: ModelConfig,
+                 layer_rules: Sequence[Rule]) -> List[Tuple[str, torch.Tensor]]:
+    """One full Megatron-Core tensor (either spec's name) -> its (HF name, tensor) pairs by the rules of
+    ``state_dict_to_hf`` (vocabulary padding stripped; outputs are views where the transform allows, so a stream
+    of these needs no second copy of the model). Works on meta tensors (shapes only)."""
+    table = {**_rule_table(cfg, layer_rules, False), **_rule_table(cfg, layer_rules, True)}
+    _check(mcore in table, f"Megatron-Core tensor {mcore} has no HF counterpart for this config")
+    hf_names, shape_keys, transform = table[mcore]
+    shapes, out = hf_shapes(cfg), []
+    for name, key, t in zip(hf_names, shape_keys, transform.to_hf(tensor, cfg)):
+        _check_shape(name, t, shapes[key])
+        out.append((name, t))
     return out
 
 

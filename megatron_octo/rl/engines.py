@@ -76,11 +76,19 @@ class TransformersEngine:
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> None:
-        """Copy full HF-named tensors into the model; every parameter must be covered (tied ones by their twin)."""
-        state = dict(weights)
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        """Copy full HF-named tensors into the model one at a time (the iterator may stream them: nothing is
+        kept); every parameter must be covered (a tied ``lm_head`` by its twin)."""
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        seen, unexpected = set(), []
+        for name, tensor in weights:
+            target = params.get(name)
+            if target is None or target.shape != tensor.shape:
+                unexpected.append(name)
+                continue
+            target.copy_(tensor)
+            seen.add(name)
         tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
-        missing = [k for k in missing if k not in tied]
+        missing = [k for k in params if k not in seen and k not in tied]
         if missing or unexpected:
             raise RuntimeError(f"weight sync does not match the engine's model: missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]}")
@@ -150,15 +158,18 @@ class VLLMRolloutEngine:
     """
 
     def __init__(self, model_dir: str, *, dtype: str, seed: int, gpu_memory_utilization: float,
-                 max_model_len: int, sleep_between_rollouts: bool, device: torch.device):
+                 max_model_len: int, sleep_between_rollouts: bool, device: torch.device, sleep_level: int = 2,
+                 bucket_bytes: int = 256 << 20):
         from megatron_octo.rollout.devices import pinned_to, this_rank_gpu
         from megatron_octo.rollout.vllm_engine import VLLMEngine, VLLMEngineConfig
 
         self.sleep_enabled = sleep_between_rollouts and device.type == "cuda"
+        self.sleep_level = sleep_level
         cfg = VLLMEngineConfig(model_dir=str(model_dir), dtype=dtype, seed=seed, max_model_len=max_model_len,
                                gpu_memory_utilization=gpu_memory_utilization, enforce_eager=device.type != "cuda",
                                enable_sleep_mode=self.sleep_enabled,
-                               kv_cache_memory_bytes=None if device.type == "cuda" else CPU_KV_CACHE_BYTES)
+                               kv_cache_memory_bytes=None if device.type == "cuda" else CPU_KV_CACHE_BYTES,
+                               weight_bucket_bytes=bucket_bytes)
         with pinned_to(this_rank_gpu()):  # each rank's engine on its own GPU, not all on GPU 0
             self.engine = VLLMEngine(cfg)
 
@@ -169,11 +180,17 @@ class VLLMRolloutEngine:
                 for group in out]
 
     def load_weights(self, weights) -> None:
+        """A refit: the weights wake first (empty after a level-2 sleep), the KV cache only once they are loaded,
+        so the two never hold memory beside a half-loaded copy."""
+        if self.sleep_enabled:
+            self.engine.wake_up(tags=["weights"])
         self.engine.load_weights(weights)
+        if self.sleep_enabled:
+            self.engine.wake_up()
 
     def sleep(self) -> None:
         if self.sleep_enabled:
-            self.engine.sleep(level=1)
+            self.engine.sleep(level=self.sleep_level)
 
     def wake_up(self) -> None:
         if self.sleep_enabled:

@@ -90,11 +90,27 @@ def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: 
         return TransformersEngine(config, tokenizer, device=str(ctx.device))
     model_dir = _engine_dir(run_dir / f"engine_model_dp{ctx.dp_rank}", config, tokenizer)
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
-    dtype = "bfloat16" if ctx.device.type == "cuda" else "float32"
+    dtype = str(engine_dtype(recipe, ctx)).removeprefix("torch.")
     return VLLMRolloutEngine(str(model_dir), dtype=dtype, seed=recipe.train.seed + ctx.dp_rank,
                              gpu_memory_utilization=r.gpu_memory_utilization,
                              max_model_len=recipe.rl.prompts.max_prompt_tokens + longest,
-                             sleep_between_rollouts=r.sleep_between_rollouts, device=ctx.device)
+                             sleep_between_rollouts=r.sleep_between_rollouts, device=ctx.device,
+                             sleep_level=r.sleep_level, bucket_bytes=r.sync_bucket_mb << 20)
+
+
+def engine_dtype(recipe: RecipeConfig, ctx: ParallelContext) -> torch.dtype:
+    """The dtype the rollout engine computes in (and the weight sync delivers): vLLM on a GPU bf16, else fp32."""
+    if recipe.rl.rollout.engine == "vllm" and ctx.device.type == "cuda":
+        return torch.bfloat16
+    return torch.float32
+
+
+def make_weight_sync(recipe: RecipeConfig, ctx: ParallelContext, engine=None):
+    """The streamed weight sync of this rank's model-parallel group (``rl.sync.WeightSync``); collective-free."""
+    from megatron_octo.rl.sync import WeightSync
+
+    return WeightSync(recipe.model, ctx.pgs.mp, engine_dtype(recipe, ctx),
+                      bucket_bytes=recipe.rl.rollout.sync_bucket_mb << 20)
 
 
 def _engine_dir(path: Path, config: dict, tokenizer) -> Path:
