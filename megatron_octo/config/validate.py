@@ -143,10 +143,16 @@ def _check_precision(recipe: RecipeConfig) -> None:
         layers is None or layers <= per_stage,
         f"precision.fp8_bf16_layers={layers} exceeds the {per_stage} layers of a pipeline stage",
     )
-<<<<<<< HEAD
     # auto only asks for FP8 where it can run; an explicit format is a demand.
     _require(p.fp8 in (None, "auto") or p.dtype in ("auto", "bf16"),
              "precision.fp8 needs precision.dtype=bf16 (or auto)")
+    _require(p.loss_scale is None or p.loss_scale > 0,
+             f"precision.loss_scale={p.loss_scale} must be positive (or null for dynamic scaling)")
+    _require(0 < p.min_loss_scale <= p.initial_loss_scale,
+             f"precision.min_loss_scale={p.min_loss_scale} and initial_loss_scale={p.initial_loss_scale} must "
+             f"satisfy 0 < min <= initial")
+    _require(p.loss_scale_window >= 1 and p.hysteresis >= 1,
+             "precision.loss_scale_window and precision.hysteresis must be >= 1")
 
 
 def _check_perf(recipe: RecipeConfig) -> None:
@@ -162,16 +168,6 @@ def _check_perf(recipe: RecipeConfig) -> None:
              "perf.recompute=selective needs at least one of perf.recompute_modules")
     _require(not f.tp_comm_overlap or (recipe.parallel.tp > 1 and recipe.parallel.sequence_parallel),
              "perf.tp_comm_overlap=true needs parallel.tp > 1 and parallel.sequence_parallel=true")
-=======
-    _require(p.fp8 is None or p.dtype in ("auto", "bf16"), "precision.fp8 needs precision.dtype=bf16 (or auto)")
-    _require(p.loss_scale is None or p.loss_scale > 0,
-             f"precision.loss_scale={p.loss_scale} must be positive (or null for dynamic scaling)")
-    _require(0 < p.min_loss_scale <= p.initial_loss_scale,
-             f"precision.min_loss_scale={p.min_loss_scale} and initial_loss_scale={p.initial_loss_scale} must "
-             f"satisfy 0 < min <= initial")
-    _require(p.loss_scale_window >= 1 and p.hysteresis >= 1,
-             "precision.loss_scale_window and precision.hysteresis must be >= 1")
->>>>>>> main
 
 
 def _check_optimization(recipe: RecipeConfig) -> None:
