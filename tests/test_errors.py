@@ -9,7 +9,7 @@ import pytest
 from megatron_octo.errors import OctoError
 
 USER_ERRORS = [
-    ("megatron_octo.config.loader", "ConfigError"),
+    ("megatron_octo.config.errors", "ConfigError"),
     ("megatron_octo.convert.errors", "ConvertError"),
     ("megatron_octo.convert.errors", "VerifyError"),
     ("megatron_octo.data.errors", "DataError"),

@@ -1,6 +1,7 @@
 """Typed configuration and shipped recipes."""
 
-from megatron_octo.config.loader import ConfigError, describe, load_recipe, recipe_names, to_yaml
+from megatron_octo.config.errors import ConfigError
+from megatron_octo.config.loader import describe, load_recipe, recipe_names, to_yaml
 from megatron_octo.config.schema import (
     CheckpointConfig,
     DataConfig,

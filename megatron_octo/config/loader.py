@@ -14,14 +14,13 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from megatron_octo.config.errors import ConfigError
 from megatron_octo.config.schema import RecipeConfig
-from megatron_octo.errors import OctoError
+from megatron_octo.config.validate import validate
+
+__all__ = ["ConfigError", "describe", "load_recipe", "recipe_names", "to_yaml"]
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
-
-
-class ConfigError(OctoError, ValueError):
-    """A recipe or override is wrong; the message is one line naming the field and the fix."""
 
 
 def recipe_names() -> List[str]:
@@ -119,8 +118,6 @@ def _preset_layer(layers: List[dict]) -> Dict:
 
 def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> RecipeConfig:
     """Resolve a shipped recipe name or a YAML path plus overrides into a typed, validated recipe."""
-    from megatron_octo.config.validate import validate
-
     layers = _recipe_chain(name_or_path) + [_parse_overrides(overrides)]
     recipe = _merge([_preset_layer(layers)] + layers)
     validate(recipe)

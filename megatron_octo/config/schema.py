@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+RL_STOP = ("User:", "Assistant:", "Question:", "Answer:")
+"""RECIPE.md, Stage 3: the RL run's stop strings (not kept in the output); also the RL prompt templates' stop."""
+
 
 @dataclass
 class ModelConfig:
@@ -182,6 +185,18 @@ class PrecisionConfig:
     ``blockwise``."""
     fp8_bf16_layers: int = 0
     """Transformer layers kept in bf16 at each end of the model under FP8 (0: none; not with ``delayed``)."""
+    loss_scale: Optional[float] = None
+    """fp16 only: a static loss scale (a power of 2); None scales dynamically (Megatron-Core's DynamicGradScaler:
+    overflowing steps are skipped and halve the scale, ``loss_scale_window`` clean steps double it)."""
+    initial_loss_scale: float = 2.0**32
+    """fp16 only: the dynamic loss scale to start from (the first steps overflow and are skipped until the scale
+    fits, as in Megatron-LM)."""
+    min_loss_scale: float = 1.0
+    """fp16 only: the dynamic loss scale never drops below this."""
+    loss_scale_window: int = 1000
+    """fp16 only: consecutive steps without overflow before the dynamic loss scale doubles."""
+    hysteresis: int = 2
+    """fp16 only: overflowing steps tolerated before the dynamic loss scale is first halved."""
 
 
 @dataclass
@@ -236,7 +251,7 @@ class RolloutConfig:
     response_length_schedule: Dict[int, int] = field(default_factory=dict)
     """Progressive length cap ``{step: tokens}``: from that step on, the cap is ``tokens`` (long-CoT runs:
     ``{0: 2048, 200: 4096, 320: 8192}``); empty means ``max_response_tokens`` throughout."""
-    stop: List[str] = field(default_factory=lambda: ["User:", "Assistant:", "Question:", "Answer:"])
+    stop: List[str] = field(default_factory=lambda: list(RL_STOP))
     """Stop strings; generation ends at the first and the string is not kept in the response."""
     gpu_memory_utilization: float = 0.4
     """vLLM: share of accelerator memory its engine may take (colocated with training)."""

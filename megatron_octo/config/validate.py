@@ -1,33 +1,28 @@
-"""Checks that span fields. Each failure is a ``ConfigError`` with one line naming the field and the fix."""
+"""Checks that span fields. Each failure is a ``ConfigError`` with one line naming the field and the fix.
+
+``validate`` runs on every recipe (``config.loader.load_recipe``); ``validate_rl`` adds the checks of ``octo rl``
+(the ``rl`` section, which training stages ignore). The allowed values of enumerated fields are in
+``config.choices``.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Optional
+from typing import Dict, Optional, Sequence
 
-from megatron_octo.config.loader import ConfigError
-from megatron_octo.config.schema import RecipeConfig
+from megatron_octo.config.choices import CHOICES, RL_CHOICES
+from megatron_octo.config.errors import ConfigError
+from megatron_octo.config.schema import ParallelConfig, RecipeConfig
 
 _SHAPE_FIELDS = (
     "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups", "vocab_size",
     "max_position_embeddings",
 )
-_CHOICES = {
-    "model.family": ("llama", "qwen2"),
-    "model.spec": ("auto", "te", "local"),
-    "train.init": ("invariant", "megatron"),
-    "data.kind": ("synthetic", "blend"),
-    "schedule.style": ("constant", "cosine", "linear"),
-    "optimizer.name": ("adam", "sgd"),
-    "precision.dtype": ("auto", "fp32", "bf16", "fp16"),
-    "precision.fp8": (None, "hybrid", "e4m3"),
-    "precision.fp8_recipe": ("tensorwise", "delayed", "mxfp8", "blockwise"),
-}
 
 
 def _get(recipe: RecipeConfig, dotted: str):
-    section, name = dotted.split(".")
-    return getattr(getattr(recipe, section), name)
+    return functools.reduce(getattr, dotted.split("."), recipe)
 
 
 def _require(ok: bool, message: str) -> None:
@@ -35,8 +30,8 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _check_choices(recipe: RecipeConfig) -> None:
-    for dotted, choices in _CHOICES.items():
+def _check_choices(recipe: RecipeConfig, choices_by_field: Dict[str, Sequence[Optional[str]]]) -> None:
+    for dotted, choices in choices_by_field.items():
         value = _get(recipe, dotted)
         shown = ", ".join(str(c) for c in choices)
         _require(value in choices, f"{dotted}={value!r} is not one of: {shown}")
@@ -164,7 +159,9 @@ def _check_optimization(recipe: RecipeConfig) -> None:
 
 def validate(recipe: RecipeConfig, world_size: Optional[int] = None) -> None:
     """Raise ``ConfigError`` on the first problem; with ``world_size``, also check the data-parallel split."""
-    _check_choices(recipe)
+    from megatron_octo.models import FAMILIES  # the family registry is the set of families
+
+    _check_choices(recipe, {"model.family": tuple(FAMILIES), **CHOICES})
     _check_model(recipe)
     _check_parallel(recipe)
     _check_train(recipe)
@@ -175,15 +172,20 @@ def validate(recipe: RecipeConfig, world_size: Optional[int] = None) -> None:
         check_world(recipe, world_size)
 
 
-def check_world(recipe: RecipeConfig, world_size: int) -> int:
-    """Return the data-parallel size for ``world_size`` processes, or raise."""
-    p, t = recipe.parallel, recipe.train
-    model_parallel = p.tp * p.pp * p.cp
+def data_parallel_size(parallel: ParallelConfig, world_size: int) -> int:
+    """The data-parallel size of ``world_size`` processes, or a ConfigError when they cannot hold tp*pp*cp."""
+    model_parallel = parallel.tp * parallel.pp * parallel.cp
     _require(
         world_size % model_parallel == 0,
         f"{world_size} processes cannot hold parallel.tp*pp*cp={model_parallel}: launch a multiple of {model_parallel}",
     )
-    dp = world_size // model_parallel
+    return world_size // model_parallel
+
+
+def check_world(recipe: RecipeConfig, world_size: int) -> int:
+    """Return the data-parallel size for ``world_size`` processes, or raise (training's batch geometry)."""
+    t = recipe.train
+    dp = data_parallel_size(recipe.parallel, world_size)
     _require(
         t.global_batch % (t.micro_batch * dp) == 0,
         f"train.global_batch={t.global_batch} must be divisible by train.micro_batch*DP="
@@ -200,13 +202,6 @@ def train_iters(recipe: RecipeConfig) -> int:
     return math.ceil(t.tokens / (t.global_batch * t.seq_len))
 
 
-_RL_CHOICES = {
-    "algorithm": ("grpo", "ppo"),
-    "kl_estimator": ("low_var_kl", "k1", "abs", "mse"),
-    "loss_aggregation": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
-}
-
-
 def max_response_tokens(recipe: RecipeConfig, step: int) -> int:
     """The response length cap at (0-based) ``step``: the last ``rl.rollout.response_length_schedule`` entry at or
     before ``step``, else ``rl.rollout.max_response_tokens``."""
@@ -219,10 +214,7 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     """The checks ``octo rl`` adds to ``validate``: choices, batch geometry over ``dp`` data-parallel ranks, and
     sequence lengths that fit the model."""
     rl, r = recipe.rl, recipe.rl.rollout
-    for name, choices in _RL_CHOICES.items():
-        value = getattr(rl, name)
-        _require(value in choices, f"rl.{name}={value!r} is not one of: {', '.join(choices)}")
-    _require(r.engine in ("vllm", "transformers"), f"rl.rollout.engine={r.engine!r} is not one of: vllm, transformers")
+    _check_choices(recipe, RL_CHOICES)
     _require(rl.init is not None, "rl.init is not set: give the starting policy (a Hugging Face model directory or a "
                                   "Megatron-Core checkpoint DIR[:STEP])")
     _require(rl.prompts.path is not None, "rl.prompts.path is not set: give a JSONL of prompt/answer problems")

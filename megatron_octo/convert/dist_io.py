@@ -153,9 +153,11 @@ def _numel(shape: Sequence[int]) -> int:
 
 
 def write_checkpoint(out_dir: Path, pieces: Sequence[Piece], object_keys: Sequence[str],
-                     produce: Callable[[Piece], torch.Tensor], prefix: str = KEY_PREFIX) -> None:
+                     produce: Callable[[Piece], torch.Tensor], prefix: str = KEY_PREFIX,
+                     common: Optional[dict] = None) -> None:
     """Write a complete torch_dist checkpoint of ``pieces`` (and empty ``_extra_state`` objects under
-    ``object_keys``) into the existing empty directory ``out_dir``; every key gets ``prefix``."""
+    ``object_keys``) into the existing empty directory ``out_dir``; every key gets ``prefix``; ``common`` is the
+    non-tensor state (common.pt; empty by default)."""
     from torch.distributed.checkpoint import state_dict_saver
 
     # No fsync per file (it would stall every chunk on the disk); fsync_tree syncs all files once at the end,
@@ -169,7 +171,7 @@ def write_checkpoint(out_dir: Path, pieces: Sequence[Piece], object_keys: Sequen
             state_dict_saver.save({}, storage_writer=writer, planner=planner, no_dist=True)
         except CheckpointException as exc:  # DCP wraps whatever failed (a ConvertError, a full disk, Ctrl-C)
             raise next(iter(exc.failures.values()))[0] from None
-    write_megatron_files(out_dir)
+    write_megatron_files(out_dir, common)
     fsync_tree(out_dir)
 
 
@@ -183,12 +185,13 @@ def fsync_tree(directory: Path) -> None:
             os.close(fd)
 
 
-def write_megatron_files(out_dir: Path) -> None:
-    """``common.pt`` (a GPTModel's sharded state dict has no non-tensor state: an empty dict) and ``metadata.json``
-    naming the torch_dist backend, as ``dist_checkpointing.save`` writes them (``json.dump`` of Megatron-Core's
+def write_megatron_files(out_dir: Path, common: Optional[dict] = None) -> None:
+    """``common.pt`` (``common``: a GPTModel's sharded state dict has no non-tensor state, so by default an empty
+    dict; Megatron-LM adds its args, see ``convert.megatron_lm.common_state``) and ``metadata.json`` naming the
+    torch_dist backend, as ``dist_checkpointing.save`` writes them (``json.dump`` of Megatron-Core's
     ``CheckpointingConfig``; spelled out here because importing megatron.core costs seconds; the tests compare
     both files with a real save)."""
-    torch.save({}, Path(out_dir) / COMMON_FILE)
+    torch.save(dict(common or {}), Path(out_dir) / COMMON_FILE)
     with open(Path(out_dir) / MCORE_CONFIG, "w") as f:
         json.dump(MCORE_CONFIG_FIELDS, f)
 
@@ -322,3 +325,23 @@ def detect_prefix(state_dict_metadata, path: Path) -> str:
         raise ConvertError(f"{path} holds {len(found)} model final-norm tensors (decoder.final_layernorm.weight): "
                            f"not a checkpoint of one GPTModel")
     return found[0]
+
+
+_VOCAB_KEYS = ("embedding.word_embeddings.weight", "output_layer.weight")
+
+
+def check_model_tensors(reader, plan, path: Path) -> None:
+    """One-line ConvertError unless ``reader`` (any reader of stored global tensors) holds every tensor of
+    ``plan`` in its shape; the vocabulary may carry any padding, as long as the real vocabulary is there."""
+    for key, shape in plan.global_shapes().items():
+        md = reader.tensor_meta(key)
+        if md is None:
+            raise ConvertError(f"{path} lacks the tensor {key}: it does not hold the {plan.cfg.family} model its "
+                               f"metadata describes")
+        stored = tuple(md.size)
+        if key in _VOCAB_KEYS:
+            ok = stored[1:] == shape[1:] and stored[0] >= plan.cfg.vocab_size
+        else:
+            ok = stored == shape
+        if not ok:
+            raise ConvertError(f"{path}: {key} has shape {stored}, the checkpoint's model config says {shape}")

@@ -214,6 +214,14 @@ class SafetensorsWriter:
         self._file.close()
 
 
+def tokenizer_in(directory) -> Optional[Path]:
+    """``directory`` when it holds tokenizer files, else None."""
+    if directory is None:
+        return None
+    directory = Path(directory)
+    return directory if any((directory / n).is_file() for n in TOKENIZER_FILES) else None
+
+
 def copy_tokenizer(src: Path, dst: Path) -> List[str]:
     """Copy the tokenizer files found in ``src`` to ``dst``; returns their names."""
     found = [name for name in TOKENIZER_FILES if (Path(src) / name).is_file()]

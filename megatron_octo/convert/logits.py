@@ -23,15 +23,6 @@ import torch
 import torch.distributed as dist
 
 from megatron_octo.config.schema import ModelConfig, ParallelConfig
-from megatron_octo.convert.errors import ConvertError
-
-
-def model_config(meta) -> ModelConfig:
-    """The ModelConfig a checkpoint's metadata records (one-line error when it is not one this version reads)."""
-    try:
-        return ModelConfig(**meta.model)
-    except TypeError as exc:
-        raise ConvertError(f"the checkpoint's model description does not fit this version's ModelConfig ({exc})")
 
 
 def load_megatron(ckpt_dir: Path, ctx, dtype: torch.dtype = torch.float32, cfg: Optional[ModelConfig] = None):
@@ -44,10 +35,13 @@ def load_megatron(ckpt_dir: Path, ctx, dtype: torch.dtype = torch.float32, cfg: 
     from megatron.core import dist_checkpointing
 
     from megatron_octo.convert.dist_io import DistCheckpoint
+    from megatron_octo.convert.sources import model_config
     from megatron_octo.models.gpt import build_gpt_model, te_available, transformer_config
     from megatron_octo.training import checkpoint
 
-    cfg = cfg if cfg is not None else model_config(checkpoint.read_meta(ckpt_dir))
+    if cfg is None:  # one of ours: a checkpoint directory, or a save folder / run directory naming one
+        ckpt_dir = checkpoint.resolve(str(ckpt_dir))
+        cfg = model_config(checkpoint.read_meta(ckpt_dir))
     # Checkpoint keys do not depend on the spec: a TE-trained checkpoint loads into local layers where TE is absent.
     use_te = cfg.spec != "local" and te_available()
     tcfg = transformer_config(cfg, ParallelConfig(tp=ctx.tp, pp=ctx.pp), dtype)

@@ -21,14 +21,28 @@ import torch
 import torch.nn.functional as F
 
 from megatron_octo.convert.errors import ConvertError
+from megatron_octo.convert.options import DEFAULT_ATOL, DEFAULT_KL
 
-DEFAULT_PROMPT = (
-    "Question: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May?\nAnswer:"
-)
-DEFAULT_ATOL = 1e-2
-DEFAULT_KL = 1e-5
 _RANDOM_PROMPT_LEN = 32
+
+
+@dataclass
+class Side:
+    """One side of a comparison: a format and where it is stored."""
+
+    kind: str
+    """``hf`` / ``mcore`` / ``nemo``."""
+    path: Path
+    cfg: Optional[object] = None
+    """The ModelConfig to load an ``mcore`` side with where it carries no metadata of ours (Megatron-LM's)."""
+    rows: Optional[object] = None
+    """For a source no loader of its own reads (a legacy or zarr Megatron-LM checkpoint): its row source, written
+    to a scratch torch_dist checkpoint and loaded from there."""
+
+    @classmethod
+    def of_source(cls, src) -> "Side":
+        """The reference side of a conversion's ``sources.Source``."""
+        return cls(src.kind, src.path, cfg=src.verify_cfg, rows=None if src.native else src.rows)
 
 
 @dataclass
@@ -124,20 +138,46 @@ def compare(reference: torch.Tensor, converted: torch.Tensor) -> Tuple[float, fl
     return float((reference - converted).abs().max()), float(kl.clamp_min(0.0))
 
 
-def logits_of(kind: str, path: Path, ids: torch.Tensor) -> torch.Tensor:
-    """Logits of side ``kind`` (``hf``, ``mcore`` or ``nemo``) stored at ``path``."""
-    if kind == "nemo":
-        from megatron_octo.convert.nemo import nemo_logits
+def nemo_logits(path: Path, ids: torch.Tensor) -> torch.Tensor:
+    """fp32 logits [b, s, vocab] of an extracted NeMo checkpoint, through Megatron-Core in one process (the
+    ``model.`` prefix is found from the stored keys)."""
+    from megatron_octo.convert.nemo_format import WEIGHTS_DIR, open_nemo
 
-        return nemo_logits(path, ids)
-    return hf_logits(path, ids) if kind == "hf" else mcore_logits(path, ids)
+    ckpt, _ = open_nemo(Path(path))
+    return mcore_logits(ckpt.path / WEIGHTS_DIR, ids, cfg=ckpt.cfg)
 
 
-def verify(reference: Tuple[str, Path], converted: Tuple[str, Path], ids: torch.Tensor, *, atol: float = DEFAULT_ATOL,
+def rows_logits(cfg, rows, ids: torch.Tensor, scratch: Optional[Path] = None) -> torch.Tensor:
+    """fp32 logits of the model a row source serves, written to a scratch torch_dist checkpoint under ``scratch``
+    (the system's temporary directory by default; removed afterwards) and loaded from there."""
+    import shutil
+    import tempfile
+
+    from megatron_octo.convert.layout import build_plan
+    from megatron_octo.convert.options import Options
+    from megatron_octo.convert.writers import write_mcore_tensors
+
+    tmp = Path(tempfile.mkdtemp(prefix="octo-verify-", dir=scratch))
+    try:
+        write_mcore_tensors(tmp, build_plan(cfg), rows, Options(quiet=True), "verify")
+        return mcore_logits(tmp, ids, cfg=cfg)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def logits_of(side: Side, ids: torch.Tensor) -> torch.Tensor:
+    """Logits of one side."""
+    if side.rows is not None:
+        return rows_logits(side.cfg, side.rows, ids, None)
+    if side.kind == "nemo":
+        return nemo_logits(side.path, ids)
+    return hf_logits(side.path, ids) if side.kind == "hf" else mcore_logits(side.path, ids, cfg=side.cfg)
+
+
+def verify(reference: Side, converted: Side, ids: torch.Tensor, *, atol: float = DEFAULT_ATOL,
            kl_tol: float = DEFAULT_KL) -> VerifyResult:
-    """Compare the logits of ``reference`` = (kind, path) and ``converted`` on ``ids``; kinds are hf / mcore /
-    nemo."""
-    ref = logits_of(reference[0], reference[1], ids)
-    out = logits_of(converted[0], converted[1], ids)
+    """Compare the logits of ``reference`` and ``converted`` on ``ids``."""
+    ref = logits_of(reference, ids)
+    out = logits_of(converted, ids)
     diff, kl = compare(ref, out)
-    return VerifyResult(diff, kl, int(ids.numel()), atol, kl_tol, f"{reference[0]} vs {converted[0]}")
+    return VerifyResult(diff, kl, int(ids.numel()), atol, kl_tol, f"{reference.kind} vs {converted.kind}")

@@ -17,9 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
-FORMATS = ("text", "qa", "long_cot", "chat")
-"""The formatter names ``octo preprocess --format`` accepts."""
-
 DEFAULT_FIELDS = {
     "text_field": "text",
     "question_field": "question",
@@ -132,6 +129,8 @@ def _format_chat(record: Dict, f: Dict[str, str]) -> Optional[str]:
 _KINDS: Dict[str, Callable[[Dict, Dict[str, str]], Optional[str]]] = {
     "text": _format_text, "qa": _format_qa, "long_cot": _format_long_cot, "chat": _format_chat,
 }
+FORMATS = tuple(_KINDS)
+"""The formatter names ``octo preprocess --format`` (and a mixture source's ``format``) accepts."""
 
 
 _REQUIRED = {

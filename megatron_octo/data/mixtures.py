@@ -25,12 +25,12 @@ from typing import List, Optional
 
 import yaml
 
-from megatron_octo.config.loader import ConfigError
+from megatron_octo.config.errors import ConfigError
 from megatron_octo.config.schema import DataConfig, DataSource
+from megatron_octo.data.formatters import FORMATS
 
 MIXTURE_DIR = Path(__file__).resolve().parent.parent / "config" / "mixtures"
 """Where the shipped mixtures are."""
-_FORMATS = ("text", "qa", "long_cot", "chat")
 
 
 @dataclass
@@ -96,8 +96,8 @@ def _source(item, index: int, where: str) -> MixtureSource:
         raise ConfigError(f"{where}: sources[{index}] has unknown key(s) {sorted(unknown)}; "
                           f"allowed: name, weight, format, path")
     fmt = item.get("format", "text")
-    if fmt not in _FORMATS:
-        raise ConfigError(f"{where}: sources[{index}] format={fmt!r} is not one of {', '.join(_FORMATS)}")
+    if fmt not in FORMATS:
+        raise ConfigError(f"{where}: sources[{index}] format={fmt!r} is not one of {', '.join(FORMATS)}")
     try:
         weight = float(item.get("weight", 0))
     except (TypeError, ValueError):

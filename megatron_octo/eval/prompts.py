@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
+from megatron_octo.config.schema import RL_STOP
 from megatron_octo.eval.registry import EvalError
 
 PROMPT_FILE = "few_shot_prompts.json"
@@ -26,9 +27,6 @@ _TRIMS: Dict[str, Callable[[str], str]] = {
     "prompt.rstrip()": str.rstrip,
     "prompt.lstrip('\\n')": lambda s: s.lstrip("\n"),
 }
-
-# RECIPE.md, Stage 3: the RL run's stop strings (not kept in the output).
-RL_STOP = ("User:", "Assistant:", "Question:", "Answer:")
 
 # Zero-shot templates: ``{question}`` is replaced verbatim (str.replace, so LaTeX braces need no escaping).
 TEMPLATES: Dict[str, Tuple[str, Tuple[str, ...]]] = {

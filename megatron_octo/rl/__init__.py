@@ -22,19 +22,14 @@ def rl(recipe, run_dir: Path, overwrite: bool = False, reward_fn=None) -> Dict[s
     import torch.distributed as dist
 
     from megatron_octo import parallel
-    from megatron_octo.config.loader import ConfigError
-    from megatron_octo.config.validate import validate_rl
+    from megatron_octo.config.validate import data_parallel_size, validate_rl
     from megatron_octo.rl.loop import run_rl
     from megatron_octo.training import _prepare_run_dir, check_run_dir
     from megatron_octo.utils.io import atomic_write_text
 
     # train.global_batch is not RL's batch (rl.prompts_per_step x rl.rollout.n is): check the layout and RL's own
     # geometry here, before any process group exists
-    world, p = int(os.environ.get("WORLD_SIZE", "1")), recipe.parallel
-    if world % (p.tp * p.pp * p.cp):
-        raise ConfigError(f"{world} processes cannot hold parallel.tp*pp*cp={p.tp * p.pp * p.cp}: launch a multiple "
-                          f"of {p.tp * p.pp * p.cp}")
-    validate_rl(recipe, world // (p.tp * p.pp * p.cp))
+    validate_rl(recipe, data_parallel_size(recipe.parallel, int(os.environ.get("WORLD_SIZE", "1"))))
     check_run_dir(run_dir, overwrite)
     ctx = parallel.initialize(recipe.parallel, seed=recipe.train.seed, timeout_s=COLLECTIVE_TIMEOUT_S)
     try:
@@ -63,8 +58,12 @@ def export_policy(run_dir: Path, tokenizer_dir: Optional[str] = None) -> Path:
     from megatron_octo.rl.setup import INIT_DIR
 
     out = run_dir / "hf"
+    from megatron_octo.convert.options import HF_ASSETS
+    from megatron_octo.training.checkpoint import resolve
+
     init = run_dir / INIT_DIR
-    tokenizer = tokenizer_dir or (str(init / "hf_assets") if (init / "hf_assets").is_dir() else None)
+    assets = resolve(str(init)) / HF_ASSETS if init.is_dir() else None
+    tokenizer = tokenizer_dir or (str(assets) if assets is not None and assets.is_dir() else None)
     mcore_to_hf(str(run_dir), str(out), tokenizer_dir=tokenizer, overwrite=True, quiet=True)
     return out
 

@@ -23,8 +23,8 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
-KL_KINDS = ("k1", "abs", "mse", "low_var_kl")
+from megatron_octo.config.choices import KL_ESTIMATORS, LOSS_AGGREGATIONS
+
 _KL_ALIASES = {"kl": "k1", "k2": "mse", "k3": "low_var_kl"}
 # k3 = exp(d) - d - 1 with d = ref - logp: the log-ratio is clamped before exp so that exp stays finite (exp(20) is
 # ~4.9e8, far from float32 overflow), and the estimate itself is clamped to [-10, 10] (k3 >= 0 exactly, so the lower
@@ -156,7 +156,7 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "low_var_kl"
     if name == "low_var_kl":
         d = (-diff).clamp(-_K3_LOG_RATIO_CLAMP, _K3_LOG_RATIO_CLAMP)  # ref - logp
         return (torch.exp(d) - d - 1.0).clamp(-_K3_CLAMP, _K3_CLAMP)
-    raise ValueError(f"unknown KL estimator '{kind}'; choose from {', '.join(KL_KINDS)}")
+    raise ValueError(f"unknown KL estimator '{kind}'; choose from {', '.join(KL_ESTIMATORS)}")
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:
@@ -193,7 +193,7 @@ def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token-mean", normaliz
         total = per_seq.sum()
         count = m.any(dim=-1).float().sum().clamp(min=1.0)
     else:
-        raise ValueError(f"unknown loss aggregation '{mode}'; choose from {', '.join(AGG_MODES)}")
+        raise ValueError(f"unknown loss aggregation '{mode}'; choose from {', '.join(LOSS_AGGREGATIONS)}")
     return total / (count if normalizer is None else normalizer)
 
 

@@ -178,7 +178,8 @@ def reduce_logs(outputs: List[Dict[str, torch.Tensor]], ctx: ParallelContext, ke
 def optimizer_update(parts, ctx: ParallelContext, step_func, micro_batches: List[MicroBatch], keys,
                      prefix: str = "") -> Dict[str, float]:
     """One optimizer update of ``parts`` over a mini-batch with ``step_func``; skipped when the first logged
-    loss (``keys[0]``) is not finite. Returns the logged means, ``grad_norm`` and ``skipped`` (with ``prefix``)."""
+    loss (``keys[0]``) is not finite or (fp16) the loss scaler finds overflowing gradients. Returns the logged
+    means, ``grad_norm`` and ``skipped`` (with ``prefix``)."""
     parts.optimizer.zero_grad()
     for chunk in parts.model:
         chunk.zero_grad_buffer()
@@ -186,8 +187,9 @@ def optimizer_update(parts, ctx: ParallelContext, step_func, micro_batches: List
     stats = reduce_logs(outputs, ctx, keys)
     stats[f"{prefix}grad_norm"], stats[f"{prefix}skipped"] = float("nan"), 1.0
     if math.isfinite(stats[keys[0]]):
-        _, norm, _ = parts.optimizer.step()
-        stats[f"{prefix}grad_norm"], stats[f"{prefix}skipped"] = float(norm or 0.0), 0.0
+        updated, norm, _ = parts.optimizer.step()  # fp16: False when the loss scaler found overflowing gradients
+        if updated:
+            stats[f"{prefix}grad_norm"], stats[f"{prefix}skipped"] = float(norm or 0.0), 0.0
     return stats
 
 

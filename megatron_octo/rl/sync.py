@@ -20,8 +20,8 @@ import torch.distributed as dist
 
 from megatron_octo.config.schema import ModelConfig
 from megatron_octo.models import get_family
-from megatron_octo.training.checkpoint import unwrap
 from megatron_octo.training.init import _shard_pieces
+from megatron_octo.training.params import model_state
 
 Piece = Tuple[str, Tuple[int, ...], Tuple[int, ...], torch.Tensor]
 """(per-layer Megatron-Core key, global offset, global shape, local data) of one shard."""
@@ -35,16 +35,16 @@ def _layer_key(key: str, layer: int) -> str:
 
 
 def local_pieces(chunks) -> List[Piece]:
-    """This rank's shards of every model tensor (host copies), keyed per layer."""
+    """This rank's shards of every model tensor (host copies), keyed per layer; collective over the data-parallel
+    group when the parameter all-gather is deferred (``training.params.model_state``)."""
     pieces: List[Piece] = []
-    for chunk in chunks:
-        for sharded in unwrap(chunk).sharded_state_dict().values():
-            shards, _ = _shard_pieces(sharded)
-            for sh in shards:
-                prepend = sh.prepend_axis_num
-                key = _layer_key(sh.key, sh.global_offset[0]) if prepend else sh.key
-                pieces.append((key, tuple(sh.global_offset[prepend:]), tuple(sh.global_shape[prepend:]),
-                               sh.data.detach().to("cpu", torch.float32, copy=True)))
+    for sharded in model_state(chunks).values():  # current parameters (a deferred all-gather completed)
+        shards, _ = _shard_pieces(sharded)
+        for sh in shards:
+            prepend = sh.prepend_axis_num
+            key = _layer_key(sh.key, sh.global_offset[0]) if prepend else sh.key
+            pieces.append((key, tuple(sh.global_offset[prepend:]), tuple(sh.global_shape[prepend:]),
+                           sh.data.detach().to("cpu", torch.float32, copy=True)))
     return pieces
 
 

@@ -111,6 +111,7 @@ def build_optimizer(recipe: RecipeConfig, chunks: List[torch.nn.Module], ctx: Pa
     """Megatron-Core optimizer (distributed if asked) and its LR scheduler, stepped once per iteration."""
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+    from megatron.core.utils import get_model_config
 
     o, s = recipe.optimizer, recipe.schedule
     opt_config = OptimizerConfig(
@@ -118,10 +119,22 @@ def build_optimizer(recipe: RecipeConfig, chunks: List[torch.nn.Module], ctx: Pa
         adam_beta1=o.beta1, adam_beta2=o.beta2, adam_eps=o.eps, clip_grad=o.clip_grad,
         bf16=params_dtype == torch.bfloat16, fp16=params_dtype == torch.float16, params_dtype=params_dtype,
         use_distributed_optimizer=recipe.parallel.distributed_optimizer,
+        **loss_scale_args(recipe),
     )
     optimizer = get_megatron_optimizer(opt_config, chunks, use_gloo_process_groups=False, pg_collection=ctx.pgs)
+    # The schedules multiply each micro-batch's loss by the optimizer's loss scale before backward (as
+    # Megatron-LM wires it); the optimizer unscales the gradients and skips steps whose gradients overflow. fp32
+    # and bf16 have a scale of exactly 1.
+    get_model_config(chunks[0]).grad_scale_func = optimizer.scale_loss
     scheduler = OptimizerParamScheduler(optimizer, **scheduler_args(recipe, iters))
     return optimizer, scheduler
+
+
+def loss_scale_args(recipe: RecipeConfig) -> dict:
+    """Megatron-Core ``OptimizerConfig`` loss-scaling fields (used only when the parameters are fp16)."""
+    p = recipe.precision
+    return dict(loss_scale=p.loss_scale, initial_loss_scale=p.initial_loss_scale, min_loss_scale=p.min_loss_scale,
+                loss_scale_window=p.loss_scale_window, hysteresis=p.hysteresis)
 
 
 def scheduler_args(recipe: RecipeConfig, iters: int) -> dict:

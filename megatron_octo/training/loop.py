@@ -40,6 +40,10 @@ class StepResult:
     seconds: float
     skipped: bool = False
     """The loss was not finite, so the update was skipped."""
+    overflow: bool = False
+    """fp16: the scaled gradients overflowed, so the loss scaler skipped the update (and lowered the scale)."""
+    loss_scale: float = 1.0
+    """The loss scale the step's backward used (fp16's dynamic scale; 1 in fp32 and bf16)."""
 
 
 class TrainingDiverged(OctoError, RuntimeError):
@@ -115,15 +119,18 @@ def train_step(step: int, parts: Components, dataset, recipe: RecipeConfig, ctx:
     )
     loss = global_mean_loss(losses, ctx)  # the same on every rank, so every rank takes the same branch
     skipped = not math.isfinite(loss)
-    grad_norm = float("nan")
+    grad_norm, overflow = float("nan"), False
+    loss_scale = float(parts.optimizer.get_loss_scale())
     if not skipped:
-        _, norm, _ = parts.optimizer.step()
-        grad_norm = float(norm or 0.0)
+        updated, norm, _ = parts.optimizer.step()  # fp16: False when the loss scaler found inf/nan gradients
+        overflow = not updated
+        grad_norm = float(norm or 0.0) if updated else float("nan")
     # The schedule advances either way: the LR stays a function of the step, as on resume.
     parts.scheduler.step(increment=1)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
-    return StepResult(loss=loss, grad_norm=grad_norm, lr=lr, seconds=time.perf_counter() - start, skipped=skipped)
+    return StepResult(loss=loss, grad_norm=grad_norm, lr=lr, seconds=time.perf_counter() - start, skipped=skipped,
+                      overflow=overflow, loss_scale=loss_scale)
 
 
 def make_dataset(recipe: RecipeConfig):
@@ -199,6 +206,8 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                     "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_s,
                     "step_time_s": result.seconds, "skipped_steps": sum(r.skipped for r in history),
                 }
+                if parts.params_dtype == torch.float16:  # Megatron-LM logs the scale and the skipped iterations
+                    record.update(loss_scale=result.loss_scale, overflow_steps=sum(r.overflow for r in history))
                 utilization = mfu(tokens_per_s, recipe.model, recipe.train.seq_len, ctx.world_size, peak)
                 writer.write(record if utilization is None else {**record, "mfu": utilization})
             _check_divergence(history, recipe.train.max_nonfinite_steps, run_dir)

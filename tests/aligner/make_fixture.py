@@ -24,8 +24,8 @@ IDS = [[1, 5, 9, 100, 3, 17, 44, 2, 150, 7, 61, 199]]
 
 
 def make(out: Path) -> dict:
-    from megatron_octo.convert.nemo import to_nemo
-    from megatron_octo.convert.streaming import open_hf
+    from megatron_octo.convert import to_nemo
+    from megatron_octo.convert.sources import open_hf
     from megatron_octo.models import get_family
     from tests.convert.conftest import hf_logits, load_safetensors_dir, make_hf_model
 

@@ -71,11 +71,14 @@ def hf_models(tmp_path_factory) -> Dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def converted(hf_models, tmp_path_factory) -> Dict[str, Path]:
-    """Each HF model converted to Megatron-Core for TP=2 x PP=2."""
+    """Each HF model converted to Megatron-Core for TP=2 x PP=2: the checkpoint directory inside each output (the
+    output is a save folder: tracker file + ``release/``)."""
     from megatron_octo.convert import hf_to_mcore
+    from megatron_octo.training.checkpoint import resolve
 
     root = tmp_path_factory.mktemp("mcore")
-    return {name: hf_to_mcore(path, root / name, tp=2, pp=2, quiet=True).output for name, path in hf_models.items()}
+    return {name: resolve(str(hf_to_mcore(path, root / name, tp=2, pp=2, quiet=True).output))
+            for name, path in hf_models.items()}
 
 
 def load_safetensors_dir(path: Path) -> Dict[str, torch.Tensor]:

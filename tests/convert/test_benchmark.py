@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from megatron_octo.convert import hf_io
-from megatron_octo.convert.streaming import open_hf
+from megatron_octo.convert.sources import open_hf
 
 PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "convert_memory.py"
 

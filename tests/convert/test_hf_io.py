@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from megatron_octo.convert import hf_io
-from megatron_octo.convert.streaming import _parse_size
+from megatron_octo.convert.options import parse_size as _parse_size
 from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.hf_io import OutTensor, SafetensorsWriter
 

@@ -19,7 +19,7 @@ from torch.distributed.checkpoint import FileSystemReader
 
 from megatron_octo.cli import main
 from megatron_octo.convert import mcore_to_hf
-from megatron_octo.convert.nemo import nemo_to_hf, nemo_to_mcore, to_nemo
+from megatron_octo.convert import nemo_to_hf, nemo_to_mcore, to_nemo
 from megatron_octo.models import family_for_hf_config
 
 from .conftest import MODELS, load_safetensors_dir

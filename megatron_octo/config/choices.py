@@ -1,0 +1,57 @@
+"""The allowed values of every enumerated recipe field, each set in one place.
+
+``config.validate`` checks a recipe against ``CHOICES`` (training fields) and ``RL_CHOICES`` (``octo rl`` only);
+the code that dispatches on a field imports its set from here (``rl.algorithms`` its KL estimators and loss
+aggregations). ``model.family`` is not listed: its set is the family registry, ``megatron_octo.models.FAMILIES``.
+The order of each tuple is the order an error message lists the values in.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+MODEL_SPECS = ("auto", "te", "local")
+"""``model.spec``: Transformer Engine where usable, Transformer Engine, plain PyTorch layers."""
+TRAIN_INITS = ("invariant", "megatron")
+"""``train.init``."""
+DATA_KINDS = ("synthetic", "blend")
+"""``data.kind``."""
+SCHEDULE_STYLES = ("constant", "cosine", "linear")
+"""``schedule.style`` (Megatron-Core ``lr_decay_style`` names)."""
+OPTIMIZERS = ("adam", "sgd")
+"""``optimizer.name`` (Megatron-Core optimizer names)."""
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+"""``precision.dtype``; ``auto`` is bf16 on GPU, fp32 on CPU."""
+FP8_FORMATS: Tuple[Optional[str], ...] = (None, "hybrid", "e4m3")
+"""``precision.fp8`` (None: no FP8)."""
+FP8_RECIPES = ("tensorwise", "delayed", "mxfp8", "blockwise")
+"""``precision.fp8_recipe``."""
+
+RL_ALGORITHMS = ("grpo", "ppo")
+"""``rl.algorithm``."""
+KL_ESTIMATORS = ("low_var_kl", "k1", "abs", "mse")
+"""``rl.kl_estimator`` (``rl.algorithms.kl_estimate``)."""
+LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+"""``rl.loss_aggregation`` (``rl.algorithms.aggregate``)."""
+ROLLOUT_ENGINES = ("vllm", "transformers")
+"""``rl.rollout.engine``."""
+
+CHOICES: Dict[str, Tuple[Optional[str], ...]] = {
+    "model.spec": MODEL_SPECS,
+    "train.init": TRAIN_INITS,
+    "data.kind": DATA_KINDS,
+    "schedule.style": SCHEDULE_STYLES,
+    "optimizer.name": OPTIMIZERS,
+    "precision.dtype": DTYPES,
+    "precision.fp8": FP8_FORMATS,
+    "precision.fp8_recipe": FP8_RECIPES,
+}
+"""Dotted recipe field -> its allowed values, checked for every stage."""
+
+RL_CHOICES: Dict[str, Tuple[Optional[str], ...]] = {
+    "rl.algorithm": RL_ALGORITHMS,
+    "rl.kl_estimator": KL_ESTIMATORS,
+    "rl.loss_aggregation": LOSS_AGGREGATIONS,
+    "rl.rollout.engine": ROLLOUT_ENGINES,
+}
+"""Dotted recipe field -> its allowed values, checked by ``octo rl`` only (training stages ignore ``rl``)."""
