@@ -47,6 +47,8 @@ def _check_model(recipe: RecipeConfig) -> None:
         m.num_attention_heads % m.num_query_groups == 0,
         f"model.num_query_groups={m.num_query_groups} must divide model.num_attention_heads={m.num_attention_heads}",
     )
+    _require(m.kv_channels is None or m.kv_channels > 0,
+             f"model.kv_channels={m.kv_channels} must be positive (or null: hidden_size / num_attention_heads)")
     if m.kv_channels is None:
         _require(
             m.hidden_size % m.num_attention_heads == 0,
@@ -238,6 +240,9 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     _require(0 < rl.clip_ratio < 1, f"rl.clip_ratio={rl.clip_ratio} must lie in (0, 1)")
     _require(r.temperature > 0, f"rl.rollout.temperature={r.temperature} must be > 0 (sampling)")
     _require(0 < r.top_p <= 1, f"rl.rollout.top_p={r.top_p} must lie in (0, 1]")
+    _require(r.max_response_tokens >= 1 and all(v >= 1 for v in r.response_length_schedule.values()),
+             f"rl.rollout.max_response_tokens={r.max_response_tokens} and every rl.rollout.response_length_schedule "
+             "value must be >= 1")
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
     total = rl.prompts.max_prompt_tokens + longest
     _require(total <= recipe.model.max_position_embeddings,
