@@ -80,9 +80,11 @@ def _parse_overrides(overrides: Sequence[str]) -> dict:
             raise ConfigError(f"override '{item}' must look like key=value, e.g. train.iters=10")
         items.append(item)
     try:
-        return OmegaConf.to_container(OmegaConf.from_dotlist(items))
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist(items))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"cannot parse overrides {list(overrides)}: {_first_line(exc)}") from None
+    assert isinstance(parsed, dict)  # a dot-list always builds a mapping
+    return parsed
 
 
 def _first_line(exc: Exception) -> str:
@@ -93,13 +95,15 @@ def _merge(layers: List[dict]) -> RecipeConfig:
     base = OmegaConf.structured(RecipeConfig)
     try:
         merged = OmegaConf.merge(base, *layers)
-        return OmegaConf.to_object(merged)
+        recipe = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         where = f"field '{key}': " if key else ""
         raise ConfigError(f"{where}{_first_line(exc)}") from None
     except (TypeError, ValueError) as exc:  # e.g. an index override into a list OmegaConf cannot merge
         raise ConfigError(f"cannot apply the recipe layers: {_first_line(exc)}") from None
+    assert isinstance(recipe, RecipeConfig)  # to_object of a structured config is its dataclass
+    return recipe
 
 
 def _one_budget(layers: List[dict], names: List[str]) -> None:

@@ -105,6 +105,13 @@ class TrainConfig:
     init: str = "invariant"
     """Weight init: ``invariant`` (each parameter drawn from a seed of its full-model name, then sharded, so
     every parallel layout starts from the same weights) or ``megatron`` (Megatron-Core's own, layout-dependent)."""
+    manual_gc: bool = False
+    """Disable Python's automatic garbage collector during training and collect at fixed steps instead, so that
+    no rank stalls the others at a random moment (Megatron-LM's ``--manual-gc``)."""
+    manual_gc_interval: int = 0
+    """With ``manual_gc``: collect every N steps; 0 collects only at the start (and around evaluations)."""
+    manual_gc_eval: bool = True
+    """With ``manual_gc``: a full collection before each evaluation (a young-generation one always follows it)."""
 
 
 @dataclass
@@ -136,6 +143,14 @@ class DataConfig:
     """Megatron-Core train,valid,test split of each source's documents; training reads the train part."""
     cache_dir: Optional[str] = None
     """Directory for Megatron-Core's dataset index caches, seen by every rank; None keeps them beside each source."""
+    num_workers: int = 2
+    """Worker processes that read and stack the coming micro-batches while the current step computes (a torch
+    DataLoader, as Megatron-LM's ``--num-workers``); 0 reads each step's micro-batches in the training process."""
+    prefetch_factor: int = 2
+    """Micro-batches each worker keeps ready ahead (torch DataLoader's ``prefetch_factor``); never past the stage's
+    last step."""
+    pin_memory: bool = True
+    """Page-locked host memory for batches, so their copy to the GPU is asynchronous (ignored on CPU)."""
 
 
 @dataclass
@@ -257,6 +272,12 @@ class RolloutConfig:
     """vLLM: share of accelerator memory its engine may take (colocated with training)."""
     sleep_between_rollouts: bool = True
     """vLLM: free the engine's accelerator memory while the trainer runs (vLLM sleep mode), where supported."""
+    sleep_level: int = 2
+    """vLLM sleep level between rollouts: 2 discards weights and KV cache (a weight sync follows every wake, so
+    nothing needs restoring: no host copy), 1 offloads the weights to host memory and copies them back."""
+    sync_bucket_mb: int = 256
+    """Weight sync: MiB of tensors (engine dtype) per bucket sent to the engine (vLLM RPC or CUDA IPC, or the
+    broadcast to an engine's tensor-parallel workers); bounds the sync's extra memory with one layer's tensors."""
 
 
 @dataclass
@@ -329,6 +350,11 @@ class RLConfig:
     """PPO: clip of the value update around the old values."""
     critic_lr: float = 1e-5
     """PPO: the critic's (constant) learning rate."""
+    max_tokens_per_micro_batch: Optional[int] = None
+    """Token-budget micro-batches for the log-prob, reference, value and update passes: each mini-batch's
+    responses sorted by length and grouped so that rows x padded length stays within this many tokens, each
+    micro-batch padded only to its own longest (``train.micro_batch`` is then unused). None: ``train.micro_batch``
+    responses per micro-batch, all padded to the step's longest."""
     reward: str = "default"
     """Reward variant of ``megatron_octo.rl.reward`` (``default``: +1 correct, -1 wrong or no box)."""
     init: Optional[str] = None

@@ -21,15 +21,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Generator, Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import numpy
 
 from megatron_octo.data.errors import DataError
 from megatron_octo.data.formatters import Formatter, RecordError, make_formatter
 from megatron_octo.data.readers import Chunk, input_kind, read_chunks, total_bytes
-from megatron_octo.data.tokenizer import (DocumentEncoder, load_tokenizer, make_encoder,
-                                          single_threaded_tokenizers)
+from megatron_octo.data.tokenizer import DocumentEncoder, load_tokenizer, make_encoder, single_threaded_tokenizers
 from megatron_octo.utils.io import OutputExistsError
 
 INFLIGHT_PER_WORKER = 4
@@ -66,7 +65,7 @@ class PreprocessStats:
     dtype: str = ""
 
 
-_STATE: Dict[str, object] = {}
+_STATE: Dict[str, Any] = {}
 
 
 def _init_worker(formatter: Formatter, encoder: DocumentEncoder) -> None:
@@ -91,7 +90,7 @@ def encode_chunk(chunk: Chunk, formatter: Optional[Formatter] = None,
     texts, empty, bad = [], 0, []
     for number, raw in zip(chunk.line_numbers, chunk.records):
         try:
-            text = formatter(_parse(raw) if chunk.kind == "jsonl" else raw)
+            text = formatter(_parse(raw) if isinstance(raw, bytes) else raw)  # jsonl lines are bytes
         except RecordError as exc:
             bad.append((number, str(exc)))
             continue
@@ -104,13 +103,14 @@ def encode_chunk(chunk: Chunk, formatter: Optional[Formatter] = None,
     return ChunkResult(flat, [len(d) for d in docs], empty, bad, chunk.done_bytes)
 
 
-def _serial(chunks: Iterable[Chunk], formatter: Formatter, encoder: DocumentEncoder) -> Iterator[ChunkResult]:
+def _serial(chunks: Iterable[Chunk], formatter: Formatter,
+            encoder: DocumentEncoder) -> Generator[ChunkResult, None, None]:
     for chunk in chunks:
         yield encode_chunk(chunk, formatter, encoder)
 
 
 def _parallel(chunks: Iterable[Chunk], formatter: Formatter, encoder: DocumentEncoder,
-              workers: int) -> Iterator[ChunkResult]:
+              workers: int) -> Generator[ChunkResult, None, None]:
     """Results in input order with at most ``INFLIGHT_PER_WORKER * workers`` chunks submitted and not yet taken.
 
     ``ProcessPoolExecutor`` rather than ``Pool.imap``: imap's feeder thread reads the whole input ahead (memory

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from megatron_octo.eval.extraction import truncate_at_stop
 from megatron_octo.eval.registry import EvalError
@@ -73,7 +73,9 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"  # decoder-only models continue from the last prompt token
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=True)
+        # Any: transformers' decorated from_pretrained() is typed as taking the class first; close() drops the model
+        auto: Any = AutoModelForCausalLM
+        self.model: Any = auto.from_pretrained(path, dtype=getattr(torch, dtype), local_files_only=True)
         self.model.to(self.device).eval()
         self.batch_size = max(1, int(batch_size))
 

@@ -18,13 +18,14 @@ import torch.distributed as dist
 
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.config.validate import train_iters
-from megatron_octo.data.batches import microbatch_indices, microbatches
+from megatron_octo.data.loader import StepLoader, step_loader
 from megatron_octo.data.synthetic import SyntheticTokens
 from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import Components, build
 from megatron_octo.training.flops import mfu, peak_flops
+from megatron_octo.training.manual_gc import manual_gc
 from megatron_octo.training.metrics import maybe_writer, truncate_metrics
 from megatron_octo.training.resume import Start, restore, schedule_params
 from megatron_octo.training.signals import StopRequest
@@ -71,7 +72,7 @@ def make_forward_step(ctx: ParallelContext):
     """The ``forward_step_func`` Megatron-Core's schedules call once per micro-batch."""
 
     def forward_step(data_iterator: Iterator[torch.Tensor], model: torch.nn.Module):
-        tokens = next(data_iterator).to(ctx.device)  # [b, s + 1]
+        tokens = next(data_iterator)  # [b, s + 1], already on the device (data.loader)
         inputs, labels = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # [b, s] each
         inputs, labels = _cp_slice(inputs, labels, ctx)
         output = model(inputs, None, None, labels=labels)  # last stage: [b, s] token losses
@@ -94,8 +95,9 @@ def global_mean_loss(losses_reduced: List[Dict[str, torch.Tensor]], ctx: Paralle
     return float(totals[0] / totals[1])
 
 
-def train_step(step: int, parts: Components, dataset, recipe: RecipeConfig, ctx: ParallelContext) -> StepResult:
-    """One optimizer step (``step`` is 0-based) over the global batch."""
+def train_step(step: int, parts: Components, loader: StepLoader, recipe: RecipeConfig,
+               ctx: ParallelContext) -> StepResult:
+    """One optimizer step (``step`` is 0-based) over the global batch; ``loader`` serves its micro-batches."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     t = recipe.train
@@ -103,14 +105,13 @@ def train_step(step: int, parts: Components, dataset, recipe: RecipeConfig, ctx:
     parts.optimizer.zero_grad()
     for chunk in parts.model:
         chunk.zero_grad_buffer()
-    indices = microbatch_indices(step, global_batch=t.global_batch, micro_batch=t.micro_batch, dp=ctx.dp,
-                                 dp_rank=ctx.dp_rank)
+    batches = loader.step(step)
     lr = parts.optimizer.param_groups[0]["lr"]
     losses = get_forward_backward_func()(
         forward_step_func=make_forward_step(ctx),
-        data_iterator=microbatches(dataset, indices),
+        data_iterator=iter(batches),
         model=parts.model,
-        num_microbatches=len(indices),
+        num_microbatches=len(batches),
         seq_length=t.seq_len // ctx.cp,
         micro_batch_size=t.micro_batch,
         forward_only=False,
@@ -179,8 +180,8 @@ def _should_save(recipe: RecipeConfig, step: int, iters: int) -> bool:
 def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                  parts: Optional[Components] = None) -> Dict[str, float]:
     """Train ``recipe`` to its last iteration, starting where ``resume.restore`` says; the main rank writes
-    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``preempted`` is True when a stop
-    signal ended the run (after saving) before its last step."""
+    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``preempted`` is True
+    when a stop signal ended the run (after saving) before its last step."""
     iters = train_iters(recipe)
     parts = parts or build(recipe, ctx, iters)
     start = restore(recipe, run_dir, parts, iters)
@@ -192,13 +193,17 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
     tokens_per_step = recipe.train.global_batch * recipe.train.seq_len
     writer = maybe_writer(ctx.is_main, run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
     stop = StopRequest()
+    loader = step_loader(dataset, recipe, ctx, start.step, iters)  # after StopRequest: workers inherit its handlers
+    collector = manual_gc(recipe)
     saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
     peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
     history, preempted = [], False
     try:
+        collector.start()
         for step in range(start.step, iters):
-            result = train_step(step, parts, dataset, recipe, ctx)
+            result = train_step(step, parts, loader, recipe, ctx)
             history.append(result)
+            collector.after_step(step + 1)
             if writer is not None:
                 tokens_per_s = tokens_per_step / result.seconds
                 record = {
@@ -225,6 +230,8 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                 break
         saver.close()
     finally:
+        collector.stop()
+        loader.close()
         stop.restore()
         if writer is not None:
             writer.close()

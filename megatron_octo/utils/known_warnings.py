@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import warnings
+from typing import List
 
 FALLBACK = re.compile(r"(Transformer Engine and Apex are|Apex is) not installed")
 """Megatron-Core's fallback warnings (mixed_precision, optimizer, clip_grads, backends, gpt_layer_specs)."""
@@ -21,7 +22,7 @@ NOTE = ("octo: note: NVIDIA apex / Transformer Engine not installed; Megatron-Co
         "(expected on CPU; on GPU use the NGC container)")
 
 
-_SEEN: list = []
+_SEEN: List[str] = []
 
 
 def quiet_known_warnings() -> None:
