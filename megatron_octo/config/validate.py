@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 from megatron_octo.config.choices import CHOICES, RECOMPUTE_MODULES, RL_CHOICES
 from megatron_octo.config.errors import ConfigError
-from megatron_octo.config.schema import ParallelConfig, RecipeConfig
+from megatron_octo.config.schema import ModelConfig, ParallelConfig, RecipeConfig
+
+if TYPE_CHECKING:
+    from megatron_octo.models.shapes import Shape
 
 _SHAPE_FIELDS = (
     "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups", "vocab_size",
     "max_position_embeddings",
 )
+
+
+def _shape(model: ModelConfig) -> Shape:
+    """``models.shapes.shape``, imported when called: importing ``models`` imports torch, and the reward server's
+    venv (no torch) imports this package for config.schema."""
+    from megatron_octo.models.shapes import shape as typed_shape
+
+    return typed_shape(model)
 
 
 def _get(recipe: RecipeConfig, dotted: str):
@@ -30,7 +41,7 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _check_choices(recipe: RecipeConfig, choices_by_field: Dict[str, Sequence[Optional[str]]]) -> None:
+def _check_choices(recipe: RecipeConfig, choices_by_field: Mapping[str, Sequence[Optional[str]]]) -> None:
     for dotted, choices in choices_by_field.items():
         value = _get(recipe, dotted)
         shown = ", ".join(str(c) for c in choices)
@@ -43,20 +54,23 @@ def _check_model(recipe: RecipeConfig) -> None:
         value = getattr(m, name)
         _require(value is not None, f"model.{name} is not set: name a model.preset or set model.{name}")
         _require(value > 0, f"model.{name}={value} must be positive")
+    s = _shape(m)
     _require(
-        m.num_attention_heads % m.num_query_groups == 0,
-        f"model.num_query_groups={m.num_query_groups} must divide model.num_attention_heads={m.num_attention_heads}",
+        s.num_attention_heads % s.query_groups == 0,
+        f"model.num_query_groups={s.query_groups} must divide model.num_attention_heads={s.num_attention_heads}",
     )
+    _require(m.kv_channels is None or m.kv_channels > 0,
+             f"model.kv_channels={m.kv_channels} must be positive (or null: hidden_size / num_attention_heads)")
     if m.kv_channels is None:
         _require(
-            m.hidden_size % m.num_attention_heads == 0,
-            f"model.num_attention_heads={m.num_attention_heads} must divide model.hidden_size={m.hidden_size} "
+            s.hidden_size % s.num_attention_heads == 0,
+            f"model.num_attention_heads={s.num_attention_heads} must divide model.hidden_size={s.hidden_size} "
             f"(or set model.kv_channels)",
         )
 
 
 def _check_parallel(recipe: RecipeConfig) -> None:
-    p, m = recipe.parallel, recipe.model
+    p, m = recipe.parallel, _shape(recipe.model)
     for name in ("tp", "pp", "cp"):
         _require(getattr(p, name) >= 1, f"parallel.{name}={getattr(p, name)} must be >= 1")
     _require(
@@ -64,8 +78,8 @@ def _check_parallel(recipe: RecipeConfig) -> None:
         f"parallel.tp={p.tp} must divide model.num_attention_heads={m.num_attention_heads}",
     )
     _require(
-        m.num_query_groups % p.tp == 0,
-        f"parallel.tp={p.tp} must divide model.num_query_groups={m.num_query_groups} (the key-value heads)",
+        m.query_groups % p.tp == 0,
+        f"parallel.tp={p.tp} must divide model.num_query_groups={m.query_groups} (the key-value heads)",
     )
     _require(m.num_layers % p.pp == 0, f"parallel.pp={p.pp} must divide model.num_layers={m.num_layers}")
     _require(not p.sequence_parallel or p.tp > 1, "parallel.sequence_parallel=true needs parallel.tp > 1")
@@ -80,7 +94,7 @@ def _check_parallel(recipe: RecipeConfig) -> None:
 
 
 def _check_train(recipe: RecipeConfig) -> None:
-    t, m = recipe.train, recipe.model
+    t, m = recipe.train, _shape(recipe.model)
     for name in ("global_batch", "micro_batch", "seq_len"):
         _require(getattr(t, name) >= 1, f"train.{name}={getattr(t, name)} must be >= 1")
     _require(
@@ -130,7 +144,7 @@ def _check_data(recipe: RecipeConfig) -> None:
 
 
 def _check_precision(recipe: RecipeConfig) -> None:
-    p, m = recipe.precision, recipe.model
+    p, m = recipe.precision, _shape(recipe.model)
     layers = p.fp8_bf16_layers
     _require(layers is None or layers >= 0, f"precision.fp8_bf16_layers={layers} must be >= 0")
     _require(
@@ -156,7 +170,7 @@ def _check_precision(recipe: RecipeConfig) -> None:
 
 
 def _check_perf(recipe: RecipeConfig) -> None:
-    f, per_stage = recipe.perf, recipe.model.num_layers // recipe.parallel.pp
+    f, per_stage = recipe.perf, _shape(recipe.model).num_layers // recipe.parallel.pp
     n = f.recompute_num_layers
     _require(n is None or 1 <= n <= per_stage,
              f"perf.recompute_num_layers={n} must be between 1 and the {per_stage} layers of a pipeline stage")
@@ -181,7 +195,9 @@ def _check_optimization(recipe: RecipeConfig) -> None:
     _require(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} must be >= 0")
     c = recipe.checkpoint
     _require(c.keep_last >= 1, f"checkpoint.keep_last={c.keep_last} must be >= 1")
-    _require(c.save_interval is None or c.save_interval >= 1, f"checkpoint.save_interval={c.save_interval} must be >= 1")
+    _require(
+        c.save_interval is None or c.save_interval >= 1, f"checkpoint.save_interval={c.save_interval} must be >= 1"
+    )
     _require(not (c.load and c.branch_from), "set checkpoint.load or checkpoint.branch_from, not both")
     _require(recipe.logging.log_interval >= 1, f"logging.log_interval={recipe.logging.log_interval} must be >= 1")
 
@@ -229,6 +245,8 @@ def train_iters(recipe: RecipeConfig) -> int:
     t = recipe.train
     if t.iters is not None:
         return t.iters
+    if t.tokens is None:
+        raise ConfigError("set train.iters or train.tokens")
     return math.ceil(t.tokens / (t.global_batch * t.seq_len))
 
 
@@ -270,10 +288,14 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     _require(0 < rl.clip_ratio < 1, f"rl.clip_ratio={rl.clip_ratio} must lie in (0, 1)")
     _require(r.temperature > 0, f"rl.rollout.temperature={r.temperature} must be > 0 (sampling)")
     _require(0 < r.top_p <= 1, f"rl.rollout.top_p={r.top_p} must lie in (0, 1]")
+    _require(r.max_response_tokens >= 1 and all(v >= 1 for v in r.response_length_schedule.values()),
+             f"rl.rollout.max_response_tokens={r.max_response_tokens} and every rl.rollout.response_length_schedule "
+             "value must be >= 1")
     _require(r.sleep_level in (1, 2), f"rl.rollout.sleep_level={r.sleep_level} must be 1 or 2")
     _require(r.sync_bucket_mb >= 1, f"rl.rollout.sync_bucket_mb={r.sync_bucket_mb} must be >= 1")
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
     total = rl.prompts.max_prompt_tokens + longest
-    _require(total <= recipe.model.max_position_embeddings,
+    positions = _shape(recipe.model).max_position_embeddings
+    _require(total <= positions,
              f"rl.prompts.max_prompt_tokens + the longest response = {total} exceeds model.max_position_embeddings="
-             f"{recipe.model.max_position_embeddings}")
+             f"{positions}")

@@ -24,6 +24,7 @@ import torch
 from megatron_octo.config.schema import DataSource, RecipeConfig
 from megatron_octo.data.errors import DataError
 from megatron_octo.data.mixtures import blend_sources
+from megatron_octo.models.shapes import shape
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class BlendTokens:
 def _check_files(sources: List[DataSource]) -> None:
     for src in sources:
         for suffix in (".bin", ".idx"):
-            if not Path(src.path + suffix).is_file():
+            if not src.path or not Path(src.path + suffix).is_file():
                 raise DataError(f"data source '{src.name}': {src.path}{suffix} not found: make it with `octo "
                                 f"preprocess --output-prefix {src.path}` or point OCTO_DATA / the path at it")
 
@@ -73,7 +74,7 @@ def _token_ids(recipe: RecipeConfig) -> TokenIds:
         from megatron_octo.data.tokenizer import load_tokenizer
 
         eod = load_tokenizer(recipe.data.tokenizer).eos_token_id
-    return TokenIds(vocab_size=int(recipe.model.vocab_size), eod=-1 if eod is None else int(eod))
+    return TokenIds(vocab_size=shape(recipe.model).vocab_size, eod=-1 if eod is None else int(eod))
 
 
 def dataset_config(recipe: RecipeConfig, sources: List[DataSource]):

@@ -13,7 +13,7 @@ from typing import Mapping, Optional
 import torch
 
 from megatron_octo.config.schema import ModelConfig, ParallelConfig
-from megatron_octo.models.shapes import head_dim, padded_vocab_size, query_groups, require_shape
+from megatron_octo.models.shapes import head_dim, padded_vocab_size, query_groups, require_shape, shape
 
 
 @functools.lru_cache(maxsize=None)
@@ -169,7 +169,7 @@ def build_gpt_model(
     gpt = GPTModel(
         config=tcfg,
         transformer_layer_spec=layer_spec(use_te, sdpa=sdpa),
-        vocab_size=padded_vocab_size(model.vocab_size, model.make_vocab_size_divisible_by, tp),
+        vocab_size=padded_vocab_size(shape(model).vocab_size, model.make_vocab_size_divisible_by, tp),
         max_sequence_length=model.max_position_embeddings,
         pre_process=pre_process,
         post_process=post_process,

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
+from megatron_octo.rl.engines import RolloutEngine, TransformersEngine, VLLMRolloutEngine
 from megatron_octo.training import checkpoint as ckpt
 
 INIT_DIR = "init"
@@ -29,7 +30,8 @@ def _is_hf_dir(path: Path) -> bool:
 
 
 def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Path) -> Path:
-    from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer, tokenizer_in as _tokenizer_in
+    from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer
+    from megatron_octo.convert.sources import tokenizer_in as _tokenizer_in
 
     for candidate in (recipe.rl.prompts.tokenizer, recipe.data.tokenizer):
         if candidate:
@@ -80,10 +82,8 @@ def _hf_config(recipe: RecipeConfig, tokenizer) -> dict:
     return config
 
 
-def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path):
+def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path) -> RolloutEngine:
     """The rollout engine of this rollout rank (``rl.rollout.engine``), still without weights."""
-    from megatron_octo.rl.engines import TransformersEngine, VLLMRolloutEngine
-
     r = recipe.rl.rollout
     config = _hf_config(recipe, tokenizer)
     if r.engine == "transformers":
@@ -135,6 +135,7 @@ def make_reference(start: RecipeConfig, ctx: ParallelContext, iters: int):
 
     from megatron_octo.training.build import build_model
 
+    assert start.checkpoint.load is not None  # prepare_start() sets it
     chunks, tcfg, _ = build_model(start, ctx)
     ckpt.load(Path(start.checkpoint.load), SimpleNamespace(model=chunks), with_optimizer=False)
     for chunk in chunks:

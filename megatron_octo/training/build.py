@@ -9,9 +9,9 @@ import torch
 
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.errors import OctoError
+from megatron_octo.models.shapes import shape
 from megatron_octo.parallel import ParallelContext
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from megatron_octo.utils.dtypes import TORCH_DTYPES
 
 
 class SetupError(OctoError, ValueError):
@@ -22,7 +22,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """``auto`` is bf16 on GPU and fp32 on CPU (CPU bf16 matmuls are slow and the tests compare in fp32)."""
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[dtype]
+    return TORCH_DTYPES[dtype]
 
 
 @dataclass
@@ -67,8 +67,7 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     """GPTModel for this pipeline stage, initialized, in fp32/bf16/fp16, wrapped in Megatron-Core DDP.
     ``adapt(gpt_model, transformer_config)`` may change the model before it is wrapped (the RL critic swaps the
     output layer for a value head)."""
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-    from megatron.core.distributed import finalize_model_grads
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
     from megatron.core.transformer.module import Float16Module
 
     from megatron_octo.models.gpt import build_gpt_model, resolve_spec, transformer_config
@@ -89,7 +88,7 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     if recipe.train.init == "invariant":
         initialize_invariant(
             [model], seed=recipe.train.seed, std=recipe.model.init_method_std,
-            num_layers=recipe.model.num_layers, vocab_size=recipe.model.vocab_size,
+            num_layers=shape(recipe.model).num_layers, vocab_size=shape(recipe.model).vocab_size,
         )
     if adapt is not None:
         adapt(model, tcfg)

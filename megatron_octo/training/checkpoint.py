@@ -27,7 +27,7 @@ from typing import List, Optional
 import torch.distributed as dist
 
 from megatron_octo.errors import OctoError
-from megatron_octo.training.params import model_state, unwrap  # noqa: F401 (unwrap: re-exported)
+from megatron_octo.training.params import model_state, unwrap
 from megatron_octo.utils.io import atomic_write_text
 
 META_FILE = "octo_checkpoint.json"

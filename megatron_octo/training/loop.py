@@ -180,8 +180,8 @@ def _should_save(recipe: RecipeConfig, step: int, iters: int) -> bool:
 def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                  parts: Optional[Components] = None) -> Dict[str, float]:
     """Train ``recipe`` to its last iteration, starting where ``resume.restore`` says; the main rank writes
-    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``preempted`` is True when a stop
-    signal ended the run (after saving) before its last step."""
+    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``preempted`` is True
+    when a stop signal ended the run (after saving) before its last step."""
     iters = train_iters(recipe)
     parts = parts or build(recipe, ctx, iters)
     start = restore(recipe, run_dir, parts, iters)

@@ -29,7 +29,7 @@ class MetricsWriter:
         self._file = open(self.path, "a", buffering=1)
         self._tb = None
         self._start = time.monotonic()
-        self._first_step = None
+        self._first_step: Optional[int] = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
