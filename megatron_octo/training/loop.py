@@ -24,7 +24,7 @@ from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import Components, build
-from megatron_octo.training.flops import mfu, peak_flops
+from megatron_octo.training.flops import flops_per_token, mfu, peak_flops
 from megatron_octo.training.manual_gc import manual_gc
 from megatron_octo.training.metrics import maybe_writer, truncate_metrics
 from megatron_octo.training.resume import Start, restore, schedule_params
@@ -208,7 +208,7 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
     collector = manual_gc(recipe)
     validator = Validator(recipe, ctx, valid, iters, make_forward_step(ctx), global_mean_loss, collector)
     saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
-    peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
+    peak = peak_flops(ctx.device, fp8=bool(parts.config.fp8))  # what precision.fp8 resolved to
     history, preempted = [], False
     try:
         collector.start()
@@ -223,6 +223,8 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                     "step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
                     "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_s,
                     "step_time_s": result.seconds, "skipped_steps": sum(r.skipped for r in history),
+                    "model_tflops": tokens_per_s * flops_per_token(recipe.model, recipe.train.seq_len)
+                    / ctx.world_size / 1e12,  # per GPU
                 }
                 if parts.params_dtype == torch.float16:  # Megatron-LM logs the scale and the skipped iterations
                     record.update(loss_scale=result.loss_scale, overflow_steps=sum(r.overflow for r in history))
