@@ -55,6 +55,7 @@ def _cmd_launch_slurm(args) -> int:
     elif args.parsable:
         print(result.job_id)
     else:
+        assert result.path is not None  # a submitted job's script was written
         print(f"submitted job {result.job_id}: {result.layout.line()}; script {result.path}, output in "
               f"{result.path.parent}/{result.path.stem}-{result.job_id}.out")
     return 0

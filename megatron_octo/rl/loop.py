@@ -27,8 +27,8 @@ from megatron_octo.rl import policy, rollouts as ro
 from megatron_octo.rl.critic import (CRITIC_DIR, build_critic, critic_recipe, critic_update, ppo_advantages,
                                      restore_critic, value_step)
 from megatron_octo.rl.prompts import build_problems, shard, step_prompts
-from megatron_octo.rl.setup import RLSetupError, make_engine, make_reference, prepare_start, rollout_reward
-from megatron_octo.rl.sync import gather_hf_state
+from megatron_octo.rl.setup import (RLSetupError, make_engine, make_reference, make_weight_sync, prepare_start,
+                                   rollout_reward)
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import build
 from megatron_octo.training.metrics import MetricsWriter, truncate_metrics
@@ -59,12 +59,9 @@ class RLMetricsWriter(MetricsWriter):
                 f"{record['tokens_per_s']:.0f} gen tokens/s")
 
 
-def _sync(parts, recipe: RecipeConfig, ctx: ParallelContext, engine) -> None:
-    """Trainer shards -> the rollout rank's engine (collective over the model-parallel group)."""
-    hf_state = gather_hf_state(parts.model, recipe.model, ctx.pgs.mp)
-    if engine is not None:
-        engine.wake_up()
-        engine.load_weights(hf_state.items())
+def _sync(parts, syncer, engine) -> None:
+    """Trainer shards -> the engine(s) of this model-parallel group (collective over the group; ``rl.sync``)."""
+    syncer(parts.model, engine)
 
 
 def _rollouts(recipe: RecipeConfig, ctx: ParallelContext, engine, problems, step: int, reward_fn,
@@ -93,18 +90,15 @@ def _old_logprobs(parts, ctx, recipe, batches, *, with_entropy: bool):
     return outputs
 
 
-def _trainer_stats(batches, outputs, engine_lp, ctx) -> Dict[str, float]:
+def _trainer_stats(batches, outputs, ctx) -> Dict[str, float]:
     """Log-prob mismatch (mean over response tokens of exp|engine - trainer|) and entropy, global."""
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     if ctx.is_last_stage and ctx.tp_rank == 0:
-        row = 0
         for mb, out in zip(batches, outputs):
-            n = mb.tokens.shape[0]
-            diff = (engine_lp[row:row + n].to(ctx.device) - out["logprobs"]).abs().exp()
+            diff = (mb.engine_logprobs - out["logprobs"]).abs().exp()
             sums[0] += (diff * mb.mask).sum()
             sums[1] += (out["entropy"] * mb.mask).sum()
             sums[2] += mb.mask.sum()
-            row += n
     dist.all_reduce(sums)
     return {"logprob_mismatch": float(sums[0] / sums[2]), "entropy": float(sums[1] / sums[2])}
 
@@ -126,16 +120,13 @@ def _rollout_stats(r: ro.Rollouts, ctx: ParallelContext) -> Dict[str, float]:
             "truncated_fraction": float(sums[4]) / n, "responses": n, "generated_tokens": float(sums[3])}
 
 
-def _updates(parts, ctx, recipe, batches, critic=None) -> Dict[str, float]:
-    """``rl.epochs`` passes of ``prompts_per_step / mini_batch_prompts`` policy (and critic) updates; stats
-    averaged over the updates."""
+def _updates(parts, ctx, recipe, minis, critic=None) -> Dict[str, float]:
+    """``rl.epochs`` passes over the mini-batches (``prompts_per_step / mini_batch_prompts`` policy and critic
+    updates); stats averaged over the updates."""
     rl = recipe.rl
-    num = rl.prompts_per_step // rl.mini_batch_prompts
-    per_update = len(batches) // num
     stats: List[Dict[str, float]] = []
     for _ in range(rl.epochs):
-        for u in range(num):
-            mini = batches[u * per_update:(u + 1) * per_update]
+        for mini in minis:
             result = policy.update(parts, ctx, rl, mini, recipe.model.vocab_size)
             if critic is not None:
                 result.update(critic_update(critic, ctx, rl.value_clip, mini))
@@ -144,13 +135,13 @@ def _updates(parts, ctx, recipe, batches, critic=None) -> Dict[str, float]:
 
 
 def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id: int,
-            critic=None) -> Dict[str, float]:
+            critic=None, syncer=None) -> Dict[str, float]:
     """One RL step (``step`` is 0-based); returns its metrics (the same on every rank)."""
     phases = Phases()
     r = _rollouts(recipe, ctx, engine, problems, step, reward_fn, phases)
-    length = ro.padded_length(r)
-    order = list(range(len(r.tokens)))
-    batches = ro.micro_batches(r, order, recipe.train.micro_batch, length, pad_id, ctx.device)
+    minis = ro.step_batches(r, recipe.rl.prompts_per_step // recipe.rl.mini_batch_prompts, recipe.train.micro_batch,
+                            recipe.rl.max_tokens_per_micro_batch, pad_id, ctx.device)
+    batches = [mb for mini in minis for mb in mini]
     with phases("logprobs"):
         outputs = _old_logprobs(parts, ctx, recipe, batches, with_entropy=True)
         if reference is not None:
@@ -158,20 +149,21 @@ def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, referenc
             ref_out = policy.run_schedule(reference, ctx, ref_step, batches, forward_only=True)
             for mb, out in zip(batches, ref_out if ctx.is_last_stage else []):
                 mb.ref_logprobs = out["logprobs"]
-    stats = _trainer_stats(batches, outputs, ro.engine_logprobs(r, order, length), ctx)
+    stats = _trainer_stats(batches, outputs, ctx)
+    stats["padding_share"] = ro.padding_share(r, minis)
     if critic is not None:
         with phases("values"):
             values = policy.run_schedule(critic, ctx, value_step(ctx), batches, forward_only=True)
             if ctx.is_last_stage:
                 ppo_advantages(batches, values, recipe.rl.gamma, recipe.rl.lam)
     with phases("update"):
-        stats.update(_updates(parts, ctx, recipe, batches, critic))
+        stats.update(_updates(parts, ctx, recipe, minis, critic))
         stats["lr"] = parts.optimizer.param_groups[0]["lr"]
         parts.scheduler.step(increment=1)
         if critic is not None:
             critic.scheduler.step(increment=1)
     with phases("weight_sync"):
-        _sync(parts, recipe, ctx, engine)
+        _sync(parts, syncer or make_weight_sync(recipe, ctx, engine), engine)
     stats.update(_rollout_stats(r, ctx))
     stats["examples"] = r.examples
     stats.update({f"time_{k}_s": v for k, v in phases.seconds.items()})
@@ -213,11 +205,11 @@ def run_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn:
         restore_critic(critic, run_dir, start.step, ckpt.resolve(start_recipe.checkpoint.load))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return _loop(recipe, run_dir, ctx, parts, start, engine, problems, reward_fn, reference, pad_id, tokenizer, log,
-                 critic)
+                 critic, make_weight_sync(recipe, ctx, engine))
 
 
 def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn, reference, pad_id, tokenizer,
-          log, critic=None) -> Dict[str, object]:
+          log, critic=None, syncer=None) -> Dict[str, object]:
     from megatron_octo.rl.validation import validate_policy
 
     iters = recipe.train.iters
@@ -231,9 +223,10 @@ def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn
     critic_saver = ckpt.Saver(run_dir / CRITIC_DIR, recipe.checkpoint.keep_last, ctx) if critic else None
     stop, history, preempted = StopRequest(), [], False
     try:
-        _sync(parts, recipe, ctx, engine)
+        syncer = syncer or make_weight_sync(recipe, ctx, engine)
+        _sync(parts, syncer, engine)
         for step in range(start.step, iters):
-            stats = rl_step(step, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id, critic)
+            stats = rl_step(step, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id, critic, syncer)
             record = _record(step, stats)
             v = recipe.rl.validation
             if v.interval and ((step + 1) % v.interval == 0 or step + 1 == iters):

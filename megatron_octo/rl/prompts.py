@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -32,8 +32,10 @@ class Problem:
     answer: str
 
 
-def read_problems(path: str) -> List[dict]:
+def read_problems(path: Optional[str]) -> List[dict]:
     """Rows of a prompt JSONL; each needs ``prompt`` (or ``question``/``problem``) and ``answer``."""
+    if path is None:
+        raise PromptError("rl.prompts.path is not set: give a JSONL of prompt/answer problems")
     file = Path(os.path.expandvars(path)).expanduser()
     if not file.is_file():
         raise PromptError(f"rl.prompts.path {file} does not exist: give a JSONL with prompt/answer fields "

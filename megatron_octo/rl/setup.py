@@ -14,6 +14,7 @@ import torch.distributed as dist
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
+from megatron_octo.rl.engines import RolloutEngine, TransformersEngine, VLLMRolloutEngine
 from megatron_octo.training import checkpoint as ckpt
 
 INIT_DIR = "init"
@@ -29,7 +30,8 @@ def _is_hf_dir(path: Path) -> bool:
 
 
 def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Path) -> Path:
-    from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer, tokenizer_in as _tokenizer_in
+    from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer
+    from megatron_octo.convert.sources import tokenizer_in as _tokenizer_in
 
     for candidate in (recipe.rl.prompts.tokenizer, recipe.data.tokenizer):
         if candidate:
@@ -80,21 +82,35 @@ def _hf_config(recipe: RecipeConfig, tokenizer) -> dict:
     return config
 
 
-def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path):
+def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path) -> RolloutEngine:
     """The rollout engine of this rollout rank (``rl.rollout.engine``), still without weights."""
-    from megatron_octo.rl.engines import TransformersEngine, VLLMRolloutEngine
-
     r = recipe.rl.rollout
     config = _hf_config(recipe, tokenizer)
     if r.engine == "transformers":
         return TransformersEngine(config, tokenizer, device=str(ctx.device))
     model_dir = _engine_dir(run_dir / f"engine_model_dp{ctx.dp_rank}", config, tokenizer)
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
-    dtype = "bfloat16" if ctx.device.type == "cuda" else "float32"
+    dtype = str(engine_dtype(recipe, ctx)).removeprefix("torch.")
     return VLLMRolloutEngine(str(model_dir), dtype=dtype, seed=recipe.train.seed + ctx.dp_rank,
                              gpu_memory_utilization=r.gpu_memory_utilization,
                              max_model_len=recipe.rl.prompts.max_prompt_tokens + longest,
-                             sleep_between_rollouts=r.sleep_between_rollouts, device=ctx.device)
+                             sleep_between_rollouts=r.sleep_between_rollouts, device=ctx.device,
+                             sleep_level=r.sleep_level, bucket_bytes=r.sync_bucket_mb << 20)
+
+
+def engine_dtype(recipe: RecipeConfig, ctx: ParallelContext) -> torch.dtype:
+    """The dtype the rollout engine computes in (and the weight sync delivers): vLLM on a GPU bf16, else fp32."""
+    if recipe.rl.rollout.engine == "vllm" and ctx.device.type == "cuda":
+        return torch.bfloat16
+    return torch.float32
+
+
+def make_weight_sync(recipe: RecipeConfig, ctx: ParallelContext, engine=None):
+    """The streamed weight sync of this rank's model-parallel group (``rl.sync.WeightSync``); collective-free."""
+    from megatron_octo.rl.sync import WeightSync
+
+    return WeightSync(recipe.model, ctx.pgs.mp, engine_dtype(recipe, ctx),
+                      bucket_bytes=recipe.rl.rollout.sync_bucket_mb << 20)
 
 
 def _engine_dir(path: Path, config: dict, tokenizer) -> Path:
@@ -119,6 +135,7 @@ def make_reference(start: RecipeConfig, ctx: ParallelContext, iters: int):
 
     from megatron_octo.training.build import build_model
 
+    assert start.checkpoint.load is not None  # prepare_start() sets it
     chunks, tcfg, _ = build_model(start, ctx)
     ckpt.load(Path(start.checkpoint.load), SimpleNamespace(model=chunks), with_optimizer=False)
     for chunk in chunks:

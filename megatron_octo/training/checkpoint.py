@@ -28,7 +28,7 @@ from typing import List, Optional
 import torch.distributed as dist
 
 from megatron_octo.errors import OctoError
-from megatron_octo.training.params import model_state, unwrap  # noqa: F401 (unwrap: re-exported)
+from megatron_octo.training.params import model_state, unwrap
 from megatron_octo.utils.io import atomic_write_text
 
 META_FILE = "octo_checkpoint.json"
@@ -148,6 +148,11 @@ def sharded_state(parts, *, with_optimizer: bool, is_loading: bool) -> dict:
         state["optimizer"] = parts.optimizer.sharded_state_dict(
             model_sd, is_loading=is_loading, metadata=_OPTIMIZER_METADATA
         )
+    if not is_loading:
+        # FP8 parameters (TE Float8Tensor) are written dequantized: the format of a BF16 run's checkpoint.
+        from megatron_octo.training.precision import dequantize_for_save
+
+        dequantize_for_save(model_sd)
     return state
 
 

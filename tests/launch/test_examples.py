@@ -14,9 +14,9 @@ from tests.launch.test_containers import tool
 EXAMPLES = [
     (["1b-stable.sh"], "octothinker-1b-stable", 4, 32, 1, 32),
     (["3b-stable.sh"], "octothinker-3b-stable", 8, 64, 1, 64),
-    (["8b-stable.sh"], "octothinker-8b-stable", 16, 128, 2, 64),
+    (["8b-stable.sh"], "octothinker-8b-stable", 16, 128, 1, 128),
     *[(["decay.sh", size, branch], f"octothinker-{size}-decay-{branch}", nodes, nodes * 8, tp, nodes * 8 // tp)
-      for size, nodes, tp in (("1b", 4, 1), ("3b", 8, 1), ("8b", 16, 2)) for branch in ("long", "short", "hybrid")],
+      for size, nodes, tp in (("1b", 4, 1), ("3b", 8, 1), ("8b", 16, 1)) for branch in ("long", "short", "hybrid")],
     (["grpo.sh"], "octothinker-3b-grpo-long", 1, 8, 1, 8),
     (["grpo.sh", "hybrid"], "octothinker-3b-grpo", 1, 8, 1, 8),
 ]
