@@ -273,7 +273,7 @@ class CheckpointManager:
     def __post_init__(self) -> None:
         c = self.recipe.checkpoint
         self.tokens = self.start.tokens
-        self.saver = ckpt.Saver(self.run_dir / "checkpoints", c.keep_last, self.ctx, c.async_save)
+        self.saver = ckpt.Saver(self.run_dir / "checkpoints", c.keep_last, self.ctx, c.async_save, save=c.save)
         self._companion_savers = [ckpt.Saver(self.run_dir / x.subdir, c.keep_last, self.ctx) for x in self.companions]
         self._stop: Optional[StopRequest] = None
 
