@@ -67,7 +67,8 @@ def _check_files(sources: List[DataSource]) -> None:
                if not src.path or not all(Path(src.path + sfx).is_file() for sfx in (".bin", ".idx"))]
     if len(missing) == 1:
         src = missing[0]
-        raise DataError(f"data source '{src.name}': {src.path}.bin/.idx not found: make it with `octo "
+        gone = next((f"{src.path}{x}" for x in (".bin", ".idx") if not Path(f"{src.path}{x}").is_file()), src.path)
+        raise DataError(f"data source '{src.name}': {gone} not found: make it with `octo "
                         f"preprocess --output-prefix {src.path}` or point OCTO_DATA / the path at it")
     if missing:
         listed = ", ".join(f"'{s.name}' ({s.path})" for s in missing)
