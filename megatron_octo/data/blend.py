@@ -17,7 +17,7 @@ import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -119,6 +119,20 @@ def _process_group_for_build(needed: bool):
 
 def build_blend(recipe: RecipeConfig, num_samples: int, sources: Optional[List[DataSource]] = None) -> BlendTokens:
     """The first ``num_samples`` training samples of the recipe's mixture (every rank must call this)."""
+    return build_blend_splits(recipe, num_samples, 0, sources)[0]
+
+
+def valid_share(split: str) -> float:
+    """The validation share of a Megatron split string (``98,1,1`` -> 1.0; ``100,0,0`` or ``100`` -> 0.0)."""
+    parts = [float(x) for x in split.replace("/", ",").split(",")]
+    return parts[1] if len(parts) > 1 else 0.0
+
+
+def build_blend_splits(recipe: RecipeConfig, num_samples: int, valid_samples: int,
+                       sources: Optional[List[DataSource]] = None) -> Tuple[BlendTokens, Optional[BlendTokens]]:
+    """The training blend and, when ``valid_samples`` > 0 and ``data.split`` holds documents out for validation,
+    the validation blend of ``valid_samples`` samples (the same mixture over each source's validation documents,
+    as Megatron-LM builds it); otherwise None. The training blend does not depend on ``valid_samples``."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset
 
@@ -126,7 +140,9 @@ def build_blend(recipe: RecipeConfig, num_samples: int, sources: Optional[List[D
     _check_files(sources)
     check_token_range(shape(recipe.model).vocab_size, sources, recipe.data.tokenizer)
     config = dataset_config(recipe, sources)
-    builder = BlendedMegatronDatasetBuilder(GPTDataset, [int(num_samples), 0, 0], lambda: True, config)
+    valid_samples = int(valid_samples) if valid_share(recipe.data.split) > 0 else 0
+    builder = BlendedMegatronDatasetBuilder(GPTDataset, [int(num_samples), valid_samples, 0], lambda: True, config)
     with _process_group_for_build(recipe.data.cache_dir is not None):
-        train, _, _ = builder.build()
-    return BlendTokens(train, sources, recipe.train.seq_len)
+        train, valid, _ = builder.build()
+    seq = recipe.train.seq_len
+    return BlendTokens(train, sources, seq), (BlendTokens(valid, sources, seq) if valid is not None else None)
