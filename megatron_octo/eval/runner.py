@@ -186,12 +186,12 @@ def run_eval(model_dir: Optional[str] = None, benchmarks: Union[str, Sequence[st
     setting = "zero-shot" if zero_shot else "few-shot"
     settings = {"model": str(model_dir), "mode": setting, "template": template if zero_shot else None,
                 "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
-    done = _resume_or_start(output_dir, resume, settings, tasks, log)
     local_model = None
     if generator is None:
         if model_dir is None:
             raise EvalError("no model given; pass --model with a Hugging Face model directory or Hub ID")
         local_model = check_model_dir(resolve_model_path(model_dir))
+    done = _resume_or_start(output_dir, resume, settings, tasks, log)  # the first write into output_dir
     pub_key = report.match_published(report.model_names(model_dir) + report.model_names(local_model), setting,
                                      published)
     if generator is None:
