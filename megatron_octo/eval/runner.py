@@ -77,12 +77,13 @@ def _prepare_tasks(benchmarks, items, data_dir, source, hf_datasets, limit, zero
 
 def _evaluate_task(task: _Task, generator, pool: DeadlinePool, gen_kwargs: Mapping[str, Any], zero_shot: bool,
                    show_progress: bool, output_dir: Optional[str] = None, done: Sequence[Mapping[str, Any]] = (),
-                   chunk_size: int = CHUNK_SIZE) -> Dict[str, Any]:
+                   chunk_size: Optional[int] = None) -> Dict[str, Any]:
     """Generate, extract and score one benchmark: its summary and per-item records. ``done`` holds the records of
     the first items from an interrupted run (checked by ``report.resumable_records``); the rest are generated in
     chunks of ``chunk_size`` prompts, each chunk's records appended to the benchmark's partial predictions file
     under ``output_dir`` as soon as it is scored, so an interruption loses at most one chunk."""
     prompts = [task.prompt.render(it.question) for it in task.items]
+    chunk_size = chunk_size or CHUNK_SIZE
     records: List[Dict[str, Any]] = [dict(r) for r in done]
     progress = Progress(len(prompts), task.name, unit="items", initial=len(records)) if show_progress else None
     gen_s = score_s = 0.0
