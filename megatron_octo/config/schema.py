@@ -105,6 +105,11 @@ class TrainConfig:
     init: str = "invariant"
     """Weight init: ``invariant`` (each parameter drawn from a seed of its full-model name, then sharded, so
     every parallel layout starts from the same weights) or ``megatron`` (Megatron-Core's own, layout-dependent)."""
+    eval_interval: Optional[int] = 1000
+    """Held-out validation loss every N steps and at the end of the stage (Megatron-LM's ``--eval-interval``);
+    None: never. Needs validation data: a blend's ``data.split`` must hold some out (synthetic data has its own)."""
+    eval_iters: int = 100
+    """Global batches of validation data per evaluation (Megatron-LM's ``--eval-iters``)."""
     manual_gc: bool = False
     """Disable Python's automatic garbage collector during training and collect at fixed steps instead, so that
     no rank stalls the others at a random moment (Megatron-LM's ``--manual-gc``)."""

@@ -106,6 +106,9 @@ def _check_train(recipe: RecipeConfig) -> None:
     _require(t.tokens is None or t.tokens >= 1, f"train.tokens={t.tokens} must be >= 1")
     _require(t.max_nonfinite_steps >= 1, f"train.max_nonfinite_steps={t.max_nonfinite_steps} must be >= 1")
     _require(t.exit_interval is None or t.exit_interval >= 1, f"train.exit_interval={t.exit_interval} must be >= 1")
+    _require(t.eval_interval is None or t.eval_interval >= 1,
+             f"train.eval_interval={t.eval_interval} must be >= 1 (or null: no validation)")
+    _require(t.eval_iters >= 0, f"train.eval_iters={t.eval_iters} must be >= 0")
     _require(t.manual_gc_interval >= 0,
              f"train.manual_gc_interval={t.manual_gc_interval} must be >= 0 (0: collect only at the start)")
     _require(
