@@ -209,7 +209,7 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
     validator = Validator(recipe, ctx, valid, iters, make_forward_step(ctx), global_mean_loss, collector)
     saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save,
                        save=recipe.checkpoint.save)
-    peak = peak_flops(ctx.device, fp8=bool(parts.config.fp8))  # what precision.fp8 resolved to
+    peak = peak_flops(ctx.device, fp8=bool(getattr(parts.config, "fp8", None)))  # what precision.fp8 resolved to
     history, preempted = [], False
     try:
         collector.start()
