@@ -174,7 +174,8 @@ def start_write_helper() -> None:
     start = getattr(filesystem_async, "_get_write_results_queue", None)
     if start is None or getattr(filesystem_async, "_results_queue", None) is not None:
         return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    # SIGINT too: a terminal's Ctrl-C reaches every process of the job, and the first one asks for a save
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
     try:
         start()
     finally:

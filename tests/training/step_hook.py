@@ -25,6 +25,8 @@ def main(argv):
         result = original(current, *args, **kwargs)
         if current == step:
             for name in names:
+                if name == "SIGKILL":  # a node failure: every process of the job dies (run it in its own session)
+                    os.killpg(os.getpgrp(), signal.SIGKILL)
                 os.kill(os.getpid(), getattr(signal, name))
         return result
 

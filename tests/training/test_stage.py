@@ -30,7 +30,7 @@ def octo(run_dir, *overrides, hook=None, recipe="tiny-cpu", iters=6, extra_args=
     if hook is not None:
         cmd = [sys.executable, str(HOOK), TRAIN_STEP, str(hook[0]), hook[1], "--", *args]
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, start_new_session=True)
 
 
 def ok(proc):
