@@ -15,20 +15,34 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 
 from megatron_octo.config.schema import RecipeConfig
-from megatron_octo.config.validate import max_response_tokens, validate_rl
+from megatron_octo.config.validate import max_response_tokens, train_iters, validate_rl
 from megatron_octo.parallel import ParallelContext
-from megatron_octo.rl import policy, rollouts as ro
-from megatron_octo.rl.critic import (CRITIC_DIR, build_critic, critic_recipe, critic_update, ppo_advantages,
-                                     restore_critic, value_step)
+from megatron_octo.rl import policy
+from megatron_octo.rl import rollouts as ro
+from megatron_octo.rl.critic import (
+    CRITIC_DIR,
+    build_critic,
+    critic_recipe,
+    critic_update,
+    ppo_advantages,
+    restore_critic,
+    value_step,
+)
 from megatron_octo.rl.prompts import build_problems, shard, step_prompts
-from megatron_octo.rl.setup import (RLSetupError, make_engine, make_reference, make_weight_sync, prepare_start,
-                                   rollout_reward)
+from megatron_octo.rl.setup import (
+    RLSetupError,
+    make_engine,
+    make_reference,
+    make_weight_sync,
+    prepare_start,
+    rollout_reward,
+)
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import build
 from megatron_octo.training.metrics import MetricsWriter, truncate_metrics
@@ -90,7 +104,7 @@ def _old_logprobs(parts, ctx, recipe, batches, *, with_entropy: bool):
     return outputs
 
 
-def _trainer_stats(batches, outputs, ctx) -> Dict[str, float]:
+def _trainer_stats(batches, outputs, ctx) -> Dict[str, Any]:
     """Log-prob mismatch (mean over response tokens of exp|engine - trainer|) and entropy, global."""
     sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     if ctx.is_last_stage and ctx.tp_rank == 0:
@@ -135,7 +149,7 @@ def _updates(parts, ctx, recipe, minis, critic=None) -> Dict[str, float]:
 
 
 def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id: int,
-            critic=None, syncer=None) -> Dict[str, float]:
+            critic=None, syncer=None) -> Dict[str, Any]:
     """One RL step (``step`` is 0-based); returns its metrics (the same on every rank)."""
     phases = Phases()
     r = _rollouts(recipe, ctx, engine, problems, step, reward_fn, phases)
@@ -171,7 +185,7 @@ def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, referenc
     return stats
 
 
-def _record(step: int, stats: Dict[str, float]) -> Dict[str, float]:
+def _record(step: int, stats: Dict[str, Any]) -> Dict[str, float]:
     stats = {k: v for k, v in stats.items() if k != "examples"}
     rec = {"step": step + 1, "loss": stats["pg_loss"], **stats}
     # generation time of the slowest replica is what bounds the step; rank 0's is the one at hand
@@ -180,7 +194,7 @@ def _record(step: int, stats: Dict[str, float]) -> Dict[str, float]:
 
 
 def run_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn: Optional[ro.RewardFn] = None,
-           log=print) -> Dict[str, object]:
+           log=print) -> Dict[str, Any]:
     """Run ``recipe``'s RL stage into ``run_dir`` (resuming from its newest checkpoint when there is one).
     ``reward_fn`` replaces the math reward (tests use toy tasks). Returns a summary."""
     validate_rl(recipe, ctx.dp)
@@ -202,6 +216,7 @@ def run_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn:
     critic = None
     if recipe.rl.algorithm == "ppo":
         critic = build_critic(start_recipe, ctx, iters)
+        assert start_recipe.checkpoint.load is not None  # prepare_start points it at the starting weights
         restore_critic(critic, run_dir, start.step, ckpt.resolve(start_recipe.checkpoint.load))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return _loop(recipe, run_dir, ctx, parts, start, engine, problems, reward_fn, reference, pad_id, tokenizer, log,
@@ -209,7 +224,7 @@ def run_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn:
 
 
 def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn, reference, pad_id, tokenizer,
-          log, critic=None, syncer=None) -> Dict[str, object]:
+          log, critic=None, syncer=None) -> Dict[str, Any]:
     from megatron_octo.rl.validation import validate_policy
 
     iters = recipe.train.iters
@@ -277,7 +292,7 @@ def _save(saver, recipe: RecipeConfig, parts, ctx: ParallelContext, step: int, s
 
     rl = recipe.rl
     meta = ckpt.CheckpointMeta(
-        step=step, tokens=0, recipe=recipe.name, schedule=schedule_params(recipe, recipe.train.iters),
+        step=step, tokens=0, recipe=recipe.name, schedule=schedule_params(recipe, train_iters(recipe)),
         lineage=start.lineage, model=asdict(recipe.model),
         layout={"tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
                 "distributed_optimizer": recipe.parallel.distributed_optimizer,
@@ -286,7 +301,7 @@ def _save(saver, recipe: RecipeConfig, parts, ctx: ParallelContext, step: int, s
     return saver.save(meta, parts)
 
 
-def _summary(history: List[Dict[str, float]], start: Start, iters: int, preempted: bool) -> Dict[str, object]:
+def _summary(history: List[Dict[str, float]], start: Start, iters: int, preempted: bool) -> Dict[str, Any]:
     def mean(key: str, part: List[Dict[str, float]]) -> Optional[float]:
         return sum(r[key] for r in part) / len(part) if part else None
 

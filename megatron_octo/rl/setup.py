@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -42,7 +42,7 @@ def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Path) -> Path:
     return found
 
 
-def prepare_start(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, log) -> Tuple[RecipeConfig, object]:
+def prepare_start(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, log) -> Tuple[RecipeConfig, Any]:
     """The recipe with ``checkpoint.load`` pointing at the starting weights, and the tokenizer (collective).
 
     A Hugging Face ``rl.init`` is converted by rank 0 into ``RUN_DIR/init`` for this TP/PP (once: a resumed run

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import Any, List
 
 import torch
 
@@ -27,18 +27,18 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 @dataclass
 class Components:
-    """What the training loop drives."""
+    """What the training loop drives (Megatron-Core objects: untyped, hence Any)."""
 
-    model: List[torch.nn.Module]
+    model: List[Any]
     """Model chunks wrapped in Megatron-Core DDP (one chunk without virtual pipelining)."""
-    optimizer: object
+    optimizer: Any
     """Megatron-Core ``MegatronOptimizer``."""
-    scheduler: object
+    scheduler: Any
     """Megatron-Core ``OptimizerParamScheduler``."""
-    config: object
+    config: Any
     """Megatron-Core ``TransformerConfig`` shared by the chunks and the schedules."""
     params_dtype: torch.dtype
-    p2p: object
+    p2p: Any
     """Megatron-Core ``P2PCommunicator`` over the pipeline group (what the pipeline schedules send through)."""
 
 

@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -21,6 +21,7 @@ from megatron_octo.config.validate import train_iters
 from megatron_octo.data.loader import StepLoader, step_loader
 from megatron_octo.data.synthetic import SyntheticTokens
 from megatron_octo.errors import OctoError
+from megatron_octo.models.shapes import shape
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import Components, build
@@ -139,7 +140,7 @@ def make_dataset(recipe: RecipeConfig):
     LongTensor. ``blend`` builds Megatron-Core's blended GPTDataset for ``iters * global_batch`` samples; every
     rank must call this (rank 0 builds the index caches first)."""
     if recipe.data.kind == "synthetic":
-        return SyntheticTokens(vocab_size=recipe.model.vocab_size, seq_len=recipe.train.seq_len,
+        return SyntheticTokens(vocab_size=shape(recipe.model).vocab_size, seq_len=recipe.train.seq_len,
                                seed=recipe.train.seed)
     if recipe.data.kind == "blend":
         from megatron_octo.data.blend import build_blend
@@ -178,7 +179,7 @@ def _should_save(recipe: RecipeConfig, step: int, iters: int) -> bool:
 
 
 def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
-                 parts: Optional[Components] = None) -> Dict[str, float]:
+                 parts: Optional[Components] = None) -> Dict[str, Any]:
     """Train ``recipe`` to its last iteration, starting where ``resume.restore`` says; the main rank writes
     ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``preempted`` is True
     when a stop signal ended the run (after saving) before its last step."""
@@ -239,7 +240,7 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
 
 
 def _summary(history: List[StepResult], start: Start, iters: int, tokens_per_step: int,
-             ctx: ParallelContext) -> Dict[str, float]:
+             ctx: ParallelContext) -> Dict[str, Any]:
     seconds = sum(r.seconds for r in history)
     ran = len(history)
     return {
