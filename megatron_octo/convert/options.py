@@ -51,6 +51,8 @@ class Options:
     block_bytes: int = DEFAULT_BLOCK_BYTES
     quiet: bool = False
     """No progress lines."""
+    critic: bool = False
+    """``--to nemo``: write NeMo-Aligner's PPO critic made from the policy (``convert.critic``), not the policy."""
 
 
 @dataclass
