@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.errors import OctoError
+from megatron_octo.models.shapes import shape
 from megatron_octo.training.precision import Hardware
 
 
@@ -96,7 +97,7 @@ def recompute_fields(recipe: RecipeConfig) -> Dict[str, object]:
         return dict(recompute_granularity=None)
     if f.recompute == "selective":
         return dict(recompute_granularity="selective", recompute_modules=list(f.recompute_modules))
-    per_stage = recipe.model.num_layers // recipe.parallel.pp
+    per_stage = shape(recipe.model).num_layers // recipe.parallel.pp
     if f.recompute_num_layers is None:  # every layer of the stage
         method, layers = f.recompute_method, (per_stage if f.recompute_method == "block" else 1)
     else:
@@ -106,7 +107,8 @@ def recompute_fields(recipe: RecipeConfig) -> Dict[str, object]:
 
 def resolve_features(recipe: RecipeConfig, hw: Hardware, use_te: bool) -> FeaturePlan:
     """The ``perf`` plan of ``recipe`` on ``hw`` with the layer spec chosen (``use_te``)."""
-    f, notes = recipe.perf, []
+    f = recipe.perf
+    notes: List[str] = []
     overlap = _decide("tp_comm_overlap", f.tp_comm_overlap, _tp_overlap_blocker(recipe, hw, use_te), hw, notes)
     if f.tp_comm_overlap is None and recipe.parallel.tp == 1:
         notes = [n for n in notes if not n.startswith("perf.tp_comm_overlap")]  # nothing to overlap: no news
@@ -121,12 +123,12 @@ def resolve_features(recipe: RecipeConfig, hw: Hardware, use_te: bool) -> Featur
         cross_entropy_fusion_impl="te" if ce else "native",
         **recompute_fields(recipe),
     )
-    shape = None
+    ub_shape = None
     if overlap:
         t = recipe.train
-        shape = (t.seq_len * t.micro_batch // recipe.parallel.cp, recipe.model.hidden_size)
+        ub_shape = (t.seq_len * t.micro_batch // recipe.parallel.cp, shape(recipe.model).hidden_size)
     return FeaturePlan(tcfg=tcfg, ddp=dict(grad_reduce_in_fp32=recipe.precision.grad_reduce_in_fp32), notes=notes,
-                       userbuffers_shape=shape)
+                       userbuffers_shape=ub_shape)
 
 
 _USERBUFFERS: Dict[str, object] = {}

@@ -148,8 +148,9 @@ def make_datasets(recipe: RecipeConfig, iters: int, validation: bool = True) -> 
     has validation data only when ``data.split`` holds some out; synthetic data has a held-out stream)."""
     valid_samples = validation_samples(recipe, iters) if validation else 0
     if recipe.data.kind == "synthetic":
-        args = dict(vocab_size=shape(recipe.model).vocab_size, seq_len=recipe.train.seq_len, seed=recipe.train.seed)
-        return SyntheticTokens(**args), (SyntheticTokens(**args, held_out=True) if valid_samples else None)
+        vocab, seq_len, seed = shape(recipe.model).vocab_size, recipe.train.seq_len, recipe.train.seed
+        held_out = SyntheticTokens(vocab, seq_len, seed, held_out=True) if valid_samples else None
+        return SyntheticTokens(vocab, seq_len, seed), held_out
     if recipe.data.kind == "blend":
         from megatron_octo.data.blend import build_blend_splits
 

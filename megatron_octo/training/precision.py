@@ -85,7 +85,7 @@ def _te_facts() -> Tuple[Optional[str], bool]:
     """(TE version or None, TE cross-entropy importable). Only called where CUDA is present."""
     try:
         import transformer_engine
-        import transformer_engine.pytorch  # noqa: F401
+        import transformer_engine.pytorch
     except Exception:  # RuntimeError, not ImportError, where CUDA libraries are missing
         return None, False
     version = getattr(transformer_engine, "__version__", None) or "0"
@@ -100,7 +100,7 @@ def _te_facts() -> Tuple[Optional[str], bool]:
 @functools.lru_cache(maxsize=None)
 def _apex_fused_wgrad() -> bool:
     try:
-        import fused_weight_gradient_mlp_cuda  # noqa: F401
+        import fused_weight_gradient_mlp_cuda  # type: ignore[import-not-found]  # noqa: F401  (apex's CUDA extension)
     except Exception:
         return False
     return True
@@ -114,7 +114,7 @@ def detect_hardware(device: torch.device) -> Hardware:
     return Hardware(
         device_type="cuda",
         name=torch.cuda.get_device_name(device),
-        capability=tuple(torch.cuda.get_device_capability(device)),
+        capability=torch.cuda.get_device_capability(device),
         te_version=te_version,
         te_cross_entropy=te_ce,
         apex_fused_wgrad=_apex_fused_wgrad(),
