@@ -27,10 +27,10 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 @dataclass
 class Components:
-    """What the training loop drives (Megatron-Core objects: untyped, hence Any)."""
+    """What the training loop drives."""
 
     model: List[Any]
-    """Model chunks wrapped in Megatron-Core DDP (one chunk without virtual pipelining)."""
+    """Model chunks wrapped in Megatron-Core DDP (one chunk without virtual pipelining); Megatron-Core is untyped."""
     optimizer: Any
     """Megatron-Core ``MegatronOptimizer``."""
     scheduler: Any
@@ -38,7 +38,7 @@ class Components:
     config: Any
     """Megatron-Core ``TransformerConfig`` shared by the chunks and the schedules."""
     params_dtype: torch.dtype
-    p2p: Any
+    p2p: object
     """Megatron-Core ``P2PCommunicator`` over the pipeline group (what the pipeline schedules send through)."""
 
 
