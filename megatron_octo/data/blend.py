@@ -24,6 +24,7 @@ import torch
 from megatron_octo.config.schema import DataSource, RecipeConfig
 from megatron_octo.data.errors import DataError
 from megatron_octo.data.mixtures import blend_sources
+from megatron_octo.data.token_range import check_token_range
 from megatron_octo.models.shapes import shape
 
 
@@ -61,11 +62,18 @@ class BlendTokens:
 
 
 def _check_files(sources: List[DataSource]) -> None:
-    for src in sources:
-        for suffix in (".bin", ".idx"):
-            if not src.path or not Path(src.path + suffix).is_file():
-                raise DataError(f"data source '{src.name}': {src.path}{suffix} not found: make it with `octo "
-                                f"preprocess --output-prefix {src.path}` or point OCTO_DATA / the path at it")
+    """Every source's .bin and .idx exist; else one line naming all the missing sources."""
+    missing = [src for src in sources
+               if not src.path or not all(Path(src.path + sfx).is_file() for sfx in (".bin", ".idx"))]
+    if len(missing) == 1:
+        src = missing[0]
+        gone = next((f"{src.path}{x}" for x in (".bin", ".idx") if not Path(f"{src.path}{x}").is_file()), src.path)
+        raise DataError(f"data source '{src.name}': {gone} not found: make it with `octo "
+                        f"preprocess --output-prefix {src.path}` or point OCTO_DATA / the path at it")
+    if missing:
+        listed = ", ".join(f"'{s.name}' ({s.path})" for s in missing)
+        raise DataError(f"{len(missing)} of {len(sources)} data sources have no .bin/.idx: {listed}; make them "
+                        "with `octo preprocess --output-prefix PATH` or point OCTO_DATA / the paths at them")
 
 
 def _token_ids(recipe: RecipeConfig) -> TokenIds:
@@ -130,6 +138,7 @@ def build_blend_splits(recipe: RecipeConfig, num_samples: int, valid_samples: in
 
     sources = list(sources if sources is not None else blend_sources(recipe.data))
     _check_files(sources)
+    check_token_range(shape(recipe.model).vocab_size, sources, recipe.data.tokenizer)
     config = dataset_config(recipe, sources)
     valid_samples = int(valid_samples) if valid_share(recipe.data.split) > 0 else 0
     builder = BlendedMegatronDatasetBuilder(GPTDataset, [int(num_samples), valid_samples, 0], lambda: True, config)

@@ -28,8 +28,9 @@ import numpy
 from megatron_octo.data.errors import DataError
 from megatron_octo.data.formatters import Formatter, RecordError, make_formatter
 from megatron_octo.data.readers import Chunk, input_kind, read_chunks, total_bytes
+from megatron_octo.data.token_range import write_max_token_id
 from megatron_octo.data.tokenizer import DocumentEncoder, load_tokenizer, make_encoder, single_threaded_tokenizers
-from megatron_octo.utils.io import OutputExistsError
+from megatron_octo.utils.io import OutputExistsError, remove_stale_temps
 
 INFLIGHT_PER_WORKER = 4
 """Chunks queued per worker: enough to keep workers busy, few enough to bound memory."""
@@ -63,6 +64,8 @@ class PreprocessStats:
     """``file:line: reason`` of the first skipped bad line."""
     seconds: float = 0.0
     dtype: str = ""
+    max_token_id: int = -1
+    """Largest token id written (recorded in PREFIX.tokens.json for the check before training)."""
 
 
 _STATE: Dict[str, Any] = {}
@@ -207,6 +210,8 @@ def _write(results: Iterator[Tuple[str, ChunkResult]], builder, stats: Preproces
             start += length
         stats.documents += len(result.lengths)
         stats.tokens += start
+        if start:
+            stats.max_token_id = max(stats.max_token_id, int(result.tokens[:start].max()))
         progress.update(stats, result.done_bytes)
 
 
@@ -243,6 +248,8 @@ def preprocess(inputs: Sequence[os.PathLike], output_prefix: str, tokenizer: os.
     for path in paths:
         input_kind(path)  # exists and is readable, before anything is written
     check_output(output_prefix, overwrite)
+    for path in output_paths(output_prefix):
+        remove_stale_temps(path)  # left by a killed earlier run on this output
     formatter = make_formatter(fmt, **(fields or {}))
     encoder = make_encoder(load_tokenizer(tokenizer))
     stats = PreprocessStats(output_prefix=str(output_prefix), dtype=numpy.dtype(encoder.dtype).name)
@@ -271,6 +278,7 @@ def _run(chunks: Iterator[Chunk], formatter: Formatter, encoder: DocumentEncoder
             raise DataError(f"no documents to write ({stats.empty} empty, {stats.bad_lines} bad): check --format "
                             f"and the --*-field options against the input")
         _rename_into_place(tmp_bin, tmp_idx, stats.output_prefix)
+        write_max_token_id(stats.output_prefix, stats.max_token_id)
     except OSError as exc:  # disk full, quota, read-only file system: one line; the finally removes the temp files
         if isinstance(exc, OutputExistsError):
             raise

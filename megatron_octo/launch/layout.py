@@ -96,6 +96,7 @@ def check_layout(job: JobSpec, world: int, gpus: str, unit: str = "GPUs") -> Lay
     from megatron_octo.config.loader import load_recipe
 
     recipe = load_recipe(job.recipe, job.overrides)
+    check_stage(job, recipe)
     p, t = recipe.parallel, recipe.train
     dp = _fit(world, p.tp, p.pp, p.cp, t.global_batch, t.micro_batch, gpus, unit)
     return Layout(world=world, tp=p.tp, pp=p.pp, cp=p.cp, dp=dp, global_batch=t.global_batch,
@@ -120,3 +121,18 @@ def check_overrides(overrides: Sequence[str]) -> None:
         if "=" not in item or item.startswith("="):
             raise LaunchError(f"override {item!r} must look like key=value, e.g. train.iters=10 (flags go before "
                               f"the overrides)")
+
+
+def check_stage(job: JobSpec, recipe) -> None:
+    """The recipe fits the subcommand the ranks run: ``--command rl`` needs an RL recipe (``rl.init`` and prompts
+    set: what ``octo rl`` checks first), refused here rather than after the queue."""
+    if job.command != "rl":
+        return
+    from megatron_octo.config.errors import ConfigError
+    from megatron_octo.config.validate import validate_rl
+
+    try:
+        validate_rl(recipe)
+    except ConfigError as exc:
+        raise LaunchError(f"--command rl with recipe {job.recipe}: {exc} (a training recipe? use --command train, or "
+                          "an RL recipe such as octothinker-3b-grpo with rl.init=...)") from None

@@ -79,6 +79,9 @@ def check_slurm(cfg: SlurmConfig) -> None:
     if cfg.cpus_per_node is not None and cfg.cpus_per_node < _tasks_per_node(cfg):
         raise LaunchError(f"--cpus-per-node {cfg.cpus_per_node} is fewer than the {_tasks_per_node(cfg)} tasks "
                           f"of a node: request at least one core per task")
+    if cfg.container is not None and (not cfg.container.strip() or any(c.isspace() for c in cfg.container)):
+        raise LaunchError(f"--container {cfg.container!r} has whitespace; an image is a registry URI "
+                          "(nvcr.io#org/image:tag) or a .sqsh path without spaces")
     for mount in cfg.mounts:
         if "," in mount or not mount or mount.startswith(":"):
             raise LaunchError(f"--mount {mount!r} must be SRC[:DST[:FLAGS]] without commas (repeat --mount)")

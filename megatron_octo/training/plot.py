@@ -1,4 +1,5 @@
-"""``octo plot``: loss (training, and validation where logged) and learning rate against tokens for one or more runs, as a PNG.
+"""``octo plot``: loss (training, and validation where logged) and learning rate against tokens for one or more
+runs, as a PNG.
 
 A branch (a run whose checkpoints record a lineage) is drawn from where its source left off: its tokens are offset
 by the source checkpoint's tokens, so a stable run and its decay branches read as one Stable-then-Decay picture.
@@ -28,6 +29,26 @@ def token_offset(run_dir: Path) -> int:
     return sum(entry["tokens"] for entry in read_meta(latest).lineage)
 
 
+def _check_metrics(run: Path) -> None:
+    """PlotError (one line, naming file:line) for a run without a readable metrics.jsonl."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        raise PlotError(f"{run} has no metrics.jsonl: pass run directories written by `octo train`")
+    import json
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or not all(k in record for k in ("tokens", "loss", "lr")):
+                raise PlotError(f"{path}:{number} is not a metrics record (a run killed while writing it?): "
+                                "delete that line, or resume the run")
+
+
 def _curves(run_dirs: Sequence[str]) -> List[tuple]:
     curves = []
     for run in run_dirs:
@@ -45,6 +66,8 @@ def _curves(run_dirs: Sequence[str]) -> List[tuple]:
 def plot_runs(run_dirs: Sequence[str], output: str, overwrite: bool = False) -> Path:
     """Draw every run's loss and LR against tokens (millions) into ``output`` (PNG); return its path."""
     out = Path(output)
+    for run in run_dirs:  # a bad run directory is the first thing to hear about, before an existing output
+        _check_metrics(Path(run))
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists: pass --overwrite or choose another --output")
     curves = _curves(run_dirs)
