@@ -59,8 +59,9 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _recipe_chain(name_or_path: str, seen: Optional[List[str]] = None,
-                  relative_to: Optional[Path] = None) -> List[dict]:
+def _recipe_chain(
+    name_or_path: str, seen: Optional[List[str]] = None, relative_to: Optional[Path] = None
+) -> List[dict]:
     """The recipe and its ``base`` ancestors, root first."""
     seen = seen or []
     path = _recipe_path(name_or_path, relative_to).resolve()
@@ -115,8 +116,10 @@ def _one_budget(layers: List[dict], names: List[str]) -> None:
             continue
         given = [k for k in ("iters", "tokens") if train.get(k) is not None]
         if len(given) == 2:
-            raise ConfigError(f"{name}: train.iters={train['iters']} and train.tokens={train['tokens']} are both set; "
-                              "set one (the steps derive from the tokens), or null the other")
+            raise ConfigError(
+                f"{name}: train.iters={train['iters']} and train.tokens={train['tokens']} are both set; "
+                "set one (the steps derive from the tokens), or null the other"
+            )
         if given:
             train.setdefault("tokens" if given[0] == "iters" else "iters", None)
 

@@ -48,9 +48,7 @@ class SdpaDotProductAttention(DotProductAttention):
     ) -> torch.Tensor:
         """query [sq, b, np, hn], key/value [sk, b, ng, hn] -> context [sq, b, np*hn]."""
         if not self._fast_path(query, key, attention_mask, attn_mask_type, attention_bias, packed_seq_params):
-            return super().forward(
-                query, key, value, attention_mask, attn_mask_type, attention_bias, packed_seq_params
-            )
+            return super().forward(query, key, value, attention_mask, attn_mask_type, attention_bias, packed_seq_params)
         sq, b = query.shape[0], query.shape[1]
         q = query.permute(1, 2, 0, 3)  # [b, np, sq, hn]
         k = key.permute(1, 2, 0, 3)  # [b, ng, sk, hn]

@@ -70,10 +70,12 @@ class RLMetricsWriter(MetricsWriter):
     """metrics.jsonl / TensorBoard as in training, with an RL progress line."""
 
     def _fields(self, record: Dict[str, float]) -> str:
-        return (f"reward {record['reward_mean']:+.3f} | acc {100 * record['accuracy']:.1f}% | len "
-                f"{record['response_length_mean']:.0f} (max {record['response_length_max']:.0f}) | clip "
-                f"{record['clip_fraction']:.3f} | mismatch {record['logprob_mismatch']:.4f} | "
-                f"{record['tokens_per_s']:.0f} gen tokens/s")
+        return (
+            f"reward {record['reward_mean']:+.3f} | acc {100 * record['accuracy']:.1f}% | len "
+            f"{record['response_length_mean']:.0f} (max {record['response_length_max']:.0f}) | clip "
+            f"{record['clip_fraction']:.3f} | mismatch {record['logprob_mismatch']:.4f} | "
+            f"{record['tokens_per_s']:.0f} gen tokens/s"
+        )
 
 
 def _sync(parts, syncer, engine) -> None:
@@ -81,18 +83,28 @@ def _sync(parts, syncer, engine) -> None:
     syncer(parts.model, engine)
 
 
-def _rollouts(recipe: RecipeConfig, ctx: ParallelContext, engine, problems, step: int, reward_fn,
-              phases: "Phases") -> ro.Rollouts:
+def _rollouts(
+    recipe: RecipeConfig, ctx: ParallelContext, engine, problems, step: int, reward_fn, phases: "Phases"
+) -> ro.Rollouts:
     """The replica's rollouts of ``step`` (generated on its rollout rank, then shared)."""
     rl, r = recipe.rl, recipe.rl.rollout
     result = None
     if engine is not None:
         chosen = step_prompts(len(problems), step, rl.prompts_per_step, rl.prompts.shuffle_seed)
         mine = [problems[i] for i in shard(chosen, ctx.dp_rank, ctx.dp)]
-        result = ro.collect(engine, mine, n=r.n, temperature=r.temperature, top_p=r.top_p,
-                            max_tokens=max_response_tokens(recipe, step), stop=r.stop,
-                            seed=recipe.train.seed * 1_000_003 + step * 1009 + ctx.dp_rank,
-                            reward_fn=reward_fn, scale_by_std=rl.scale_advantages_by_std, phase=phases)
+        result = ro.collect(
+            engine,
+            mine,
+            n=r.n,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            max_tokens=max_response_tokens(recipe, step),
+            stop=r.stop,
+            seed=recipe.train.seed * 1_000_003 + step * 1009 + ctx.dp_rank,
+            reward_fn=reward_fn,
+            scale_by_std=rl.scale_advantages_by_std,
+            phase=phases,
+        )
         engine.sleep()
     return ro.share(result, ctx.pgs.mp)
 
@@ -127,16 +139,32 @@ def _rollout_stats(r: ro.Rollouts, ctx: ParallelContext) -> Dict[str, float]:
     longest = torch.zeros(1, dtype=torch.float64, device=ctx.device)
     if ctx.tp_rank == 0 and ctx.pp_rank == 0:
         lens = r.response_lens
-        sums += torch.tensor([sum(r.rewards), sum(x > 0 for x in r.rewards), len(lens), sum(lens), sum(r.truncated),
-                              sum(len(t) for t in r.tokens)], dtype=torch.float64, device=ctx.device)
+        sums += torch.tensor(
+            [
+                sum(r.rewards),
+                sum(x > 0 for x in r.rewards),
+                len(lens),
+                sum(lens),
+                sum(r.truncated),
+                sum(len(t) for t in r.tokens),
+            ],
+            dtype=torch.float64,
+            device=ctx.device,
+        )
         longest[0] = max(lens)
     dist.all_reduce(sums)
     dist.all_reduce(longest, op=dist.ReduceOp.MAX)
     n = float(sums[2])
-    return {"reward_mean": float(sums[0]) / n, "accuracy": float(sums[1]) / n,
-            "response_length_mean": float(sums[3]) / n, "response_length_max": float(longest[0]),
-            "truncated_fraction": float(sums[4]) / n, "responses": n, "generated_tokens": float(sums[3]),
-            "trained_tokens": float(sums[5])}
+    return {
+        "reward_mean": float(sums[0]) / n,
+        "accuracy": float(sums[1]) / n,
+        "response_length_mean": float(sums[3]) / n,
+        "response_length_max": float(longest[0]),
+        "truncated_fraction": float(sums[4]) / n,
+        "responses": n,
+        "generated_tokens": float(sums[3]),
+        "trained_tokens": float(sums[5]),
+    }
 
 
 def _updates(parts, ctx, recipe, minis, critic=None) -> Dict[str, float]:
@@ -153,13 +181,20 @@ def _updates(parts, ctx, recipe, minis, critic=None) -> Dict[str, float]:
     return {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
 
 
-def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id: int,
-            critic=None, syncer=None) -> Dict[str, Any]:
+def rl_step(
+    step: int, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id: int, critic=None, syncer=None
+) -> Dict[str, Any]:
     """One RL step (``step`` is 0-based); returns its metrics (the same on every rank) and ``examples``."""
     phases = Phases()
     r = _rollouts(recipe, ctx, engine, problems, step, reward_fn, phases)
-    minis = ro.step_batches(r, recipe.rl.prompts_per_step // recipe.rl.mini_batch_prompts, recipe.train.micro_batch,
-                            recipe.rl.max_tokens_per_micro_batch, pad_id, ctx.device)
+    minis = ro.step_batches(
+        r,
+        recipe.rl.prompts_per_step // recipe.rl.mini_batch_prompts,
+        recipe.train.micro_batch,
+        recipe.rl.max_tokens_per_micro_batch,
+        pad_id,
+        ctx.device,
+    )
     batches = [mb for mini in minis for mb in mini]
     with phases("logprobs"):
         outputs = _old_logprobs(parts, ctx, recipe, batches, with_entropy=True)
@@ -198,13 +233,17 @@ def _record(step: int, stats: Dict[str, float]) -> Dict[str, float]:
     return rec
 
 
-RL_STAGE = StageSpec(command="rl", summary_file="rl_summary.json",
-                     run_files=("init", "validation", "hf", "critic_checkpoints", "samples.jsonl"),
-                     collective_timeout_s=COLLECTIVE_TIMEOUT_S)
+RL_STAGE = StageSpec(
+    command="rl",
+    summary_file="rl_summary.json",
+    run_files=("init", "validation", "hf", "critic_checkpoints", "samples.jsonl"),
+    collective_timeout_s=COLLECTIVE_TIMEOUT_S,
+)
 
 
-def prepare_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn: Optional[ro.RewardFn] = None,
-               log=print) -> Callable[[], Dict[str, Any]]:
+def prepare_rl(
+    recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn: Optional[ro.RewardFn] = None, log=print
+) -> Callable[[], Dict[str, Any]]:
     """Set up ``recipe``'s RL stage in ``run_dir`` (resuming from its newest checkpoint when there is one) and return
     the session that runs its steps. Everything that can refuse the recipe (tokenizer, prompts, reward) is checked
     before ``RUN_DIR/init`` is written. ``reward_fn`` replaces the math reward (tests use toy tasks)."""
@@ -229,18 +268,47 @@ def prepare_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward
         restore_critic(critic, run_dir, start.step, ckpt.resolve(str(start_recipe.checkpoint.load)))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     syncer = make_weight_sync(recipe, ctx, engine)
-    return lambda: _loop(recipe, run_dir, ctx, parts, start, engine, problems, reward_fn, reference, pad_id,
-                         tokenizer, log, critic, syncer)
+    return lambda: _loop(
+        recipe,
+        run_dir,
+        ctx,
+        parts,
+        start,
+        engine,
+        problems,
+        reward_fn,
+        reference,
+        pad_id,
+        tokenizer,
+        log,
+        critic,
+        syncer,
+    )
 
 
-def run_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn: Optional[ro.RewardFn] = None,
-           log=print) -> Dict[str, Any]:
+def run_rl(
+    recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn: Optional[ro.RewardFn] = None, log=print
+) -> Dict[str, Any]:
     """Set up and run ``recipe``'s RL stage into ``run_dir``; returns a summary."""
     return prepare_rl(recipe, run_dir, ctx, reward_fn, log)()
 
 
-def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn, reference, pad_id, tokenizer,
-          log, critic=None, syncer=None) -> Dict[str, Any]:
+def _loop(
+    recipe,
+    run_dir,
+    ctx,
+    parts,
+    start: Start,
+    engine,
+    problems,
+    reward_fn,
+    reference,
+    pad_id,
+    tokenizer,
+    log,
+    critic=None,
+    syncer=None,
+) -> Dict[str, Any]:
     from megatron_octo.rl.validation import validate_policy
 
     iters = recipe.train.iters
@@ -250,17 +318,26 @@ def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn
     rl = recipe.rl
     # the critic saves synchronously, before the policy: a complete policy checkpoint implies its critic's
     companions = [Companion(CRITIC_DIR, critic_recipe(recipe), critic)] if critic is not None else []
-    manager = CheckpointManager(recipe, run_dir, ctx, start, iters, RL_STAGE, companions=companions, log=log,
-                                layout_extra={"rl": {"algorithm": rl.algorithm,
-                                                     "responses_per_step": rl.prompts_per_step * rl.rollout.n}})
+    manager = CheckpointManager(
+        recipe,
+        run_dir,
+        ctx,
+        start,
+        iters,
+        RL_STAGE,
+        companions=companions,
+        log=log,
+        layout_extra={"rl": {"algorithm": rl.algorithm, "responses_per_step": rl.prompts_per_step * rl.rollout.n}},
+    )
     history: List[Dict[str, float]] = []
     try:
         with manager:
             syncer = syncer or make_weight_sync(recipe, ctx, engine)
             _sync(parts, syncer, engine)
             for step in manager.steps():
-                stats = rl_step(step, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id, critic,
-                                syncer)
+                stats = rl_step(
+                    step, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id, critic, syncer
+                )
                 record = _record(step, stats)
                 v = rl.validation
                 if v.interval and ((step + 1) % v.interval == 0 or step + 1 == iters):
@@ -291,5 +368,9 @@ def _summary(history: List[Dict[str, float]]) -> Dict[str, Any]:
     def mean(key: str, part: List[Dict[str, float]]) -> Optional[float]:
         return sum(r[key] for r in part) / len(part) if part else None
 
-    return {"reward_first": mean("reward_mean", history[:5]), "reward_last": mean("reward_mean", history[-5:]),
-            "accuracy_first": mean("accuracy", history[:5]), "accuracy_last": mean("accuracy", history[-5:])}
+    return {
+        "reward_first": mean("reward_mean", history[:5]),
+        "reward_last": mean("reward_mean", history[-5:]),
+        "accuracy_first": mean("accuracy", history[:5]),
+        "accuracy_last": mean("accuracy", history[-5:]),
+    }

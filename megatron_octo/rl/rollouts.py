@@ -41,14 +41,33 @@ class Rollouts:
         return [len(t) - p for t, p in zip(self.tokens, self.prompt_lens)]
 
 
-def collect(engine: RolloutEngine, problems, *, n: int, temperature: float, top_p: float, max_tokens: int,
-            stop: Sequence[str], seed: int, reward_fn: RewardFn, scale_by_std: bool, phase=None) -> Rollouts:
+def collect(
+    engine: RolloutEngine,
+    problems,
+    *,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    stop: Sequence[str],
+    seed: int,
+    reward_fn: RewardFn,
+    scale_by_std: bool,
+    phase=None,
+) -> Rollouts:
     """Sample ``n`` responses for each problem, score them and compute GRPO advantages (per group of ``n``);
     ``phase(name)`` (a context manager factory, e.g. ``loop.Phases``) times generate / reward / advantages."""
     phase = phase or (lambda name: nullcontext())
     with phase("generate"):
-        groups = engine.generate([p.token_ids for p in problems], n=n, temperature=temperature, top_p=top_p,
-                                 max_tokens=max_tokens, stop=stop, seed=seed)
+        groups = engine.generate(
+            [p.token_ids for p in problems],
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stop=stop,
+            seed=seed,
+        )
     tokens, prompt_lens, logprobs, texts, golds, truncated = [], [], [], [], [], []
     for problem, samples in zip(problems, groups):
         for s in samples:
@@ -62,8 +81,10 @@ def collect(engine: RolloutEngine, problems, *, n: int, temperature: float, top_
         rewards = [float(r) for r in reward_fn(texts, golds)]
     with phase("advantages"):
         advantages = alg.grpo_advantages(torch.tensor(rewards), n, scale_by_std=scale_by_std).tolist()
-    examples = [{"prompt": problems[i // n].text, "response": texts[i], "gold": golds[i], "reward": rewards[i]}
-                for i in range(min(len(texts), EXAMPLES_PER_STEP))]
+    examples = [
+        {"prompt": problems[i // n].text, "response": texts[i], "gold": golds[i], "reward": rewards[i]}
+        for i in range(min(len(texts), EXAMPLES_PER_STEP))
+    ]
     return Rollouts(tokens, prompt_lens, logprobs, rewards, truncated, advantages, examples)
 
 
@@ -83,27 +104,35 @@ def _micro_batch(r: Rollouts, rows: Sequence[int], length: int, pad_id: int, dev
     engine_lp = torch.zeros((len(rows), length - 1))
     for i, j in enumerate(rows):
         seq, p, lp = r.tokens[j], r.prompt_lens[j], r.engine_logprobs[j]
-        tokens[i, :len(seq)] = torch.tensor(seq)
-        mask[i, p - 1:len(seq) - 1] = 1.0  # label t is token t + 1: responses start at label p - 1
-        engine_lp[i, p - 1:p - 1 + len(lp)] = torch.tensor(lp)
+        tokens[i, : len(seq)] = torch.tensor(seq)
+        mask[i, p - 1 : len(seq) - 1] = 1.0  # label t is token t + 1: responses start at label p - 1
+        engine_lp[i, p - 1 : p - 1 + len(lp)] = torch.tensor(lp)
     adv = torch.tensor([r.advantages[j] for j in rows])
     rewards = torch.tensor([r.rewards[j] for j in rows])
-    return MicroBatch(tokens=tokens.to(device), mask=mask.to(device), advantages=adv.to(device),
-                      rewards=rewards.to(device), engine_logprobs=engine_lp.to(device), rows=list(rows))
+    return MicroBatch(
+        tokens=tokens.to(device),
+        mask=mask.to(device),
+        advantages=adv.to(device),
+        rewards=rewards.to(device),
+        engine_logprobs=engine_lp.to(device),
+        rows=list(rows),
+    )
 
 
-def micro_batches(r: Rollouts, indices: Sequence[int], micro: int, length: int, pad_id: int,
-                  device: torch.device) -> List[MicroBatch]:
+def micro_batches(
+    r: Rollouts, indices: Sequence[int], micro: int, length: int, pad_id: int, device: torch.device
+) -> List[MicroBatch]:
     """The responses ``indices`` as micro-batches of ``micro`` sequences, right-padded to ``length`` tokens."""
-    return [_micro_batch(r, indices[s:s + micro], length, pad_id, device) for s in range(0, len(indices), micro)]
+    return [_micro_batch(r, indices[s : s + micro], length, pad_id, device) for s in range(0, len(indices), micro)]
 
 
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def token_budget_groups(lengths: Sequence[int], indices: Sequence[int], budget: int,
-                        multiple: int = 8) -> List[List[int]]:
+def token_budget_groups(
+    lengths: Sequence[int], indices: Sequence[int], budget: int, multiple: int = 8
+) -> List[List[int]]:
     """``indices`` sorted by length (longest first, ties in index order) and grouped greedily so that a group's
     rows x padded length (its longest, rounded up to ``multiple``) stays within ``budget`` tokens; a sequence
     longer than the budget forms a group of its own."""
@@ -117,8 +146,9 @@ def token_budget_groups(lengths: Sequence[int], indices: Sequence[int], budget: 
     return groups
 
 
-def step_batches(r: Rollouts, num_minis: int, micro: int, budget: Optional[int], pad_id: int,
-                 device: torch.device, multiple: int = 8) -> List[List[MicroBatch]]:
+def step_batches(
+    r: Rollouts, num_minis: int, micro: int, budget: Optional[int], pad_id: int, device: torch.device, multiple: int = 8
+) -> List[List[MicroBatch]]:
     """The step's rollouts as ``num_minis`` mini-batches (consecutive responses, so each update sees the same
     responses either way) of micro-batches: ``micro`` sequences padded to the step's longest (``budget`` None),
     or token-budget micro-batches (``rl.max_tokens_per_micro_batch``), each padded only to its own longest."""
@@ -131,8 +161,12 @@ def step_batches(r: Rollouts, num_minis: int, micro: int, budget: Optional[int],
         if budget is None:
             minis.append(micro_batches(r, rows, micro, length, pad_id, device))
         else:
-            minis.append([_micro_batch(r, g, _round_up(lengths[g[0]], multiple), pad_id, device)
-                          for g in token_budget_groups(lengths, rows, budget, multiple)])
+            minis.append(
+                [
+                    _micro_batch(r, g, _round_up(lengths[g[0]], multiple), pad_id, device)
+                    for g in token_budget_groups(lengths, rows, budget, multiple)
+                ]
+            )
     return minis
 
 

@@ -75,7 +75,7 @@ def complete_checkpoints(root: Path) -> List[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if _ITER_RE.match(p.name) and (p / META_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len("iter_"):]))  # the name matched _ITER_RE
+    return sorted(found, key=lambda p: int(p.name[len("iter_") :]))  # the name matched _ITER_RE
 
 
 def latest_checkpoint(root: Path) -> Optional[Path]:
@@ -136,8 +136,10 @@ def _load_model_state(chunks, state: dict, ckpt_dir: Path) -> None:
     missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
     unexpected = [k for k in result.unexpected_keys if not k.endswith("_extra_state")]
     if missing or unexpected:
-        raise CheckpointError(f"{ckpt_dir} does not fit this model: missing {missing[:3]}, unexpected "
-                              f"{unexpected[:3]}: check model.* against the checkpoint's octo_checkpoint.json")
+        raise CheckpointError(
+            f"{ckpt_dir} does not fit this model: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}: check model.* against the checkpoint's octo_checkpoint.json"
+        )
 
 
 def sharded_state(parts, *, with_optimizer: bool, is_loading: bool) -> dict:
@@ -340,9 +342,7 @@ def load(ckpt_dir: Path, parts, *, with_optimizer: bool) -> CheckpointMeta:
     if with_optimizer:
         _ensure_optimizer_state(parts.optimizer)
         _fix_torch_adam_step_on_load()
-    state = dist_checkpointing.load(
-        sharded_state(parts, with_optimizer=with_optimizer, is_loading=True), str(ckpt_dir)
-    )
+    state = dist_checkpointing.load(sharded_state(parts, with_optimizer=with_optimizer, is_loading=True), str(ckpt_dir))
     _load_model_state(parts.model, state["model"], ckpt_dir)
     if with_optimizer:
         recipe_values = _group_hyperparameters(parts.optimizer)
