@@ -154,6 +154,8 @@ def _save(saver: ckpt.Saver, recipe: RecipeConfig, parts: Components, ctx: Paral
         schedule=schedule_params(recipe, iters), lineage=start.lineage, model=asdict(recipe.model),
         layout={"tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
                 "distributed_optimizer": recipe.parallel.distributed_optimizer},
+        batch={"global_batch": recipe.train.global_batch, "micro_batch": recipe.train.micro_batch,
+               "seq_len": recipe.train.seq_len},
     )
     return saver.save(meta, parts)
 
