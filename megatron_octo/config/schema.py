@@ -60,6 +60,10 @@ class ModelConfig:
     """The embedding is padded to a multiple of this times the tensor-parallel size."""
     spec: str = "auto"
     """Layer implementation: ``te`` (Transformer Engine), ``local`` (plain PyTorch), ``auto`` (TE where usable)."""
+    from_hf: Optional[str] = None
+    """A Hugging Face model directory or Hub model ID whose config.json gives the architecture (no weights are read).
+    ``checkpoint.load`` / ``checkpoint.branch_from`` / ``rl.init`` likewise give the model of the checkpoint they
+    name; model fields set in the recipe must then agree with it."""
 
 
 @dataclass

@@ -16,8 +16,8 @@ from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
 
-INIT_DIR = "init"
-"""``RUN_DIR/init``: the Megatron-Core conversion of a Hugging Face ``rl.init``."""
+INIT_DIR = ckpt.INIT_DIR
+"""``RUN_DIR/init``: the Megatron-Core conversion of an ``rl.init`` that is not one of our checkpoints."""
 
 
 class RLSetupError(OctoError, ValueError):
@@ -40,29 +40,33 @@ def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Path) -> Path:
     return found
 
 
+def _is_ours(spec: str) -> bool:
+    try:
+        ckpt.resolve(spec)
+        return True
+    except ckpt.CheckpointError:
+        return False
+
+
 def prepare_start(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, log) -> Tuple[RecipeConfig, object]:
     """The recipe with ``checkpoint.load`` pointing at the starting weights, and the tokenizer (collective).
 
-    A Hugging Face ``rl.init`` is converted by rank 0 into ``RUN_DIR/init`` for this TP/PP (once: a resumed run
-    finds it there)."""
+    An ``rl.init`` that is not one of our checkpoints (a Hugging Face directory or Hub ID, a Megatron-LM
+    checkpoint) is converted by rank 0 into ``RUN_DIR/init`` for this TP/PP (once: a resumed run finds it there)."""
     from transformers import AutoTokenizer
 
-    init = Path(str(recipe.rl.init).rsplit(":", 1)[0] if not Path(str(recipe.rl.init)).exists()
-                else str(recipe.rl.init))
-    if _is_hf_dir(init):
-        source = run_dir / INIT_DIR
-        if ctx.is_main and not source.exists():
-            from megatron_octo.convert import hf_to_mcore
+    from megatron_octo.convert import hub
 
-            log(f"[octo rl] converting {init} to Megatron-Core ({source})")
-            hf_to_mcore(str(init), str(source), tp=ctx.tp, pp=ctx.pp,
-                        make_vocab_size_divisible_by=recipe.model.make_vocab_size_divisible_by, quiet=True)
-        dist.barrier()
-    else:
-        try:
-            source = ckpt.resolve(str(recipe.rl.init))
-        except ckpt.CheckpointError as exc:
-            raise RLSetupError(f"rl.init: {exc}") from None
+    spec = str(recipe.rl.init)
+    init = hub.local_model_dir(spec) if hub.is_repo_id(spec) else Path(
+        spec.rsplit(":", 1)[0] if not Path(spec).exists() else spec)
+    if ctx.is_main and not (run_dir / INIT_DIR).exists() and not _is_ours(spec):
+        log(f"[octo rl] converting {spec} to Megatron-Core ({run_dir / INIT_DIR})")
+    try:
+        source = ckpt.prepare_source(spec, run_dir, tp=ctx.tp, pp=ctx.pp,
+                                     divisible=recipe.model.make_vocab_size_divisible_by)
+    except ckpt.CheckpointError as exc:
+        raise RLSetupError(f"rl.init: {exc}") from None
     start = dataclasses.replace(recipe, checkpoint=dataclasses.replace(recipe.checkpoint, load=str(source),
                                                                        branch_from=None))
     tokenizer = AutoTokenizer.from_pretrained(str(_tokenizer_dir(recipe, init, source)))

@@ -4,6 +4,8 @@ the logits Megatron-LM's own model gave (fp32, 1e-5).
 
 - ``torch_dist``: TP=2, GQA (4 heads, 2 groups), untied, RMSNorm eps 1e-5, SwiGLU, RoPE base 500000.
 - ``legacy``: the ``torch`` format at TP=2 x PP=2 (four rank files), tied, QKV biases, RMSNorm eps 1e-6, base 20000.
+- ``zarr``: the torch_dist fixture's weights and args written again by Megatron-Core 0.8's zarr strategy (read here
+  through TensorStore); the same logits.
 
 The arguments each was written with are in its command.json; the numbers below restate them by hand.
 """
@@ -33,6 +35,7 @@ ATOL = 1e-5
 EXPECTED = {
     "torch_dist": ("llama", False, False, 500000.0, 1e-5, 4, 32, 96, 4, 2, 8, 300),
     "legacy": ("qwen2", True, True, 20000.0, 1e-6, 4, 32, 96, 4, 2, 8, 300),
+    "zarr": ("llama", False, False, 500000.0, 1e-5, 4, 32, 96, 4, 2, 8, 300),
 }
 
 
@@ -234,3 +237,56 @@ def test_megatron_lm_resumes_our_training_checkpoint(tmp_path):
     assert any(k.startswith("optimizer.state.exp_avg_sq.") for k in ours)
     for key, tensor in ours.items():
         assert torch.equal(theirs[key], tensor), key
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shapes from the checkpoint: checkpoint.load / branch_from / rl.init / model.from_hf decide the model
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_checkpoint_load_takes_the_model_of_a_megatron_lm_checkpoint(name):
+    from megatron_octo.config.loader import load_recipe
+
+    family, tied, bias, base, eps, layers, hidden, ffn, heads, groups, head_dim, vocab = EXPECTED[name]
+    m = load_recipe("tiny-cpu", [f"checkpoint.load={DATA / name / 'save'}"]).model
+    assert (m.family, m.tie_word_embeddings, m.add_qkv_bias, m.rotary_base, m.norm_epsilon) == (
+        family, tied, bias, base, eps)
+    assert (m.num_layers, m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.num_query_groups,
+            m.kv_channels, m.vocab_size) == (layers, hidden, ffn, heads, groups, head_dim, vocab)
+    assert m.rope_scaling_factor is None and m.preset is None  # tiny-llama's scaling and name are gone
+
+
+def test_model_from_hf_and_rl_init_take_the_hf_config(hf_models):
+    from megatron_octo.config.loader import load_recipe
+
+    m = load_recipe("tiny-cpu", [f"model.from_hf={hf_models['qwen2-untied-v300']}"]).model
+    assert (m.family, m.vocab_size, m.add_qkv_bias, m.tie_word_embeddings) == ("qwen2", 300, True, False)
+    r = load_recipe("tiny-cpu-grpo", [f"rl.init={hf_models['llama-untied']}"])
+    assert (r.model.family, r.model.tie_word_embeddings) == ("llama", False)
+
+
+def test_explicit_model_fields_must_agree_with_the_checkpoint(capsys, tmp_path):
+    save = DATA / "torch_dist" / "save"
+    argv = ["train", "--recipe", "tiny-cpu", "--run-dir", str(tmp_path / "run"), f"checkpoint.load={save}",
+            "model.rotary_base=10000", "model.norm_epsilon=1e-6", "model.hidden_size=32"]
+    assert main(argv) == 2
+    assert_one_line_error(capsys, "model.rotary_base: recipe 10000, checkpoint 500000.0; model.norm_epsilon: recipe "
+                                  "1e-06, checkpoint 1e-05: drop these model fields to take the checkpoint's")
+    assert not (tmp_path / "run").exists()
+
+
+def test_octo_train_from_a_legacy_megatron_lm_checkpoint(tmp_path):
+    """`octo train --recipe tiny-cpu checkpoint.load=<legacy TP=2 x PP=2 save>` with no model overrides: the run
+    converts it into RUN_DIR/init and trains that model (at LR 1e-12 the weights stay Megatron-LM's: its logits)."""
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "megatron_octo", "train", "--recipe", "tiny-cpu", "--run-dir",
+                           str(run), f"checkpoint.load={DATA / 'legacy' / 'save'}", "train.iters=1",
+                           "train.seq_len=16", "schedule.lr=1e-12", "schedule.min_lr=1e-12", "schedule.warmup_iters=0",
+                           "optimizer.weight_decay=0", "logging.tensorboard=false"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "init" / "latest_checkpointed_iteration.txt").read_text() == "release"
+    hf = mcore_to_hf(run, tmp_path / "hf", quiet=True).output
+    ids, expected = torch.load(DATA / "legacy" / "tokens.pt"), torch.load(DATA / "legacy" / "logits.pt")
+    assert (hf_logits(hf, ids) - expected).abs().max() <= ATOL
