@@ -15,8 +15,10 @@ from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
+from megatron_octo.training import start
+from megatron_octo.training.start import prepare_source
 
-INIT_DIR = ckpt.INIT_DIR
+INIT_DIR = start.INIT_DIR
 """``RUN_DIR/init``: the Megatron-Core conversion of an ``rl.init`` that is not one of our checkpoints."""
 
 
@@ -63,7 +65,7 @@ def prepare_start(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, log
     if ctx.is_main and not (run_dir / INIT_DIR).exists() and not _is_ours(spec):
         log(f"[octo rl] converting {spec} to Megatron-Core ({run_dir / INIT_DIR})")
     try:
-        source = ckpt.prepare_source(spec, run_dir, tp=ctx.tp, pp=ctx.pp,
+        source = prepare_source(spec, run_dir, tp=ctx.tp, pp=ctx.pp,
                                      divisible=recipe.model.make_vocab_size_divisible_by)
     except ckpt.CheckpointError as exc:
         raise RLSetupError(f"rl.init: {exc}") from None

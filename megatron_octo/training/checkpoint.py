@@ -122,36 +122,6 @@ def resolve(spec: str) -> Path:
 
 
 
-INIT_DIR = "init"
-"""Where a run keeps the conversion of a starting point that is not one of our checkpoints (RUN_DIR/init)."""
-
-
-def prepare_source(spec: str, run_dir: Path, *, tp: int, pp: int, divisible: int) -> Path:
-    """One of our checkpoint directories for ``spec`` (collective over all ranks): ours, resolved; a Hugging Face
-    directory or Hub model ID, or a Megatron-LM checkpoint (any format), converted once by global rank 0 into
-    ``RUN_DIR/init`` for ``tp`` x ``pp`` (a resumed or restarted run finds it there)."""
-    from megatron_octo.convert import hf_io, hub, megatron_lm
-
-    try:
-        return resolve(spec)
-    except CheckpointError:
-        if hub.is_repo_id(spec) or (Path(spec) / hf_io.CONFIG).is_file():
-            kind = "hf"
-        elif megatron_lm.locate(spec) is not None:
-            kind = "mcore"
-        else:
-            raise
-    init = Path(run_dir) / INIT_DIR
-    rank0 = not dist.is_initialized() or dist.get_rank() == 0
-    if rank0 and not init.exists():
-        from megatron_octo.convert import convert
-
-        convert(kind, "mcore", spec, init, tp=tp, pp=pp, make_vocab_size_divisible_by=divisible, quiet=True)
-    if dist.is_initialized():
-        dist.barrier()
-    return resolve(str(init))
-
-
 def _model_sharded_state_dict(chunks, *, is_loading: bool) -> dict:
     """What a load fills: the model's own sharded state dict; what a save writes: the same with current
     parameters (``params.model_state`` completes a deferred all-gather first)."""

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.training import checkpoint as ckpt
+from megatron_octo.training.start import prepare_source
 
 
 @dataclass
@@ -65,7 +66,7 @@ def restore(recipe: RecipeConfig, run_dir: Path, parts, iters: int) -> Start:
         meta = ckpt.load(source, parts, with_optimizer=True)
         start = Start(lineage=_ancestry(meta, source), source=f"branched from {source} (step {meta.step})")
     elif c.load:  # ours, or an HF / Megatron-LM model converted once into RUN_DIR/init
-        source = ckpt.prepare_source(c.load, run_dir, tp=recipe.parallel.tp, pp=recipe.parallel.pp,
+        source = prepare_source(c.load, run_dir, tp=recipe.parallel.tp, pp=recipe.parallel.pp,
                                      divisible=recipe.model.make_vocab_size_divisible_by)
         meta = ckpt.load(source, parts, with_optimizer=False)
         parts.optimizer.reload_model_params()  # main (fp32) params take the loaded weights
