@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from megatron_octo.commands.common import positive_int
+from megatron_octo.config.choices import DTYPES
 
 HELP = {
     "convert": "convert checkpoints: Hugging Face <-> Megatron-Core (any TP/PP) <-> NeMo, resharding",
@@ -22,7 +23,7 @@ def _cmd_convert(args) -> int:
         args.src, args.dst, args.input, args.output, tp=args.tp, pp=args.pp, tokenizer_dir=args.tokenizer,
         max_shard_size=args.max_shard_size, make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
         dtype=None if args.dtype == "auto" else args.dtype, overwrite=args.overwrite, verify=args.verify,
-        prompt=args.prompt, atol=args.atol, kl_tol=args.kl, quiet=args.quiet,
+        prompt=args.prompt, atol=args.atol, kl_tol=args.kl, quiet=args.quiet, critic=args.critic,
     )
     for note in result.notes:
         print(f"octo: note: {note}", file=sys.stderr)
@@ -49,7 +50,9 @@ def add_parsers(sub) -> None:
             "  octo convert --from mcore --to hf --input runs/decay-long --output hf/decay-long --tokenizer tok/ "
             "--verify\n  octo convert --from mcore --to mcore --input ckpt/llama3b --output ckpt/llama3b-tp1 --tp 1\n"
             "  octo convert --from hf --to nemo --input Llama-3.2-3B --output nemo/llama3b --tp 2  "
-            "(NeMo-Aligner; --from nemo reads one back)"
+            "(NeMo-Aligner; --from nemo reads one back)\n"
+            "  octo convert --from hf --to nemo --critic --input Llama-3.2-3B --output nemo/llama3b-critic --tp 2  "
+            "(its PPO critic)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -63,7 +66,7 @@ def add_parsers(sub) -> None:
                    help="tensor-parallel size the output is for (--to mcore; default 1)")
     p.add_argument("--pp", type=positive_int, default=1,
                    help="pipeline-parallel size the output is for (--to mcore; default 1)")
-    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="output dtype (default: auto, each tensor keeps its dtype)")
     p.add_argument("--tokenizer", default=None, metavar="DIR",
                    help="--to hf: tokenizer files to include (default: those kept in the checkpoint or named by "
@@ -75,6 +78,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--prompt", default=None, help="--verify prompt (default: a GSM8K question)")
     p.add_argument("--atol", type=float, default=1e-2, help="--verify: largest max |logit diff| (default: 1e-2)")
     p.add_argument("--kl", type=float, default=1e-5, help="--verify: largest mean KL divergence (default: 1e-5)")
+    p.add_argument("--critic", action="store_true",
+                   help="--to nemo: write NeMo-Aligner's PPO critic made from the policy (its trunk, an untied "
+                        "output layer, a zero-initialized value head), the checkpoint serve_ppo_critic.py restores")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_convert)

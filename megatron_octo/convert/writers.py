@@ -32,9 +32,10 @@ from megatron_octo.convert import dist_io, hf_io, megatron_lm
 from megatron_octo.convert.dist_io import Piece
 from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.layout import WeightPlan, build_plan, check_layout, row_blocks
-from megatron_octo.convert.options import HF_ASSETS, HF_DTYPE_NAMES, Options, parse_size, target_dtype
+from megatron_octo.convert.options import HF_ASSETS, Options, parse_size, target_dtype
 from megatron_octo.convert.progress import Progress, human_bytes
-from megatron_octo.utils.io import OutputExistsError, atomic_write_text
+from megatron_octo.utils.dtypes import HF_DTYPE_NAMES
+from megatron_octo.utils.io import OutputExistsError, atomic_write_text, remove_stale_temps
 
 RELEASE = "release"
 
@@ -52,6 +53,7 @@ def staged_output(output: Path, overwrite: bool, inputs: Tuple[Path, ...]) -> It
     if exists and not overwrite:
         raise OutputExistsError(f"{output} already exists: pass --overwrite to replace it, or pick another --output")
     output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(output)  # left by a killed earlier conversion to this output
     tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -215,7 +217,7 @@ def write_mcore(src, out: Path, opts: Options, tp: int, pp: int) -> Tuple[int, i
     """A Megatron-Core model checkpoint for ``tp`` x ``pp`` in ``out`` (layout in the module docstring): the
     vocabulary padded for the layout, our metadata with the lineage, Megatron-LM's common state and tracker, the
     HF config and tokenizer in hf_assets; (tensors, bytes, seconds, notes)."""
-    from megatron_octo.training.checkpoint import CheckpointMeta, META_FILE
+    from megatron_octo.training.checkpoint import META_FILE, CheckpointMeta
 
     check_layout(src.cfg, tp, pp)
     plan = build_plan(src.cfg, tp)

@@ -44,7 +44,7 @@ def _prepare_tasks(benchmarks, items, data_dir, source, hf_datasets, limit, zero
     """Load every benchmark's items and prompt set (all user mistakes surface here, before the model loads)."""
     zs = zero_shot_prompt(template) if zero_shot else None
     if items is not None:
-        if not zero_shot:
+        if zs is None:
             raise EvalError("custom items are evaluated zero-shot: pass zero_shot=True (--zero-shot) and a template")
         loaded = custom_items(items)
         if not loaded:
@@ -69,18 +69,21 @@ def _prepare_tasks(benchmarks, items, data_dir, source, hf_datasets, limit, zero
             raise EvalError(f"{b.name}: {where} holds no items; fix the file or leave {b.name} out of --benchmarks")
         if prompt_sets is not None and b.prompt not in prompt_sets:
             raise EvalError(f"prompt set {b.prompt} (for {b.name}) is missing from the prompt file")
-        tasks.append(_Task(b.name, b.answer_format, loaded, zs or prompt_sets[b.prompt]))
+        prompt = zs if zs is not None else prompt_sets[b.prompt] if prompt_sets is not None else None
+        assert prompt is not None  # zero-shot has zs; few-shot has prompt_sets
+        tasks.append(_Task(b.name, b.answer_format, loaded, prompt))
     return tasks
 
 
 def _evaluate_task(task: _Task, generator, pool: DeadlinePool, gen_kwargs: Mapping[str, Any], zero_shot: bool,
                    show_progress: bool, output_dir: Optional[str] = None, done: Sequence[Mapping[str, Any]] = (),
-                   chunk_size: int = CHUNK_SIZE) -> Dict[str, Any]:
+                   chunk_size: Optional[int] = None) -> Dict[str, Any]:
     """Generate, extract and score one benchmark: its summary and per-item records. ``done`` holds the records of
     the first items from an interrupted run (checked by ``report.resumable_records``); the rest are generated in
     chunks of ``chunk_size`` prompts, each chunk's records appended to the benchmark's partial predictions file
     under ``output_dir`` as soon as it is scored, so an interruption loses at most one chunk."""
     prompts = [task.prompt.render(it.question) for it in task.items]
+    chunk_size = chunk_size or CHUNK_SIZE
     records: List[Dict[str, Any]] = [dict(r) for r in done]
     progress = Progress(len(prompts), task.name, unit="items", initial=len(records)) if show_progress else None
     gen_s = score_s = 0.0
@@ -184,12 +187,12 @@ def run_eval(model_dir: Optional[str] = None, benchmarks: Union[str, Sequence[st
     setting = "zero-shot" if zero_shot else "few-shot"
     settings = {"model": str(model_dir), "mode": setting, "template": template if zero_shot else None,
                 "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
-    done = _resume_or_start(output_dir, resume, settings, tasks, log)
     local_model = None
     if generator is None:
         if model_dir is None:
             raise EvalError("no model given; pass --model with a Hugging Face model directory or Hub ID")
         local_model = check_model_dir(resolve_model_path(model_dir))
+    done = _resume_or_start(output_dir, resume, settings, tasks, log)  # the first write into output_dir
     pub_key = report.match_published(report.model_names(model_dir) + report.model_names(local_model), setting,
                                      published)
     if generator is None:

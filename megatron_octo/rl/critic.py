@@ -143,6 +143,8 @@ def ppo_advantages(batches, outputs, gamma: float, lam: float) -> None:
         rewards = alg.last_token_rewards(mb.rewards, mb.mask)  # [b, L-1]
         adv, mb.returns = alg.gae(rewards, mb.old_values, mb.mask, gamma=gamma, lam=lam)
         advantages.append(adv)
-    whitened = alg.whiten(torch.cat(advantages), torch.cat([mb.mask for mb in batches]))
-    for mb, adv in zip(batches, whitened.split([mb.tokens.shape[0] for mb in batches])):
-        mb.advantages = adv
+    # flattened: token-budget micro-batches differ in length; the statistics are over all real tokens either way
+    whitened = alg.whiten(torch.cat([a.reshape(-1) for a in advantages]),
+                          torch.cat([mb.mask.reshape(-1) for mb in batches]))
+    for mb, adv in zip(batches, whitened.split([mb.mask.numel() for mb in batches])):
+        mb.advantages = adv.view(mb.mask.shape)

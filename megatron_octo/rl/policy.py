@@ -22,7 +22,6 @@ from megatron_octo.config.schema import RLConfig
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.rl import algorithms as alg
 
-
 _PADDING_LOGIT = -1e30
 """Logit given to vocabulary padding: exp() of it is 0, and 0 * it is 0 (not NaN, as with -inf) in the entropy."""
 
@@ -86,6 +85,10 @@ class MicroBatch:
     """PPO: [b, L-1] the critic's values before the update (last-stage ranks)."""
     returns: Optional[torch.Tensor] = None
     """PPO: [b, L-1] GAE returns, the critic's targets (last-stage ranks)."""
+    engine_logprobs: Optional[torch.Tensor] = None
+    """[b, L-1] the engine's log-probs of the response tokens (0 elsewhere): the mismatch metric's other side."""
+    rows: Optional[List[int]] = None
+    """Which of the step's responses the rows are (token-budget batching reorders them)."""
 
 
 def _forward(model, mb: MicroBatch):
@@ -152,10 +155,14 @@ def loss_step(ctx: ParallelContext, rl: RLConfig, vocab_size: int):
 
 
 def run_schedule(parts, ctx: ParallelContext, step_func, micro_batches: List[MicroBatch], forward_only: bool):
-    """One pass of Megatron-Core's pipeline schedule over ``micro_batches`` (all of the same shape)."""
+    """One pass of Megatron-Core's pipeline schedule over ``micro_batches``. Micro-batches of different shapes
+    (token-budget batching) make the pipeline stages exchange each activation's shape first
+    (``variable_seq_lengths``); the same micro-batches reach every stage, so all stages decide alike."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     b, length = micro_batches[0].tokens.shape
+    if any(mb.tokens.shape != micro_batches[0].tokens.shape for mb in micro_batches):
+        parts.p2p.config.variable_seq_lengths = True
     return get_forward_backward_func()(
         forward_step_func=step_func, data_iterator=iter(micro_batches), model=parts.model,
         num_microbatches=len(micro_batches), seq_length=length - 1, micro_batch_size=b,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -14,12 +14,14 @@ import torch.distributed as dist
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
+from megatron_octo.rl.engines import RolloutEngine, TransformersEngine, VLLMRolloutEngine
 from megatron_octo.training import checkpoint as ckpt
-from megatron_octo.training import start
-from megatron_octo.training.start import prepare_source
 
-INIT_DIR = start.INIT_DIR
-"""``RUN_DIR/init``: the Megatron-Core conversion of an ``rl.init`` that is not one of our checkpoints."""
+COLLECTIVE_TIMEOUT_S = 4 * 3600
+"""How long a rank may wait in a collective: while a rollout rank generates (or rank 0 validates), the other ranks
+of its group wait in a broadcast, for much longer than training's 10 minutes at 4,096-8,192-token responses."""
+INIT_DIR = "init"
+"""``RUN_DIR/init``: the Megatron-Core conversion of a Hugging Face ``rl.init``."""
 
 
 class RLSetupError(OctoError, ValueError):
@@ -30,49 +32,81 @@ def _is_hf_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
 
 
-def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Path) -> Path:
-    from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer, tokenizer_in as _tokenizer_in
+def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Optional[Path]) -> Path:
+    from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer
+    from megatron_octo.convert.sources import tokenizer_in as _tokenizer_in
 
     for candidate in (recipe.rl.prompts.tokenizer, recipe.data.tokenizer):
         if candidate:
             return Path(candidate)
-    found = _tokenizer_in(init) if _is_hf_dir(init) else _find_tokenizer(source, None)
+    found = _tokenizer_in(init) if source is None else _find_tokenizer(source, None)
     if found is None:
         raise RLSetupError(f"no tokenizer found beside {init}: set rl.prompts.tokenizer=DIR")
     return found
 
 
-def _is_ours(spec: str) -> bool:
+@dataclasses.dataclass
+class StartingPoint:
+    """``rl.init`` resolved, before anything is written: a Hugging Face directory (``checkpoint`` None: converted
+    into ``RUN_DIR/init`` by ``materialize``) or a Megatron-Core ``checkpoint``."""
+
+    init: Path
+    checkpoint: Optional[Path]
+
+
+def starting_point(recipe: RecipeConfig) -> StartingPoint:
+    """Resolve ``rl.init`` (reads only)."""
+    init = Path(str(recipe.rl.init).rsplit(":", 1)[0] if not Path(str(recipe.rl.init)).exists()
+                else str(recipe.rl.init))
+    if _is_hf_dir(init):
+        return StartingPoint(init=init, checkpoint=None)
     try:
-        ckpt.resolve(spec)
-        return True
-    except ckpt.CheckpointError:
-        return False
-
-
-def prepare_start(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, log) -> Tuple[RecipeConfig, object]:
-    """The recipe with ``checkpoint.load`` pointing at the starting weights, and the tokenizer (collective).
-
-    An ``rl.init`` that is not one of our checkpoints (a Hugging Face directory or Hub ID, a Megatron-LM
-    checkpoint) is converted by rank 0 into ``RUN_DIR/init`` for this TP/PP (once: a resumed run finds it there)."""
-    from transformers import AutoTokenizer
-
-    from megatron_octo.convert import hub
-
-    spec = str(recipe.rl.init)
-    init = hub.local_model_dir(spec) if hub.is_repo_id(spec) else Path(
-        spec.rsplit(":", 1)[0] if not Path(spec).exists() else spec)
-    if ctx.is_main and not (run_dir / INIT_DIR).exists() and not _is_ours(spec):
-        log(f"[octo rl] converting {spec} to Megatron-Core ({run_dir / INIT_DIR})")
-    try:
-        source = prepare_source(spec, run_dir, tp=ctx.tp, pp=ctx.pp,
-                                     divisible=recipe.model.make_vocab_size_divisible_by)
+        return StartingPoint(init=init, checkpoint=ckpt.resolve(str(recipe.rl.init)))
     except ckpt.CheckpointError as exc:
         raise RLSetupError(f"rl.init: {exc}") from None
-    start = dataclasses.replace(recipe, checkpoint=dataclasses.replace(recipe.checkpoint, load=str(source),
-                                                                       branch_from=None))
-    tokenizer = AutoTokenizer.from_pretrained(str(_tokenizer_dir(recipe, init, source)))
-    return start, tokenizer
+
+
+def load_tokenizer(recipe: RecipeConfig, point: StartingPoint):
+    """The tokenizer of the run: ``rl.prompts.tokenizer``, ``data.tokenizer``, or the one beside ``rl.init``."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(_tokenizer_dir(recipe, point.init, point.checkpoint)))
+
+
+def _converted_from(init_dir: Path) -> Optional[str]:
+    """The Hugging Face directory ``RUN_DIR/init`` was converted from (its lineage), or None if unreadable."""
+    try:  # a conversion's output is a Megatron-LM save folder (tracker + release/)
+        lineage = ckpt.read_meta(ckpt.resolve(str(init_dir))).lineage
+    except (ckpt.CheckpointError, ValueError, TypeError):
+        return None
+    return lineage[0]["path"] if lineage else None
+
+
+def materialize(recipe: RecipeConfig, point: StartingPoint, run_dir: Path, ctx: ParallelContext,
+                log) -> RecipeConfig:
+    """The recipe with ``checkpoint.load`` pointing at the starting weights (collective).
+
+    A Hugging Face ``rl.init`` is converted by rank 0 into ``RUN_DIR/init`` for this TP/PP, once: a resumed run
+    finds it there. An ``init`` converted from another directory (``rl.init`` changed before the first checkpoint)
+    is replaced."""
+    source = point.checkpoint
+    if source is None:
+        source = run_dir / INIT_DIR
+        if ctx.is_main:
+            was = _converted_from(source) if source.exists() else None
+            if was is None or was != str(point.init.resolve()):
+                from megatron_octo.convert import hf_to_mcore
+
+                if source.exists():
+                    log(f"[octo rl] {source} was converted from {was or 'an unknown source'}, not {point.init}: "
+                        "converting again")
+                log(f"[octo rl] converting {point.init} to Megatron-Core ({source})")
+                hf_to_mcore(str(point.init), str(source), tp=ctx.tp, pp=ctx.pp,
+                            make_vocab_size_divisible_by=recipe.model.make_vocab_size_divisible_by, quiet=True,
+                            overwrite=source.exists())
+        dist.barrier()
+    return dataclasses.replace(recipe, checkpoint=dataclasses.replace(recipe.checkpoint, load=str(source),
+                                                                      branch_from=None))
 
 
 def _hf_config(recipe: RecipeConfig, tokenizer) -> dict:
@@ -86,21 +120,35 @@ def _hf_config(recipe: RecipeConfig, tokenizer) -> dict:
     return config
 
 
-def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path):
+def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path) -> RolloutEngine:
     """The rollout engine of this rollout rank (``rl.rollout.engine``), still without weights."""
-    from megatron_octo.rl.engines import TransformersEngine, VLLMRolloutEngine
-
     r = recipe.rl.rollout
     config = _hf_config(recipe, tokenizer)
     if r.engine == "transformers":
         return TransformersEngine(config, tokenizer, device=str(ctx.device))
     model_dir = _engine_dir(run_dir / f"engine_model_dp{ctx.dp_rank}", config, tokenizer)
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
-    dtype = "bfloat16" if ctx.device.type == "cuda" else "float32"
+    dtype = str(engine_dtype(recipe, ctx)).removeprefix("torch.")
     return VLLMRolloutEngine(str(model_dir), dtype=dtype, seed=recipe.train.seed + ctx.dp_rank,
                              gpu_memory_utilization=r.gpu_memory_utilization,
                              max_model_len=recipe.rl.prompts.max_prompt_tokens + longest,
-                             sleep_between_rollouts=r.sleep_between_rollouts, device=ctx.device)
+                             sleep_between_rollouts=r.sleep_between_rollouts, device=ctx.device,
+                             sleep_level=r.sleep_level, bucket_bytes=r.sync_bucket_mb << 20)
+
+
+def engine_dtype(recipe: RecipeConfig, ctx: ParallelContext) -> torch.dtype:
+    """The dtype the rollout engine computes in (and the weight sync delivers): vLLM on a GPU bf16, else fp32."""
+    if recipe.rl.rollout.engine == "vllm" and ctx.device.type == "cuda":
+        return torch.bfloat16
+    return torch.float32
+
+
+def make_weight_sync(recipe: RecipeConfig, ctx: ParallelContext, engine=None):
+    """The streamed weight sync of this rank's model-parallel group (``rl.sync.WeightSync``); collective-free."""
+    from megatron_octo.rl.sync import WeightSync
+
+    return WeightSync(recipe.model, ctx.pgs.mp, engine_dtype(recipe, ctx),
+                      bucket_bytes=recipe.rl.rollout.sync_bucket_mb << 20)
 
 
 def _engine_dir(path: Path, config: dict, tokenizer) -> Path:
@@ -125,6 +173,7 @@ def make_reference(start: RecipeConfig, ctx: ParallelContext, iters: int):
 
     from megatron_octo.training.build import build_model
 
+    assert start.checkpoint.load is not None  # materialize() sets it
     chunks, tcfg, _ = build_model(start, ctx)
     ckpt.load(Path(start.checkpoint.load), SimpleNamespace(model=chunks), with_optimizer=False)
     for chunk in chunks:

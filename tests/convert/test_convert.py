@@ -121,7 +121,8 @@ def test_bf16_output(hf_models, tmp_path):
 def test_progress_lines(hf_models, tmp_path, capsys):
     hf_to_mcore(hf_models["llama-tied"], tmp_path / "p")
     err = capsys.readouterr().err
-    assert "hf -> mcore: 26/26 tensors" in err and "done in" in err  # tied: embedding, final norm + 4 layers x 6
+    last = [line for line in err.splitlines() if line.startswith("hf -> mcore: ")][-1]
+    assert "26/26 tensors" in last and "done in" in last  # tied: embedding, final norm + 4 layers x 6
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -209,6 +210,17 @@ def test_existing_output_needs_overwrite(hf_models, tmp_path, capsys):
     assert main(argv + ["--overwrite"]) == 0
     assert not (out / "keep.txt").exists() and read_meta(resolve(str(out))).kind == "model"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_killed_conversions_hidden_output_is_removed_by_the_next_run(hf_models, tmp_path):
+    from tests.utils.test_io import dead_pid
+
+    out = tmp_path / "out"
+    stale = tmp_path / f".out.tmp-{dead_pid()}"  # what a conversion killed midway leaves
+    stale.mkdir()
+    (stale / "__0_0.distcp").write_bytes(b"partial")
+    hf_to_mcore(hf_models["llama-tied"], out, quiet=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and read_meta(out).kind == "model"
 
 
 @pytest.mark.parametrize("argv, fragment", [
