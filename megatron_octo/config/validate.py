@@ -251,6 +251,8 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     _require(0 < rl.clip_ratio < 1, f"rl.clip_ratio={rl.clip_ratio} must lie in (0, 1)")
     _require(r.temperature > 0, f"rl.rollout.temperature={r.temperature} must be > 0 (sampling)")
     _require(0 < r.top_p <= 1, f"rl.rollout.top_p={r.top_p} must lie in (0, 1]")
+    _require(not r.tensor_parallel or r.engine == "vllm",
+             "rl.rollout.tensor_parallel=true needs rl.rollout.engine=vllm (the transformers engine is unsharded)")
     _require(r.sleep_level in (1, 2), f"rl.rollout.sleep_level={r.sleep_level} must be 1 or 2")
     _require(r.sync_bucket_mb >= 1, f"rl.rollout.sync_bucket_mb={r.sync_bucket_mb} must be >= 1")
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])

@@ -41,13 +41,16 @@ class Rollouts:
 
 
 def collect(engine, problems, *, n: int, temperature: float, top_p: float, max_tokens: int, stop: Sequence[str],
-            seed: int, reward_fn: RewardFn, scale_by_std: bool, phase=None) -> Rollouts:
+            seed: int, reward_fn: RewardFn, scale_by_std: bool, phase=None, score: bool = True) -> Optional[Rollouts]:
     """Sample ``n`` responses for each problem, score them and compute GRPO advantages (per group of ``n``);
-    ``phase(name)`` (a context manager factory, e.g. ``loop.Phases``) times generate / reward / advantages."""
+    ``phase(name)`` (a context manager factory, e.g. ``loop.Phases``) times generate / reward / advantages.
+    ``score=False`` (the other tensor-parallel ranks of an engine: same samples) only generates, returns None."""
     phase = phase or (lambda name: nullcontext())
     with phase("generate"):
         groups = engine.generate([p.token_ids for p in problems], n=n, temperature=temperature, top_p=top_p,
                                  max_tokens=max_tokens, stop=stop, seed=seed)
+    if not score:
+        return None
     tokens, prompt_lens, logprobs, texts, golds, truncated = [], [], [], [], [], []
     for problem, samples in zip(problems, groups):
         for s in samples:
@@ -66,13 +69,26 @@ def collect(engine, problems, *, n: int, temperature: float, top_p: float, max_t
     return Rollouts(tokens, prompt_lens, logprobs, rewards, truncated, advantages, examples)
 
 
-def share(rollouts, mp_group) -> Rollouts:
-    """Broadcast the rollout rank's ``Rollouts`` (model-parallel rank 0) to the rest of its group."""
+def share(rollouts: Optional[Rollouts], mp_group, index: Optional[int] = None) -> Rollouts:
+    """Every rank of the model-parallel group gets the group's rollouts: those of its one engine (reported by
+    model-parallel rank 0), or those of several engines (one per pipeline stage; each reporting rank passes its
+    engine ``index``), concatenated in engine order."""
     if dist.get_world_size(mp_group) == 1:
         return rollouts
-    box = [rollouts]
-    dist.broadcast_object_list(box, src=dist.get_global_rank(mp_group, 0), group=mp_group)
-    return box[0]
+    parts = [None] * dist.get_world_size(mp_group)
+    dist.all_gather_object(parts, (index, rollouts) if rollouts is not None else None, group=mp_group)
+    found = sorted((p for p in parts if p is not None), key=lambda p: p[0] if p[0] is not None else -1)
+    return merge([r for _, r in found])
+
+
+def merge(parts: List[Rollouts]) -> Rollouts:
+    """Several engines' rollouts as one (each keeps its groups of ``n`` whole)."""
+    if len(parts) == 1:
+        return parts[0]
+    merged = Rollouts(*[sum((getattr(p, f) for p in parts), []) for f in
+                        ("tokens", "prompt_lens", "engine_logprobs", "rewards", "truncated", "advantages")])
+    merged.examples = parts[0].examples
+    return merged
 
 
 def _micro_batch(r: Rollouts, rows: Sequence[int], length: int, pad_id: int, device: torch.device) -> MicroBatch:
