@@ -360,6 +360,10 @@ class RLConfig:
     responses sorted by length and grouped so that rows x padded length stays within this many tokens, each
     micro-batch padded only to its own longest (``train.micro_batch`` is then unused). None: ``train.micro_batch``
     responses per micro-batch, all padded to the step's longest."""
+    sequence_packing: bool = False
+    """Pack each token-budget micro-batch into one row without padding (THD: Transformer Engine's variable-length
+    attention on GPU, one causal SDPA per sequence on the local spec); needs ``max_tokens_per_micro_batch``, whose
+    budget then counts real tokens."""
     reward: str = "default"
     """Reward variant of ``megatron_octo.rl.reward`` (``default``: +1 correct, -1 wrong or no box)."""
     init: Optional[str] = None

@@ -241,6 +241,8 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     per_rank = rl.mini_batch_prompts // dp * r.n
     budget = rl.max_tokens_per_micro_batch
     _require(budget is None or budget >= 1, f"rl.max_tokens_per_micro_batch={budget} must be >= 1 (or null)")
+    _require(not rl.sequence_packing or budget is not None,
+             "rl.sequence_packing=true needs rl.max_tokens_per_micro_batch (the tokens packed into one row)")
     _require(budget is not None or per_rank % recipe.train.micro_batch == 0,
              f"a rank's share of a mini-batch ({per_rank} responses) must be divisible by train.micro_batch="
              f"{recipe.train.micro_batch}")

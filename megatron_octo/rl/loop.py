@@ -144,7 +144,8 @@ def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, referenc
     phases = Phases()
     r = _rollouts(recipe, ctx, engine, problems, step, reward_fn, phases)
     minis = ro.step_batches(r, recipe.rl.prompts_per_step // recipe.rl.mini_batch_prompts, recipe.train.micro_batch,
-                            recipe.rl.max_tokens_per_micro_batch, pad_id, ctx.device)
+                            recipe.rl.max_tokens_per_micro_batch, pad_id, ctx.device,
+                            packing=recipe.rl.sequence_packing)
     batches = [mb for mini in minis for mb in mini]
     with phases("logprobs"):
         outputs = _old_logprobs(parts, ctx, recipe, batches, with_entropy=True)
