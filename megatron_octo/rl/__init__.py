@@ -64,7 +64,9 @@ def export_policy(run_dir: Path, tokenizer_dir: Optional[str] = None) -> Path:
     init = run_dir / INIT_DIR
     assets = resolve(str(init)) / HF_ASSETS if init.is_dir() else None
     tokenizer = tokenizer_dir or (str(assets) if assets is not None and assets.is_dir() else None)
-    mcore_to_hf(str(run_dir), str(out), tokenizer_dir=tokenizer, overwrite=True, quiet=True)
+    # the checkpoint itself, not the run directory: the export lies inside the run directory, and conversion
+    # refuses an output inside its input
+    mcore_to_hf(str(resolve(str(run_dir))), str(out), tokenizer_dir=tokenizer, overwrite=True, quiet=True)
     return out
 
 

@@ -20,6 +20,9 @@ LAYOUTS = {
     # sync broadcasts every bucket over the model-parallel group into both shards
     "tp2-engine-in-trainer-tp-group": (2, ["parallel.tp=2", "rl.rollout.tensor_parallel=true",
                                            "rl.rollout.sync_bucket_mb=1"]),
+    # DP=2 with an in-process TP=1 engine in each trainer process (the OctoThinker GPU layout: vLLM's
+    # data-parallel engines under the external launcher, stepping together)
+    "dp2-in-process-engines": (2, ["rl.rollout.tensor_parallel=true"]),
 }
 
 
