@@ -60,6 +60,8 @@ EXTRAS_REQUIRE = {
     # (requirements/serve.txt, `make test-serve`) or in the NeMo-Aligner image, never in the main stack's venv.
     "serve": ["nvidia-pytriton"],
     "test": ["pytest", "pytest-timeout"],
+    # `make lint`: pinned so that a new release cannot turn CI red by itself.
+    "lint": ["ruff==0.17.5", "mypy==2.4.1", "types-PyYAML==6.0.12.20261122", "types-tqdm==4.70.0.20261106"],
 }
 
 setup(

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 from megatron_octo.training.metrics import read_metrics
 from megatron_octo.utils.io import OutputExistsError, atomic_write_text
@@ -32,11 +32,11 @@ DEMO_OUTPUTS = ("report.md", "summary.json", "data", "recipes", "train", "hf", "
                 "stable_then_decay.png", "rl_reward.png")
 BRANCHES = ("long", "short", "hybrid")
 LAYOUTS = {"single": (1, []), "tp2-pp2": (4, ["parallel.tp=2", "parallel.pp=2"])}
-FULL = {"layout_steps": 20, "stable_steps": 700, "decay_steps": 60, "corpus": None, "eval_items": 50,
+FULL: Dict[str, Any] = {"layout_steps": 20, "stable_steps": 700, "decay_steps": 60, "corpus": None, "eval_items": 50,
         "eval_tokens": 48, "rl_steps": 40, "rl_tokens": 16, "rl_lr": 1e-3}
 """700 stable steps of 2,048 tokens: about the point where the tiny model has half learned to copy a result into
 ``\\boxed{}`` (its RL prompts' one skill); at 300 it guesses, at 1,500 it is always right, so RL has nothing to do."""
-QUICK = {"layout_steps": 3, "stable_steps": 4, "decay_steps": 2,
+QUICK: Dict[str, Any] = {"layout_steps": 3, "stable_steps": 4, "decay_steps": 2,
          "corpus": {"web": 40, "qa": 60, "long_cot": 40, "chat": 40, "eval": 20}, "eval_items": 4, "eval_tokens": 8,
          "rl_steps": 2, "rl_tokens": 8, "rl_lr": 1e-3}
 STAGE_GEOMETRY = {"global_batch": 16, "micro_batch": 8, "seq_len": 128}
@@ -49,6 +49,9 @@ RL_GEOMETRY = ["rl.prompts_per_step=4", "rl.mini_batch_prompts=4", "rl.rollout.n
 
 
 def _prepare(workdir: Path, overwrite: bool) -> None:
+    blocker = next((p for p in [workdir, *workdir.absolute().parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputExistsError(f"--workdir {workdir}: {blocker} is a file, not a directory: pick another --workdir")
     existing = [name for name in DEMO_OUTPUTS if (workdir / name).exists()]
     if existing and not overwrite:
         raise OutputExistsError(
@@ -178,7 +181,8 @@ def convert_stage(workdir: Path, data: Dict) -> Dict:
         ids = AutoTokenizer.from_pretrained(hf_dir)("User: What is 2 + 3?\nAssistant:", return_tensors="pt")
         with torch.no_grad():
             logits = model(**ids).logits  # [1, s, vocab]
-        out[f"decay-{branch}"] = {"hf_dir": f"hf/decay-{branch}", "architecture": model.config.architectures[0],
+        architecture = (model.config.architectures or ["?"])[0]
+        out[f"decay-{branch}"] = {"hf_dir": f"hf/decay-{branch}", "architecture": architecture,
                                   "parameters": sum(p.numel() for p in model.parameters()),
                                   "logits_finite": bool(torch.isfinite(logits).all())}
     return out
@@ -258,6 +262,7 @@ def _report(summary: Dict) -> str:
     kinds = ", ".join(f"{k} {n:,} docs / {data['tokens'][k]:,} tokens" for k, n in data["documents"].items())
     layout_rows = "\n".join(f"| {n} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {r['tokens_per_s']:.0f} |"
                             for n, r in layouts["runs"].items())
+    max_layout_diff = layouts["max_relative_loss_difference_between_layouts"]
     convert_rows = "\n".join(
         f"| {name} | `{c['hf_dir']}` | {c['parameters']:,} | {summary['eval'][name]['accuracy']:.1f}% "
         f"(n={summary['eval'][name]['n']}) |" for name, c in summary["convert"].items())
@@ -275,7 +280,7 @@ Recipe `tiny-cpu`, {layouts['steps']} steps, from the same initial weights on ea
 |---|---|---|---|
 {layout_rows}
 
-Largest relative loss difference between layouts at any step: {layouts['max_relative_loss_difference_between_layouts']:.2e}.
+Largest relative loss difference between layouts at any step: {max_layout_diff:.2e}.
 
 ![loss on two layouts]({layouts['plot']})
 

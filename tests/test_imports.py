@@ -112,16 +112,8 @@ def test_reads_imports_inside_functions_and_relative_ones(tmp_path):
     assert imports_of("megatron_octo.utils.m", src, modules) == {"megatron_octo.config.schema", "megatron_octo.utils.io"}
 
 
-# Cycles known when this test was written, each to be removed by the work that breaks it (then delete the entry:
-# the test fails while an entry names a cycle that no longer exists).
-KNOWN_CYCLES: list = []
-
-
 def test_the_package_has_no_import_cycles():
     graph = import_graph()
     assert len(graph) > 50 and graph["megatron_octo.cli"]  # the walk saw the package
     found = cycles(graph)
-    new = [c for c in found if c not in KNOWN_CYCLES]
-    assert not new, "import cycles between modules:\n" + "\n".join(" <-> ".join(c) for c in new)
-    gone = [c for c in KNOWN_CYCLES if c not in found]
-    assert not gone, f"these cycles are gone: delete them from KNOWN_CYCLES: {gone}"
+    assert not found, "import cycles between modules:\n" + "\n".join(" <-> ".join(c) for c in found)

@@ -22,7 +22,7 @@ def _cmd_convert(args) -> int:
         args.src, args.dst, args.input, args.output, tp=args.tp, pp=args.pp, tokenizer_dir=args.tokenizer,
         max_shard_size=args.max_shard_size, make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
         dtype=None if args.dtype == "auto" else args.dtype, overwrite=args.overwrite, verify=args.verify,
-        prompt=args.prompt, atol=args.atol, kl_tol=args.kl, quiet=args.quiet,
+        prompt=args.prompt, atol=args.atol, kl_tol=args.kl, quiet=args.quiet, critic=args.critic,
     )
     for note in result.notes:
         print(f"octo: note: {note}", file=sys.stderr)
@@ -49,7 +49,9 @@ def add_parsers(sub) -> None:
             "  octo convert --from mcore --to hf --input runs/decay-long --output hf/decay-long --tokenizer tok/ "
             "--verify\n  octo convert --from mcore --to mcore --input ckpt/llama3b --output ckpt/llama3b-tp1 --tp 1\n"
             "  octo convert --from hf --to nemo --input Llama-3.2-3B --output nemo/llama3b --tp 2  "
-            "(NeMo-Aligner; --from nemo reads one back)"
+            "(NeMo-Aligner; --from nemo reads one back)\n"
+            "  octo convert --from hf --to nemo --critic --input Llama-3.2-3B --output nemo/llama3b-critic --tp 2  "
+            "(its PPO critic)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -75,6 +77,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--prompt", default=None, help="--verify prompt (default: a GSM8K question)")
     p.add_argument("--atol", type=float, default=1e-2, help="--verify: largest max |logit diff| (default: 1e-2)")
     p.add_argument("--kl", type=float, default=1e-5, help="--verify: largest mean KL divergence (default: 1e-5)")
+    p.add_argument("--critic", action="store_true",
+                   help="--to nemo: write NeMo-Aligner's PPO critic made from the policy (its trunk, an untied "
+                        "output layer, a zero-initialized value head), the checkpoint serve_ppo_critic.py restores")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_convert)

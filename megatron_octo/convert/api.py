@@ -36,6 +36,8 @@ def convert(src: str, dst: str, input_path, output_path, *, tp: int = 1, pp: int
             raise ConvertError(f"{name} {fmt} is not a format: use {', '.join(FORMATS)}")
     if dst == "hf" and (tp, pp) != (1, 1):
         raise ConvertError(f"--tp {tp} --pp {pp} describe a Megatron-Core layout: they apply to --to mcore only")
+    if opts.critic and dst != "nemo":
+        raise ConvertError(f"--critic writes NeMo-Aligner's critic checkpoint: it needs --to nemo, not --to {dst}")
     if (src, dst) == ("hf", "hf"):
         raise ConvertError("--from hf --to hf is not a conversion: copy the directory")
     output = Path(output_path).absolute()

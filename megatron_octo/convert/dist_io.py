@@ -31,10 +31,18 @@ import torch
 from torch.distributed.checkpoint import CheckpointException, FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 from torch.distributed.checkpoint.metadata import (
-    ChunkStorageMetadata, MetadataIndex, TensorProperties, TensorStorageMetadata,
+    ChunkStorageMetadata,
+    MetadataIndex,
+    TensorProperties,
+    TensorStorageMetadata,
 )
 from torch.distributed.checkpoint.planner import (
-    LoadPlan, LoadPlanner, SavePlan, TensorWriteData, WriteItem, WriteItemType,
+    LoadPlan,
+    LoadPlanner,
+    SavePlan,
+    TensorWriteData,
+    WriteItem,
+    WriteItemType,
 )
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
 
@@ -287,20 +295,20 @@ class DistCheckpoint:
         for c in md.chunks:
             lo = [max(a, o) for a, o in zip(want_lo, c.offsets)]
             hi = [min(b, o + s) for b, o, s in zip(want_hi, c.offsets, c.sizes)]
-            if any(h <= l for l, h in zip(lo, hi)):
+            if any(h <= low for low, h in zip(lo, hi)):
                 continue
             src = self._load_chunk(tensor.key, c)
             if lo == list(want_lo) and hi == list(want_hi):  # one stored chunk holds the whole range: no copy
-                return _narrow(src, [l - o for l, o in zip(lo, c.offsets)], [h - l for l, h in zip(lo, hi)],
+                return _narrow(src, [low - o for low, o in zip(lo, c.offsets)], [h - low for low, h in zip(lo, hi)],
                                out_shape)
             out = torch.empty(out_shape, dtype=md.properties.dtype) if out is None else out
             dst = out
-            for dim, (l, h) in enumerate(zip(lo, hi)):
-                src = src.narrow(dim, l - c.offsets[dim], h - l)
+            for dim, (low, h) in enumerate(zip(lo, hi)):
+                src = src.narrow(dim, low - c.offsets[dim], h - low)
                 if dim >= lead:
-                    dst = dst.narrow(dim - lead, l - want_lo[dim], h - l)
+                    dst = dst.narrow(dim - lead, low - want_lo[dim], h - low)
             dst.copy_(src.reshape(dst.shape))
-            covered += _numel([h - l for l, h in zip(lo, hi)])
+            covered += _numel([h - low for low, h in zip(lo, hi)])
         if out is None or covered != out.numel():
             raise ConvertError(f"{self.path}: stored chunks of {tensor.label} do not cover rows {start}:{stop}")
         return out

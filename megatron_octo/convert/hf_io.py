@@ -51,7 +51,9 @@ def read_json(path: Path, what: str) -> dict:
     except FileNotFoundError:
         raise ConvertError(f"{path.parent} has no {path.name}: give a Hugging Face model directory ({what})") from None
     except json.JSONDecodeError as exc:
-        raise ConvertError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}): fix or re-download it") from None
+        raise ConvertError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}): fix or re-download it"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -259,9 +261,9 @@ def merged_config(original: Optional[Mapping], derived: Mapping, tokens: Mapping
     the ``original`` config.json, if the checkpoint kept one (for its other keys).
 
     Token ids (``*_token_id``) come from the original config first (even when null there), then the tokenizer
-    (``tokens``), then ``derived`` (a preset's ids), so an instruct model's list of EOS ids survives. Keys of the transformers-5 layout
-    that ``derived`` states in the Hub layout (``rope_parameters``, ``dtype``) are dropped from the original so the
-    file does not say the same thing twice.
+    (``tokens``), then ``derived`` (a preset's ids), so an instruct model's list of EOS ids survives. Keys of the
+    transformers-5 layout that ``derived`` states in the Hub layout (``rope_parameters``, ``dtype``) are dropped from
+    the original so the file does not say the same thing twice.
     """
     original = dict(original or {})
     out = {k: v for k, v in original.items() if k not in ("rope_parameters", "dtype", "transformers_version")}

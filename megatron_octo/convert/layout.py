@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from megatron_octo.config.schema import ModelConfig
 from megatron_octo.convert.errors import ConvertError
 from megatron_octo.models import get_family, weight_map
-from megatron_octo.models.shapes import head_dim, padded_vocab_size, query_groups, require_shape
+from megatron_octo.models.shapes import head_dim, padded_vocab_size, query_groups, require_shape, shape
 
 _LAYER_RE = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
 LAYER_PREFIX = "decoder.layers."
@@ -86,7 +86,7 @@ class WeightPlan:
 
     @property
     def num_layers(self) -> int:
-        return self.cfg.num_layers
+        return shape(self.cfg).num_layers
 
     def hf_tensors(self) -> List[HFTensor]:
         """HF tensors in the order a Hub checkpoint lists them (embedding, layers, final norm, lm_head)."""
@@ -152,7 +152,7 @@ def _qkv_rows(hf: Sequence[HFTensor], cfg: ModelConfig, padded: int) -> Tuple[in
     head (``models.weight_map.merge_qkv``)."""
     q, k, v = hf
     ng, d = query_groups(cfg), head_dim(cfg)
-    hpg = cfg.num_attention_heads // ng
+    hpg = shape(cfg).num_attention_heads // ng
     segments, row = [], 0
     for g in range(ng):
         for t, first, n in ((q, g * hpg * d, hpg * d), (k, g * d, d), (v, g * d, d)):
@@ -173,15 +173,16 @@ def check_layout(cfg: ModelConfig, tp: int, pp: int) -> None:
     """One-line ConvertError when the model cannot be split ``tp`` x ``pp`` ways (Megatron-Core's requirements)."""
     if tp < 1 or pp < 1:
         raise ConvertError(f"--tp {tp} --pp {pp}: both must be >= 1")
-    heads, groups = cfg.num_attention_heads, query_groups(cfg)
+    s = shape(cfg)
+    heads, groups = s.num_attention_heads, s.query_groups
     if heads % tp or groups % tp:
         ok = [n for n in range(1, groups + 1) if heads % n == 0 and groups % n == 0]
         raise ConvertError(f"--tp {tp} must divide the {heads} attention heads and the {groups} key-value groups: "
                            f"use --tp {' or '.join(map(str, ok))}")
-    if cfg.ffn_hidden_size % tp:
-        raise ConvertError(f"--tp {tp} must divide the MLP width {cfg.ffn_hidden_size}")
-    if cfg.num_layers % pp:
-        raise ConvertError(f"--pp {pp} must divide the {cfg.num_layers} layers")
+    if s.ffn_hidden_size % tp:
+        raise ConvertError(f"--tp {tp} must divide the MLP width {s.ffn_hidden_size}")
+    if s.num_layers % pp:
+        raise ConvertError(f"--pp {pp} must divide the {s.num_layers} layers")
 
 
 def _split_name(mcore_name: str) -> Tuple[str, Optional[int]]:
@@ -197,7 +198,7 @@ def build_plan(cfg: ModelConfig, tp: int = 1) -> WeightPlan:
     try:
         require_shape(cfg)
         family = get_family(cfg.family)
-        padded = padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, tp)
+        padded = padded_vocab_size(shape(cfg).vocab_size, cfg.make_vocab_size_divisible_by, tp)
     except ValueError as exc:
         raise ConvertError(f"model config: {exc}") from None
     shapes = weight_map.hf_shapes(cfg)

@@ -9,6 +9,10 @@ gives the file form, whose tokenizer is still read from the absolute ``tokenizer
 apply to sentencepiece/vocab/merges files, not to it), hence the absolute path; override
 ``model.tokenizer.type=DIR`` after moving the directory. The bundled tokenizer_config.json names a class that
 NeMo's transformers 4.x knows (``nemo_format.readable_by_transformers4``).
+
+With ``Options.critic`` it writes NeMo-Aligner's PPO critic instead of the policy (``convert.critic``): the policy
+trunk, an untied output layer, a zero value head and the critic's config fields. A critic needs the bundled
+tokenizer (NeMo-Aligner's critic server builds it from ``tokenizer.type``), so a source without one is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 from typing import Tuple
 
 from megatron_octo.convert import hf_io
+from megatron_octo.convert.errors import ConvertError
+from megatron_octo.convert.critic import CriticRows, critic_model_fields, critic_plan
 from megatron_octo.convert.layout import build_plan, check_layout
 from megatron_octo.convert.nemo_format import (
     CONFIG_YAML, NEMO_PREFIX, PRECISIONS, TOKENIZER_DIR, WEIGHTS_DIR, NemoTarget, nemo_model_config,
@@ -33,13 +39,16 @@ def write_nemo(src, out: Path, final: Path, opts: Options, tp: int, pp: int) -> 
 
     from megatron_octo.utils.io import atomic_write_text
 
+    if opts.critic and src.tokenizer is None:
+        raise ConvertError(f"--critic: {src.path} has no tokenizer files and NeMo-Aligner's critic server builds its "
+                           "tokenizer from the checkpoint: pass --tokenizer DIR (the policy's tokenizer)")
     check_layout(src.cfg, tp, pp)
-    plan = build_plan(src.cfg, tp)
-    dtype = output_dtype(opts, src, plan)
+    cfg, plan, rows = _model(src, tp, opts.critic)
+    dtype = output_dtype(opts, src, build_plan(src.cfg, tp))
     target = NemoTarget(tp, pp, PRECISIONS[dtype], transformer_engine=src.cfg.spec != "local")
     (out / WEIGHTS_DIR).mkdir()
-    tensors, nbytes, seconds = write_mcore_tensors(out / WEIGHTS_DIR, plan, src.rows, opts, f"{src.kind} -> nemo",
-                                                   prefix=NEMO_PREFIX)
+    label = f"{src.kind} -> nemo" + (" critic" if opts.critic else "")
+    tensors, nbytes, seconds = write_mcore_tensors(out / WEIGHTS_DIR, plan, rows, opts, label, prefix=NEMO_PREFIX)
     tok, notes = None, []
     if src.tokenizer is not None:
         (out / TOKENIZER_DIR).mkdir()
@@ -50,9 +59,20 @@ def write_nemo(src, out: Path, final: Path, opts: Options, tp: int, pp: int) -> 
         notes.append("no tokenizer files found: pass --tokenizer DIR to bundle them "
                      "(NeMo needs model.tokenizer.type otherwise)")
     write_hf_assets(_without_tokenizer(src), dtype, out / HF_ASSETS)
-    text = yaml.safe_dump(nemo_model_config(src.cfg, target, tok), sort_keys=False)
-    atomic_write_text(out / CONFIG_YAML, text)
+    conf = nemo_model_config(cfg, target, tok)
+    if opts.critic:
+        conf.update(critic_model_fields())
+    atomic_write_text(out / CONFIG_YAML, yaml.safe_dump(conf, sort_keys=False))
     return tensors, nbytes, seconds, notes
+
+
+def _model(src, tp: int, critic: bool):
+    """(model config, weight plan, rows) of what is written: the policy as it is, or the critic made from it
+    (``convert.critic``)."""
+    if not critic:
+        return src.cfg, build_plan(src.cfg, tp), src.rows
+    cfg, plan = critic_plan(src.cfg, tp)
+    return cfg, plan, CriticRows(src.rows, src.cfg, build_plan(src.cfg, tp))
 
 
 def _without_tokenizer(src):

@@ -13,6 +13,7 @@ from typing import Any, List, Optional
 import torch
 
 from megatron_octo.convert.errors import ConvertError
+from megatron_octo.utils.dtypes import TORCH_DTYPES
 
 DEFAULT_PROMPT = (
     "Question: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -32,8 +33,6 @@ HF_ASSETS = "hf_assets"
 tokenizer files, so that converting back restores them."""
 FORMATS = ("hf", "mcore", "nemo")
 """The formats ``--from`` / ``--to`` name (``mcore`` reads ours and Megatron-LM's checkpoints alike)."""
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-HF_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 @dataclass
@@ -52,6 +51,8 @@ class Options:
     block_bytes: int = DEFAULT_BLOCK_BYTES
     quiet: bool = False
     """No progress lines."""
+    critic: bool = False
+    """``--to nemo``: write NeMo-Aligner's PPO critic made from the policy (``convert.critic``), not the policy."""
 
 
 @dataclass
@@ -70,9 +71,9 @@ def target_dtype(opts: Options, source: torch.dtype) -> torch.dtype:
     """The dtype an output tensor is written in: ``opts.dtype``, else the source tensor's."""
     if opts.dtype is None:
         return source
-    if opts.dtype not in DTYPES:
-        raise ConvertError(f"--dtype {opts.dtype} is not one of: {', '.join(DTYPES)}")
-    return DTYPES[opts.dtype]
+    if opts.dtype not in TORCH_DTYPES:
+        raise ConvertError(f"--dtype {opts.dtype} is not one of: {', '.join(TORCH_DTYPES)}")
+    return TORCH_DTYPES[opts.dtype]
 
 
 def parse_size(text: str) -> int:

@@ -82,8 +82,9 @@ def prompt_ids(prompt: str, tokenizer_dir: Optional[Path], vocab_size: int) -> t
 def hf_logits(hf_dir: Path, ids: torch.Tensor) -> torch.Tensor:
     """fp32 logits [b, s, vocab] of the transformers model in ``hf_dir``; a VerifyError when it loads with missing,
     unexpected or mismatched keys."""
-    from megatron_octo.convert.errors import VerifyError
     from transformers import AutoModelForCausalLM
+
+    from megatron_octo.convert.errors import VerifyError
 
     model, info = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, output_loading_info=True)
     problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}

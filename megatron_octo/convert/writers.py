@@ -32,8 +32,9 @@ from megatron_octo.convert import dist_io, hf_io, megatron_lm
 from megatron_octo.convert.dist_io import Piece
 from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.layout import WeightPlan, build_plan, check_layout, row_blocks
-from megatron_octo.convert.options import HF_ASSETS, HF_DTYPE_NAMES, Options, parse_size, target_dtype
+from megatron_octo.convert.options import HF_ASSETS, Options, parse_size, target_dtype
 from megatron_octo.convert.progress import Progress, human_bytes
+from megatron_octo.utils.dtypes import HF_DTYPE_NAMES
 from megatron_octo.utils.io import OutputExistsError, atomic_write_text
 
 RELEASE = "release"

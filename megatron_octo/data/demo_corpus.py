@@ -137,7 +137,8 @@ def generate(seed: int = 0, sizes: Optional[Dict[str, int]] = None) -> Dict[str,
     Evaluation problems are drawn first from their own stream and no training record repeats their question.
     """
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
-    held_out, stream = {}, problems(random.Random(f"demo-eval-{seed}"))
+    held_out: Dict[str, Problem] = {}
+    stream = problems(random.Random(f"demo-eval-{seed}"))
     while len(held_out) < sizes["eval"]:
         p = next(stream)
         if p.topic != "identity":  # only 24 exist: held out, they would all be missing from training

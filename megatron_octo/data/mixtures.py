@@ -83,9 +83,11 @@ def _resolve(raw: dict, where: str) -> dict:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        return OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+        resolved = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{where}: {str(exc).strip().splitlines()[0]}") from None
+    assert isinstance(resolved, dict)  # OmegaConf.create of a dict gives a DictConfig
+    return resolved
 
 
 def _source(item, index: int, where: str) -> MixtureSource:

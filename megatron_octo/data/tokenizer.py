@@ -14,14 +14,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 import numpy
 
 from megatron_octo.data.errors import DataError
 
+if TYPE_CHECKING:
+    import transformers
 
-def load_tokenizer(path) -> "transformers.PreTrainedTokenizerBase":  # noqa: F821
+
+def load_tokenizer(path) -> "transformers.PreTrainedTokenizerBase":
     """``AutoTokenizer`` from a local directory only (never the hub); ``DataError`` when it is not there."""
     path = Path(path)
     if not path.is_dir():
@@ -54,14 +57,14 @@ class DocumentEncoder:
 
     backend_json: Optional[str]
     """The Rust tokenizer serialized; None means use ``hf_tokenizer``."""
-    hf_tokenizer: object
+    hf_tokenizer: Any
     """The transformers tokenizer, used only without a backend."""
     bos_id: Optional[int]
     eod_id: int
     dtype: type
 
     def __post_init__(self) -> None:
-        self._backend = None
+        self._backend: Any = None  # tokenizers.Tokenizer, built on first use in each worker
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -81,7 +84,7 @@ class DocumentEncoder:
 
     def encode(self, texts: Sequence[str]) -> List[numpy.ndarray]:
         """Token ids of each document, end-of-document token last."""
-        out = []
+        out: List[numpy.ndarray] = []
         for ids in self._ids(texts):
             if self.bos_id is not None and len(ids) >= 2 and ids[0] == self.bos_id and ids[1] == self.bos_id:
                 ids = ids[1:]

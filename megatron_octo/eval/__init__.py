@@ -20,7 +20,6 @@ from megatron_octo.eval.registry import (
     EvalItem,
     resolve_benchmarks,
 )
-
 from megatron_octo.eval.runner import run_eval
 
 __all__ = ["BENCHMARKS", "PAPER_BENCHMARKS", "RL_VALIDATION_BENCHMARKS", "Benchmark", "EvalError", "EvalItem",

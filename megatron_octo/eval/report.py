@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from megatron_octo.eval.registry import BENCHMARKS, PAPER_BENCHMARKS, EvalError
 from megatron_octo.utils.io import OutputExistsError, atomic_write_text
@@ -51,8 +51,8 @@ PUBLISHED: Dict[str, Dict[str, Any]] = {}
 for _k, _v in _FEW_SHOT_13.items():
     PUBLISHED[_k] = {"setting": "few-shot", "scores": _row(_v), "mean13": _MEAN_13[_k],
                      "source": "OctoThinker paper, 13-benchmark scores of the decay branches (RECIPE.md)"}
-for _k, _v in _AFTER_RL.items():
-    PUBLISHED[_k] = {"setting": "zero-shot", "scores": dict(zip(_RL_ORDER, _v)),
+for _k, _rl in _AFTER_RL.items():
+    PUBLISHED[_k] = {"setting": "zero-shot", "scores": dict(zip(_RL_ORDER, _rl)),
                      "source": "OctoThinker paper, after RL, greedy (RECIPE.md)"}
 PUBLISHED["llama-3.2-3b"] = {"setting": "few-shot", "scores": {"math500": 7.4, "gsm8k": 30.5},
                              "source": "OctoThinker paper, 3B base models (RECIPE.md)"}
@@ -66,7 +66,7 @@ def _norm_name(name: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
 
 
-def model_names(model_dir: Optional[str]) -> List[str]:
+def model_names(model_dir: Optional[Union[str, Path]]) -> List[str]:
     """Names a model goes by: its directory name and the ``_name_or_path`` of its config.json, when present."""
     if not model_dir:
         return []
@@ -121,7 +121,7 @@ def markdown_table(results: Mapping[str, Any]) -> str:
     head = "| benchmark | n | accuracy (%) | no answer |"
     sep = "|---|---:|---:|---:|"
     if pub:
-        head, sep = head + f" published (%) | diff |", sep + "---:|---:|"
+        head, sep = head + " published (%) | diff |", sep + "---:|---:|"
     lines = [head, sep]
     for name, r in results["benchmarks"].items():
         title = BENCHMARKS[name].title if name in BENCHMARKS else name
@@ -231,7 +231,7 @@ def resumable_records(output_dir, benchmark: str, ids: List[str], prompts: List[
     return records
 
 
-def append_partial(output_dir, benchmark: str, records: List[Mapping[str, Any]]) -> None:
+def append_partial(output_dir, benchmark: str, records: Sequence[Mapping[str, Any]]) -> None:
     """Append scored records to the benchmark's partial predictions file, flushed to disk (what --resume reads)."""
     path = _partial_path(output_dir, benchmark)
     path.parent.mkdir(parents=True, exist_ok=True)

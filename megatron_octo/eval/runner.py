@@ -44,7 +44,7 @@ def _prepare_tasks(benchmarks, items, data_dir, source, hf_datasets, limit, zero
     """Load every benchmark's items and prompt set (all user mistakes surface here, before the model loads)."""
     zs = zero_shot_prompt(template) if zero_shot else None
     if items is not None:
-        if not zero_shot:
+        if zs is None:
             raise EvalError("custom items are evaluated zero-shot: pass zero_shot=True (--zero-shot) and a template")
         loaded = custom_items(items)
         if not loaded:
@@ -69,7 +69,9 @@ def _prepare_tasks(benchmarks, items, data_dir, source, hf_datasets, limit, zero
             raise EvalError(f"{b.name}: {where} holds no items; fix the file or leave {b.name} out of --benchmarks")
         if prompt_sets is not None and b.prompt not in prompt_sets:
             raise EvalError(f"prompt set {b.prompt} (for {b.name}) is missing from the prompt file")
-        tasks.append(_Task(b.name, b.answer_format, loaded, zs or prompt_sets[b.prompt]))
+        prompt = zs if zs is not None else prompt_sets[b.prompt] if prompt_sets is not None else None
+        assert prompt is not None  # zero-shot has zs; few-shot has prompt_sets
+        tasks.append(_Task(b.name, b.answer_format, loaded, prompt))
     return tasks
 
 

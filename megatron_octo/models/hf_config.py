@@ -8,7 +8,7 @@ from __future__ import annotations
 import collections.abc
 import copy
 import dataclasses
-from typing import Callable, Iterator, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 from megatron_octo.config.schema import ModelConfig
 from megatron_octo.models.shapes import head_dim, query_groups, require_shape
@@ -65,7 +65,7 @@ def rope_from_hf(hf: Mapping) -> dict:
 
 def rope_to_hf(cfg: ModelConfig) -> dict:
     """``rope_theta`` and ``rope_scaling`` in the Hub layout, which transformers 4.x and 5.x both read."""
-    out = {"rope_theta": float(cfg.rotary_base), "rope_scaling": None}
+    out: Dict[str, object] = {"rope_theta": float(cfg.rotary_base), "rope_scaling": None}
     if cfg.rope_scaling_factor is not None:
         out["rope_scaling"] = {
             "factor": float(cfg.rope_scaling_factor),

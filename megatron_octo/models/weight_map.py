@@ -11,12 +11,12 @@ pipeline-parallel ranks is the converter's job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Set, Tuple
 
 import torch
 
 from megatron_octo.config.schema import ModelConfig
-from megatron_octo.models.shapes import head_dim, padded_vocab_size, query_groups
+from megatron_octo.models.shapes import padded_vocab_size, shape
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -101,15 +101,21 @@ class Transform:
     """(Megatron-Core tensor, config) -> HF tensors, in the rule's order."""
 
 
+def _heads(cfg: ModelConfig) -> Tuple[int, int, int]:
+    """(query heads, key-value groups, head dim): the layout arguments of ``merge_qkv`` / ``split_qkv``."""
+    s = shape(cfg)
+    return s.num_attention_heads, s.query_groups, s.head_dim
+
+
 COPY = Transform("copy", lambda ts, cfg, padded: ts[0], lambda t, cfg: (t,))
 QKV = Transform(
     "qkv",
-    lambda ts, cfg, padded: merge_qkv(*ts, cfg.num_attention_heads, query_groups(cfg), head_dim(cfg)),
-    lambda t, cfg: split_qkv(t, cfg.num_attention_heads, query_groups(cfg), head_dim(cfg)),
+    lambda ts, cfg, padded: merge_qkv(ts[0], ts[1], ts[2], *_heads(cfg)),
+    lambda t, cfg: split_qkv(t, *_heads(cfg)),
 )
 FC1 = Transform("fc1", lambda ts, cfg, padded: merge_fc1(*ts), lambda t, cfg: split_fc1(t))
 VOCAB = Transform(
-    "vocab", lambda ts, cfg, padded: pad_vocab(ts[0], padded), lambda t, cfg: (unpad_vocab(t, cfg.vocab_size),)
+    "vocab", lambda ts, cfg, padded: pad_vocab(ts[0], padded), lambda t, cfg: (unpad_vocab(t, shape(cfg).vocab_size),)
 )
 
 
@@ -163,8 +169,9 @@ _HF_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 def hf_shapes(cfg: ModelConfig) -> Dict[str, Tuple[int, ...]]:
     """Expected HF tensor shapes, by model-level name or layer-relative name."""
-    h, f, v = cfg.hidden_size, cfg.ffn_hidden_size, cfg.vocab_size
-    q, kv = cfg.num_attention_heads * head_dim(cfg), query_groups(cfg) * head_dim(cfg)
+    s = shape(cfg)
+    h, f, v = s.hidden_size, s.ffn_hidden_size, s.vocab_size
+    q, kv = s.num_attention_heads * s.head_dim, s.query_groups * s.head_dim
     return {
         "model.embed_tokens.weight": (v, h),
         "model.norm.weight": (h,),
@@ -192,7 +199,7 @@ def expand_rules(
     for rule in MODEL_RULES:
         if not (rule.untied_only and cfg.tie_word_embeddings):
             yield rule.mcore, rule.hf, rule.hf, rule.transform
-    for i in range(cfg.num_layers):
+    for i in range(shape(cfg).num_layers):
         for rule in layer_rules:
             mcore = MCORE_LAYER.format(i=i) + rule.mcore.format(**norms)
             yield mcore, tuple(HF_LAYER.format(i=i) + n for n in rule.hf), rule.hf, rule.transform
@@ -275,8 +282,8 @@ def state_dict_from_hf(
     the embedding) and an ``lm_head.weight`` in ``hf_sd`` is ignored. Unknown HF tensors raise.
     """
     shapes, out = hf_shapes(cfg), {}
-    padded = padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, tp)
-    used = set()
+    padded = padded_vocab_size(shape(cfg).vocab_size, cfg.make_vocab_size_divisible_by, tp)
+    used: Set[str] = set()
     for mcore, hf_names, shape_keys, transform in expand_rules(cfg, layer_rules, use_te):
         tensors = []
         for name, key in zip(hf_names, shape_keys):

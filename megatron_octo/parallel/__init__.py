@@ -11,7 +11,7 @@ import datetime
 import os
 import socket
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -42,8 +42,8 @@ class ParallelContext:
     pp_rank: int
     cp_rank: int
     dp_rank: int
-    pgs: object
-    """Megatron-Core ``ProcessGroupCollection`` (tp, pp, cp, dp, dp_cp, mp, embd, ...)."""
+    pgs: Any
+    """Megatron-Core ``ProcessGroupCollection`` (untyped library object) (tp, pp, cp, dp, dp_cp, mp, embd, ...)."""
     cpu_compat: bool
     """Whether the CPU compatibility layer is on in this process."""
 

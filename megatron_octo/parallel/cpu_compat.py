@@ -49,6 +49,8 @@ class CudaToCpuMode(TorchFunctionMode):
         kwargs = dict(kwargs or {})
         if _is_cuda(kwargs.get("device")):
             kwargs["device"] = torch.device("cpu")
+        if kwargs.get("pin_memory"):  # page-locked host memory stages copies to a GPU; without one it cannot exist
+            kwargs["pin_memory"] = False
         if func is torch.Tensor.cuda:
             kwargs.pop("device", None)
             kwargs.pop("non_blocking", None)

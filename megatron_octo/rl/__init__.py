@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 COLLECTIVE_TIMEOUT_S = 4 * 3600
 """How long a rank may wait in a collective: while a rollout rank generates (or rank 0 validates), the other ranks
@@ -16,7 +16,7 @@ RL_RUN_FILES = ("init", "validation", "hf", "rl_summary.json", "critic_checkpoin
 """Outputs of ``octo rl`` besides those of ``octo train`` (``training.RUN_FILES``)."""
 
 
-def rl(recipe, run_dir: Path, overwrite: bool = False, reward_fn=None) -> Dict[str, object]:
+def rl(recipe, run_dir: Path, overwrite: bool = False, reward_fn=None) -> Dict[str, Any]:
     """Run an RL stage in this process (one rank of a torchrun world, or a world of one); rank 0 writes
     ``rl_summary.json`` and, once every step is done, the final policy as a Hugging Face model in ``RUN_DIR/hf``."""
     import torch.distributed as dist
@@ -70,7 +70,7 @@ def export_policy(run_dir: Path, tokenizer_dir: Optional[str] = None) -> Path:
     return out
 
 
-def rl_from_args(recipe_name: str, overrides: Sequence[str], run_dir: str, overwrite: bool) -> Dict[str, object]:
+def rl_from_args(recipe_name: str, overrides: Sequence[str], run_dir: str, overwrite: bool) -> Dict[str, Any]:
     """``octo rl``: resolve the recipe, then run it."""
     from megatron_octo.config.loader import load_recipe
 

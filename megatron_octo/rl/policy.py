@@ -22,7 +22,6 @@ from megatron_octo.config.schema import RLConfig
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.rl import algorithms as alg
 
-
 _PADDING_LOGIT = -1e30
 """Logit given to vocabulary padding: exp() of it is 0, and 0 * it is 0 (not NaN, as with -inf) in the entropy."""
 

@@ -72,7 +72,7 @@ def _has_aligned_blocks(mask: np.ndarray, p: int, k: int) -> bool:
     """Whether ``k`` consecutive blocks ``mask[i*p:(i+1)*p]`` are all True (k <= 0: trivially)."""
     if k <= 0:
         return True
-    full = mask[: (len(mask) // p) * p].reshape(-1, p).all(axis=1)
+    full = np.asarray(mask[: (len(mask) // p) * p].reshape(-1, p).all(axis=1))  # [blocks]
     if len(full) < k:
         return False
     runs = np.convolve(full.astype(np.int32), np.ones(k, dtype=np.int32), mode="valid")

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_octo.rl import algorithms as alg
+from megatron_octo.rl.engines import RolloutEngine
 from megatron_octo.rl.policy import MicroBatch
 
 EXAMPLES_PER_STEP = 4
@@ -40,8 +41,9 @@ class Rollouts:
         return [len(t) - p for t, p in zip(self.tokens, self.prompt_lens)]
 
 
-def collect(engine, problems, *, n: int, temperature: float, top_p: float, max_tokens: int, stop: Sequence[str],
-            seed: int, reward_fn: RewardFn, scale_by_std: bool, phase=None, score: bool = True) -> Optional[Rollouts]:
+def collect(engine: RolloutEngine, problems, *, n: int, temperature: float, top_p: float, max_tokens: int,
+            stop: Sequence[str], seed: int, reward_fn: RewardFn, scale_by_std: bool, phase=None,
+            score: bool = True) -> Optional[Rollouts]:
     """Sample ``n`` responses for each problem, score them and compute GRPO advantages (per group of ``n``);
     ``phase(name)`` (a context manager factory, e.g. ``loop.Phases``) times generate / reward / advantages.
     ``score=False`` (the other tensor-parallel ranks of an engine: same samples) only generates, returns None."""

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
+from megatron_octo.rl.engines import RolloutEngine, TransformersEngine, VLLMRolloutEngine
 from megatron_octo.training import checkpoint as ckpt
 
 INIT_DIR = "init"
@@ -29,7 +30,8 @@ def _is_hf_dir(path: Path) -> bool:
 
 
 def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Path) -> Path:
-    from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer, tokenizer_in as _tokenizer_in
+    from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer
+    from megatron_octo.convert.sources import tokenizer_in as _tokenizer_in
 
     for candidate in (recipe.rl.prompts.tokenizer, recipe.data.tokenizer):
         if candidate:
@@ -90,11 +92,9 @@ def engine_slot(recipe: RecipeConfig, ctx: ParallelContext) -> Tuple[Optional[in
     return (ctx.dp_rank if leader else None), ctx.dp, leader
 
 
-def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path):
+def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path) -> Optional[RolloutEngine]:
     """This rank's rollout engine (``rl.rollout.engine``), still without weights; None where the rank hosts none.
     Collective over the job with ``rl.rollout.tensor_parallel`` (vLLM joins the job's process groups)."""
-    from megatron_octo.rl.engines import TransformersEngine, VLLMRolloutEngine
-
     r = recipe.rl.rollout
     index, _, _ = engine_slot(recipe, ctx)
     config = _hf_config(recipe, tokenizer)
@@ -158,6 +158,7 @@ def make_reference(start: RecipeConfig, ctx: ParallelContext, iters: int):
 
     from megatron_octo.training.build import build_model
 
+    assert start.checkpoint.load is not None  # prepare_start() sets it
     chunks, tcfg, _ = build_model(start, ctx)
     ckpt.load(Path(start.checkpoint.load), SimpleNamespace(model=chunks), with_optimizer=False)
     for chunk in chunks:

@@ -44,9 +44,12 @@ import contextlib
 import gc
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from megatron_octo.errors import OctoError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,8 @@ class Sample:
     """One generated response (see the module docstring for how stop strings are cut)."""
 
     token_ids: List[int]  # response tokens only: no prompt, no tokens wholly inside a stop string; EOS kept
-    logprobs: List[float]  # one per token_ids entry: log-prob under the sampling distribution (processed_logprobs)
+    logprobs: List[float]  # one per token_ids entry: log-prob under the distribution it was sampled from (vLLM:
+    #                        processed_logprobs; rl.engines.TransformersEngine: temperature-scaled, top-p not applied)
     text: str  # decoded response without special tokens, cut before the stop string
     finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_tokens reached)
 
@@ -114,6 +118,10 @@ class WeightRefitExtension:
     own ``load_weights`` gives it (q/k/v and gate/up fusing, TP sharding) and re-runs the layer's post-load processing
     once it is complete. Plain ``model.load_weights`` is not enough: post-load processing may have replaced the
     loaded parameters (vLLM's CPU build repacks every linear weight for oneDNN and leaves an empty parameter)."""
+
+    # Attributes of the vLLM worker this class is mixed into (declared for the type checker; vLLM sets them).
+    vllm_config: Any
+    model_runner: Any
 
     def octo_refit_begin(self) -> None:
         from vllm.config import set_current_vllm_config
@@ -291,7 +299,7 @@ class VLLMEngine:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     # -- weights -------------------------------------------------------------------------------------------------
-    def load_weights(self, weights: Iterable[Tuple[str, "torch.Tensor"]]) -> None:  # noqa: F821
+    def load_weights(self, weights: Iterable[Tuple[str, "torch.Tensor"]]) -> None:
         """Replaces the engine's weights with ``weights``: Hugging Face parameter names and full (unsharded)
         tensors, any dtype and device (cast to the engine's dtype by vLLM). Names the model does not have raise.
         Allowed while the KV cache sleeps, not while the weights do."""

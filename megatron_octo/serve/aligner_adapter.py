@@ -34,10 +34,13 @@ import runpy
 import sys
 import types
 from dataclasses import dataclass, fields
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Tuple
 
 from megatron_octo.errors import OctoError
 from megatron_octo.rollout.devices import physical_device, pinned_to, this_rank_gpu  # noqa: F401 (re-export)
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +126,7 @@ class VLLMGenerate:
             self.service = _start_service(self.settings, self)
         self.service.refit_mcore(state)
 
-    def generate(self, inputs: Tuple["torch.Tensor", "torch.Tensor"]) -> dict:  # noqa: F821
+    def generate(self, inputs: Tuple["torch.Tensor", "torch.Tensor"]) -> dict:
         """One rollout micro-batch: ``{"response_tokens": [B, L] int64, "response_lengths": [B] int64}`` on the
         prompts' device (module docstring)."""
         import torch
@@ -210,12 +213,12 @@ def _start_service(settings: VLLMSettings, adapter: VLLMGenerate):
 def install() -> None:
     """Makes ``nemo_aligner.utils.trt_llm.GPTGenerateTRTLLM`` resolve to ``VLLMGenerate`` (module docstring)."""
     module = types.ModuleType(TRT_MODULE, "vLLM generation in place of TensorRT-LLM (megatron_octo.serve)")
-    module.GPTGenerateTRTLLM = VLLMGenerate
-    module.HAVE_TRTLLM = True  # read by nothing in the actor path; kept so imports of the real name keep working
+    # HAVE_TRTLLM is read by nothing in the actor path; kept so imports of the real name keep working
+    vars(module).update(GPTGenerateTRTLLM=VLLMGenerate, HAVE_TRTLLM=True)
     sys.modules[TRT_MODULE] = module
     for name in ACTOR_MODULES:
         if name in sys.modules:
-            sys.modules[name].GPTGenerateTRTLLM = VLLMGenerate
+            vars(sys.modules[name])["GPTGenerateTRTLLM"] = VLLMGenerate
     log.info("NeMo-Aligner's TensorRT-LLM generation is replaced by vLLM (%s)", __name__)
 
 

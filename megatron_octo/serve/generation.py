@@ -3,19 +3,12 @@ shut down. It wraps ``megatron_octo.rollout.vllm_engine.VLLMEngine`` (whose modu
 stop-string, refit and sleep contracts) and adds what an actor needs around it: sampling defaults from the RL
 recipe, refit from Megatron-Core-named weights, the sleep/refit/wake order of a colocated actor, and timing logs.
 
-Weight refit without a disk round trip, by where the engine lives:
-
-- **Colocated (implemented):** the engine runs inside the actor's process (one engine per generating rank, on the
-  actor's GPU). ``refit_mcore`` takes the actor's Megatron-Core state dict (tensors as they are, on the GPU),
-  maps names and fused layouts to Hugging Face ones with the model family's declarative weight map
-  (``megatron_octo.models``), and hands the tensors to the engine, which ships them in bounded buckets to its
-  worker over vLLM's RPC (``VLLMEngine.load_weights``). No file is written.
-- **Separate generation server (not implemented; the design):** on the same node, the actor would send CUDA IPC
-  handles (``torch.multiprocessing.reductions.reduce_tensor`` of each bucket) and the vLLM worker would rebuild
-  the tensors from them with no copy, as verl and OpenRLHF do; across nodes, the actor's rank 0 and every vLLM
-  worker would join one extra NCCL process group (a stateless group with its own rendezvous) and the actor would
-  broadcast bucket by bucket after sending the names and shapes. Both need a worker extension method receiving
-  handles or joining the group; ``VLLMEngine``'s extension carries only the host-memory path today.
+Weight refit without a disk round trip: the engine runs inside the actor's process (one engine per generating rank,
+on the actor's GPU). ``refit_mcore`` takes the actor's Megatron-Core state dict (tensors as they are, on the GPU),
+maps names and fused layouts to Hugging Face ones with the model family's declarative weight map
+(``megatron_octo.models``), and hands the tensors to the engine, which ships them in bounded buckets to its worker
+over vLLM's RPC (``VLLMEngine.load_weights``). No file is written. (A generation server in its own processes is not
+built; docs/ARCHITECTURE.md, "Rollout engine", describes how it would refit.)
 
 Sleep: ``sleep()`` between rollouts frees the engine's GPU memory for training (level 1 keeps the weights in host
 memory, level 2 drops them since the next refit replaces them anyway); ``refit`` wakes only the weights, loads the
@@ -27,12 +20,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from megatron_octo.eval.prompts import RL_STOP
 from megatron_octo.rollout.vllm_engine import RolloutError, Sample, VLLMEngine, VLLMEngineConfig
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +91,7 @@ class GenerationService:
         return out
 
     # -- weights -------------------------------------------------------------------------------------------------
-    def refit(self, weights: Iterable[Tuple[str, "torch.Tensor"]]) -> None:  # noqa: F821
+    def refit(self, weights: Iterable[Tuple[str, "torch.Tensor"]]) -> None:
         """Replaces the engine's weights with Hugging Face-named full tensors (any device); wakes the weights
         first when asleep and the KV cache after, so the service is ready to generate when this returns."""
         t0 = time.monotonic()
@@ -106,7 +102,7 @@ class GenerationService:
         self.refits += 1
         log.info("generation service: refit %d done in %.1f s", self.refits, time.monotonic() - t0)
 
-    def refit_mcore(self, mcore_state_dict: Mapping[str, "torch.Tensor"]) -> None:  # noqa: F821
+    def refit_mcore(self, mcore_state_dict: Mapping[str, "torch.Tensor"]) -> None:
         """``refit`` from a full (unsharded) Megatron-Core GPTModel state dict: wrapper prefixes (``module.``) are
         stripped and names and fused layouts mapped to Hugging Face's by the family of the engine's config.json."""
         self.refit(hf_weights_from_mcore(mcore_state_dict, self.cfg.engine.model_dir).items())
@@ -135,7 +131,7 @@ class GenerationService:
         self.shutdown()
 
 
-def strip_wrappers(state_dict: Mapping[str, "torch.Tensor"]) -> Dict[str, "torch.Tensor"]:  # noqa: F821
+def strip_wrappers(state_dict: Mapping[str, "torch.Tensor"]) -> Dict[str, "torch.Tensor"]:
     """Names without the ``module.`` prefixes that DDP / Float16Module wrappers add (NeMo's actor keeps its
     GPTModel under them)."""
     out = {}
@@ -146,8 +142,8 @@ def strip_wrappers(state_dict: Mapping[str, "torch.Tensor"]) -> Dict[str, "torch
     return out
 
 
-def hf_weights_from_mcore(mcore_state_dict: Mapping[str, "torch.Tensor"],  # noqa: F821
-                          model_dir) -> Dict[str, "torch.Tensor"]:  # noqa: F821
+def hf_weights_from_mcore(mcore_state_dict: Mapping[str, "torch.Tensor"],
+                          model_dir) -> Dict[str, "torch.Tensor"]:
     """Hugging Face-named tensors of a full Megatron-Core state dict, for the model whose ``config.json`` lies in
     ``model_dir`` (llama or qwen2). Tensors stay where they are (a GPU state dict gives GPU tensors)."""
     from megatron_octo.models import FAMILIES

@@ -9,9 +9,9 @@ import torch
 
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.errors import OctoError
+from megatron_octo.models.shapes import shape
 from megatron_octo.parallel import ParallelContext
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from megatron_octo.utils.dtypes import TORCH_DTYPES
 
 
 class SetupError(OctoError, ValueError):
@@ -22,7 +22,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """``auto`` is bf16 on GPU and fp32 on CPU (CPU bf16 matmuls are slow and the tests compare in fp32)."""
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[dtype]
+    return TORCH_DTYPES[dtype]
 
 
 @dataclass
@@ -42,48 +42,53 @@ class Components:
     """Megatron-Core ``P2PCommunicator`` over the pipeline group (what the pipeline schedules send through)."""
 
 
-def _check_precision(recipe: RecipeConfig, use_te: bool, device: torch.device) -> None:
-    """FP8 needs Transformer Engine and FP8 tensor cores (Hopper, sm 8.9+); MXFP8 needs Blackwell (sm 10+)."""
-    p = recipe.precision
-    if not p.fp8:
-        return
-    if not use_te:
-        raise SetupError("precision.fp8 needs Transformer Engine, which is not usable here: set precision.fp8=null "
-                         "or run in the GPU container")
-    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else (0, 0)
-    if capability < (8, 9):
-        raise SetupError(f"precision.fp8 needs FP8 tensor cores (Hopper or newer); this device has sm "
-                         f"{capability[0]}.{capability[1]}: set precision.fp8=null")
-    if p.fp8_recipe == "mxfp8" and capability < (10, 0):
-        raise SetupError("precision.fp8_recipe=mxfp8 needs a Blackwell GPU: use tensorwise or delayed here")
+def _plans(recipe: RecipeConfig, ctx: ParallelContext, use_te: bool):
+    """What ``precision.fp8`` and ``perf.*`` resolve to on this rank's device (``training.precision`` and
+    ``training.features``); their refusals become SetupErrors and the main rank logs the notes (one line each)."""
+    from megatron_octo.training.features import FeatureError, resolve_features
+    from megatron_octo.training.precision import PrecisionError, detect_hardware, resolve_fp8
+
+    hw = detect_hardware(ctx.device)
+    try:
+        fp8 = resolve_fp8(recipe.precision, recipe.parallel, hw)
+        features = resolve_features(recipe, hw, use_te)
+    except (PrecisionError, FeatureError) as exc:
+        raise SetupError(str(exc)) from None
+    if fp8.enabled and not use_te:
+        raise SetupError("precision.fp8 runs on Transformer Engine layers but model.spec=local: set model.spec=auto "
+                         "(or te), or precision.fp8=null")
+    if ctx.is_main:
+        for note in (*fp8.notes, *features.notes):
+            print(f"[octo] {note}", flush=True)
+    return fp8, features
 
 
 def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple:
     """GPTModel for this pipeline stage, initialized, in fp32/bf16/fp16, wrapped in Megatron-Core DDP.
     ``adapt(gpt_model, transformer_config)`` may change the model before it is wrapped (the RL critic swaps the
     output layer for a value head)."""
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-    from megatron.core.distributed import finalize_model_grads
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
     from megatron.core.transformer.module import Float16Module
 
     from megatron_octo.models.gpt import build_gpt_model, resolve_spec, transformer_config
+    from megatron_octo.training.features import initialize_userbuffers
     from megatron_octo.training.init import initialize_invariant
 
     use_te = resolve_spec(recipe.model.spec)
-    _check_precision(recipe, use_te, ctx.device)
+    fp8, features = _plans(recipe, ctx, use_te)
     params_dtype = resolve_dtype(recipe.precision.dtype, ctx.device)
-    p = recipe.precision
-    tcfg = transformer_config(
-        recipe.model, recipe.parallel, params_dtype, fp8=p.fp8, fp8_recipe=p.fp8_recipe,
-        fp8_bf16_layers=p.fp8_bf16_layers, use_cpu_initialization=True,
-    )
+    initialize_userbuffers(features, recipe.parallel.tp, fp8.enabled, params_dtype)
+    # FP8 parameters are quantized by TE kernels as they are created and written: build them on the GPU.
+    on_cpu = not (fp8.param_gather and ctx.device.type == "cuda")
+    tcfg = transformer_config(recipe.model, recipe.parallel, params_dtype, use_cpu_initialization=on_cpu,
+                              extra={**fp8.transformer_config(), **features.tcfg})
     model = build_gpt_model(
         recipe.model, tcfg, ctx.pgs, pre_process=ctx.is_first_stage, post_process=ctx.is_last_stage, use_te=use_te
     )
     if recipe.train.init == "invariant":
         initialize_invariant(
             [model], seed=recipe.train.seed, std=recipe.model.init_method_std,
-            num_layers=recipe.model.num_layers, vocab_size=recipe.model.vocab_size,
+            num_layers=shape(recipe.model).num_layers, vocab_size=shape(recipe.model).vocab_size,
         )
     if adapt is not None:
         adapt(model, tcfg)
@@ -91,10 +96,10 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     if params_dtype != torch.float32:
         model = Float16Module(tcfg, model)
     ddp_config = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True,
         overlap_grad_reduce=recipe.parallel.overlap_grad_reduce,
         overlap_param_gather=recipe.parallel.overlap_param_gather,
         use_distributed_optimizer=recipe.parallel.distributed_optimizer,
+        **features.ddp, **fp8.ddp_config(),
     )
     ddp = DistributedDataParallel(tcfg, ddp_config, model, pg_collection=ctx.pgs)
     tcfg.finalize_model_grads_func = finalize_model_grads
@@ -120,6 +125,7 @@ def build_optimizer(recipe: RecipeConfig, chunks: List[torch.nn.Module], ctx: Pa
         bf16=params_dtype == torch.bfloat16, fp16=params_dtype == torch.float16, params_dtype=params_dtype,
         use_distributed_optimizer=recipe.parallel.distributed_optimizer,
         **loss_scale_args(recipe),
+        **_fp8_optimizer_fields(chunks[0]),
     )
     optimizer = get_megatron_optimizer(opt_config, chunks, use_gloo_process_groups=False, pg_collection=ctx.pgs)
     # The schedules multiply each micro-batch's loss by the optimizer's loss scale before backward (as
@@ -128,6 +134,13 @@ def build_optimizer(recipe: RecipeConfig, chunks: List[torch.nn.Module], ctx: Pa
     get_model_config(chunks[0]).grad_scale_func = optimizer.scale_loss
     scheduler = OptimizerParamScheduler(optimizer, **scheduler_args(recipe, iters))
     return optimizer, scheduler
+
+
+def _fp8_optimizer_fields(chunk) -> dict:
+    """The distributed optimizer's FP8 fields, as the model chunk (DDP) was built."""
+    fp8 = getattr(chunk.config, "fp8", None)
+    reuse = getattr(getattr(chunk, "ddp_config", None), "reuse_grad_buf_for_mxfp8_param_ag", False)
+    return dict(fp8_recipe=chunk.config.fp8_recipe if fp8 else None, reuse_grad_buf_for_mxfp8_param_ag=reuse)
 
 
 def loss_scale_args(recipe: RecipeConfig) -> dict:

@@ -8,14 +8,15 @@ and value products). MFU = achieved model FLOP/s / the accelerator's dense peak.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
 from megatron_octo.config.schema import ModelConfig
+from megatron_octo.models.shapes import shape
 
 # Dense (non-sparse) peak TFLOP/s per GPU from the vendors' data sheets, by substring of the device name.
-PEAK_TFLOPS = {
+PEAK_TFLOPS: Dict[str, Dict[str, Optional[float]]] = {
     "H200": {"bf16": 989.0, "fp8": 1979.0},
     "H100": {"bf16": 989.0, "fp8": 1979.0},  # SXM; the PCIe card is lower (756 / 1513)
     "B200": {"bf16": 2250.0, "fp8": 4500.0},
@@ -25,18 +26,18 @@ PEAK_TFLOPS = {
 
 def matmul_params(m: ModelConfig) -> int:
     """Parameters used in matrix multiplies (per token, forward): attention, MLP and the output layer."""
-    head_dim = m.kv_channels or m.hidden_size // m.num_attention_heads
-    q = m.hidden_size * m.num_attention_heads * head_dim
-    kv = 2 * m.hidden_size * m.num_query_groups * head_dim
-    out = m.num_attention_heads * head_dim * m.hidden_size
-    mlp = 3 * m.hidden_size * m.ffn_hidden_size  # gate, up, down
-    return m.num_layers * (q + kv + out + mlp) + m.vocab_size * m.hidden_size
+    s = shape(m)
+    q = s.hidden_size * s.num_attention_heads * s.head_dim
+    kv = 2 * s.hidden_size * s.query_groups * s.head_dim
+    out = s.num_attention_heads * s.head_dim * s.hidden_size
+    mlp = 3 * s.hidden_size * s.ffn_hidden_size  # gate, up, down
+    return s.num_layers * (q + kv + out + mlp) + s.vocab_size * s.hidden_size
 
 
 def flops_per_token(m: ModelConfig, seq_len: int) -> float:
     """Training (forward + backward) model FLOPs per token."""
-    head_dim = m.kv_channels or m.hidden_size // m.num_attention_heads
-    return 6.0 * matmul_params(m) + 12.0 * m.num_layers * m.num_attention_heads * head_dim * seq_len
+    s = shape(m)
+    return 6.0 * matmul_params(m) + 12.0 * s.num_layers * s.num_attention_heads * s.head_dim * seq_len
 
 
 def peak_flops(device: torch.device, fp8: bool = False) -> Optional[float]:

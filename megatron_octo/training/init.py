@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
@@ -32,7 +32,7 @@ def key_seed(seed: int, key: str) -> int:
 
 
 def _is_norm(key: str) -> bool:
-    return key.endswith("layer_norm_weight") or key.endswith("layernorm.weight") or key.endswith("norm.weight")
+    return key.endswith(("layer_norm_weight", "layernorm.weight", "norm.weight"))
 
 
 def full_tensor(key: str, shape: Tuple[int, ...], *, layer: Tuple[int, ...] = (), seed: int, std: float,
@@ -57,7 +57,7 @@ def full_tensor(key: str, shape: Tuple[int, ...], *, layer: Tuple[int, ...] = ()
     return torch.empty(shape, device=device).normal_(0.0, std, generator=generator)
 
 
-def _shard_pieces(sharded) -> Tuple[List, object]:
+def _shard_pieces(sharded) -> Tuple[List, Optional[Callable[[List[torch.Tensor]], torch.Tensor]]]:
     """The ShardedTensors behind one entry of a sharded state dict, and how to merge them into the local tensor."""
     from megatron.core.dist_checkpointing.mapping import ShardedTensor, ShardedTensorFactory
 
@@ -81,7 +81,7 @@ def _local_value(sh, **draw) -> torch.Tensor:
     return full[index]
 
 
-def invariant_state_dict(model: torch.nn.Module, *, seed: int, std: float, num_layers: int,
+def invariant_state_dict(model: Any, *, seed: int, std: float, num_layers: int,
                          vocab_size: int) -> Dict[str, torch.Tensor]:
     """Initial values of ``model``'s (a Megatron-Core module, not DDP-wrapped) parameters on this rank."""
     device = next(model.parameters()).device
@@ -89,7 +89,7 @@ def invariant_state_dict(model: torch.nn.Module, *, seed: int, std: float, num_l
     values = {}
     for name, sharded in model.sharded_state_dict().items():
         pieces, merge = _shard_pieces(sharded)
-        if pieces:
+        if pieces and merge is not None:
             values[name] = merge([_local_value(sh, **draw) for sh in pieces])
     return values
 

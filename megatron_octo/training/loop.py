@@ -24,11 +24,12 @@ from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import Components, build
-from megatron_octo.training.flops import mfu, peak_flops
+from megatron_octo.training.flops import flops_per_token, mfu, peak_flops
 from megatron_octo.training.manual_gc import manual_gc
 from megatron_octo.training.metrics import maybe_writer, truncate_metrics
 from megatron_octo.training.resume import Start, restore, schedule_params
 from megatron_octo.training.signals import StopRequest
+from megatron_octo.training.validation import Validator, validation_samples
 
 
 @dataclass
@@ -138,13 +139,20 @@ def make_dataset(recipe: RecipeConfig):
     """The stage's indexable token dataset: item ``i`` is sample ``i`` in training order, a ``[seq_len + 1]``
     LongTensor. ``blend`` builds Megatron-Core's blended GPTDataset for ``iters * global_batch`` samples; every
     rank must call this (rank 0 builds the index caches first)."""
-    if recipe.data.kind == "synthetic":
-        return SyntheticTokens(vocab_size=recipe.model.vocab_size, seq_len=recipe.train.seq_len,
-                               seed=recipe.train.seed)
-    if recipe.data.kind == "blend":
-        from megatron_octo.data.blend import build_blend
+    return make_datasets(recipe, train_iters(recipe), validation=False)[0]
 
-        return build_blend(recipe, train_iters(recipe) * recipe.train.global_batch)
+
+def make_datasets(recipe: RecipeConfig, iters: int, validation: bool = True) -> tuple:
+    """(training dataset, validation dataset or None): see ``make_dataset`` and ``training.validation`` (a blend
+    has validation data only when ``data.split`` holds some out; synthetic data has a held-out stream)."""
+    valid_samples = validation_samples(recipe, iters) if validation else 0
+    if recipe.data.kind == "synthetic":
+        args = dict(vocab_size=recipe.model.vocab_size, seq_len=recipe.train.seq_len, seed=recipe.train.seed)
+        return SyntheticTokens(**args), (SyntheticTokens(**args, held_out=True) if valid_samples else None)
+    if recipe.data.kind == "blend":
+        from megatron_octo.data.blend import build_blend_splits
+
+        return build_blend_splits(recipe, iters * recipe.train.global_batch, valid_samples)
     raise NotImplementedError(f"data.kind={recipe.data.kind!r} is not available: use synthetic or blend")
 
 
@@ -180,8 +188,8 @@ def _should_save(recipe: RecipeConfig, step: int, iters: int) -> bool:
 def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
                  parts: Optional[Components] = None) -> Dict[str, float]:
     """Train ``recipe`` to its last iteration, starting where ``resume.restore`` says; the main rank writes
-    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``preempted`` is True when a stop
-    signal ended the run (after saving) before its last step."""
+    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``preempted`` is True
+    when a stop signal ended the run (after saving) before its last step."""
     iters = train_iters(recipe)
     parts = parts or build(recipe, ctx, iters)
     start = restore(recipe, run_dir, parts, iters)
@@ -189,14 +197,19 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
         if start.source:
             print(f"[octo] {start.source}", flush=True)
         truncate_metrics(run_dir / "metrics.jsonl", start.step)
-    dataset = make_dataset(recipe)
+    dataset, valid = make_datasets(recipe, iters)
+    if ctx.is_main and valid is None and recipe.train.eval_interval and recipe.train.eval_iters:
+        print(f"[octo] no validation loss: data.split={recipe.data.split} holds no documents out for validation "
+              f"(e.g. data.split=98,1,1 does)", flush=True)
     tokens_per_step = recipe.train.global_batch * recipe.train.seq_len
     writer = maybe_writer(ctx.is_main, run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
     stop = StopRequest()
     loader = step_loader(dataset, recipe, ctx, start.step, iters)  # after StopRequest: workers inherit its handlers
     collector = manual_gc(recipe)
-    saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
-    peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
+    validator = Validator(recipe, ctx, valid, iters, make_forward_step(ctx), global_mean_loss, collector)
+    saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save,
+                       save=recipe.checkpoint.save)
+    peak = peak_flops(ctx.device, fp8=bool(parts.config.fp8))  # what precision.fp8 resolved to
     history, preempted = [], False
     try:
         collector.start()
@@ -204,15 +217,20 @@ def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
             result = train_step(step, parts, loader, recipe, ctx)
             history.append(result)
             collector.after_step(step + 1)
+            validation = validator.maybe_evaluate(parts, step + 1)
             if writer is not None:
                 tokens_per_s = tokens_per_step / result.seconds
                 record = {
                     "step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
                     "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_s,
                     "step_time_s": result.seconds, "skipped_steps": sum(r.skipped for r in history),
+                    "model_tflops": tokens_per_s * flops_per_token(recipe.model, recipe.train.seq_len)
+                    / ctx.world_size / 1e12,  # per GPU
                 }
                 if parts.params_dtype == torch.float16:  # Megatron-LM logs the scale and the skipped iterations
                     record.update(loss_scale=result.loss_scale, overflow_steps=sum(r.overflow for r in history))
+                if validation is not None:
+                    record.update(validation)
                 utilization = mfu(tokens_per_s, recipe.model, recipe.train.seq_len, ctx.world_size, peak)
                 writer.write(record if utilization is None else {**record, "mfu": utilization})
             _check_divergence(history, recipe.train.max_nonfinite_steps, run_dir)

@@ -29,7 +29,7 @@ class MetricsWriter:
         self._file = open(self.path, "a", buffering=1)
         self._tb = None
         self._start = time.monotonic()
-        self._first_step = None
+        self._first_step: Optional[int] = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -42,7 +42,8 @@ class MetricsWriter:
         if self._tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(f"train/{key}", value, step)
+                    tag = f"validation/{key[4:]}" if key.startswith("val_") else f"train/{key}"
+                    self._tb.add_scalar(tag, value, step)
         if step % self.log_interval == 0 or step == self.total_steps:
             self.stream.write(self._progress_line(record) + "\n")
             self.stream.flush()
@@ -61,6 +62,7 @@ class MetricsWriter:
         return (
             f"loss {record['loss']:.4f} | lr {record['lr']:.3e} | grad_norm {record['grad_norm']:.3f} | "
             f"{record['tokens_per_s']:.0f} tokens/s" + (f" | MFU {100 * record['mfu']:.1f}%" if "mfu" in record else "")
+            + (f" | val loss {record['val_loss']:.4f}" if "val_loss" in record else "")
         )
 
     def close(self) -> None:

@@ -15,16 +15,18 @@ weights are read for those purposes; it completes the deferred gather first, as 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence, cast
 
 import torch
 
 
-def unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
-    """The GPTModel inside DDP (and Float16Module): checkpoints use the names GPTModel declares, as Megatron-LM's
-    do (DDP has no sharded_state_dict of its own, and the default one would prefix every key with ``module.``)."""
-    while hasattr(chunk, "module"):
-        chunk = chunk.module
+def unwrap(chunk: torch.nn.Module) -> Any:
+    """The GPTModel (untyped Megatron-Core) inside DDP (and Float16Module): checkpoints use the names GPTModel
+    declares, as Megatron-LM's do (DDP has no sharded_state_dict of its own, and the default one would prefix every
+    key with ``module.``)."""
+    inner = getattr(chunk, "module", None)
+    while isinstance(inner, torch.nn.Module):
+        chunk, inner = inner, getattr(inner, "module", None)
     return chunk
 
 
@@ -41,7 +43,7 @@ def make_params_current(chunks: Sequence[torch.nn.Module]) -> None:
     deferral; the next forward's pre-hooks then find nothing left to gather, so training is unchanged."""
     for chunk in chunks:
         if getattr(chunk, "use_forward_hook", False):
-            chunk.start_param_sync(force_sync=True)
+            cast(Any, chunk).start_param_sync(force_sync=True)  # Megatron-Core DDP (untyped): not on nn.Module
 
 
 def model_state(chunks: Sequence[torch.nn.Module]) -> dict:

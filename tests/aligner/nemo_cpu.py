@@ -16,6 +16,9 @@ container. Each stand-in below does what the real thing does for this case, and 
 - ``megatron_gpt_model.get_specs``: builds every spec name's layer spec, including TE-only ones (gemma2, te_gpt);
   the stand-in returns what it returns for ``name=''`` with ``transformer_engine=False``: Megatron-Core's local
   GPT layer spec, and refuses anything else.
+- ``megatron_gpt_reward_model.get_specs`` (NeMo-Aligner's reward model and critic): it binds NeMo's ``get_specs`` at
+  import and calls it without ``use_te``, i.e. the TE spec (its GPU path); here the local spec, which declares the
+  same checkpoint keys (``reward_model_specs``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ def local_specs(spec_name, transformer_config=None, use_te=True, hyena_cfg=None,
         raise RuntimeError(f"only the local layer spec runs here (asked for name={spec_name!r}, use_te={use_te}): "
                            f"set model.transformer_engine=false")
     return get_gpt_layer_local_spec(transformer_config.num_moe_experts, transformer_config.moe_grouped_gemm)
+
+
+def reward_model_specs(spec_name, transformer_config=None, use_te=True, hyena_cfg=None, fp8=False):
+    """NeMo-Aligner's reward-model ``get_specs`` call (always ``use_te=True``) answered with the local spec."""
+    return local_specs(spec_name, transformer_config, use_te=False)
 
 
 def apply() -> None:
@@ -55,6 +63,9 @@ def apply() -> None:
         set_defaults_if_not_set_tensor_model_parallel_attributes)
     nlp_model.get_megatron_pretrained_bert_models = lambda: []
     megatron_gpt_model.get_specs = local_specs
+    from nemo_aligner.models.nlp.gpt import megatron_gpt_reward_model
+
+    megatron_gpt_reward_model.get_specs = reward_model_specs
     _applied["done"] = True
 
 

@@ -62,8 +62,6 @@ def test_dockerfile_defaults_repeat_the_pins():
 
 
 def test_aligner_pins_live_in_requirements_only():
-    if not (ROOT / "requirements" / "aligner.txt").is_file():
-        pytest.skip("requirements/aligner.txt (the NeMo-Aligner side's pins, issue 8) is not in this checkout")
     text = read("containers/Dockerfile.aligner")
     assert "pip install -r requirements/aligner.txt -r requirements/serve.txt" in text
     assert not re.search(r"(nemo|aligner|megatron)[-_\w\[\]]*==", text, re.I), "a pin outside requirements/aligner.txt"
