@@ -10,6 +10,7 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from types import ModuleType
 from typing import List, NoReturn, Optional, Sequence
@@ -82,5 +83,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OctoError as exc:
         print(f"octo: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside a stage's steps (where the first one saves and exits 75)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print("octo: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     print_note()
     return status

@@ -30,7 +30,7 @@ from megatron_octo.data.formatters import Formatter, RecordError, make_formatter
 from megatron_octo.data.readers import Chunk, input_kind, read_chunks, total_bytes
 from megatron_octo.data.token_range import write_max_token_id
 from megatron_octo.data.tokenizer import DocumentEncoder, load_tokenizer, make_encoder, single_threaded_tokenizers
-from megatron_octo.utils.io import OutputExistsError
+from megatron_octo.utils.io import OutputExistsError, remove_stale_temps
 
 INFLIGHT_PER_WORKER = 4
 """Chunks queued per worker: enough to keep workers busy, few enough to bound memory."""
@@ -248,6 +248,8 @@ def preprocess(inputs: Sequence[os.PathLike], output_prefix: str, tokenizer: os.
     for path in paths:
         input_kind(path)  # exists and is readable, before anything is written
     check_output(output_prefix, overwrite)
+    for path in output_paths(output_prefix):
+        remove_stale_temps(path)  # left by a killed earlier run on this output
     formatter = make_formatter(fmt, **(fields or {}))
     encoder = make_encoder(load_tokenizer(tokenizer))
     stats = PreprocessStats(output_prefix=str(output_prefix), dtype=numpy.dtype(encoder.dtype).name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import Any, List
 
 import torch
 
@@ -29,13 +29,13 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 class Components:
     """What the training loop drives."""
 
-    model: List[torch.nn.Module]
-    """Model chunks wrapped in Megatron-Core DDP (one chunk without virtual pipelining)."""
-    optimizer: object
+    model: List[Any]
+    """Model chunks wrapped in Megatron-Core DDP (one chunk without virtual pipelining); Megatron-Core is untyped."""
+    optimizer: Any
     """Megatron-Core ``MegatronOptimizer``."""
-    scheduler: object
+    scheduler: Any
     """Megatron-Core ``OptimizerParamScheduler``."""
-    config: object
+    config: Any
     """Megatron-Core ``TransformerConfig`` shared by the chunks and the schedules."""
     params_dtype: torch.dtype
     p2p: object
