@@ -196,7 +196,7 @@ def padding_share(r: Rollouts, minis: List[List[MicroBatch]]) -> float:
     tokens but the last)."""
     computed = sum(mb.tokens.numel() if mb.packed is not None else mb.tokens[:, :-1].numel()
                    for mini in minis for mb in mini)
-    real = sum(len(r.tokens[j]) - 1 for mini in minis for mb in mini for j in mb.rows)
+    real = sum(len(r.tokens[j]) - 1 for mini in minis for mb in mini for j in (mb.rows or ()))
     return 1.0 - real / computed
 
 
