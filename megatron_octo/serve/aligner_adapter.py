@@ -138,8 +138,12 @@ class VLLMGenerate:
                                "filter long prompts or raise the limit")
         rows = prompt_tokens.tolist()
         prompts = [row[:n] for row, n in zip(rows, lengths)]
+        # Stop strings stay in the response (and its length), as TensorRT-LLM's stop words do: NeMo-Aligner counts a
+        # row as properly ended (is_end) only when its last token is EOS or its text ends with an end string, and
+        # masks every other row out of the actor's loss.
         samples = self.service.generate(prompts, n=1, temperature=self.temperature, top_p=self.top_p,
-                                        max_tokens=self.max_tokens, stop=self.stop, seed=next(self._seeds))
+                                        max_tokens=self.max_tokens, stop=self.stop, seed=next(self._seeds),
+                                        keep_stop=True)
         tokens, total = pack_responses(prompts, [group[0].token_ids for group in samples], self.pad_id)
         device = prompt_tokens.device
         return {"response_tokens": torch.tensor(tokens, dtype=torch.long, device=device),
