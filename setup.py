@@ -48,6 +48,9 @@ INSTALL_REQUIRES = [
     "psutil",
     # Parquet input of `octo preprocess`.
     "pyarrow",
+    # Progress bars on a terminal (megatron_octo.utils.progress); huggingface_hub: models by Hub ID.
+    "tqdm",
+    "huggingface_hub",
 ]
 
 EXTRAS_REQUIRE = {
@@ -59,6 +62,8 @@ EXTRAS_REQUIRE = {
     # `octo serve reward` (PyTriton, NeMo-Aligner's transport). PyTriton pins numpy<2: install it in its own venv
     # (requirements/serve.txt, `make test-serve`) or in the NeMo-Aligner image, never in the main stack's venv.
     "serve": ["nvidia-pytriton"],
+    # `octo eval --source hf`: benchmarks from the Hugging Face Hub.
+    "eval": ["datasets"],
     "test": ["pytest", "pytest-timeout"],
     # `make lint`: pinned so that a new release cannot turn CI red by itself.
     "lint": ["ruff==0.17.5", "mypy==2.4.1", "types-PyYAML==6.0.12.20261122", "types-tqdm==4.70.0.20261106"],

@@ -3,7 +3,7 @@
 # = 21.0B tokens, cosine from the stable LR to a tenth of it, on the branch's mixture.
 #   examples/decay.sh SIZE BRANCH [octo launch flags] [key=value ...]
 #   SIZE: 1b | 3b | 8b     BRANCH: long | short | hybrid
-# Layout: the size's stable layout (1b: 4 nodes, 3b: 8, 8b: 16 with TP 2). Estimate at 40% MFU: 1b ~160
+# Layout: the size's stable layout (1b: 4 nodes, 3b: 8, 8b: 16, all TP 1). Estimate at 40% MFU: 1b ~160
 # GPU-hours (~5 h on 32 GPUs), 3b ~410 (~6.4 h on 64), 8b ~850 (~6.7 h on 128), per branch.
 # Branching reads $OCTO_RUNS/SIZE-stable and never writes to it; the three branches can run at the same time.
 set -euo pipefail

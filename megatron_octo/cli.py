@@ -10,6 +10,7 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from types import ModuleType
 from typing import List, NoReturn, Optional, Sequence
@@ -72,13 +73,19 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``octo`` and ``python -m megatron_octo``; returns the exit status."""
-    from megatron_octo.utils.known_warnings import quiet_known_warnings
+    from megatron_octo.utils.known_warnings import print_note, quiet_known_warnings
 
     quiet_known_warnings()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_command_of(argv) or "").parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
     except OctoError as exc:
         print(f"octo: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside a stage's steps (where the first one saves and exits 75)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print("octo: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    print_note()
+    return status

@@ -49,6 +49,9 @@ RL_GEOMETRY = ["rl.prompts_per_step=4", "rl.mini_batch_prompts=4", "rl.rollout.n
 
 
 def _prepare(workdir: Path, overwrite: bool) -> None:
+    blocker = next((p for p in [workdir, *workdir.absolute().parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OutputExistsError(f"--workdir {workdir}: {blocker} is a file, not a directory: pick another --workdir")
     existing = [name for name in DEMO_OUTPUTS if (workdir / name).exists()]
     if existing and not overwrite:
         raise OutputExistsError(

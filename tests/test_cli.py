@@ -73,7 +73,9 @@ def test_missing_subcommand_is_a_usage_error(capsys):
     assert excinfo.value.code == 2
 
 
-def test_train_refuses_a_run_dir_with_metrics_before_any_process_group(tmp_path, capsys, monkeypatch):
+def test_train_refuses_a_finished_run_without_checkpoints_before_any_process_group(tmp_path, capsys, monkeypatch):
+    """A run that stopped before its first save restarts with the same command (tests/training/test_stage.py); one
+    that finished without checkpoints (checkpoint.save=false) holds results, refused without --overwrite."""
     from megatron_octo import parallel
 
     def no_process_groups(*args, **kwargs):
@@ -84,12 +86,13 @@ def test_train_refuses_a_run_dir_with_metrics_before_any_process_group(tmp_path,
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n')
+    (run_dir / "train_summary.json").write_text('{"steps": 1}\n')
     assert main(["train", "--recipe", "tiny-cpu", "--run-dir", str(run_dir), "train.iters=2"]) == 2
     line = _single_error_line(capsys.readouterr().err)
     assert "--overwrite" in line
-    assert "metrics.jsonl" in line
+    assert "train_summary.json" in line
     # Nothing in the run directory was touched.
-    assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.jsonl"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.jsonl", "train_summary.json"]
     assert (run_dir / "metrics.jsonl").read_text() == '{"step": 1, "loss": 5.0}\n'
 
 

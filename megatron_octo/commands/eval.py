@@ -14,7 +14,6 @@ HELP = {
 """One line per command for `octo --help` (the command's parser is built only when it runs)."""
 
 
-DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 
 
 def _cmd_eval(args) -> int:
@@ -78,7 +77,9 @@ def add_parsers(sub) -> None:
                         "with {question} (default: complex)")
     p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
                    help="generation backend (default: transformers)")
-    p.add_argument("--dtype", default="auto", choices=DTYPES,
+    from megatron_octo.eval.backends import DTYPES
+
+    p.add_argument("--dtype", default="auto", choices=tuple(DTYPES),
                    help="model dtype (default: auto: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="transformers batch size (default: 16)")
     p.add_argument("--tensor-parallel-size", type=positive_int, default=1, help="vLLM tensor parallelism (default: 1)")

@@ -46,11 +46,14 @@ def _cmd_launch_slurm(args) -> int:
         container=args.container, mounts=args.mount, signal_lead_s=args.signal_lead, max_requeues=args.max_requeues,
         cpus_per_node=args.cpus_per_node, exclusive=not args.shared, socket_ifname=args.socket_ifname,
         env=_key_values(args.env), sbatch_args=args.sbatch_arg, log_dir=args.log_dir,
+        ranks_per_node=args.ranks_per_node, dependency=args.dependency,
     )
     python = args.python or ("python" if args.container else sys.executable)
     result = launch_slurm(_launch_job(args, python), cfg, dry_run=args.dry_run, overwrite=args.overwrite)
     if args.dry_run:
         sys.stdout.write(result.script)
+    elif args.parsable:
+        print(result.job_id)
     else:
         assert result.path is not None  # a submitted job's script was written
         print(f"submitted job {result.job_id}: {result.layout.line()}; script {result.path}, output in "
@@ -93,12 +96,16 @@ def _add_slurm_parser(launch_sub) -> None:
             "examples:\n  octo launch slurm --recipe octothinker-3b-stable --nodes 4 --gpus-per-node 8 \\\n"
             "      --container /shared/images/megatron-octo.sqsh --account ACCT --partition batch --dry-run\n"
             "  octo launch slurm --recipe octothinker-3b-decay-long --nodes 2 --gpus-per-node 8 \\\n"
-            "      --run-dir runs/3b-long checkpoint.branch_from=$PWD/runs/3b-stable"
+            "      --run-dir runs/3b-long --dependency afterok:STABLE_JOB_ID checkpoint.branch_from=$PWD/runs/3b-stable\n"
+            "  octo launch slurm --recipe tiny-cpu --nodes 1 --gpus-per-node 0 --ranks-per-node 2  # CPU, gloo"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--nodes", type=positive_int, required=True, help="nodes of the job")
-    p.add_argument("--gpus-per-node", type=int, required=True, help="GPUs used per node (one rank each)")
+    p.add_argument("--gpus-per-node", type=int, required=True,
+                   help="GPUs used per node (one rank each); 0 for a CPU job over gloo (with --ranks-per-node)")
+    p.add_argument("--ranks-per-node", type=int, default=d("ranks_per_node"), metavar="N",
+                   help="training processes per node (default: one per GPU; required with --gpus-per-node 0)")
     p.add_argument("--container", default=d("container"), metavar="IMAGE",
                    help="pyxis image: registry URI (nvcr.io#org/image:tag) or .sqsh file (default: none)")
     p.add_argument("--mount", action="append", default=d("mounts"), metavar="SRC[:DST[:FLAGS]]",
@@ -126,10 +133,14 @@ def _add_slurm_parser(launch_sub) -> None:
     p.add_argument("--sbatch-arg", action="append", default=d("sbatch_args"), metavar="ARG",
                    help="extra #SBATCH directive, e.g. --constraint=h100 (repeatable; write --sbatch-arg=--x=y)")
     p.add_argument("--log-dir", default=d("log_dir"), help="script and job output directory (default: RUN_DIR/slurm)")
+    p.add_argument("--dependency", default=d("dependency"), metavar="SPEC",
+                   help="Slurm dependency, e.g. afterok:JOBID to start a decay branch once its stable job succeeded")
     p.add_argument("--python", default=None,
                    help="interpreter on the nodes (default: python in a container, else this interpreter)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier rendered script in the log dir (the run itself is kept and resumes)")
+    p.add_argument("--parsable", action="store_true",
+                   help="print only the job id once submitted (as sbatch --parsable), e.g. for --dependency")
     _add_launch_common(p)
     p.set_defaults(func=_cmd_launch_slurm)
 

@@ -33,17 +33,17 @@ def _train_message(summary: dict, run_dir: str) -> str:
 
 def _cmd_train(args) -> int:
     from megatron_octo.training import train_from_args
-    from megatron_octo.training.signals import REQUEUE_EXIT_CODE
+    from megatron_octo.training.stage import exit_code
 
     summary = train_from_args(args.recipe, args.overrides, args.run_dir, args.overwrite, args.override_schedule)
     if is_rank0():
         print(_train_message(summary, args.run_dir))
-    return REQUEUE_EXIT_CODE if summary.get("preempted") else 0
+    return exit_code(summary)
 
 
 def _cmd_rl(args) -> int:
     from megatron_octo.rl import rl_from_args
-    from megatron_octo.training.signals import REQUEUE_EXIT_CODE
+    from megatron_octo.training.stage import exit_code
 
     summary = rl_from_args(args.recipe, args.overrides, args.run_dir, args.overwrite)
     if is_rank0():
@@ -53,7 +53,7 @@ def _cmd_rl(args) -> int:
                   f"{summary['reward_last']:+.3f} (last 5); metrics in {args.run_dir}/metrics.jsonl")
         else:
             print(f"nothing to do: {args.run_dir} already holds all {summary['steps']} steps")
-    return REQUEUE_EXIT_CODE if summary.get("preempted") else 0
+    return exit_code(summary)
 
 
 def _cmd_plot(args) -> int:

@@ -22,10 +22,18 @@ OPTIMIZERS = ("adam", "sgd")
 """``optimizer.name`` (Megatron-Core optimizer names)."""
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 """``precision.dtype``; ``auto`` is bf16 on GPU, fp32 on CPU."""
-FP8_FORMATS: Tuple[Optional[str], ...] = (None, "hybrid", "e4m3")
-"""``precision.fp8`` (None: no FP8)."""
-FP8_RECIPES = ("tensorwise", "delayed", "mxfp8", "blockwise")
+FP8_FORMATS: Tuple[Optional[str], ...] = (None, "auto", "hybrid", "e4m3")
+"""``precision.fp8`` (None: no FP8; auto: per GPU, ``training.precision``)."""
+FP8_RECIPES = ("auto", "tensorwise", "delayed", "mxfp8", "blockwise")
 """``precision.fp8_recipe``."""
+TP_COMM_BOOTSTRAPS = ("nccl", "mpi", "gloo")
+"""``perf.tp_comm_bootstrap`` (TE userbuffers bootstrap backends)."""
+RECOMPUTE_GRANULARITIES: Tuple[Optional[str], ...] = (None, "selective", "full")
+"""``perf.recompute`` (Megatron-Core ``recompute_granularity``)."""
+RECOMPUTE_METHODS = ("block", "uniform")
+"""``perf.recompute_method``."""
+RECOMPUTE_MODULES = ("core_attn", "mlp", "layernorm")
+"""``perf.recompute_modules`` entries (dense Llama/Qwen2 layers)."""
 
 RL_ALGORITHMS = ("grpo", "ppo")
 """``rl.algorithm``."""
@@ -45,6 +53,9 @@ CHOICES: Dict[str, Tuple[Optional[str], ...]] = {
     "precision.dtype": DTYPES,
     "precision.fp8": FP8_FORMATS,
     "precision.fp8_recipe": FP8_RECIPES,
+    "perf.tp_comm_bootstrap": TP_COMM_BOOTSTRAPS,
+    "perf.recompute": RECOMPUTE_GRANULARITIES,
+    "perf.recompute_method": RECOMPUTE_METHODS,
 }
 """Dotted recipe field -> its allowed values, checked for every stage."""
 

@@ -46,7 +46,11 @@ def _recipe_path(name_or_path: str, relative_to: Optional[Path] = None) -> Path:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"recipe {path} is not a text file (not UTF-8); pass a YAML recipe") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0]
         raise ConfigError(f"recipe {path} is not valid YAML: {first}") from None
@@ -102,6 +106,21 @@ def _merge(layers: List[dict]) -> RecipeConfig:
     return recipe
 
 
+def _one_budget(layers: List[dict], names: List[str]) -> None:
+    """A layer that sets one of ``train.iters`` / ``train.tokens`` clears the other (``octothinker-3b-stable
+    train.iters=10`` runs 10 steps, not the recipe's token budget); one layer setting both is refused."""
+    for layer, name in zip(layers, names):
+        train = layer.get("train")
+        if not isinstance(train, dict):
+            continue
+        given = [k for k in ("iters", "tokens") if train.get(k) is not None]
+        if len(given) == 2:
+            raise ConfigError(f"{name}: train.iters={train['iters']} and train.tokens={train['tokens']} are both set; "
+                              "set one (the steps derive from the tokens), or null the other")
+        if given:
+            train.setdefault("tokens" if given[0] == "iters" else "iters", None)
+
+
 def _preset_layer(layers: List[dict]) -> Dict:
     """The ``model.preset`` named by the last layer that names one, as a partial recipe."""
     from megatron_octo.models import preset as model_preset
@@ -122,7 +141,9 @@ def _preset_layer(layers: List[dict]) -> Dict:
 
 def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> RecipeConfig:
     """Resolve a shipped recipe name or a YAML path plus overrides into a typed, validated recipe."""
-    layers = _recipe_chain(name_or_path) + [_parse_overrides(overrides)]
+    chain = _recipe_chain(name_or_path)
+    layers = chain + [_parse_overrides(overrides)]
+    _one_budget(layers, [f"recipe {layer.get('name', name_or_path)}" for layer in chain] + ["the overrides"])
     recipe = _merge([_preset_layer(layers)] + layers)
     validate(recipe)
     return recipe

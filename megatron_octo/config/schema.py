@@ -105,6 +105,11 @@ class TrainConfig:
     init: str = "invariant"
     """Weight init: ``invariant`` (each parameter drawn from a seed of its full-model name, then sharded, so
     every parallel layout starts from the same weights) or ``megatron`` (Megatron-Core's own, layout-dependent)."""
+    eval_interval: Optional[int] = 1000
+    """Held-out validation loss every N steps and at the end of the stage (Megatron-LM's ``--eval-interval``);
+    None: never. Needs validation data: a blend's ``data.split`` must hold some out (synthetic data has its own)."""
+    eval_iters: int = 100
+    """Global batches of validation data per evaluation (Megatron-LM's ``--eval-iters``)."""
     manual_gc: bool = False
     """Disable Python's automatic garbage collector during training and collect at fixed steps instead, so that
     no rank stalls the others at a random moment (Megatron-LM's ``--manual-gc``)."""
@@ -194,12 +199,22 @@ class PrecisionConfig:
     dtype: str = "auto"
     """``auto`` (bf16 on GPU, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``."""
     fp8: Optional[str] = None
-    """Transformer Engine FP8 format: ``hybrid`` (e4m3 forward, e5m2 gradients) or ``e4m3``; None disables FP8."""
-    fp8_recipe: str = "tensorwise"
-    """FP8 scaling: ``tensorwise`` (current scaling), ``delayed`` (amax history), ``mxfp8`` (Blackwell),
-    ``blockwise``."""
-    fp8_bf16_layers: int = 0
-    """Transformer layers kept in bf16 at each end of the model under FP8 (0: none; not with ``delayed``)."""
+    """FP8 GEMMs through Transformer Engine (``megatron_octo.training.precision``): ``auto`` (FP8 where the GPU
+    and TE can: Hopper/Ada ``hybrid`` with current scaling and BF16 first/last layers, Blackwell MXFP8; elsewhere
+    the recipe's dtype with one line saying why), ``hybrid`` (e4m3 forward, e5m2 gradients) or ``e4m3`` (refused
+    where impossible); null trains without FP8."""
+    fp8_recipe: str = "auto"
+    """FP8 scaling: ``auto`` (``mxfp8`` on Blackwell, ``tensorwise`` elsewhere), ``tensorwise`` (per-tensor
+    current scaling), ``delayed`` (amax history), ``mxfp8`` (Blackwell), ``blockwise`` (Hopper)."""
+    fp8_bf16_layers: Optional[int] = None
+    """Transformer layers kept in BF16 at each end of the model under FP8; null: 1 with tensorwise/blockwise (as
+    Megatron-Bridge's current-scaling preset), 0 otherwise (delayed scaling cannot)."""
+    fp8_param_gather: Optional[bool] = None
+    """Keep the weights in FP8 and all-gather them in FP8 (half the bytes of BF16); null: on with the distributed
+    optimizer. Checkpoints still store dequantized weights in the compute dtype."""
+    grad_reduce_in_fp32: bool = True
+    """Accumulate and reduce gradients in an fp32 buffer (Megatron-Bridge's Llama recipes; Megatron-LM's CLI
+    default is off, which halves the buffer and the reduce-scatter bytes at some precision cost)."""
     loss_scale: Optional[float] = None
     """fp16 only: a static loss scale (a power of 2); None scales dynamically (Megatron-Core's DynamicGradScaler:
     overflowing steps are skipped and halve the scale, ``loss_scale_window`` clean steps double it)."""
@@ -212,6 +227,34 @@ class PrecisionConfig:
     """fp16 only: consecutive steps without overflow before the dynamic loss scale doubles."""
     hysteresis: int = 2
     """fp16 only: overflowing steps tolerated before the dynamic loss scale is first halved."""
+
+
+@dataclass
+class PerfConfig:
+    """Speed and memory features of the GPU path. ``null`` means Megatron's choice on this machine: on where the
+    hardware and Transformer Engine can, off (with one line) where they cannot; ``true`` is refused in one line
+    where impossible. On CPU every ``null`` resolves to off (``megatron_octo.training.features``)."""
+
+    tp_comm_overlap: Optional[bool] = None
+    """Overlap tensor-parallel all-gather / reduce-scatter with the GEMMs (TE userbuffers). Needs TE, CUDA,
+    parallel.tp > 1 and sequence parallelism; null: on where so."""
+    tp_comm_bootstrap: str = "nccl"
+    """How TE bootstraps the userbuffers communicators: ``nccl``, ``mpi`` or ``gloo``."""
+    gradient_accumulation_fusion: Optional[bool] = None
+    """Accumulate weight gradients straight into the fp32 main-grad buffer inside the GEMM (TE layers, or
+    apex's fused_weight_gradient_mlp_cuda for the local spec); null: on where available."""
+    cross_entropy_fusion: Optional[bool] = None
+    """TE's fused vocab-parallel cross-entropy (no fp32 copy of the logits); null: on where TE has it."""
+    recompute: Optional[str] = None
+    """Activation recomputation: null (none), ``selective`` (the modules of ``recompute_modules``) or ``full``
+    (whole layers, chosen by ``recompute_method`` / ``recompute_num_layers``)."""
+    recompute_method: str = "block"
+    """``full`` only: ``block`` (the first ``recompute_num_layers`` layers of each pipeline stage) or ``uniform``
+    (every layer, in groups of ``recompute_num_layers``)."""
+    recompute_num_layers: Optional[int] = None
+    """``full`` only: layers per stage (block) or per group (uniform); null: every layer of the stage."""
+    recompute_modules: List[str] = field(default_factory=lambda: ["core_attn"])
+    """``selective`` only: Megatron-Core's recompute modules (``core_attn``, ``mlp``, ``layernorm``)."""
 
 
 @dataclass
@@ -242,8 +285,9 @@ class CheckpointConfig:
 class LoggingConfig:
     """Metrics output."""
 
-    log_interval: int = 1
-    """Print a progress line every N steps (metrics.jsonl gets every step)."""
+    log_interval: int = 10
+    """Print a progress line every N steps and at the last (metrics.jsonl and TensorBoard get every step). 10
+    gives 5,000 lines for a 50,000-step stage; tiny recipes print every step."""
     tensorboard: bool = True
     """Also write TensorBoard event files under ``RUN_DIR/tensorboard``."""
 
@@ -380,6 +424,7 @@ class RecipeConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    perf: PerfConfig = field(default_factory=PerfConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     rl: RLConfig = field(default_factory=RLConfig)

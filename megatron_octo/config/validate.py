@@ -11,7 +11,7 @@ import functools
 import math
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
-from megatron_octo.config.choices import CHOICES, RL_CHOICES
+from megatron_octo.config.choices import CHOICES, RECOMPUTE_MODULES, RL_CHOICES
 from megatron_octo.config.errors import ConfigError
 from megatron_octo.config.schema import ModelConfig, ParallelConfig, RecipeConfig
 
@@ -59,6 +59,8 @@ def _check_model(recipe: RecipeConfig) -> None:
         s.num_attention_heads % s.query_groups == 0,
         f"model.num_query_groups={s.query_groups} must divide model.num_attention_heads={s.num_attention_heads}",
     )
+    _require(m.kv_channels is None or m.kv_channels > 0,
+             f"model.kv_channels={m.kv_channels} must be positive (or null: hidden_size / num_attention_heads)")
     if m.kv_channels is None:
         _require(
             s.hidden_size % s.num_attention_heads == 0,
@@ -104,6 +106,9 @@ def _check_train(recipe: RecipeConfig) -> None:
     _require(t.tokens is None or t.tokens >= 1, f"train.tokens={t.tokens} must be >= 1")
     _require(t.max_nonfinite_steps >= 1, f"train.max_nonfinite_steps={t.max_nonfinite_steps} must be >= 1")
     _require(t.exit_interval is None or t.exit_interval >= 1, f"train.exit_interval={t.exit_interval} must be >= 1")
+    _require(t.eval_interval is None or t.eval_interval >= 1,
+             f"train.eval_interval={t.eval_interval} must be >= 1 (or null: no validation)")
+    _require(t.eval_iters >= 0, f"train.eval_iters={t.eval_iters} must be >= 0")
     _require(t.manual_gc_interval >= 0,
              f"train.manual_gc_interval={t.manual_gc_interval} must be >= 0 (0: collect only at the start)")
     _require(
@@ -143,18 +148,21 @@ def _check_data(recipe: RecipeConfig) -> None:
 
 def _check_precision(recipe: RecipeConfig) -> None:
     p, m = recipe.precision, _shape(recipe.model)
-    _require(p.fp8_bf16_layers >= 0, f"precision.fp8_bf16_layers={p.fp8_bf16_layers} must be >= 0")
+    layers = p.fp8_bf16_layers
+    _require(layers is None or layers >= 0, f"precision.fp8_bf16_layers={layers} must be >= 0")
     _require(
-        not (p.fp8_bf16_layers and p.fp8_recipe == "delayed"),
+        not (layers and p.fp8_recipe == "delayed"),
         "precision.fp8_bf16_layers needs a current-scaling recipe: Megatron-Core's delayed scaling cannot keep "
         "layers in bf16 (set precision.fp8_recipe=tensorwise)",
     )
     per_stage = m.num_layers // recipe.parallel.pp
     _require(
-        p.fp8_bf16_layers <= per_stage,
-        f"precision.fp8_bf16_layers={p.fp8_bf16_layers} exceeds the {per_stage} layers of a pipeline stage",
+        layers is None or layers <= per_stage,
+        f"precision.fp8_bf16_layers={layers} exceeds the {per_stage} layers of a pipeline stage",
     )
-    _require(p.fp8 is None or p.dtype in ("auto", "bf16"), "precision.fp8 needs precision.dtype=bf16 (or auto)")
+    # auto only asks for FP8 where it can run; an explicit format is a demand.
+    _require(p.fp8 in (None, "auto") or p.dtype in ("auto", "bf16"),
+             "precision.fp8 needs precision.dtype=bf16 (or auto)")
     _require(p.loss_scale is None or p.loss_scale > 0,
              f"precision.loss_scale={p.loss_scale} must be positive (or null for dynamic scaling)")
     _require(0 < p.min_loss_scale <= p.initial_loss_scale,
@@ -162,6 +170,21 @@ def _check_precision(recipe: RecipeConfig) -> None:
              f"satisfy 0 < min <= initial")
     _require(p.loss_scale_window >= 1 and p.hysteresis >= 1,
              "precision.loss_scale_window and precision.hysteresis must be >= 1")
+
+
+def _check_perf(recipe: RecipeConfig) -> None:
+    f, per_stage = recipe.perf, _shape(recipe.model).num_layers // recipe.parallel.pp
+    n = f.recompute_num_layers
+    _require(n is None or 1 <= n <= per_stage,
+             f"perf.recompute_num_layers={n} must be between 1 and the {per_stage} layers of a pipeline stage")
+    _require(n is None or f.recompute == "full",
+             "perf.recompute_num_layers applies to perf.recompute=full only (selective recomputes every layer)")
+    bad = [x for x in f.recompute_modules if x not in RECOMPUTE_MODULES]
+    _require(not bad, f"perf.recompute_modules has {bad}: choose from {', '.join(RECOMPUTE_MODULES)}")
+    _require(f.recompute != "selective" or bool(f.recompute_modules),
+             "perf.recompute=selective needs at least one of perf.recompute_modules")
+    _require(not f.tp_comm_overlap or (recipe.parallel.tp > 1 and recipe.parallel.sequence_parallel),
+             "perf.tp_comm_overlap=true needs parallel.tp > 1 and parallel.sequence_parallel=true")
 
 
 def _check_optimization(recipe: RecipeConfig) -> None:
@@ -192,6 +215,7 @@ def validate(recipe: RecipeConfig, world_size: Optional[int] = None) -> None:
     _check_train(recipe)
     _check_data(recipe)
     _check_precision(recipe)
+    _check_perf(recipe)
     _check_optimization(recipe)
     if world_size is not None:
         check_world(recipe, world_size)
@@ -267,6 +291,9 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     _require(0 < rl.clip_ratio < 1, f"rl.clip_ratio={rl.clip_ratio} must lie in (0, 1)")
     _require(r.temperature > 0, f"rl.rollout.temperature={r.temperature} must be > 0 (sampling)")
     _require(0 < r.top_p <= 1, f"rl.rollout.top_p={r.top_p} must lie in (0, 1]")
+    _require(r.max_response_tokens >= 1 and all(v >= 1 for v in r.response_length_schedule.values()),
+             f"rl.rollout.max_response_tokens={r.max_response_tokens} and every rl.rollout.response_length_schedule "
+             "value must be >= 1")
     _require(r.sleep_level in (1, 2), f"rl.rollout.sleep_level={r.sleep_level} must be 1 or 2")
     _require(r.sync_bucket_mb >= 1, f"rl.rollout.sync_bucket_mb={r.sync_bucket_mb} must be >= 1")
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])

@@ -35,7 +35,7 @@ from megatron_octo.convert.layout import WeightPlan, build_plan, check_layout, r
 from megatron_octo.convert.options import HF_ASSETS, Options, parse_size, target_dtype
 from megatron_octo.convert.progress import Progress, human_bytes
 from megatron_octo.utils.dtypes import HF_DTYPE_NAMES
-from megatron_octo.utils.io import OutputExistsError, atomic_write_text
+from megatron_octo.utils.io import OutputExistsError, atomic_write_text, remove_stale_temps
 
 RELEASE = "release"
 
@@ -53,6 +53,7 @@ def staged_output(output: Path, overwrite: bool, inputs: Tuple[Path, ...]) -> It
     if exists and not overwrite:
         raise OutputExistsError(f"{output} already exists: pass --overwrite to replace it, or pick another --output")
     output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(output)  # left by a killed earlier conversion to this output
     tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

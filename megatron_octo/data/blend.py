@@ -17,13 +17,14 @@ import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
 from megatron_octo.config.schema import DataSource, RecipeConfig
 from megatron_octo.data.errors import DataError
 from megatron_octo.data.mixtures import blend_sources
+from megatron_octo.data.token_range import check_token_range
 from megatron_octo.models.shapes import shape
 
 
@@ -61,11 +62,18 @@ class BlendTokens:
 
 
 def _check_files(sources: List[DataSource]) -> None:
-    for src in sources:
-        for suffix in (".bin", ".idx"):
-            if not src.path or not Path(src.path + suffix).is_file():
-                raise DataError(f"data source '{src.name}': {src.path}{suffix} not found: make it with `octo "
-                                f"preprocess --output-prefix {src.path}` or point OCTO_DATA / the path at it")
+    """Every source's .bin and .idx exist; else one line naming all the missing sources."""
+    missing = [src for src in sources
+               if not src.path or not all(Path(src.path + sfx).is_file() for sfx in (".bin", ".idx"))]
+    if len(missing) == 1:
+        src = missing[0]
+        gone = next((f"{src.path}{x}" for x in (".bin", ".idx") if not Path(f"{src.path}{x}").is_file()), src.path)
+        raise DataError(f"data source '{src.name}': {gone} not found: make it with `octo "
+                        f"preprocess --output-prefix {src.path}` or point OCTO_DATA / the path at it")
+    if missing:
+        listed = ", ".join(f"'{s.name}' ({s.path})" for s in missing)
+        raise DataError(f"{len(missing)} of {len(sources)} data sources have no .bin/.idx: {listed}; make them "
+                        "with `octo preprocess --output-prefix PATH` or point OCTO_DATA / the paths at them")
 
 
 def _token_ids(recipe: RecipeConfig) -> TokenIds:
@@ -111,13 +119,30 @@ def _process_group_for_build(needed: bool):
 
 def build_blend(recipe: RecipeConfig, num_samples: int, sources: Optional[List[DataSource]] = None) -> BlendTokens:
     """The first ``num_samples`` training samples of the recipe's mixture (every rank must call this)."""
+    return build_blend_splits(recipe, num_samples, 0, sources)[0]
+
+
+def valid_share(split: str) -> float:
+    """The validation share of a Megatron split string (``98,1,1`` -> 1.0; ``100,0,0`` or ``100`` -> 0.0)."""
+    parts = [float(x) for x in split.replace("/", ",").split(",")]
+    return parts[1] if len(parts) > 1 else 0.0
+
+
+def build_blend_splits(recipe: RecipeConfig, num_samples: int, valid_samples: int,
+                       sources: Optional[List[DataSource]] = None) -> Tuple[BlendTokens, Optional[BlendTokens]]:
+    """The training blend and, when ``valid_samples`` > 0 and ``data.split`` holds documents out for validation,
+    the validation blend of ``valid_samples`` samples (the same mixture over each source's validation documents,
+    as Megatron-LM builds it); otherwise None. The training blend does not depend on ``valid_samples``."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset
 
     sources = list(sources if sources is not None else blend_sources(recipe.data))
     _check_files(sources)
+    check_token_range(shape(recipe.model).vocab_size, sources, recipe.data.tokenizer)
     config = dataset_config(recipe, sources)
-    builder = BlendedMegatronDatasetBuilder(GPTDataset, [int(num_samples), 0, 0], lambda: True, config)
+    valid_samples = int(valid_samples) if valid_share(recipe.data.split) > 0 else 0
+    builder = BlendedMegatronDatasetBuilder(GPTDataset, [int(num_samples), valid_samples, 0], lambda: True, config)
     with _process_group_for_build(recipe.data.cache_dir is not None):
-        train, _, _ = builder.build()
-    return BlendTokens(train, sources, recipe.train.seq_len)
+        train, valid, _ = builder.build()
+    seq = recipe.train.seq_len
+    return BlendTokens(train, sources, seq), (BlendTokens(valid, sources, seq) if valid is not None else None)

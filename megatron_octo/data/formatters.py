@@ -44,12 +44,13 @@ def _field(record: Dict, name: str):
     return record[name]
 
 
-def _text(record: Dict, name: str) -> Optional[str]:
-    """The field as text; ``None`` when empty. Numbers (a numeric answer) become their decimal text."""
+def _text(record: Dict, name: str, numbers: bool = False) -> Optional[str]:
+    """The field as text; ``None`` when empty. With ``numbers`` (answer fields), a number becomes its decimal text;
+    elsewhere a number is refused (``{"text": 123}`` is a broken record, not a document)."""
     value = _field(record, name)
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         raise RecordError(f"field '{name}' must be a string, got {type(value).__name__}")
@@ -77,7 +78,7 @@ def _format_text(record: Dict, f: Dict[str, str]) -> Optional[str]:
 
 
 def _format_qa(record: Dict, f: Dict[str, str]) -> Optional[str]:
-    question, answer = _text(record, f["question_field"]), _text(record, f["answer_field"])
+    question, answer = _text(record, f["question_field"]), _text(record, f["answer_field"], numbers=True)
     if question is None or answer is None:
         return None
     return f"User: {question}\nAssistant: {answer}"
@@ -93,7 +94,7 @@ def _strip_think(reasoning: str) -> str:
 
 def _format_long_cot(record: Dict, f: Dict[str, str]) -> Optional[str]:
     question, reasoning = _text(record, f["question_field"]), _text(record, f["reasoning_field"])
-    answer = _text(record, f["answer_field"])
+    answer = _text(record, f["answer_field"], numbers=True)
     if question is None or reasoning is None or answer is None:
         return None
     return f"{question}\n{THINK_OPEN}\n{_strip_think(reasoning)}\n{THINK_CLOSE}\n{answer}"

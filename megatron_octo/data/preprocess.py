@@ -28,8 +28,9 @@ import numpy
 from megatron_octo.data.errors import DataError
 from megatron_octo.data.formatters import Formatter, RecordError, make_formatter
 from megatron_octo.data.readers import Chunk, input_kind, read_chunks, total_bytes
+from megatron_octo.data.token_range import write_max_token_id
 from megatron_octo.data.tokenizer import DocumentEncoder, load_tokenizer, make_encoder, single_threaded_tokenizers
-from megatron_octo.utils.io import OutputExistsError
+from megatron_octo.utils.io import OutputExistsError, remove_stale_temps
 
 INFLIGHT_PER_WORKER = 4
 """Chunks queued per worker: enough to keep workers busy, few enough to bound memory."""
@@ -63,6 +64,8 @@ class PreprocessStats:
     """``file:line: reason`` of the first skipped bad line."""
     seconds: float = 0.0
     dtype: str = ""
+    max_token_id: int = -1
+    """Largest token id written (recorded in PREFIX.tokens.json for the check before training)."""
 
 
 _STATE: Dict[str, Any] = {}
@@ -135,25 +138,25 @@ def _parallel(chunks: Iterable[Chunk], formatter: Formatter, encoder: DocumentEn
 
 
 class Progress:
-    """Progress lines every ``interval`` seconds: documents, docs/s, tokens/s, percent of input and ETA."""
+    """Preprocessing progress over the shared implementation (``utils.progress``): bytes of input read, with
+    documents, tokens and their rates as the line's fields; a bar on a terminal, plain lines every ``interval``
+    seconds elsewhere."""
 
     def __init__(self, total: int, stream: Optional[TextIO], interval: float = 5.0) -> None:
-        self.total, self.stream, self.interval = total, stream, interval
-        self.start = self.last = time.perf_counter()
+        from megatron_octo.utils.progress import Progress as _Progress
+
+        self.total = total
+        self._p = _Progress(total, "preprocess", unit="B", stream=stream, interval=interval, quiet=stream is None)
+        self.start = time.perf_counter()
 
     def update(self, stats: PreprocessStats, done_bytes: int, final: bool = False) -> None:
-        now = time.perf_counter()
-        if self.stream is None or (not final and now - self.last < self.interval):
-            return
-        self.last = now
-        from megatron_octo.training.metrics import format_duration
-
-        elapsed = max(now - self.start, 1e-9)
-        fraction = done_bytes / self.total if self.total else 1.0
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
-        tail = f"done in {format_duration(elapsed)}" if final else f"{100 * fraction:.1f}% ETA {format_duration(eta)}"
-        print(f"[preprocess] {stats.documents:,} docs {stats.tokens:,} tokens | {stats.documents / elapsed:,.0f} "
-              f"docs/s {stats.tokens / elapsed:,.0f} tokens/s | {tail}", file=self.stream, flush=True)
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        fields = (f"{stats.documents:,} docs {stats.tokens:,} tokens | {stats.documents / elapsed:,.0f} docs/s "
+                  f"{stats.tokens / elapsed:,.0f} tokens/s")
+        if final:
+            self._p.finish(fields)
+        else:
+            self._p.update(min(done_bytes, self.total) - self._p.done, fields)
 
 
 def output_paths(prefix: str) -> Tuple[Path, Path]:
@@ -170,7 +173,15 @@ def _temp_paths(prefix: str) -> Tuple[Path, Path]:
 
 
 def check_output(prefix: str, overwrite: bool) -> None:
-    """Refuse an existing output without ``overwrite``."""
+    """Refuse a prefix that names a directory (``adir/`` would write hidden ``adir/.bin``), a parent that is a
+    file, and an existing output without ``overwrite``."""
+    text = str(prefix)
+    if not text or text.endswith(("/", os.sep)) or Path(text).is_dir() or Path(text).name in ("", ".", ".."):
+        raise DataError(f"--output-prefix {text!r} names a directory; give a file prefix inside it, e.g. "
+                        f"{os.path.join(text or '.', 'corpus')} (writes corpus.bin and corpus.idx there)")
+    parent = next((p for p in Path(text).absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise DataError(f"--output-prefix {text}: {parent} is a file, not a directory; pick another prefix")
     existing = [str(p) for p in output_paths(prefix) if p.exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{' and '.join(existing)} already exist: pass --overwrite or another --output-prefix")
@@ -199,6 +210,8 @@ def _write(results: Iterator[Tuple[str, ChunkResult]], builder, stats: Preproces
             start += length
         stats.documents += len(result.lengths)
         stats.tokens += start
+        if start:
+            stats.max_token_id = max(stats.max_token_id, int(result.tokens[:start].max()))
         progress.update(stats, result.done_bytes)
 
 
@@ -235,6 +248,8 @@ def preprocess(inputs: Sequence[os.PathLike], output_prefix: str, tokenizer: os.
     for path in paths:
         input_kind(path)  # exists and is readable, before anything is written
     check_output(output_prefix, overwrite)
+    for path in output_paths(output_prefix):
+        remove_stale_temps(path)  # left by a killed earlier run on this output
     formatter = make_formatter(fmt, **(fields or {}))
     encoder = make_encoder(load_tokenizer(tokenizer))
     stats = PreprocessStats(output_prefix=str(output_prefix), dtype=numpy.dtype(encoder.dtype).name)
@@ -263,6 +278,12 @@ def _run(chunks: Iterator[Chunk], formatter: Formatter, encoder: DocumentEncoder
             raise DataError(f"no documents to write ({stats.empty} empty, {stats.bad_lines} bad): check --format "
                             f"and the --*-field options against the input")
         _rename_into_place(tmp_bin, tmp_idx, stats.output_prefix)
+        write_max_token_id(stats.output_prefix, stats.max_token_id)
+    except OSError as exc:  # disk full, quota, read-only file system: one line; the finally removes the temp files
+        if isinstance(exc, OutputExistsError):
+            raise
+        raise DataError(f"cannot write {stats.output_prefix}.bin/.idx: {exc.strerror or exc}; free space or pick "
+                        "another --output-prefix (nothing was written under its name)") from None
     finally:
         if builder is not None:
             builder.data_file.close()  # finalize closes it too; closing twice is harmless

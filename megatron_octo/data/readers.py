@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Union
@@ -54,6 +55,15 @@ def total_bytes(paths: Sequence[Path]) -> int:
 
 
 def _jsonl_chunks(path: Path, gz: bool, base: int, max_docs: int, max_bytes: int) -> Iterator[Chunk]:
+    try:
+        yield from _jsonl_lines(path, gz, base, max_docs, max_bytes)
+    except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        what = "a truncated or corrupt gzip file" if gz else "unreadable"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: {what} ({reason}); fix or re-download it, or leave it out of --input") from None
+
+
+def _jsonl_lines(path: Path, gz: bool, base: int, max_docs: int, max_bytes: int) -> Iterator[Chunk]:
     with open(path, "rb") as raw:
         stream = gzip.GzipFile(fileobj=raw) if gz else raw
         reader = io.BufferedReader(stream, buffer_size=1 << 20) if gz else stream
@@ -78,7 +88,17 @@ def _parquet_chunks(path: Path, columns: Optional[List[str]], base: int, max_doc
         import pyarrow.parquet as pq
     except ImportError:  # pragma: no cover - pyarrow is an install requirement
         raise DataError(f"reading Parquet ({path}) needs pyarrow: pip install pyarrow") from None
-    parquet = pq.ParquetFile(path)
+    import pyarrow
+
+    try:
+        yield from _parquet_batches(pq.ParquetFile(path), path, columns, base, max_docs)
+    except (pyarrow.ArrowException, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: a truncated or corrupt Parquet file ({reason}); fix or re-download it, or leave "
+                        "it out of --input") from None
+
+
+def _parquet_batches(parquet, path: Path, columns: Optional[List[str]], base: int, max_docs: int) -> Iterator[Chunk]:
     names = parquet.schema_arrow.names
     missing = [c for c in columns or [] if c not in names]
     if missing:

@@ -13,6 +13,9 @@ import torch
 
 MAX_STRIDE = 7
 """Strides are drawn from 1..MAX_STRIDE."""
+HELD_OUT = 1 << 31
+"""Added to the generator seeds of the held-out (validation) stream. torch's CPU generator keeps the low 32 bits
+of a seed, so the streams are disjoint as long as training reads fewer than 2**31 samples."""
 
 
 @dataclass(frozen=True)
@@ -22,9 +25,13 @@ class SyntheticTokens:
     vocab_size: int
     seq_len: int
     seed: int
+    held_out: bool = False
+    """The validation stream: other generator seeds than any training sample's (``HELD_OUT``), the same
+    distribution. With a small vocabulary the same progressions recur, so this is a held-out stream of
+    samples, not a set of unseen sequences."""
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index + (HELD_OUT if self.held_out else 0))
         start = int(torch.randint(0, self.vocab_size, (1,), generator=generator))
         stride = int(torch.randint(1, MAX_STRIDE + 1, (1,), generator=generator))
         positions = torch.arange(self.seq_len + 1, dtype=torch.int64)

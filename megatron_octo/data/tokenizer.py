@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 
 
 def load_tokenizer(path) -> "transformers.PreTrainedTokenizerBase":
-    """``AutoTokenizer`` from a local directory only (never the hub); ``DataError`` when it is not there."""
-    path = Path(path)
+    """``AutoTokenizer`` from a local directory, or a Hub model ID through the Hugging Face cache
+    (``utils.hub.resolve_model_path``: tokenizer files only); ``DataError`` when it is not there."""
+    from megatron_octo.utils.hub import TOKENIZER_FILES, resolve_model_path
+
+    path = resolve_model_path(path, what="tokenizer", allow_patterns=TOKENIZER_FILES)
     if not path.is_dir():
         raise DataError(f"tokenizer directory {path} does not exist: pass --tokenizer DIR with tokenizer.json "
                         f"or tokenizer_config.json")

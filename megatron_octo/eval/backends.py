@@ -21,16 +21,37 @@ BACKENDS = ("transformers", "vllm")
 Progress = Callable[[int], None]  # called with the number of prompts just finished
 
 
+_WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+_TOKENIZER = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "*.tiktoken")
+DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+"""Accepted --dtype spellings -> torch / vLLM names."""
+
+
 def check_model_dir(model_dir) -> Path:
-    """The model directory as a Path; EvalError when it is not a Hugging Face model directory."""
+    """The model directory as a Path; EvalError naming the fix when it is not a Hugging Face model directory with
+    config, weights and tokenizer."""
     path = Path(model_dir)
     if not path.is_dir():
         raise EvalError(f"model directory {path} does not exist; pass --model with a Hugging Face model directory "
-                        "(config.json, weights, tokenizer)")
+                        "(config.json, weights, tokenizer) or a Hub model ID (ORG/NAME)")
     if not (path / "config.json").is_file():
         raise EvalError(f"{path} has no config.json; pass a Hugging Face model directory "
                         "(convert Megatron checkpoints with octo convert first)")
+    if not any(any(path.glob(p)) for p in _WEIGHTS):
+        raise EvalError(f"{path} has no weights (*.safetensors or pytorch_model*.bin); pass a complete Hugging Face "
+                        "model directory (octo convert --to hf writes one)")
+    if not any(any(path.glob(p)) for p in _TOKENIZER):
+        raise EvalError(f"{path} has no tokenizer (tokenizer.json / tokenizer_config.json / tokenizer.model); copy "
+                        "the tokenizer files into it (octo convert --to hf --tokenizer DIR does)")
     return path
+
+
+def torch_dtype_name(dtype: str) -> str:
+    """``auto`` or a torch dtype name for a --dtype spelling; EvalError listing the choices."""
+    if dtype not in DTYPES:
+        raise EvalError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    return DTYPES[dtype]
 
 
 class TransformersBackend:
@@ -44,6 +65,7 @@ class TransformersBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = check_model_dir(model_dir)
+        dtype = torch_dtype_name(dtype)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype == "auto":  # bf16 where the hardware has it for speed, fp32 on CPU for exactness
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
@@ -108,6 +130,7 @@ class VLLMBackend:
     def __init__(self, model_dir, dtype: str = "auto", tensor_parallel_size: int = 1, seed: int = 0,
                  max_model_len: Optional[int] = None, chunk_size: int = 512, **llm_kwargs):
         path = check_model_dir(model_dir)
+        dtype = torch_dtype_name(dtype)
         try:
             from vllm import LLM
         except Exception as exc:  # ImportError, or a broken build raising something else at import

@@ -13,14 +13,20 @@ last ``\\boxed{}``.
 from __future__ import annotations
 
 import re
-from typing import Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 # A number as models write it: sign, thousands separators, decimals, and an optional exponent ("4.5e33").
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
 _ANSWER_IS = re.compile(r"[Tt]he (?:final )?answer is[:\s]*", re.S)
-_MINERVA_FINAL = re.compile(r"[Ff]inal [Aa]nswer:?\s*[Tt]he final answer is\s*(.*?)\s*\.?\s*I hope it is correct", re.S)
-_FINAL_IS = re.compile(r"final answer is\s*(.*?)\s*\.?\s*I hope it is correct", re.S | re.I)
+# Minerva's "Final Answer: The final answer is X. I hope it is correct." (else the same without "Final Answer:", in
+# any case): where X starts and where it ends.
+_MINERVA_START = re.compile(r"[Ff]inal [Aa]nswer:?\s*+[Tt]he final answer is")
+_FINAL_START = re.compile(r"final answer is", re.I)
+_HOPE, _HOPE_I = re.compile(r"I hope it is correct"), re.compile(r"I hope it is correct", re.I)
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
+_BOX = re.compile(r"\\(?:boxed|fbox)\b")
+_BRACE = re.compile(r"[{}]")
+_BARE_TOKEN = re.compile(r"[^\s$]+")
 
 
 def truncate_at_stop(text: str, stop: Iterable[str]) -> str:
@@ -38,39 +44,45 @@ def truncate_at_stop(text: str, stop: Iterable[str]) -> str:
     return text[:cut]
 
 
-def _braced(text: str, start: int) -> Optional[str]:
-    """The content of the brace group opening at ``text[start] == '{'``, or None when it never closes."""
-    depth = 0
-    for i in range(start, len(text)):
-        c = text[i]
-        if c == "{" and text[i - 1 : i] != "\\":
-            depth += 1
-        elif c == "}" and text[i - 1 : i] != "\\":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i]
-    return None
+def _brace_pairs(text: str) -> Dict[int, int]:
+    """Position of each ``{`` -> position of its matching ``}`` (braces after a backslash do not count); unclosed
+    ones are absent. One pass with a stack: linear in the text, whatever it holds (20,000 unclosed ``\\boxed{``
+    included), where scanning from each box to its end would be quadratic."""
+    pairs: Dict[int, int] = {}
+    stack: List[int] = []
+    for m in _BRACE.finditer(text):
+        i = m.start()
+        if i and text[i - 1] == "\\":
+            continue
+        if m.group() == "{":
+            stack.append(i)
+        elif stack:
+            pairs[stack.pop()] = i
+    return pairs
 
 
 def boxed_answers(text: str) -> List[str]:
     """Contents of every complete ``\\boxed{...}`` / ``\\fbox{...}`` (and ``\\boxed 5`` without braces), in order.
 
-    Nested braces are balanced; an unclosed box is skipped (it is malformed and holds no reliable answer).
+    Nested braces are balanced; an unclosed box is skipped (it is malformed and holds no reliable answer). Linear
+    in the length of ``text``.
     """
     found = []
-    for m in re.finditer(r"\\(?:boxed|fbox)\b", text):
+    pairs: Optional[Dict[int, int]] = None
+    for m in _BOX.finditer(text):
         j = m.end()
         while j < len(text) and text[j] == " ":
             j += 1
         if j < len(text) and text[j] == "{":
-            inner = _braced(text, j)
-            if inner is not None:
-                found.append((m.start(), inner))
+            if pairs is None:
+                pairs = _brace_pairs(text)
+            if j in pairs:
+                found.append(text[j + 1 : pairs[j]])
         elif j > m.end():  # "\boxed 5": the token up to the next space or dollar
-            tok = re.match(r"[^\s$]+", text[j:])
+            tok = _BARE_TOKEN.match(text, j)
             if tok:
-                found.append((m.start(), tok.group(0)))
-    return [inner.strip() for _, inner in found]
+                found.append(tok.group(0))
+    return [inner.strip() for inner in found]
 
 
 def last_boxed(text: str) -> Optional[str]:
@@ -106,9 +118,26 @@ def answer_is_tail(text: str) -> Optional[str]:
     return tail or None
 
 
+def _final_answers(text: str, start: "re.Pattern[str]", hope: "re.Pattern[str]") -> List[str]:
+    """Each answer between a ``start`` match and the next ``hope`` match (non-overlapping, in order), without
+    trailing spaces and one trailing period; linear in the text (a lazy ``(.*?)I hope`` regex rescans to the end
+    from every start that has no ending)."""
+    out, pos = [], 0
+    while True:
+        m = start.search(text, pos)
+        if m is None:
+            return out
+        h = hope.search(text, m.end())
+        if h is None:
+            return out
+        seg = text[m.end() : h.start()].strip()
+        out.append(seg[:-1].rstrip() if seg.endswith(".") else seg)
+        pos = h.end()
+
+
 def minerva_final(text: str) -> Optional[str]:
     """X of "Final Answer: The final answer is X. I hope it is correct." (dollars stripped), or None."""
-    matches = _MINERVA_FINAL.findall(text) or _FINAL_IS.findall(text)
+    matches = _final_answers(text, _MINERVA_START, _HOPE) or _final_answers(text, _FINAL_START, _HOPE_I)
     if not matches:
         return None
     ans = matches[-1].strip()
@@ -151,7 +180,9 @@ def extract_choice(text: str, letters: Sequence[str] = "ABCDE", last_mention: bo
     """
     letter_set = "".join(letters).upper()
     # "(b)" in any case, or a bare capital "B": a bare lower-case letter is usually the article "a".
-    pat = re.compile(r"answer is:?\s*\$?\s*(?:\\boxed\{)?\s*(?:\\text\{)?\s*(?:\(([%s])\)|([%s])\b)"
+    # One possessive loop over what may stand between "answer is" and the letter: a chain of optional parts
+    # joined by \s* would backtrack polynomially on a long run of spaces.
+    pat = re.compile(r"answer is:?(?:\s|\$|\\boxed\{|\\text\{)*+(?:\(([%s])\)|([%s])\b)"
                      % (letter_set + letter_set.lower(), letter_set))
     found = pat.findall(text)
     if found:
@@ -159,7 +190,7 @@ def extract_choice(text: str, letters: Sequence[str] = "ABCDE", last_mention: bo
         return (paren or bare).upper()
     boxed = last_boxed(text)
     if boxed is not None:
-        m = re.fullmatch(r"\s*(?:\\text\{)?\s*\(?([%s])\)?\s*\}?\s*" % letter_set, boxed, re.I)
+        m = re.fullmatch(r"(?:\\text\{)?\s*+\(?([%s])\)?\s*+\}?" % letter_set, boxed.strip(), re.I)
         if m:
             return m.group(1).upper()
     if last_mention:

@@ -77,12 +77,13 @@ def _prepare_tasks(benchmarks, items, data_dir, source, hf_datasets, limit, zero
 
 def _evaluate_task(task: _Task, generator, pool: DeadlinePool, gen_kwargs: Mapping[str, Any], zero_shot: bool,
                    show_progress: bool, output_dir: Optional[str] = None, done: Sequence[Mapping[str, Any]] = (),
-                   chunk_size: int = CHUNK_SIZE) -> Dict[str, Any]:
+                   chunk_size: Optional[int] = None) -> Dict[str, Any]:
     """Generate, extract and score one benchmark: its summary and per-item records. ``done`` holds the records of
     the first items from an interrupted run (checked by ``report.resumable_records``); the rest are generated in
     chunks of ``chunk_size`` prompts, each chunk's records appended to the benchmark's partial predictions file
     under ``output_dir`` as soon as it is scored, so an interruption loses at most one chunk."""
     prompts = [task.prompt.render(it.question) for it in task.items]
+    chunk_size = chunk_size or CHUNK_SIZE
     records: List[Dict[str, Any]] = [dict(r) for r in done]
     progress = Progress(len(prompts), task.name, unit="items", initial=len(records)) if show_progress else None
     gen_s = score_s = 0.0
@@ -186,12 +187,12 @@ def run_eval(model_dir: Optional[str] = None, benchmarks: Union[str, Sequence[st
     setting = "zero-shot" if zero_shot else "few-shot"
     settings = {"model": str(model_dir), "mode": setting, "template": template if zero_shot else None,
                 "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
-    done = _resume_or_start(output_dir, resume, settings, tasks, log)
     local_model = None
     if generator is None:
         if model_dir is None:
             raise EvalError("no model given; pass --model with a Hugging Face model directory or Hub ID")
         local_model = check_model_dir(resolve_model_path(model_dir))
+    done = _resume_or_start(output_dir, resume, settings, tasks, log)  # the first write into output_dir
     pub_key = report.match_published(report.model_names(model_dir) + report.model_names(local_model), setting,
                                      published)
     if generator is None:

@@ -26,7 +26,7 @@ from megatron_octo.eval.registry import EvalItem
 
 KINDS = ("math", "number", "letter", "text", "ocw")
 DEFAULT_TIMEOUT = 2.0
-OCW_REL_TOL = 0.01  # Minerva (Lewkowycz et al. 2022, appendix): numeric answers within 1 % relative error
+OCW_REL_TOL = Fraction(1, 100)  # Minerva (Lewkowycz et al. 2022, appendix): numeric answers within 1 % relative error
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 
 
@@ -68,25 +68,47 @@ def _from_boxed(fmt: str, boxed: str, item: EvalItem) -> Tuple[Optional[str], st
 
 
 # ----------------------------------------------------------------------------- cheap comparisons (caller side)
-def as_number(text: Optional[str]) -> Optional[float]:
-    """A plain number written as text ("1,000", "-3.5", "4.5e33", "3/10", "$18", "18.") as a float, else None.
-    Anything with LaTeX, units or percent signs is left to math-verify."""
+_MAX_NUMBER_CHARS = 4_000  # Python refuses int() of strings over 4,300 digits
+_MAX_EXPONENT = 1_000
+_PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE]([-+]?\d+))?")
+_FRACTION = re.compile(r"(-?\d+)\s*+/\s*+(\d+)")
+
+
+def as_number(text: Optional[str]) -> Optional[Fraction]:
+    """A plain number written as text ("1,000", "-3.5", "4.5e33", "3/10", "$18", "18.") as an exact Fraction, else
+    None. Exact, so a 400-digit answer neither overflows a float nor rounds to infinity (400 ones are not 400
+    twos); numbers longer than 4,000 characters or with exponents beyond +-1,000 are left to math-verify (in the
+    time-limited pool), as is anything with LaTeX, units or percent signs."""
     if text is None:
         return None
     s = str(text).strip().replace("\\$", "").replace("$", "").strip().rstrip(".").strip()
+    if len(s) > _MAX_NUMBER_CHARS:
+        return None
     if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
         s = s.replace(",", "")
-    if re.fullmatch(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", s):
-        return float(s)
-    m = re.fullmatch(r"(-?\d+)\s*/\s*(\d+)", s)
+    m = _PLAIN_NUMBER.fullmatch(s)
+    if m:
+        if m.group(1) is not None and abs(int(m.group(1))) > _MAX_EXPONENT:
+            return None
+        return Fraction(s)
+    m = _FRACTION.fullmatch(s)
     if m and int(m.group(2)) != 0:
-        return float(Fraction(int(m.group(1)), int(m.group(2))))
+        return Fraction(int(m.group(1)), int(m.group(2)))
     return None
 
 
-def numbers_equal(a: float, b: float) -> bool:
-    """Equal up to float noise: relative 1e-6 (math-verify rounds floats to 6 decimals likewise)."""
-    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+_REL_TOL, _ABS_TOL = Fraction(1, 10**6), Fraction(1, 10**9)
+
+
+def numbers_equal(a: Fraction, b: Fraction) -> bool:
+    """Equal up to float noise: relative 1e-6 (math-verify rounds floats to 6 decimals likewise), absolute 1e-9;
+    in exact arithmetic."""
+    return abs(a - b) <= max(_REL_TOL * max(abs(a), abs(b)), _ABS_TOL)
+
+
+def within_relative(value: Fraction, gold: Fraction, tol: Fraction) -> bool:
+    """|value - gold| <= tol * |gold|, exactly."""
+    return abs(value - gold) <= tol * abs(gold)
 
 
 def normalize_answer(text: str) -> str:
@@ -122,7 +144,7 @@ def quick_judge(kind: str, pred: Optional[str], gold: str) -> Optional[bool]:
             return numbers_equal(p, g)
         return _norm_text(pred) == _norm_text(gold)
     if kind == "ocw" and g is not None and p is not None:
-        return abs(p - g) <= OCW_REL_TOL * abs(g)
+        return within_relative(p, g, OCW_REL_TOL)
     if p is not None and g is not None and kind != "ocw":
         return numbers_equal(p, g)
     if re.sub(r"\s+", "", pred) == re.sub(r"\s+", "", gold):
@@ -190,10 +212,11 @@ def judge(kind: str, pred: str, gold: str) -> bool:
     if quick is not None:
         return quick
     pred, gold = normalize_answer(pred), normalize_answer(gold)
-    gold_number = as_number(gold) if kind == "ocw" else None
-    if gold_number is not None:
+    gold_number = as_number(gold)
+    if kind == "ocw" and gold_number is not None:
         value = _sympy_float(pred)
-        return value is not None and abs(value - gold_number) <= OCW_REL_TOL * abs(gold_number)
+        return value is not None and math.isfinite(value) and within_relative(Fraction(value), gold_number,
+                                                                               OCW_REL_TOL)
     if kind == "letter":
         return False
     return math_equal(pred, gold)

@@ -16,7 +16,7 @@ from typing import Optional
 from megatron_octo.launch.config import JobSpec, LaunchError, LocalConfig, SlurmConfig
 from megatron_octo.launch.layout import Layout, check_layout, check_overrides
 from megatron_octo.launch.local import describe_local, local_command, run_local
-from megatron_octo.launch.slurm import render, submit, write_script
+from megatron_octo.launch.slurm import check_slurm, render, submit, write_script
 
 
 @dataclass
@@ -33,12 +33,17 @@ class SlurmLaunch:
     """Slurm's job id (None for a dry run)."""
 
 
+def slurm_layout(job: JobSpec, cfg: SlurmConfig) -> Layout:
+    """Check the job's options, then its recipe against ``nodes`` x ``ranks`` processes (GPUs, or CPU ranks)."""
+    check_overrides(job.overrides)
+    check_slurm(cfg)
+    return check_layout(job, cfg.nodes * cfg.ranks, cfg.world_words(), unit="ranks" if cfg.cpu else "GPUs")
+
+
 def launch_slurm(job: JobSpec, cfg: SlurmConfig, dry_run: bool = False, overwrite: bool = False,
                  sbatch: Optional[str] = None) -> SlurmLaunch:
     """Check, render, and (unless ``dry_run``) write and submit the job."""
-    check_overrides(job.overrides)
-    gpus = f"--nodes {cfg.nodes} x --gpus-per-node {cfg.gpus_per_node}"
-    layout = check_layout(job, cfg.nodes * cfg.gpus_per_node, gpus)
+    layout = slurm_layout(job, cfg)
     text = render(job, cfg, layout)
     if dry_run:
         return SlurmLaunch(script=text, layout=layout)
@@ -60,4 +65,4 @@ def launch_local(job: JobSpec, cfg: LocalConfig, dry_run: bool = False) -> int:
 
 
 __all__ = ["JobSpec", "LaunchError", "Layout", "LocalConfig", "SlurmConfig", "SlurmLaunch", "check_layout",
-           "launch_local", "launch_slurm", "local_command", "render"]
+           "launch_local", "launch_slurm", "local_command", "render", "slurm_layout"]

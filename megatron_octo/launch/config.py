@@ -54,7 +54,11 @@ class SlurmConfig:
     nodes: int
     """Nodes of the job (``--nodes``)."""
     gpus_per_node: int
-    """GPUs used on each node; one rank per GPU."""
+    """GPUs used on each node; one rank per GPU. 0 makes a CPU job: no GPUs requested, the ranks run over gloo,
+    ``ranks_per_node`` of them on each node."""
+    ranks_per_node: Optional[int] = None
+    """Training processes on each node; None means one per GPU. Required for a CPU job (``gpus_per_node`` 0); on
+    GPUs it must equal ``gpus_per_node``."""
     time: str = "04:00:00"
     """Time limit, in any Slurm form (``MM``, ``HH:MM:SS``, ``D-HH:MM``, ...)."""
     account: Optional[str] = None
@@ -75,11 +79,14 @@ class SlurmConfig:
     """Extra container mounts ``SRC[:DST[:FLAGS]]``; the run directory, the submit directory, ``$OCTO_DATA`` and
     the recipe's checkpoint and tokenizer paths are mounted at their own paths already."""
     signal_lead_s: int = 300
-    """Seconds before the time limit at which Slurm signals the job (SIGUSR1) so training saves and requeues."""
+    """Seconds before the time limit at which Slurm signals the job (SIGUSR1) so training saves and requeues.
+    Slurm checks limits every 30 s, so the signal comes up to 30 s earlier than this (slurmctld's
+    PERIODIC_TIMEOUT)."""
     max_requeues: int = 20
     """Attempts after which a pre-empted job stops requeueing itself."""
     cpus_per_node: Optional[int] = None
-    """CPU cores requested per node, split evenly over its tasks; None leaves the cluster default."""
+    """CPU cores requested per node, split evenly over its tasks; None leaves the cluster default. In a CPU job
+    each rank's OMP_NUM_THREADS defaults to its share."""
     exclusive: bool = True
     """Ask for whole nodes (``--exclusive``, ``--mem=0``)."""
     socket_ifname: Optional[str] = None
@@ -90,6 +97,25 @@ class SlurmConfig:
     """Further ``#SBATCH`` directives, verbatim (``--constraint=h100``, ``--reservation=x``)."""
     log_dir: Optional[Path] = None
     """Where the job script, its output and each attempt's records go; None means ``RUN_DIR/slurm``."""
+    dependency: Optional[str] = None
+    """Slurm dependency of the job (``afterok:JOBID``: start only once that job completed successfully, e.g. a decay
+    branch after its stable stage); None starts as soon as resources allow."""
+
+    @property
+    def cpu(self) -> bool:
+        """A CPU job: no GPUs, gloo between the ranks."""
+        return self.gpus_per_node == 0
+
+    @property
+    def ranks(self) -> int:
+        """Training processes on each node."""
+        return self.ranks_per_node if self.ranks_per_node is not None else self.gpus_per_node
+
+    def world_words(self) -> str:
+        """The process count as the flags state it, for error messages."""
+        if self.cpu:
+            return f"--nodes {self.nodes} x --ranks-per-node {self.ranks} (CPU)"
+        return f"--nodes {self.nodes} x --gpus-per-node {self.gpus_per_node}"
 
 
 @dataclass

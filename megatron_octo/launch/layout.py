@@ -58,11 +58,12 @@ class Layout:
                 f"{self.tokens_per_step:,} tokens")
 
 
-def _fit(world: int, tp: int, pp: int, cp: int, global_batch: int, micro_batch: int, gpus: str) -> int:
+def _fit(world: int, tp: int, pp: int, cp: int, global_batch: int, micro_batch: int, gpus: str,
+         unit: str = "GPUs") -> int:
     model_parallel = tp * pp * cp
     if world % model_parallel:
         raise LaunchError(
-            f"{gpus} = {world} GPUs is not a multiple of the recipe's TP x PP x CP = {tp} x {pp} x {cp} = "
+            f"{gpus} = {world} {unit} is not a multiple of the recipe's TP x PP x CP = {tp} x {pp} x {cp} = "
             f"{model_parallel}: change --nodes/--gpus-per-node or parallel.tp/pp/cp"
         )
     dp = world // model_parallel
@@ -88,14 +89,16 @@ def _read_paths(recipe) -> List[str]:
     return paths
 
 
-def check_layout(job: JobSpec, world: int, gpus: str) -> Layout:
+def check_layout(job: JobSpec, world: int, gpus: str, unit: str = "GPUs") -> Layout:
     """Resolve ``job``'s recipe as its ranks will and check it against ``world`` processes; ``gpus`` words the
-    GPU count in errors (``--nodes 4 x --gpus-per-node 8``). Raises ``LaunchError`` or ``ConfigError``."""
+    GPU count in errors (``--nodes 4 x --gpus-per-node 8``), ``unit`` what is counted (``ranks`` for a CPU job).
+    Raises ``LaunchError`` or ``ConfigError``."""
     from megatron_octo.config.loader import load_recipe
 
     recipe = load_recipe(job.recipe, job.overrides)
+    check_stage(job, recipe)
     p, t = recipe.parallel, recipe.train
-    dp = _fit(world, p.tp, p.pp, p.cp, t.global_batch, t.micro_batch, gpus)
+    dp = _fit(world, p.tp, p.pp, p.cp, t.global_batch, t.micro_batch, gpus, unit)
     return Layout(world=world, tp=p.tp, pp=p.pp, cp=p.cp, dp=dp, global_batch=t.global_batch,
                   micro_batch=t.micro_batch, steps=train_iters(recipe), tokens_per_step=t.global_batch * t.seq_len,
                   read_paths=_read_paths(recipe), command=job.command)
@@ -118,3 +121,18 @@ def check_overrides(overrides: Sequence[str]) -> None:
         if "=" not in item or item.startswith("="):
             raise LaunchError(f"override {item!r} must look like key=value, e.g. train.iters=10 (flags go before "
                               f"the overrides)")
+
+
+def check_stage(job: JobSpec, recipe) -> None:
+    """The recipe fits the subcommand the ranks run: ``--command rl`` needs an RL recipe (``rl.init`` and prompts
+    set: what ``octo rl`` checks first), refused here rather than after the queue."""
+    if job.command != "rl":
+        return
+    from megatron_octo.config.errors import ConfigError
+    from megatron_octo.config.validate import validate_rl
+
+    try:
+        validate_rl(recipe)
+    except ConfigError as exc:
+        raise LaunchError(f"--command rl with recipe {job.recipe}: {exc} (a training recipe? use --command train, or "
+                          "an RL recipe such as octothinker-3b-grpo with rl.init=...)") from None

@@ -15,7 +15,7 @@ from typing import List
 
 from megatron_octo.launch.config import JobSpec, LaunchError, LocalConfig
 from megatron_octo.launch.layout import rank_command
-from megatron_octo.training.signals import REQUEUE_EXIT_CODE, SIGNALS
+from megatron_octo.training.signals import INTERRUPTED_EXIT_CODE, REQUEUE_EXIT_CODE, SIGNALS
 
 
 def local_command(job: JobSpec, cfg: LocalConfig) -> List[str]:
@@ -37,14 +37,20 @@ def run_local(job: JobSpec, cfg: LocalConfig) -> int:
     job.run_dir.mkdir(parents=True, exist_ok=True)
     child = subprocess.Popen(local_command(job, cfg), start_new_session=True, preexec_fn=_ignore_usr1,
                              env=dict(os.environ))
-    forwarded = {"signal": False}
+    forwarded = {"signal": False, "interrupts": 0}
 
     def forward(signum, frame) -> None:
         forwarded["signal"] = True
+        forwarded["interrupts"] += signum == signal.SIGINT
+        # a second Ctrl-C stops at once, as it does for a stage run directly; any other signal asks for a save
+        stop_now = forwarded["interrupts"] > 1
         try:
-            os.killpg(child.pid, signal.SIGUSR1)
+            os.killpg(child.pid, signal.SIGKILL if stop_now else signal.SIGUSR1)
         except ProcessLookupError:
             pass
+        if stop_now:
+            os.write(2, b"octo: interrupted again: stopped at once without saving; the newest complete checkpoint "
+                        b"is where the same command resumes\n")
 
     previous = {sig: signal.signal(sig, forward) for sig in SIGNALS}
     try:
@@ -52,6 +58,8 @@ def run_local(job: JobSpec, cfg: LocalConfig) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if forwarded["interrupts"] > 1:
+        return INTERRUPTED_EXIT_CODE
     if rc != 0 and forwarded["signal"]:
         return REQUEUE_EXIT_CODE  # torchrun reports a worker's REQUEUE_EXIT_CODE as 1
     return rc if rc >= 0 else 128 - rc

@@ -8,7 +8,7 @@ depend on the family. Megatron-Core is imported inside the functions: importing 
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 
@@ -53,12 +53,15 @@ def transformer_config(
     fp8_bf16_layers: int = 0,
     use_cpu_initialization: bool = True,
     fused_kernels: Optional[bool] = None,
+    extra: Optional[Mapping[str, object]] = None,
 ):
     """Megatron-Core ``TransformerConfig`` of a Llama-like model: RMSNorm, SwiGLU, RoPE, GQA, no linear biases
     except the optional QKV bias, no dropout, per-token loss.
 
     ``fused_kernels`` (bias-SwiGLU, masked softmax and RoPE fusions): None means on where CUDA and Transformer
-    Engine are present. ``fp8`` (``hybrid`` / ``e4m3``) needs Transformer Engine.
+    Engine are present. ``fp8`` (``hybrid`` / ``e4m3``) needs Transformer Engine. ``extra``: further
+    ``TransformerConfig`` fields, winning over the ones above (training passes the FP8 and ``perf`` plans that
+    ``training.precision`` and ``training.features`` resolved for its device).
     """
     from megatron.core.transformer import TransformerConfig
 
@@ -67,7 +70,7 @@ def transformer_config(
         raise ValueError(f"fp8={fp8!r} needs Transformer Engine, which cannot be imported here: set fp8 to null")
     if fused_kernels is None:
         fused_kernels = torch.cuda.is_available() and te_available()
-    return TransformerConfig(
+    fields = dict(
         num_layers=model.num_layers,
         hidden_size=model.hidden_size,
         ffn_hidden_size=model.ffn_hidden_size,
@@ -103,6 +106,7 @@ def transformer_config(
         masked_softmax_fusion=fused_kernels,
         apply_rope_fusion=fused_kernels,
     )
+    return TransformerConfig(**{**fields, **(extra or {})})
 
 
 def layer_spec(use_te: bool, *, sdpa: bool = True):

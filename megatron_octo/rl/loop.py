@@ -15,25 +15,42 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
 
 from megatron_octo.config.schema import RecipeConfig
-from megatron_octo.config.validate import max_response_tokens, validate_rl
+from megatron_octo.config.validate import max_response_tokens
 from megatron_octo.parallel import ParallelContext
-from megatron_octo.rl import policy, rollouts as ro
-from megatron_octo.rl.critic import (CRITIC_DIR, build_critic, critic_recipe, critic_update, ppo_advantages,
-                                     restore_critic, value_step)
+from megatron_octo.rl import policy
+from megatron_octo.rl import rollouts as ro
+from megatron_octo.rl.critic import (
+    CRITIC_DIR,
+    build_critic,
+    critic_recipe,
+    critic_update,
+    ppo_advantages,
+    restore_critic,
+    value_step,
+)
 from megatron_octo.rl.prompts import build_problems, shard, step_prompts
-from megatron_octo.rl.setup import (RLSetupError, make_engine, make_reference, make_weight_sync, prepare_start,
-                                   rollout_reward)
+from megatron_octo.rl.setup import (
+    COLLECTIVE_TIMEOUT_S,
+    RLSetupError,
+    load_tokenizer,
+    make_engine,
+    make_reference,
+    make_weight_sync,
+    materialize,
+    rollout_reward,
+    starting_point,
+)
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import build
 from megatron_octo.training.metrics import MetricsWriter, truncate_metrics
-from megatron_octo.training.resume import Start, restore, schedule_params
-from megatron_octo.training.signals import StopRequest
+from megatron_octo.training.resume import Start
+from megatron_octo.training.stage import CheckpointManager, Companion, StageSpec, metrics_writer, resume
 
 
 class Phases:
@@ -104,20 +121,22 @@ def _trainer_stats(batches, outputs, ctx) -> Dict[str, float]:
 
 
 def _rollout_stats(r: ro.Rollouts, ctx: ParallelContext) -> Dict[str, float]:
-    """Reward, accuracy, lengths and truncation over every replica's rollouts."""
-    sums = torch.zeros(5, dtype=torch.float64, device=ctx.device)
+    """Reward, accuracy, lengths, truncation and the step's tokens (prompts + responses: what the update trains on,
+    recorded in checkpoints) over every replica's rollouts."""
+    sums = torch.zeros(6, dtype=torch.float64, device=ctx.device)
     longest = torch.zeros(1, dtype=torch.float64, device=ctx.device)
     if ctx.tp_rank == 0 and ctx.pp_rank == 0:
         lens = r.response_lens
-        sums += torch.tensor([sum(r.rewards), sum(x > 0 for x in r.rewards), len(lens), sum(lens), sum(r.truncated)],
-                             dtype=torch.float64, device=ctx.device)
+        sums += torch.tensor([sum(r.rewards), sum(x > 0 for x in r.rewards), len(lens), sum(lens), sum(r.truncated),
+                              sum(len(t) for t in r.tokens)], dtype=torch.float64, device=ctx.device)
         longest[0] = max(lens)
     dist.all_reduce(sums)
     dist.all_reduce(longest, op=dist.ReduceOp.MAX)
     n = float(sums[2])
     return {"reward_mean": float(sums[0]) / n, "accuracy": float(sums[1]) / n,
             "response_length_mean": float(sums[3]) / n, "response_length_max": float(longest[0]),
-            "truncated_fraction": float(sums[4]) / n, "responses": n, "generated_tokens": float(sums[3])}
+            "truncated_fraction": float(sums[4]) / n, "responses": n, "generated_tokens": float(sums[3]),
+            "trained_tokens": float(sums[5])}
 
 
 def _updates(parts, ctx, recipe, minis, critic=None) -> Dict[str, float]:
@@ -135,8 +154,8 @@ def _updates(parts, ctx, recipe, minis, critic=None) -> Dict[str, float]:
 
 
 def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id: int,
-            critic=None, syncer=None) -> Dict[str, float]:
-    """One RL step (``step`` is 0-based); returns its metrics (the same on every rank)."""
+            critic=None, syncer=None) -> Dict[str, Any]:
+    """One RL step (``step`` is 0-based); returns its metrics (the same on every rank) and ``examples``."""
     phases = Phases()
     r = _rollouts(recipe, ctx, engine, problems, step, reward_fn, phases)
     minis = ro.step_batches(r, recipe.rl.prompts_per_step // recipe.rl.mini_batch_prompts, recipe.train.micro_batch,
@@ -149,7 +168,7 @@ def rl_step(step: int, recipe, ctx, parts, engine, problems, reward_fn, referenc
             ref_out = policy.run_schedule(reference, ctx, ref_step, batches, forward_only=True)
             for mb, out in zip(batches, ref_out if ctx.is_last_stage else []):
                 mb.ref_logprobs = out["logprobs"]
-    stats = _trainer_stats(batches, outputs, ctx)
+    stats: Dict[str, Any] = _trainer_stats(batches, outputs, ctx)
     stats["padding_share"] = ro.padding_share(r, minis)
     if critic is not None:
         with phases("values"):
@@ -179,83 +198,84 @@ def _record(step: int, stats: Dict[str, float]) -> Dict[str, float]:
     return rec
 
 
-def run_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn: Optional[ro.RewardFn] = None,
-           log=print) -> Dict[str, object]:
-    """Run ``recipe``'s RL stage into ``run_dir`` (resuming from its newest checkpoint when there is one).
-    ``reward_fn`` replaces the math reward (tests use toy tasks). Returns a summary."""
-    validate_rl(recipe, ctx.dp)
+RL_STAGE = StageSpec(command="rl", summary_file="rl_summary.json",
+                     run_files=("init", "validation", "hf", "critic_checkpoints", "samples.jsonl"),
+                     collective_timeout_s=COLLECTIVE_TIMEOUT_S)
+
+
+def prepare_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn: Optional[ro.RewardFn] = None,
+               log=print) -> Callable[[], Dict[str, Any]]:
+    """Set up ``recipe``'s RL stage in ``run_dir`` (resuming from its newest checkpoint when there is one) and return
+    the session that runs its steps. Everything that can refuse the recipe (tokenizer, prompts, reward) is checked
+    before ``RUN_DIR/init`` is written. ``reward_fn`` replaces the math reward (tests use toy tasks)."""
     if ctx.cp > 1:
         raise RLSetupError("context parallelism is not supported by octo rl: set parallel.cp=1")
     iters = recipe.train.iters
     if iters is None:
         raise RLSetupError("octo rl needs train.iters (RL steps)")
     run_dir = Path(run_dir)
-    start_recipe, tokenizer = prepare_start(recipe, run_dir, ctx, log)
-    parts = build(start_recipe, ctx, iters)
-    start = restore(start_recipe, run_dir, parts, iters)
-    if ctx.is_main and start.source:
-        log(f"[octo rl] {start.source}")
+    point = starting_point(recipe)
+    tokenizer = load_tokenizer(recipe, point)
     problems = build_problems(recipe.rl.prompts, tokenizer, log if ctx.is_main else (lambda s: None))
     reward_fn = reward_fn or rollout_reward(recipe.rl.reward)
+    start_recipe = materialize(recipe, point, run_dir, ctx, log)
+    parts = build(start_recipe, ctx, iters)
+    start = resume(start_recipe, run_dir, parts, iters, ctx, RL_STAGE, log)
     engine = make_engine(recipe, ctx, tokenizer, run_dir) if dist.get_rank(ctx.pgs.mp) == 0 else None
     reference = make_reference(start_recipe, ctx, iters) if recipe.rl.kl_coef > 0 else None
     critic = None
     if recipe.rl.algorithm == "ppo":
         critic = build_critic(start_recipe, ctx, iters)
-        restore_critic(critic, run_dir, start.step, ckpt.resolve(start_recipe.checkpoint.load))
+        restore_critic(critic, run_dir, start.step, ckpt.resolve(str(start_recipe.checkpoint.load)))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return _loop(recipe, run_dir, ctx, parts, start, engine, problems, reward_fn, reference, pad_id, tokenizer, log,
-                 critic, make_weight_sync(recipe, ctx, engine))
+    syncer = make_weight_sync(recipe, ctx, engine)
+    return lambda: _loop(recipe, run_dir, ctx, parts, start, engine, problems, reward_fn, reference, pad_id,
+                         tokenizer, log, critic, syncer)
+
+
+def run_rl(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, reward_fn: Optional[ro.RewardFn] = None,
+           log=print) -> Dict[str, Any]:
+    """Set up and run ``recipe``'s RL stage into ``run_dir``; returns a summary."""
+    return prepare_rl(recipe, run_dir, ctx, reward_fn, log)()
 
 
 def _loop(recipe, run_dir, ctx, parts, start: Start, engine, problems, reward_fn, reference, pad_id, tokenizer,
-          log, critic=None, syncer=None) -> Dict[str, object]:
+          log, critic=None, syncer=None) -> Dict[str, Any]:
     from megatron_octo.rl.validation import validate_policy
 
     iters = recipe.train.iters
-    writer = None
     if ctx.is_main:
-        truncate_metrics(run_dir / "metrics.jsonl", start.step)
         truncate_metrics(run_dir / "samples.jsonl", start.step)
-        writer = RLMetricsWriter(run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
-    saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
+    writer = metrics_writer(ctx, run_dir, iters, recipe, RLMetricsWriter)
+    rl = recipe.rl
     # the critic saves synchronously, before the policy: a complete policy checkpoint implies its critic's
-    critic_saver = ckpt.Saver(run_dir / CRITIC_DIR, recipe.checkpoint.keep_last, ctx) if critic else None
-    stop, history, preempted = StopRequest(), [], False
+    companions = [Companion(CRITIC_DIR, critic_recipe(recipe), critic)] if critic is not None else []
+    manager = CheckpointManager(recipe, run_dir, ctx, start, iters, RL_STAGE, companions=companions, log=log,
+                                layout_extra={"rl": {"algorithm": rl.algorithm,
+                                                     "responses_per_step": rl.prompts_per_step * rl.rollout.n}})
+    history: List[Dict[str, float]] = []
     try:
-        syncer = syncer or make_weight_sync(recipe, ctx, engine)
-        _sync(parts, syncer, engine)
-        for step in range(start.step, iters):
-            stats = rl_step(step, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id, critic, syncer)
-            record = _record(step, stats)
-            v = recipe.rl.validation
-            if v.interval and ((step + 1) % v.interval == 0 or step + 1 == iters):
-                record.update(validate_policy(recipe, ctx, engine, tokenizer, run_dir, step + 1, log))
-            history.append(record)
-            if writer is not None:
-                writer.write(record)
-                _write_examples(run_dir, step + 1, stats["examples"])
-            signalled = stop.agreed(ctx.device)
-            exiting = recipe.train.exit_interval is not None and len(history) == recipe.train.exit_interval
-            if recipe.checkpoint.save and (_due(recipe, step + 1, iters) or signalled or exiting):
-                if critic is not None:
-                    _save(critic_saver, critic_recipe(recipe), critic, ctx, step + 1, start)
-                _save(saver, recipe, parts, ctx, step + 1, start)
-            if exiting:
-                break
-            if signalled:
-                preempted = step + 1 < iters  # a signal on the last step changes nothing
-                if ctx.is_main:
-                    log(f"[octo rl] {stop.signal_name or 'a stop signal'} received: saved step {step + 1}, exiting")
-                break
-        saver.close()
+        with manager:
+            syncer = syncer or make_weight_sync(recipe, ctx, engine)
+            _sync(parts, syncer, engine)
+            for step in manager.steps():
+                stats = rl_step(step, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id, critic,
+                                syncer)
+                record = _record(step, stats)
+                v = rl.validation
+                if v.interval and ((step + 1) % v.interval == 0 or step + 1 == iters):
+                    record.update(validate_policy(recipe, ctx, engine, tokenizer, run_dir, step + 1, log))
+                history.append(record)
+                if writer is not None:
+                    writer.write(record)
+                    _write_examples(run_dir, step + 1, stats["examples"])
+                manager.step_done(step + 1, parts, int(stats["trained_tokens"]))
     finally:
-        stop.restore()
         if writer is not None:
             writer.close()
         if engine is not None:
             engine.shutdown()
-    return _summary(history, start, iters, preempted)
+    return {**manager.summary(), **_summary(history)}
 
 
 def _write_examples(run_dir: Path, step: int, examples: List[dict]) -> None:
@@ -267,30 +287,9 @@ def _write_examples(run_dir: Path, step: int, examples: List[dict]) -> None:
             f.write(json.dumps({"step": step, **example}) + "\n")
 
 
-def _due(recipe: RecipeConfig, step: int, iters: int) -> bool:
-    interval = recipe.checkpoint.save_interval
-    return step == iters or (interval is not None and step % interval == 0)
-
-
-def _save(saver, recipe: RecipeConfig, parts, ctx: ParallelContext, step: int, start: Start) -> Path:
-    from dataclasses import asdict
-
-    rl = recipe.rl
-    meta = ckpt.CheckpointMeta(
-        step=step, tokens=0, recipe=recipe.name, schedule=schedule_params(recipe, recipe.train.iters),
-        lineage=start.lineage, model=asdict(recipe.model),
-        layout={"tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
-                "distributed_optimizer": recipe.parallel.distributed_optimizer,
-                "rl": {"algorithm": rl.algorithm, "responses_per_step": rl.prompts_per_step * rl.rollout.n}},
-    )
-    return saver.save(meta, parts)
-
-
-def _summary(history: List[Dict[str, float]], start: Start, iters: int, preempted: bool) -> Dict[str, object]:
+def _summary(history: List[Dict[str, float]]) -> Dict[str, Any]:
     def mean(key: str, part: List[Dict[str, float]]) -> Optional[float]:
         return sum(r[key] for r in part) / len(part) if part else None
 
-    return {"steps": iters, "start_step": start.step, "steps_run": len(history), "preempted": preempted,
-            "reward_first": mean("reward_mean", history[:5]), "reward_last": mean("reward_mean", history[-5:]),
-            "accuracy_first": mean("accuracy", history[:5]), "accuracy_last": mean("accuracy", history[-5:]),
-            "lineage": start.lineage}
+    return {"reward_first": mean("reward_mean", history[:5]), "reward_last": mean("reward_mean", history[-5:]),
+            "accuracy_first": mean("accuracy", history[:5]), "accuracy_last": mean("accuracy", history[-5:])}

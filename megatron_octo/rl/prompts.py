@@ -41,21 +41,36 @@ def read_problems(path: Optional[str]) -> List[dict]:
         raise PromptError(f"rl.prompts.path {file} does not exist: give a JSONL with prompt/answer fields "
                           "(e.g. $OCTO_DATA/rl/math8k_train.jsonl)")
     rows = []
-    with open(file, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with open(file, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise PromptError(f"{file}:{number} is not UTF-8 text: re-encode the file as UTF-8") from None
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PromptError(f"{file}:{number} is not valid JSON ({exc.msg}): fix or remove the line") from None
-            question = next((row[k] for k in ("prompt", "question", "problem") if k in row), None)
-            if question is None or "answer" not in row:
-                raise PromptError(f"{file}:{number} lacks a prompt/question and an answer field")
-            rows.append({"question": str(question), "answer": str(row["answer"])})
+            rows.append(_problem_row(line, f"{file}:{number}"))
     if not rows:
         raise PromptError(f"{file} holds no problems")
     return rows
+
+
+def _problem_row(line: str, where: str) -> dict:
+    """One JSONL line as {question, answer}; PromptError naming ``where`` (file:line) when it is not one."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise PromptError(f"{where} is not valid JSON ({exc.msg}): fix or remove the line") from None
+    if not isinstance(row, dict):
+        raise PromptError(f"{where} is not a JSON object with prompt and answer fields")
+    question = next((row[k] for k in ("prompt", "question", "problem") if row.get(k) is not None), None)
+    if question is None or "answer" not in row:
+        raise PromptError(f"{where} lacks a prompt/question and an answer field")
+    answer = row["answer"]
+    if answer is None or isinstance(answer, (dict, list, bool)) or not str(answer).strip():
+        raise PromptError(f"{where}: answer {answer!r} is not a gold answer (text or a number): fix or remove "
+                          "the line")
+    return {"question": str(question), "answer": str(answer)}
 
 
 def encode(tokenizer, text: str) -> List[int]:

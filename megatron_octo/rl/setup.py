@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -17,6 +17,9 @@ from megatron_octo.parallel import ParallelContext
 from megatron_octo.rl.engines import RolloutEngine, TransformersEngine, VLLMRolloutEngine
 from megatron_octo.training import checkpoint as ckpt
 
+COLLECTIVE_TIMEOUT_S = 4 * 3600
+"""How long a rank may wait in a collective: while a rollout rank generates (or rank 0 validates), the other ranks
+of its group wait in a broadcast, for much longer than training's 10 minutes at 4,096-8,192-token responses."""
 INIT_DIR = "init"
 """``RUN_DIR/init``: the Megatron-Core conversion of a Hugging Face ``rl.init``."""
 
@@ -29,46 +32,81 @@ def _is_hf_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
 
 
-def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Path) -> Path:
+def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Optional[Path]) -> Path:
     from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer
     from megatron_octo.convert.sources import tokenizer_in as _tokenizer_in
 
     for candidate in (recipe.rl.prompts.tokenizer, recipe.data.tokenizer):
         if candidate:
             return Path(candidate)
-    found = _tokenizer_in(init) if _is_hf_dir(init) else _find_tokenizer(source, None)
+    found = _tokenizer_in(init) if source is None else _find_tokenizer(source, None)
     if found is None:
         raise RLSetupError(f"no tokenizer found beside {init}: set rl.prompts.tokenizer=DIR")
     return found
 
 
-def prepare_start(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, log) -> Tuple[RecipeConfig, object]:
-    """The recipe with ``checkpoint.load`` pointing at the starting weights, and the tokenizer (collective).
+@dataclasses.dataclass
+class StartingPoint:
+    """``rl.init`` resolved, before anything is written: a Hugging Face directory (``checkpoint`` None: converted
+    into ``RUN_DIR/init`` by ``materialize``) or a Megatron-Core ``checkpoint``."""
 
-    A Hugging Face ``rl.init`` is converted by rank 0 into ``RUN_DIR/init`` for this TP/PP (once: a resumed run
-    finds it there)."""
-    from transformers import AutoTokenizer
+    init: Path
+    checkpoint: Optional[Path]
 
+
+def starting_point(recipe: RecipeConfig) -> StartingPoint:
+    """Resolve ``rl.init`` (reads only)."""
     init = Path(str(recipe.rl.init).rsplit(":", 1)[0] if not Path(str(recipe.rl.init)).exists()
                 else str(recipe.rl.init))
     if _is_hf_dir(init):
-        source = run_dir / INIT_DIR
-        if ctx.is_main and not source.exists():
-            from megatron_octo.convert import hf_to_mcore
+        return StartingPoint(init=init, checkpoint=None)
+    try:
+        return StartingPoint(init=init, checkpoint=ckpt.resolve(str(recipe.rl.init)))
+    except ckpt.CheckpointError as exc:
+        raise RLSetupError(f"rl.init: {exc}") from None
 
-            log(f"[octo rl] converting {init} to Megatron-Core ({source})")
-            hf_to_mcore(str(init), str(source), tp=ctx.tp, pp=ctx.pp,
-                        make_vocab_size_divisible_by=recipe.model.make_vocab_size_divisible_by, quiet=True)
+
+def load_tokenizer(recipe: RecipeConfig, point: StartingPoint):
+    """The tokenizer of the run: ``rl.prompts.tokenizer``, ``data.tokenizer``, or the one beside ``rl.init``."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(_tokenizer_dir(recipe, point.init, point.checkpoint)))
+
+
+def _converted_from(init_dir: Path) -> Optional[str]:
+    """The Hugging Face directory ``RUN_DIR/init`` was converted from (its lineage), or None if unreadable."""
+    try:
+        lineage = ckpt.read_meta(init_dir).lineage
+    except (ckpt.CheckpointError, ValueError, TypeError):
+        return None
+    return lineage[0]["path"] if lineage else None
+
+
+def materialize(recipe: RecipeConfig, point: StartingPoint, run_dir: Path, ctx: ParallelContext,
+                log) -> RecipeConfig:
+    """The recipe with ``checkpoint.load`` pointing at the starting weights (collective).
+
+    A Hugging Face ``rl.init`` is converted by rank 0 into ``RUN_DIR/init`` for this TP/PP, once: a resumed run
+    finds it there. An ``init`` converted from another directory (``rl.init`` changed before the first checkpoint)
+    is replaced."""
+    source = point.checkpoint
+    if source is None:
+        source = run_dir / INIT_DIR
+        if ctx.is_main:
+            was = _converted_from(source) if source.exists() else None
+            if was is None or was != str(point.init.resolve()):
+                from megatron_octo.convert import hf_to_mcore
+
+                if source.exists():
+                    log(f"[octo rl] {source} was converted from {was or 'an unknown source'}, not {point.init}: "
+                        "converting again")
+                log(f"[octo rl] converting {point.init} to Megatron-Core ({source})")
+                hf_to_mcore(str(point.init), str(source), tp=ctx.tp, pp=ctx.pp,
+                            make_vocab_size_divisible_by=recipe.model.make_vocab_size_divisible_by, quiet=True,
+                            overwrite=source.exists())
         dist.barrier()
-    else:
-        try:
-            source = ckpt.resolve(str(recipe.rl.init))
-        except ckpt.CheckpointError as exc:
-            raise RLSetupError(f"rl.init: {exc}") from None
-    start = dataclasses.replace(recipe, checkpoint=dataclasses.replace(recipe.checkpoint, load=str(source),
-                                                                       branch_from=None))
-    tokenizer = AutoTokenizer.from_pretrained(str(_tokenizer_dir(recipe, init, source)))
-    return start, tokenizer
+    return dataclasses.replace(recipe, checkpoint=dataclasses.replace(recipe.checkpoint, load=str(source),
+                                                                      branch_from=None))
 
 
 def _hf_config(recipe: RecipeConfig, tokenizer) -> dict:
@@ -135,7 +173,7 @@ def make_reference(start: RecipeConfig, ctx: ParallelContext, iters: int):
 
     from megatron_octo.training.build import build_model
 
-    assert start.checkpoint.load is not None  # prepare_start() sets it
+    assert start.checkpoint.load is not None  # materialize() sets it
     chunks, tcfg, _ = build_model(start, ctx)
     ckpt.load(Path(start.checkpoint.load), SimpleNamespace(model=chunks), with_optimizer=False)
     for chunk in chunks:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import Any, List
 
 import torch
 
@@ -29,33 +29,38 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 class Components:
     """What the training loop drives."""
 
-    model: List[torch.nn.Module]
-    """Model chunks wrapped in Megatron-Core DDP (one chunk without virtual pipelining)."""
-    optimizer: object
+    model: List[Any]
+    """Model chunks wrapped in Megatron-Core DDP (one chunk without virtual pipelining); Megatron-Core is untyped."""
+    optimizer: Any
     """Megatron-Core ``MegatronOptimizer``."""
-    scheduler: object
+    scheduler: Any
     """Megatron-Core ``OptimizerParamScheduler``."""
-    config: object
+    config: Any
     """Megatron-Core ``TransformerConfig`` shared by the chunks and the schedules."""
     params_dtype: torch.dtype
     p2p: object
     """Megatron-Core ``P2PCommunicator`` over the pipeline group (what the pipeline schedules send through)."""
 
 
-def _check_precision(recipe: RecipeConfig, use_te: bool, device: torch.device) -> None:
-    """FP8 needs Transformer Engine and FP8 tensor cores (Hopper, sm 8.9+); MXFP8 needs Blackwell (sm 10+)."""
-    p = recipe.precision
-    if not p.fp8:
-        return
-    if not use_te:
-        raise SetupError("precision.fp8 needs Transformer Engine, which is not usable here: set precision.fp8=null "
-                         "or run in the GPU container")
-    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else (0, 0)
-    if capability < (8, 9):
-        raise SetupError(f"precision.fp8 needs FP8 tensor cores (Hopper or newer); this device has sm "
-                         f"{capability[0]}.{capability[1]}: set precision.fp8=null")
-    if p.fp8_recipe == "mxfp8" and capability < (10, 0):
-        raise SetupError("precision.fp8_recipe=mxfp8 needs a Blackwell GPU: use tensorwise or delayed here")
+def _plans(recipe: RecipeConfig, ctx: ParallelContext, use_te: bool):
+    """What ``precision.fp8`` and ``perf.*`` resolve to on this rank's device (``training.precision`` and
+    ``training.features``); their refusals become SetupErrors and the main rank logs the notes (one line each)."""
+    from megatron_octo.training.features import FeatureError, resolve_features
+    from megatron_octo.training.precision import PrecisionError, detect_hardware, resolve_fp8
+
+    hw = detect_hardware(ctx.device)
+    try:
+        fp8 = resolve_fp8(recipe.precision, recipe.parallel, hw)
+        features = resolve_features(recipe, hw, use_te)
+    except (PrecisionError, FeatureError) as exc:
+        raise SetupError(str(exc)) from None
+    if fp8.enabled and not use_te:
+        raise SetupError("precision.fp8 runs on Transformer Engine layers but model.spec=local: set model.spec=auto "
+                         "(or te), or precision.fp8=null")
+    if ctx.is_main:
+        for note in (*fp8.notes, *features.notes):
+            print(f"[octo] {note}", flush=True)
+    return fp8, features
 
 
 def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple:
@@ -66,16 +71,17 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     from megatron.core.transformer.module import Float16Module
 
     from megatron_octo.models.gpt import build_gpt_model, resolve_spec, transformer_config
+    from megatron_octo.training.features import initialize_userbuffers
     from megatron_octo.training.init import initialize_invariant
 
     use_te = resolve_spec(recipe.model.spec)
-    _check_precision(recipe, use_te, ctx.device)
+    fp8, features = _plans(recipe, ctx, use_te)
     params_dtype = resolve_dtype(recipe.precision.dtype, ctx.device)
-    p = recipe.precision
-    tcfg = transformer_config(
-        recipe.model, recipe.parallel, params_dtype, fp8=p.fp8, fp8_recipe=p.fp8_recipe,
-        fp8_bf16_layers=p.fp8_bf16_layers, use_cpu_initialization=True,
-    )
+    initialize_userbuffers(features, recipe.parallel.tp, fp8.enabled, params_dtype)
+    # FP8 parameters are quantized by TE kernels as they are created and written: build them on the GPU.
+    on_cpu = not (fp8.param_gather and ctx.device.type == "cuda")
+    tcfg = transformer_config(recipe.model, recipe.parallel, params_dtype, use_cpu_initialization=on_cpu,
+                              extra={**fp8.transformer_config(), **features.tcfg})
     model = build_gpt_model(
         recipe.model, tcfg, ctx.pgs, pre_process=ctx.is_first_stage, post_process=ctx.is_last_stage, use_te=use_te
     )
@@ -90,10 +96,10 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     if params_dtype != torch.float32:
         model = Float16Module(tcfg, model)
     ddp_config = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True,
         overlap_grad_reduce=recipe.parallel.overlap_grad_reduce,
         overlap_param_gather=recipe.parallel.overlap_param_gather,
         use_distributed_optimizer=recipe.parallel.distributed_optimizer,
+        **features.ddp, **fp8.ddp_config(),
     )
     ddp = DistributedDataParallel(tcfg, ddp_config, model, pg_collection=ctx.pgs)
     tcfg.finalize_model_grads_func = finalize_model_grads
@@ -119,6 +125,7 @@ def build_optimizer(recipe: RecipeConfig, chunks: List[torch.nn.Module], ctx: Pa
         bf16=params_dtype == torch.bfloat16, fp16=params_dtype == torch.float16, params_dtype=params_dtype,
         use_distributed_optimizer=recipe.parallel.distributed_optimizer,
         **loss_scale_args(recipe),
+        **_fp8_optimizer_fields(chunks[0]),
     )
     optimizer = get_megatron_optimizer(opt_config, chunks, use_gloo_process_groups=False, pg_collection=ctx.pgs)
     # The schedules multiply each micro-batch's loss by the optimizer's loss scale before backward (as
@@ -127,6 +134,13 @@ def build_optimizer(recipe: RecipeConfig, chunks: List[torch.nn.Module], ctx: Pa
     get_model_config(chunks[0]).grad_scale_func = optimizer.scale_loss
     scheduler = OptimizerParamScheduler(optimizer, **scheduler_args(recipe, iters))
     return optimizer, scheduler
+
+
+def _fp8_optimizer_fields(chunk) -> dict:
+    """The distributed optimizer's FP8 fields, as the model chunk (DDP) was built."""
+    fp8 = getattr(chunk.config, "fp8", None)
+    reuse = getattr(getattr(chunk, "ddp_config", None), "reuse_grad_buf_for_mxfp8_param_ag", False)
+    return dict(fp8_recipe=chunk.config.fp8_recipe if fp8 else None, reuse_grad_buf_for_mxfp8_param_ag=reuse)
 
 
 def loss_scale_args(recipe: RecipeConfig) -> dict:

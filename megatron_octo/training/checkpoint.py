@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -147,7 +148,38 @@ def sharded_state(parts, *, with_optimizer: bool, is_loading: bool) -> dict:
         state["optimizer"] = parts.optimizer.sharded_state_dict(
             model_sd, is_loading=is_loading, metadata=_OPTIMIZER_METADATA
         )
+    if not is_loading:
+        # FP8 parameters (TE Float8Tensor) are written dequantized: the format of a BF16 run's checkpoint.
+        from megatron_octo.training.precision import dequantize_for_save
+
+        dequantize_for_save(model_sd)
     return state
+
+
+def start_write_helper() -> None:
+    """Start Megatron-Core's checkpoint write helper now, deaf to SIGTERM and SIGUSR1.
+
+    The torch_dist writer collects its workers' results through one multiprocessing Manager per process, spawned
+    at the first save and kept for the life of the rank. A spawned process starts with default signal dispositions,
+    and Slurm signals every process of a job step (``scancel --signal=USR1``, the SIGTERM of scancel, a time limit or
+    a pre-emption), so the pre-emption signal killed the helper and the save it asked for failed with EOFError
+    (found against a real Slurm, tests/launch/slurm). Ignored dispositions survive exec: the helper is spawned here,
+    before training starts, with both signals ignored for the moment it takes (a signal in that moment is lost; the
+    job script repeats SIGUSR1, and nothing is trained yet to save). Safe to call more than once.
+    """
+    try:
+        from megatron.core.dist_checkpointing.strategies import filesystem_async
+    except Exception:  # another Megatron-Core layout: nothing to prepare
+        return
+    start = getattr(filesystem_async, "_get_write_results_queue", None)
+    if start is None or getattr(filesystem_async, "_results_queue", None) is not None:
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        start()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Saver:
@@ -159,9 +191,11 @@ class Saver:
     is collective over all ranks.
     """
 
-    def __init__(self, root: Path, keep_last: int, ctx, async_save: bool = False):
+    def __init__(self, root: Path, keep_last: int, ctx, async_save: bool = False, save: bool = True):
         self.root, self.keep_last, self.ctx = Path(root), keep_last, ctx
         self.queue = None
+        if save:
+            start_write_helper()
         if async_save:
             from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -24,11 +24,11 @@ from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.build import Components, build
-from megatron_octo.training.flops import mfu, peak_flops
+from megatron_octo.training.flops import flops_per_token, mfu, peak_flops
 from megatron_octo.training.manual_gc import manual_gc
-from megatron_octo.training.metrics import maybe_writer, truncate_metrics
-from megatron_octo.training.resume import Start, restore, schedule_params
-from megatron_octo.training.signals import StopRequest
+from megatron_octo.training.resume import Start
+from megatron_octo.training.stage import TRAIN_STAGE, CheckpointManager, metrics_writer, resume
+from megatron_octo.training.validation import Validator, validation_samples
 
 
 @dataclass
@@ -138,25 +138,22 @@ def make_dataset(recipe: RecipeConfig):
     """The stage's indexable token dataset: item ``i`` is sample ``i`` in training order, a ``[seq_len + 1]``
     LongTensor. ``blend`` builds Megatron-Core's blended GPTDataset for ``iters * global_batch`` samples; every
     rank must call this (rank 0 builds the index caches first)."""
+    return make_datasets(recipe, train_iters(recipe), validation=False)[0]
+
+
+def make_datasets(recipe: RecipeConfig, iters: int, validation: bool = True) -> tuple:
+    """(training dataset, validation dataset or None): see ``make_dataset`` and ``training.validation`` (a blend
+    has validation data only when ``data.split`` holds some out; synthetic data has a held-out stream)."""
+    valid_samples = validation_samples(recipe, iters) if validation else 0
     if recipe.data.kind == "synthetic":
-        return SyntheticTokens(vocab_size=recipe.model.vocab_size, seq_len=recipe.train.seq_len,
-                               seed=recipe.train.seed)
+        args: Dict[str, Any] = dict(vocab_size=recipe.model.vocab_size, seq_len=recipe.train.seq_len,
+                                    seed=recipe.train.seed)
+        return SyntheticTokens(**args), (SyntheticTokens(**args, held_out=True) if valid_samples else None)
     if recipe.data.kind == "blend":
-        from megatron_octo.data.blend import build_blend
+        from megatron_octo.data.blend import build_blend_splits
 
-        return build_blend(recipe, train_iters(recipe) * recipe.train.global_batch)
+        return build_blend_splits(recipe, iters * recipe.train.global_batch, valid_samples)
     raise NotImplementedError(f"data.kind={recipe.data.kind!r} is not available: use synthetic or blend")
-
-
-def _save(saver: ckpt.Saver, recipe: RecipeConfig, parts: Components, ctx: ParallelContext, step: int,
-          iters: int, start: Start) -> Path:
-    meta = ckpt.CheckpointMeta(
-        step=step, tokens=step * recipe.train.global_batch * recipe.train.seq_len, recipe=recipe.name,
-        schedule=schedule_params(recipe, iters), lineage=start.lineage, model=asdict(recipe.model),
-        layout={"tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
-                "distributed_optimizer": recipe.parallel.distributed_optimizer},
-    )
-    return saver.save(meta, parts)
 
 
 def _check_divergence(history: List[StepResult], limit: int, run_dir: Path) -> None:
@@ -171,81 +168,80 @@ def _check_divergence(history: List[StepResult], limit: int, run_dir: Path) -> N
         )
 
 
-def _should_save(recipe: RecipeConfig, step: int, iters: int) -> bool:
-    """``step`` counts steps taken; the last step always saves."""
-    interval = recipe.checkpoint.save_interval
-    return recipe.checkpoint.save and (step == iters or (interval is not None and step % interval == 0))
+def prepare_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
+                     parts: Optional[Components] = None) -> Callable[[], Dict[str, Any]]:
+    """Build the stage and restore where it starts (everything that can refuse the recipe); returns the session
+    that trains to the last iteration (``stage.run_stage`` calls both)."""
+    iters = train_iters(recipe)
+    parts = parts or build(recipe, ctx, iters)
+    start = resume(recipe, run_dir, parts, iters, ctx, TRAIN_STAGE)
+    dataset, valid = make_datasets(recipe, iters)
+    if ctx.is_main and valid is None and recipe.train.eval_interval and recipe.train.eval_iters:
+        print(f"[octo] no validation loss: data.split={recipe.data.split} holds no documents out for validation "
+              f"(e.g. data.split=98,1,1 does)", flush=True)
+    return lambda: _train(recipe, run_dir, ctx, parts, start, dataset, valid, iters)
 
 
 def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
-                 parts: Optional[Components] = None) -> Dict[str, float]:
+                 parts: Optional[Components] = None) -> Dict[str, Any]:
     """Train ``recipe`` to its last iteration, starting where ``resume.restore`` says; the main rank writes
-    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``preempted`` is True
-    when a stop signal ended the run (after saving) before its last step."""
-    iters = train_iters(recipe)
-    parts = parts or build(recipe, ctx, iters)
-    start = restore(recipe, run_dir, parts, iters)
-    if ctx.is_main:
-        if start.source:
-            print(f"[octo] {start.source}", flush=True)
-        truncate_metrics(run_dir / "metrics.jsonl", start.step)
-    dataset = make_dataset(recipe)
+    ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``exit_code`` is
+    ``REQUEUE_EXIT_CODE`` when a stop signal ended the run (after saving) before its last step."""
+    return prepare_training(recipe, run_dir, ctx, parts)()
+
+
+def _train(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, parts: Components, start: Start, dataset,
+           valid, iters: int) -> Dict[str, Any]:
     tokens_per_step = recipe.train.global_batch * recipe.train.seq_len
-    writer = maybe_writer(ctx.is_main, run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
-    stop = StopRequest()
-    loader = step_loader(dataset, recipe, ctx, start.step, iters)  # after StopRequest: workers inherit its handlers
+    writer = metrics_writer(ctx, run_dir, iters, recipe)
+    peak = peak_flops(ctx.device, fp8=bool(parts.config.fp8))  # what precision.fp8 resolved to
+    history: List[StepResult] = []
+    manager = CheckpointManager(recipe, run_dir, ctx, start, iters, TRAIN_STAGE)
     collector = manual_gc(recipe)
-    saver = ckpt.Saver(run_dir / "checkpoints", recipe.checkpoint.keep_last, ctx, recipe.checkpoint.async_save)
-    peak = peak_flops(ctx.device, fp8=bool(recipe.precision.fp8))
-    history, preempted = [], False
+    loader = None
     try:
-        collector.start()
-        for step in range(start.step, iters):
-            result = train_step(step, parts, loader, recipe, ctx)
-            history.append(result)
-            collector.after_step(step + 1)
-            if writer is not None:
-                tokens_per_s = tokens_per_step / result.seconds
-                record = {
-                    "step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
-                    "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_s,
-                    "step_time_s": result.seconds, "skipped_steps": sum(r.skipped for r in history),
-                }
-                if parts.params_dtype == torch.float16:  # Megatron-LM logs the scale and the skipped iterations
-                    record.update(loss_scale=result.loss_scale, overflow_steps=sum(r.overflow for r in history))
-                utilization = mfu(tokens_per_s, recipe.model, recipe.train.seq_len, ctx.world_size, peak)
-                writer.write(record if utilization is None else {**record, "mfu": utilization})
-            _check_divergence(history, recipe.train.max_nonfinite_steps, run_dir)
-            exiting = recipe.train.exit_interval is not None and len(history) == recipe.train.exit_interval
-            signalled = stop.agreed(ctx.device)
-            wanted = _should_save(recipe, step + 1, iters) or ((exiting or signalled) and recipe.checkpoint.save)
-            saver.poll()
-            if wanted and not result.skipped:  # never save right after a non-finite loss
-                _save(saver, recipe, parts, ctx, step + 1, iters, start)
-            if signalled and ctx.is_main:
-                print(f"[octo] {stop.signal_name or 'a stop signal'} received: saved step {step + 1}, exiting",
-                      flush=True)
-            if exiting or signalled:
-                preempted = signalled and step + 1 < iters  # a signal on the last step changes nothing
-                break
-        saver.close()
+        with manager:
+            loader = step_loader(dataset, recipe, ctx, start.step, iters)  # workers inherit the stop handlers
+            validator = Validator(recipe, ctx, valid, iters, make_forward_step(ctx), global_mean_loss, collector)
+            collector.start()
+            for step in manager.steps():
+                result = train_step(step, parts, loader, recipe, ctx)
+                history.append(result)
+                collector.after_step(step + 1)
+                validation = validator.maybe_evaluate(parts, step + 1)
+                if writer is not None:
+                    tokens_per_s = tokens_per_step / result.seconds
+                    record = {
+                        "step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
+                        "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_s,
+                        "step_time_s": result.seconds, "skipped_steps": sum(r.skipped for r in history),
+                        "model_tflops": tokens_per_s * flops_per_token(recipe.model, recipe.train.seq_len)
+                        / ctx.world_size / 1e12,  # per GPU
+                    }
+                    if parts.params_dtype == torch.float16:  # Megatron-LM logs the scale and the skipped iterations
+                        record.update(loss_scale=result.loss_scale, overflow_steps=sum(r.overflow for r in history))
+                    if validation is not None:
+                        record.update(validation)
+                    utilization = mfu(tokens_per_s, recipe.model, recipe.train.seq_len, ctx.world_size, peak)
+                    writer.write(record if utilization is None else {**record, "mfu": utilization})
+                _check_divergence(history, recipe.train.max_nonfinite_steps, run_dir)
+                # never save right after a non-finite loss
+                manager.step_done(step + 1, parts, tokens_per_step, can_save=not result.skipped)
     finally:
         collector.stop()
-        loader.close()
-        stop.restore()
+        if loader is not None:
+            loader.close()
         if writer is not None:
             writer.close()
-    return {**_summary(history, start, iters, tokens_per_step, ctx), "preempted": preempted}
+    return {**manager.summary(), **_summary(history, iters, tokens_per_step, ctx)}
 
 
-def _summary(history: List[StepResult], start: Start, iters: int, tokens_per_step: int,
-             ctx: ParallelContext) -> Dict[str, float]:
+def _summary(history: List[StepResult], iters: int, tokens_per_step: int,
+             ctx: ParallelContext) -> Dict[str, Any]:
     seconds = sum(r.seconds for r in history)
-    ran = len(history)
     return {
-        "steps": iters, "start_step": start.step, "steps_run": ran, "tokens": iters * tokens_per_step,
+        "tokens": iters * tokens_per_step,
         "first_loss": history[0].loss if history else None, "final_loss": history[-1].loss if history else None,
-        "seconds": seconds, "tokens_per_s": ran * tokens_per_step / seconds if seconds else None,
+        "seconds": seconds, "tokens_per_s": len(history) * tokens_per_step / seconds if seconds else None,
         "world_size": ctx.world_size, "tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
-        "lineage": start.lineage,
     }

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
+from megatron_octo.errors import OctoError
+
 
 def format_duration(seconds: float) -> str:
     """``3725`` -> ``1h02m05s``."""
@@ -42,7 +44,8 @@ class MetricsWriter:
         if self._tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(f"train/{key}", value, step)
+                    tag = f"validation/{key[4:]}" if key.startswith("val_") else f"train/{key}"
+                    self._tb.add_scalar(tag, value, step)
         if step % self.log_interval == 0 or step == self.total_steps:
             self.stream.write(self._progress_line(record) + "\n")
             self.stream.flush()
@@ -61,6 +64,7 @@ class MetricsWriter:
         return (
             f"loss {record['loss']:.4f} | lr {record['lr']:.3e} | grad_norm {record['grad_norm']:.3f} | "
             f"{record['tokens_per_s']:.0f} tokens/s" + (f" | MFU {100 * record['mfu']:.1f}%" if "mfu" in record else "")
+            + (f" | val loss {record['val_loss']:.4f}" if "val_loss" in record else "")
         )
 
     def close(self) -> None:
@@ -69,14 +73,34 @@ class MetricsWriter:
             self._tb.close()
 
 
+class MetricsFileError(OctoError, ValueError):
+    """A metrics file has an unreadable line other than a torn last one; the message names file:line."""
+
+
+def _parse(path: Path, drop_torn_tail: bool) -> list:
+    lines = Path(path).read_text(errors="replace").splitlines(keepends=True)
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if drop_torn_tail and number == len(lines):
+                break  # a write cut short by a kill: the step it records was never checkpointed
+            raise MetricsFileError(f"{path}:{number}: not a JSON record ({line.strip()[:60]!r}): fix or delete the "
+                                   f"line") from None
+    return records
+
+
 def read_metrics(path: Path) -> list:
-    """All records of a ``metrics.jsonl``."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """All records of a ``metrics.jsonl`` (a torn last line, left by a kill during a write, is left out)."""
+    return _parse(path, drop_torn_tail=True)
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop records after ``last_step`` (steps run after the checkpoint a resume starts from); atomic."""
+    """Drop records after ``last_step`` (steps run after the checkpoint a resume starts from) and a torn last
+    line; atomic."""
     if not path.exists():
         return
     from megatron_octo.utils.io import atomic_write_text

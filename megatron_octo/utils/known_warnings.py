@@ -2,7 +2,8 @@
 
 On a machine without NVIDIA apex and Transformer Engine (every CPU machine), Megatron-Core warns from six modules
 that it falls back to its PyTorch implementations, and megatron-core 0.16 warns about its own default
-``cuda_graph_scope``. ``octo`` replaces them with one note; every other warning is shown as usual.
+``cuda_graph_scope``. ``octo`` drops them and prints one note once a command has succeeded (so an error stays
+one line); every other warning is shown as usual.
 """
 
 from __future__ import annotations
@@ -21,21 +22,20 @@ NOTE = ("octo: note: NVIDIA apex / Transformer Engine not installed; Megatron-Co
         "(expected on CPU; on GPU use the NGC container)")
 
 
-def quiet_known_warnings(stream=None) -> None:
-    """Install (once per process) a ``warnings.showwarning`` that prints NOTE instead of the first fallback
-    warning, drops the later ones and the IGNORED ones, and passes every other warning on unchanged. Only rank 0
-    prints the note."""
+_SEEN: List[str] = []
+
+
+def quiet_known_warnings() -> None:
+    """Install (once per process) a ``warnings.showwarning`` that records and drops the fallback warnings and
+    drops the IGNORED ones, passing every other warning on unchanged."""
     if getattr(warnings.showwarning, "_octo_quiet", False):
         return
     original = warnings.showwarning
-    noted: List[str] = []
 
     def show(message, category, filename, lineno, file=None, line=None):
         text = str(message)
         if FALLBACK.search(text):
-            if not noted and os.environ.get("RANK", "0") == "0":
-                print(NOTE, file=stream or sys.stderr)
-            noted.append(text)
+            _SEEN.append(text)
             return
         if any(p.search(text) for p in IGNORED):
             return
@@ -43,3 +43,10 @@ def quiet_known_warnings(stream=None) -> None:
 
     show._octo_quiet = True  # type: ignore[attr-defined]
     warnings.showwarning = show
+
+
+def print_note(stream=None) -> None:
+    """NOTE, once, on rank 0, if a fallback warning was dropped."""
+    if _SEEN and os.environ.get("RANK", "0") == "0":
+        print(NOTE, file=stream or sys.stderr)
+        _SEEN.clear()

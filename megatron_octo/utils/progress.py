@@ -59,7 +59,7 @@ class Progress:
         self.fields = ""
         self.start = self._last = time.monotonic()
         self._updates = 0
-        self._closed = self._printed = False
+        self._closed = False
         self._bar = None
         if not quiet and (bar if bar is not None else is_terminal(self.stream)):
             from tqdm import tqdm
@@ -85,19 +85,27 @@ class Progress:
             return
         now = time.monotonic()
         due = (self._updates % self.every == 0) if self.every else (now - self._last >= self.interval)
-        self._printed = bool(due or (self.every and self.done >= self.total))
-        if self._printed:
+        if due or (self.every and self.done >= self.total):
             self._last = now
             self._print(now)
 
+    def finish(self, fields: Optional[str] = None) -> float:
+        """All ``total`` units done: advance to the end without a line of its own, then ``close``."""
+        if fields is not None:
+            self.fields = fields
+        if self._bar is not None:
+            self._bar.set_postfix_str(self.fields, refresh=False)
+            self._bar.update(max(self.total - self.done, 0))
+        self.done = max(self.done, self.total)
+        return self.close()
+
     def close(self, final: bool = True) -> float:
-        """Finish: the bar is closed, or a last line printed (unless the last update printed one); returns the
-        elapsed seconds."""
+        """Finish: the bar is closed, or (``final``) a last "done in" line printed; returns the elapsed seconds."""
         now = time.monotonic()
         if not self._closed and not self.quiet:
             if self._bar is not None:
                 self._bar.close()
-            elif final and not self._printed:
+            elif final:
                 self._print(now, done=True)
         self._closed = True
         return now - self.start
@@ -124,8 +132,10 @@ class Progress:
         if self.show_rate:
             rate = (self.done - self.initial) / elapsed
             parts.append(f"{human_bytes(rate)}/s" if self.unit == "B" else f"{rate:.2f} {self.unit or 'steps'}/s")
-        parts.append(f"elapsed {format_duration(elapsed)}")
-        parts.append("done" if done else f"ETA {format_duration(self.eta(now))}")
+        if done:
+            parts.append(f"done in {format_duration(elapsed)}")
+        else:
+            parts += [f"elapsed {format_duration(elapsed)}", f"ETA {format_duration(self.eta(now))}"]
         return " | ".join(parts)
 
     def _print(self, now: float, done: bool = False) -> None:

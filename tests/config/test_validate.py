@@ -95,8 +95,17 @@ def test_train_iters_from_tokens_rounds_up():
     assert train_iters(load_recipe("tiny-cpu", ["train.iters=null", "train.tokens=1025"])) == 3
 
 
-def test_train_iters_prefers_iters():
-    assert train_iters(load_recipe("tiny-cpu", ["train.tokens=1000000"])) == 30
+def test_a_later_layer_setting_one_budget_clears_the_other():
+    # tiny-cpu sets train.iters=30; a train.tokens override replaces it (it used to be ignored silently):
+    # 1,000,000 tokens / (global batch 8 x 64 tokens) = 1953.1 -> 1954 steps
+    recipe = load_recipe("tiny-cpu", ["train.tokens=1000000"])
+    assert recipe.train.iters is None and train_iters(recipe) == 1954
+    assert load_recipe("tiny-cpu", ["train.iters=7"]).train.iters == 7
+
+
+def test_both_budgets_in_one_layer_are_refused():
+    with pytest.raises(ConfigError, match="train.iters=5 and train.tokens=1000 are both set"):
+        load_recipe("tiny-cpu", ["train.iters=5", "train.tokens=1000"])
 
 
 # ---------------------------------------------------------------------------------------- world size

@@ -211,6 +211,17 @@ def test_existing_output_needs_overwrite(hf_models, tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_a_killed_conversions_hidden_output_is_removed_by_the_next_run(hf_models, tmp_path):
+    from tests.utils.test_io import dead_pid
+
+    out = tmp_path / "out"
+    stale = tmp_path / f".out.tmp-{dead_pid()}"  # what a conversion killed midway leaves
+    stale.mkdir()
+    (stale / "__0_0.distcp").write_bytes(b"partial")
+    hf_to_mcore(hf_models["llama-tied"], out, quiet=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and read_meta(out).kind == "model"
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--from", "mcore", "--to", "hf", "--input", "{hf}"], "no complete checkpoint under"),
     (["--from", "mcore", "--to", "hf", "--input", "{ckpt}", "--tp", "2"], "apply to --to mcore only"),

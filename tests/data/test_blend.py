@@ -104,3 +104,18 @@ def test_every_rank_builds_the_same_blend_over_gloo(sources, tmp_path):
     single = samples(build_blend(recipe_for(sources, f"data.cache_dir={tmp_path / 'single'}"), 96), 96)
     assert torch.equal(rank0, single)
     assert torch.equal(torch.load(tmp_path / "rank1.pt"), single)
+
+
+def test_validation_split_holds_out_documents_and_leaves_training_unchanged(sources, tmp_path):
+    from megatron_octo.data.blend import build_blend_splits
+
+    recipe = recipe_for(sources, f"data.cache_dir={tmp_path}", "data.split=80,20,0")
+    train, valid = build_blend_splits(recipe, 128, 48)
+    assert valid is not None and len(valid) >= 48
+    for k in range(3):  # per source: the validation GPTDataset reads other documents than the training one
+        assert set(train.dataset.datasets[k].indices.tolist()).isdisjoint(valid.dataset.datasets[k].indices.tolist())
+    counts = numpy.bincount([valid.source_of(i) for i in range(48)], minlength=3)
+    assert counts.tolist() == [24, 14, 10]  # the blend's weights 0.5 / 0.3 / 0.2 over 48 samples, rounded
+    assert torch.equal(samples(train), samples(build_blend(recipe, 128)))
+    _, none = build_blend_splits(recipe_for(sources, f"data.cache_dir={tmp_path / 'b'}"), 128, 48)  # 100,0,0
+    assert none is None

@@ -172,6 +172,18 @@ def test_existing_output_needs_overwrite_and_a_failed_overwrite_keeps_it(tmp_pat
                       log=None).documents == 1
 
 
+def test_a_killed_runs_hidden_outputs_are_removed_by_the_next_run(tmp_path, tokenizer_dir):
+    from tests.utils.test_io import dead_pid
+
+    pid = dead_pid()
+    stale = [tmp_path / f".out.bin.tmp-{pid}", tmp_path / f".out.idx.tmp-{pid}"]  # a run killed while writing
+    for path in stale:
+        path.write_bytes(b"partial")
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "one two three"}])
+    preprocess([src], str(tmp_path / "out"), tokenizer_dir, "text", log=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.bin", "out.idx"]
+
+
 def test_progress_reports_docs_and_tokens_per_second(tmp_path, tokenizer_dir):
     src = _corpus(tmp_path / "qa.jsonl", 50)
     log = io.StringIO()

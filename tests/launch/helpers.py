@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from megatron_octo.launch import JobSpec, SlurmConfig, check_layout, render
+from megatron_octo.launch import JobSpec, SlurmConfig, render, slurm_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def rendered(recipe, nodes, gpus, run_dir, overrides=(), python="python", **slurm):
     job = JobSpec(recipe=recipe, run_dir=Path(run_dir), overrides=list(overrides), python=python)
     cfg = SlurmConfig(nodes=nodes, gpus_per_node=gpus, **slurm)
-    layout = check_layout(job, nodes * gpus, f"--nodes {nodes} x --gpus-per-node {gpus}")
+    layout = slurm_layout(job, cfg)
     return render(job, cfg, layout), layout
 
 

@@ -14,9 +14,9 @@ from tests.launch.test_containers import tool
 EXAMPLES = [
     (["1b-stable.sh"], "octothinker-1b-stable", 4, 32, 1, 32),
     (["3b-stable.sh"], "octothinker-3b-stable", 8, 64, 1, 64),
-    (["8b-stable.sh"], "octothinker-8b-stable", 16, 128, 2, 64),
+    (["8b-stable.sh"], "octothinker-8b-stable", 16, 128, 1, 128),
     *[(["decay.sh", size, branch], f"octothinker-{size}-decay-{branch}", nodes, nodes * 8, tp, nodes * 8 // tp)
-      for size, nodes, tp in (("1b", 4, 1), ("3b", 8, 1), ("8b", 16, 2)) for branch in ("long", "short", "hybrid")],
+      for size, nodes, tp in (("1b", 4, 1), ("3b", 8, 1), ("8b", 16, 1)) for branch in ("long", "short", "hybrid")],
     (["grpo.sh"], "octothinker-3b-grpo-long", 1, 8, 1, 8),
     (["grpo.sh", "hybrid"], "octothinker-3b-grpo", 1, 8, 1, 8),
 ]
@@ -48,7 +48,7 @@ def test_example_renders_its_stated_layout(octo_on_path, tmp_path, argv, recipe,
 
 def test_example_scripts_parse_and_pass_shellcheck():
     scripts = sorted(p.name for p in (ROOT / "examples").iterdir() if p.suffix == ".sh")
-    assert {"1b-stable.sh", "3b-stable.sh", "8b-stable.sh", "decay.sh", "grpo.sh"} <= set(scripts)
+    assert {"1b-stable.sh", "3b-stable.sh", "8b-stable.sh", "decay.sh", "grpo.sh", "chain.sh"} <= set(scripts)
     for name in scripts:
         assert subprocess.run(["bash", "-n", f"examples/{name}"], cwd=ROOT).returncode == 0, name
     shellcheck = tool("shellcheck")
@@ -71,3 +71,20 @@ def test_decay_refuses_an_unknown_branch(octo_on_path):
     proc = subprocess.run(["bash", "examples/decay.sh", "3b", "medium", "--dry-run"], cwd=ROOT, env=octo_on_path,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "BRANCH 'medium'" in proc.stderr
+
+
+def test_chain_holds_the_three_decay_branches_on_the_stable_job(octo_on_path, tmp_path):
+    env = dict(octo_on_path, OCTO_RUNS=str(tmp_path / "runs"), OCTO_IMAGE="/images/octo.sqsh")
+    proc = subprocess.run(["bash", "examples/chain.sh", "3b", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    scripts = ["#!/bin/bash" + part for part in proc.stdout.split("#!/bin/bash")[1:]]
+    assert [s.split("--recipe ", 1)[1].split(";", 1)[0] for s in scripts] == [
+        "octothinker-3b-stable", "octothinker-3b-decay-long", "octothinker-3b-decay-short",
+        "octothinker-3b-decay-hybrid"]
+    assert "dependency" not in directives(scripts[0])
+    for branch, script in zip(("long", "short", "hybrid"), scripts[1:]):
+        d = directives(script)
+        assert d["dependency"] == "afterok:STABLE_JOB_ID" and d["kill-on-invalid-dep"] == "yes"
+        assert f"checkpoint.branch_from={tmp_path}/runs/3b-stable" in script and f"3b-decay-{branch}" in script
+    assert not (tmp_path / "runs").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from megatron_octo.launch import JobSpec, LaunchError, LocalConfig, launch_local, local_command
-from megatron_octo.training.signals import REQUEUE_EXIT_CODE
+from megatron_octo.training.signals import INTERRUPTED_EXIT_CODE, REQUEUE_EXIT_CODE
 from tests.launch.helpers import ROOT
 
 FAKE_RANK = """#!{python}
@@ -21,6 +21,8 @@ import os, pathlib, signal, sys, time
 out = pathlib.Path(os.environ["FAKE_OUT"])
 def stop(signum, frame):
     out.write_text(signal.Signals(signum).name + " " + " ".join(sys.argv[1:]))
+    if os.environ.get("FAKE_STAY"):  # a rank still finishing its step when the second Ctrl-C comes
+        return
     sys.exit(int(os.environ["FAKE_RC"]))
 signal.signal(signal.SIGUSR1, stop)
 out.with_suffix(".ready").write_text("ready")
@@ -47,7 +49,8 @@ def test_dry_run_prints_the_command_and_checks_the_layout(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("nproc, rank_rc, sent", [(2, 1, signal.SIGTERM), (1, REQUEUE_EXIT_CODE, signal.SIGUSR1)])
+@pytest.mark.parametrize("nproc, rank_rc, sent", [(2, 1, signal.SIGTERM), (1, REQUEUE_EXIT_CODE, signal.SIGUSR1),
+                                                  (2, 1, signal.SIGINT)])
 def test_a_signal_to_the_launcher_reaches_the_ranks_and_exits_with_the_requeue_code(tmp_path, nproc, rank_rc, sent):
     fake = tmp_path / "python"
     fake.write_text(FAKE_RANK.format(python=sys.executable))
@@ -67,3 +70,29 @@ def test_a_signal_to_the_launcher_reaches_the_ranks_and_exits_with_the_requeue_c
     assert launcher.wait(timeout=60) == REQUEUE_EXIT_CODE
     assert out.read_text().startswith("SIGUSR1 -m ")  # SIGTERM arrives as SIGUSR1: torchrun would SIGKILL at 30 s
     assert Path(tmp_path / "run").is_dir()
+
+
+def test_a_second_ctrl_c_to_the_launcher_stops_the_ranks_at_once(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_RANK.format(python=sys.executable))
+    fake.chmod(0o755)
+    out = tmp_path / "rank.out"
+    code = ("import sys; from pathlib import Path; from megatron_octo.launch import JobSpec, LocalConfig; "
+            "from megatron_octo.launch.local import run_local; "
+            f"sys.exit(run_local(JobSpec(recipe='tiny-cpu', run_dir=Path({str(tmp_path / 'run')!r}), "
+            f"python={str(fake)!r}), LocalConfig(nproc=1)))")
+    env = dict(os.environ, FAKE_OUT=str(out), FAKE_RC="0", FAKE_STAY="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    launcher = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not out.with_suffix(".ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    launcher.send_signal(signal.SIGINT)
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert out.read_text().startswith("SIGUSR1")  # the first Ctrl-C asks the rank to save
+    started = time.monotonic()
+    launcher.send_signal(signal.SIGINT)
+    _, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == INTERRUPTED_EXIT_CODE and time.monotonic() - started < 30  # not the rank's 60 s
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("octo: interrupted again")

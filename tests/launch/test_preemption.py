@@ -81,7 +81,8 @@ def test_signal_saves_exits_with_requeue_code_requeues_and_the_next_attempt_resu
     assert first.returncode == 0, out[-3000:]
     assert int((fake / "task.rc").read_text()) == REQUEUE_EXIT_CODE, out[-3000:]
     assert (fake / "requeued").read_text().split() == ["4242"]
-    assert (fake / "scancel.log").read_text().split() == ["--signal=USR1", "4242"]
+    forwards = (fake / "scancel.log").read_text().splitlines()  # repeated every 10 s while the step runs
+    assert forwards and set(forwards) == {"--signal=USR1 4242"}
     saved = read_meta(complete_checkpoints(run / "checkpoints")[-1]).step
     assert 1 <= saved < ITERS and "SIGUSR1 received: saved step" in out
     assert f"step exited with status {REQUEUE_EXIT_CODE}" in (run / "slurm" / "4242.0" / "status.txt").read_text()
@@ -96,3 +97,36 @@ def test_signal_saves_exits_with_requeue_code_requeues_and_the_next_attempt_resu
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, ITERS + 1))
     assert read_meta(complete_checkpoints(run / "checkpoints")[-1]).step == ITERS
+
+
+FAKE_RANK = """#!{python}
+# A rank that starts slowly: SIGUSR1 stays ignored (as the job script leaves it) for 3 s, then its handler exits 75.
+import signal, sys, time
+time.sleep(3)
+signal.signal(signal.SIGUSR1, lambda *_: (print("rank: USR1 handled", flush=True), sys.exit(75)))
+time.sleep(60)
+"""
+
+
+def test_usr1_before_the_ranks_listen_is_forwarded_again_until_they_stop(tmp_path):
+    """Slurm may signal while ranks still import or load a checkpoint (its limit check runs every 30 s): the job
+    script repeats the forward until the step ends, so the stop is not lost."""
+    fake = tmp_path / "fake"
+    bin_dir = _fake_slurm(fake)
+    rank = bin_dir / "fake-python"
+    rank.write_text(FAKE_RANK.format(python=sys.executable))
+    rank.chmod(0o755)
+    script, _ = rendered("tiny-cpu", 1, 1, tmp_path / "run", python=str(rank), time="00:30:00", signal_lead_s=60)
+    path = tmp_path / "job.sbatch"
+    path.write_text(script)
+    job = subprocess.Popen(["bash", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=_job_env(fake, bin_dir, 0))
+    deadline = time.monotonic() + 30
+    while not (fake / "task.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGUSR1)  # at once: the rank ignores it for 3 s
+    out, _ = job.communicate(timeout=60)
+    assert job.returncode == 0, out
+    assert int((fake / "task.rc").read_text()) == REQUEUE_EXIT_CODE and "rank: USR1 handled" in out
+    assert len((fake / "scancel.log").read_text().splitlines()) >= 2  # forwarded again after the first was ignored
+    assert (fake / "requeued").read_text().split() == ["4242"]

@@ -25,10 +25,10 @@ def test_rendered_script_and_its_task_program_pass_bash_n(tmp_path, launcher):
 
 
 @pytest.mark.parametrize("recipe, nodes, gpus, tp, dp, accumulation", [
-    ("octothinker-1b-stable", 1, 8, 1, 8, 32),   # 512 / (micro 2 x DP 8) = 32
+    ("octothinker-1b-stable", 1, 8, 1, 8, 64),   # 512 / (micro 1 x DP 8) = 64
     ("octothinker-3b-stable", 4, 8, 1, 32, 16),  # 512 / (1 x 32) = 16
-    ("octothinker-8b-stable", 4, 8, 2, 16, 32),  # TP 2: DP = 32 / 2 = 16; 512 / 16 = 32
-    ("octothinker-8b-decay-long", 2, 8, 2, 8, 64),
+    ("octothinker-8b-stable", 4, 8, 1, 32, 16),  # TP 1 (recompute instead): DP = 32; 512 / 32 = 16
+    ("octothinker-8b-decay-long", 2, 8, 1, 16, 32),
 ])
 def test_directives_and_world_size_agree_with_the_layout(tmp_path, recipe, nodes, gpus, tp, dp, accumulation):
     script, layout = rendered(recipe, nodes, gpus, tmp_path / "run")
@@ -84,7 +84,7 @@ def test_environment_defaults_yield_to_the_submit_environment(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"nodes": 1, "gpus": 3, "recipe": "octothinker-8b-stable"}, "3 GPUs is not a multiple of"),
+    ({"nodes": 1, "gpus": 3, "overrides": ["parallel.tp=2"]}, "3 GPUs is not a multiple of"),
     ({"nodes": 3, "gpus": 8, "recipe": "octothinker-3b-stable"}, "1 x 24 = 24"),  # 512 % 24 != 0
     ({"nodes": 1, "gpus": 8, "time": "4h"}, "is not a Slurm time limit"),
     ({"nodes": 1, "gpus": 8, "time": "00:05:00", "signal_lead_s": 300}, "shorter than --time"),

@@ -18,20 +18,25 @@ import pytest
 COMMON = ["logging.tensorboard=false", "checkpoint.save=false"]
 
 
-def run_train(run_dir, overrides):
-    cmd = [sys.executable, "-m", "megatron_octo", "train", "--recipe", "tiny-cpu", "--run-dir", str(run_dir),
-           *COMMON, *overrides]
+def run_train(run_dir, overrides, nproc=1):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd = (launcher + ["-m", "megatron_octo"] if nproc > 1 else [sys.executable, "-m", "megatron_octo"])
+    cmd += ["train", "--recipe", "tiny-cpu", "--run-dir", str(run_dir), *COMMON, *overrides]
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_fp16_tracks_fp32(tmp_path):
+@pytest.mark.parametrize("layout", ["single", "dp2-distopt"])
+def test_fp16_tracks_fp32(tmp_path, layout):
     """With a scale that does not overflow (256) fp16 follows the fp32 run step by step (issue 13: before the fix
-    grad_norm was about 1e-10 and the loss flat)."""
+    grad_norm was about 1e-10 and the loss flat); also with the distributed optimizer (its own fp16 path: the
+    scaler's unscale and overflow check over each rank's shard) on 2 ranks."""
+    nproc, extra = (1, []) if layout == "single" else (2, ["parallel.distributed_optimizer=true"])
     fp32 = run_train(tmp_path / "fp32", ["train.iters=10", "precision.dtype=fp32"])
-    fp16 = run_train(tmp_path / "fp16", ["train.iters=10", "precision.dtype=fp16", "precision.initial_loss_scale=256"])
+    fp16 = run_train(tmp_path / "fp16", ["train.iters=10", "precision.dtype=fp16", "precision.initial_loss_scale=256",
+                                         *extra], nproc)
     for a, b in zip(fp32, fp16):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-3), (a, b)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-2), (a, b)

@@ -52,12 +52,17 @@ def test_layout_reproduces_single_process(name, reference, tmp_path):
         assert got["loss"] == pytest.approx(ref["loss"], rel=RTOL), (name, ref, got)
         assert got["grad_norm"] == pytest.approx(ref["grad_norm"], rel=RTOL), (name, ref, got)
         assert got["lr"] == ref["lr"]
+        assert ("val_loss" in got) == ("val_loss" in ref)
+        if "val_loss" in ref:  # the held-out loss (tiny-cpu evaluates at the end) runs forward-only on every layout
+            assert got["val_loss"] == pytest.approx(ref["val_loss"], rel=RTOL), (name, ref, got)
         assert got["tokens"] == ref["tokens"]
 
 
 def test_reference_metrics_are_complete(reference):
     # tiny-cpu: 8 sequences x 64 tokens = 512 tokens a step.
     assert [r["tokens"] for r in reference] == [512, 1024, 1536]
+    # tiny-cpu: eval_interval 10, so a 3-step stage evaluates once, at its end
+    assert [("val_loss" in r) for r in reference] == [False, False, True]
     for record in reference:
         assert {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s"} <= set(record)
         assert record["tokens_per_s"] > 0

@@ -35,3 +35,15 @@ def test_branch_tokens_start_where_the_source_stopped(tmp_path):
 def test_a_directory_without_metrics_is_a_clear_error(tmp_path):
     with pytest.raises(PlotError, match="no metrics.jsonl"):
         plot_runs([str(tmp_path)], str(tmp_path / "x.png"))
+
+
+def test_validation_losses_are_drawn_at_their_tokens(tmp_path):
+    from megatron_octo.training.plot import _curves
+
+    branch = fake_run(tmp_path, "decay", lineage=[{"path": "x", "step": 6, "tokens": 3072, "recipe": "tiny"}])
+    records = [{"step": s, "loss": 5.0 - s, "lr": 1e-3, "tokens": 512 * s} for s in (1, 2)]
+    records[1].update(val_loss=3.5, val_ppl=33.1)
+    (branch / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (name, tokens, loss, lr, val), = _curves([str(branch)])
+    assert val == [((3072 + 1024) / 1e6, 3.5)]  # the branch's offset applies to validation points too
+    assert plot_runs([str(branch)], str(tmp_path / "v.png")).read_bytes()[:4] == b"\x89PNG"

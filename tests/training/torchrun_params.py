@@ -23,7 +23,7 @@ def main(out: Path, overrides) -> None:
     from megatron_octo.config.loader import load_recipe
     from megatron_octo.models import get_family
     from megatron_octo.rl.engines import TransformersEngine
-    from megatron_octo.rl.sync import gather_hf_state
+    from megatron_octo.rl.sync import WeightSync
     from megatron_octo.training import checkpoint as ckpt
     from megatron_octo.training.build import build
     from megatron_octo.data.loader import step_loader
@@ -41,11 +41,12 @@ def main(out: Path, overrides) -> None:
         loader = step_loader(make_dataset(recipe), recipe, ctx, 0, 3)
         for step in range(2):
             train_step(step, parts, loader, recipe, ctx)
-        state = gather_hf_state(parts.model, recipe.model, ctx.pgs.mp)
-        if dist.get_rank(ctx.pgs.mp) == 0:
+        engine = None
+        if dist.get_rank(ctx.pgs.mp) == 0:  # the rollout rank of this data-parallel replica
             hf_config = get_family(recipe.model.family).to_hf(recipe.model, dtype="float32")
             engine = TransformersEngine(hf_config, SimpleNamespace(pad_token_id=0, eos_token_id=0))
-            engine.load_weights(state.items())
+        WeightSync(recipe.model, ctx.pgs.mp, torch.float32)(parts.model, engine)  # what octo rl runs per update
+        if engine is not None:
             torch.save(engine.model.state_dict(), out / f"engine_rank{dist.get_rank()}.pt")
         train_step(2, parts, loader, recipe, ctx)
         saver = ckpt.Saver(out / "run" / "checkpoints", keep_last=1, ctx=ctx)

@@ -82,3 +82,33 @@ def test_interrupt_during_write_leaves_no_temp(tmp_path, monkeypatch):
         atomic_write_text(target, "new\n")
     monkeypatch.undo()
     assert _names(tmp_path) == []
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_remove_stale_temps_removes_only_dead_writers_outputs(tmp_path):
+    import os
+
+    from megatron_octo.utils.io import remove_stale_temps
+
+    out = tmp_path / "model"
+    dead = tmp_path / f".model.tmp-{dead_pid()}"
+    (dead / "sub").mkdir(parents=True)
+    (dead / "sub" / "shard").write_text("partial")
+    dead_file = tmp_path / f".model.tmp-{dead_pid()}"
+    dead_file.write_text("partial")
+    live = tmp_path / f".model.tmp-{os.getppid()}"  # a running writer (the test runner's parent)
+    live.mkdir()
+    other = tmp_path / f".other.tmp-{dead_pid()}"
+    other.mkdir()
+    assert sorted(remove_stale_temps(out)) == sorted([dead, dead_file])
+    assert not dead.exists() and not dead_file.exists() and live.is_dir() and other.is_dir()
+    assert remove_stale_temps(tmp_path / "absent" / "x") == []

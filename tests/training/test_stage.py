@@ -1,0 +1,239 @@
+"""The stage runner through `octo train`: the save and stop policy (signals on the exit_interval step, Ctrl-C), and
+resume that is never blocked (corrupt newest checkpoint, torn metrics line, a run killed before its first save,
+setup mistakes that must not poison the run directory, a no-op resume, another model or recipe). Real processes."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from megatron_octo.training.checkpoint import complete_checkpoints, read_meta
+from megatron_octo.training.metrics import MetricsFileError, read_metrics, truncate_metrics
+from megatron_octo.training.resume import checkpoint_problem, usable_checkpoint
+from megatron_octo.training.signals import INTERRUPTED_EXIT_CODE, REQUEUE_EXIT_CODE
+
+HOOK = Path(__file__).with_name("step_hook.py")
+BASE = ["logging.tensorboard=false", "precision.dtype=fp32"]
+TRAIN_STEP = "megatron_octo.training.loop:train_step"
+
+
+def octo(run_dir, *overrides, hook=None, recipe="tiny-cpu", iters=6, extra_args=()):
+    """``octo train`` in a child process; ``hook``: (step, "SIGNAL[,SIGNAL]") sent after that 0-based step."""
+    args = ["train", "--recipe", recipe, "--run-dir", str(run_dir), *extra_args, f"train.iters={iters}", *BASE,
+            *overrides]
+    cmd = [sys.executable, "-m", "megatron_octo", *args]
+    if hook is not None:
+        cmd = [sys.executable, str(HOOK), TRAIN_STEP, str(hook[0]), hook[1], "--", *args]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def ok(proc):
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def one_line_error(proc, code=2):
+    """The process failed with ``code`` and a single line on stderr, no traceback."""
+    assert proc.returncode == code, proc.stdout[-2000:] + proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return lines[0]
+
+
+def steps(run_dir):
+    return [r["step"] for r in read_metrics(Path(run_dir) / "metrics.jsonl")]
+
+
+def losses(run_dir):
+    return [(r["step"], r["loss"]) for r in read_metrics(Path(run_dir) / "metrics.jsonl")]
+
+
+def digest(root):
+    h = hashlib.sha256()
+    for path in sorted(Path(root).rglob("*")):
+        h.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """Six steps, a checkpoint after each of the last three (keep_last=3)."""
+    run = tmp_path_factory.mktemp("saved") / "run"
+    ok(octo(run, "checkpoint.save_interval=1", "checkpoint.keep_last=3"))
+    assert [p.name for p in complete_checkpoints(run / "checkpoints")] == [f"iter_000000{i}" for i in (4, 5, 6)]
+    return run
+
+
+def copy_run(saved_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(saved_run, run)
+    return run
+
+
+# ------------------------------------------------------------------------------------- save and stop policy
+
+def test_a_stop_signal_on_the_exit_interval_step_saves_and_exits_75(tmp_path):
+    """exit_interval=2 stops after step 2 either way; the signal that arrives during that step must still make the
+    job requeue (75), with the checkpoint of step 2."""
+    run = tmp_path / "run"
+    proc = octo(run, "train.exit_interval=2", hook=(1, "SIGUSR1"))
+    assert proc.returncode == REQUEUE_EXIT_CODE, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "SIGUSR1 received: saved step 2, exiting" in proc.stdout
+    assert [p.name for p in complete_checkpoints(run / "checkpoints")] == ["iter_0000002"]
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["preempted"] and summary["exit_code"] == REQUEUE_EXIT_CODE and summary["steps_run"] == 2
+    # exit_interval alone is not a pre-emption
+    proc = ok(octo(run, "train.exit_interval=2"))
+    assert steps(run) == [1, 2, 3, 4]
+
+
+def test_first_ctrl_c_saves_and_exits_75_second_stops_at_once(tmp_path):
+    run = tmp_path / "run"
+    proc = octo(run, hook=(2, "SIGINT"))
+    assert proc.returncode == REQUEUE_EXIT_CODE, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Ctrl-C again stops at once" in proc.stderr
+    assert "SIGINT received: saved step 3, exiting" in proc.stdout
+    assert complete_checkpoints(run / "checkpoints")[-1].name == "iter_0000003"
+
+    before = digest(run / "checkpoints")
+    proc = octo(run, hook=(4, "SIGINT,SIGINT"))  # resumes at step 4 (0-based 3); Ctrl-C twice during step 5
+    assert proc.returncode == INTERRUPTED_EXIT_CODE
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stderr and lines[-1].startswith("octo: interrupted again: stopped at once")
+    assert digest(run / "checkpoints") == before  # nothing saved, nothing lost
+    ok(octo(run))  # the same command resumes from step 3
+    assert steps(run) == [1, 2, 3, 4, 5, 6]
+
+
+def test_ctrl_c_before_the_loop_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-c", "import os, signal, sys; import megatron_octo.training.build as b; "
+           "orig = b.build\n"
+           "def build(*a, **k):\n    os.kill(os.getpid(), signal.SIGINT)\n    return orig(*a, **k)\n"
+           "import megatron_octo.training.loop as loop; loop.build = build\n"
+           "from megatron_octo.cli import main; sys.exit(main(sys.argv[1:]))",
+           "train", "--recipe", "tiny-cpu", "--run-dir", str(run), *BASE]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"))
+    assert one_line_error(proc, code=130) == "octo: interrupted (Ctrl-C)"
+    assert not (run / "recipe.yaml").exists()
+
+
+# ---------------------------------------------------------------------------------- resume is never blocked
+
+@pytest.mark.parametrize("damage", ["truncated shard", "no .metadata", "garbage common.pt", "garbage meta"])
+def test_checkpoint_problem_names_each_kind_of_damage(saved_run, tmp_path, damage):
+    run = copy_run(saved_run, tmp_path)
+    newest = run / "checkpoints" / "iter_0000006"
+    assert checkpoint_problem(newest) is None
+    if damage == "truncated shard":
+        shard = sorted(newest.glob("*.distcp"))[0]
+        shard.write_bytes(shard.read_bytes()[:1000])
+        expected = f"shard file {shard.name} is truncated"
+    elif damage == "no .metadata":
+        (newest / ".metadata").unlink()
+        expected = ".metadata is missing"
+    elif damage == "garbage common.pt":
+        (newest / "common.pt").write_bytes(b"\x00garbage")
+        expected = "common.pt is unreadable"
+    else:
+        (newest / "octo_checkpoint.json").write_text("{not json")
+        expected = "octo_checkpoint.json is unreadable"
+    assert checkpoint_problem(newest).startswith(expected)
+    messages = []
+    found, skipped = usable_checkpoint(run / "checkpoints", messages.append)
+    assert found.name == "iter_0000005" and [p.name for p, _ in skipped] == ["iter_0000006"]
+    assert (run / "checkpoints" / "iter_0000006.corrupt").is_dir() and not newest.exists()
+    assert len(messages) == 1 and "iter_0000006" in messages[0] and expected in messages[0]
+
+
+def test_resume_falls_back_past_a_corrupt_newest_checkpoint_and_a_torn_metrics_line(saved_run, tmp_path):
+    run = copy_run(saved_run, tmp_path)
+    shard = sorted((run / "checkpoints" / "iter_0000006").glob("*.distcp"))[-1]
+    shard.write_bytes(shard.read_bytes()[:100])
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "loss": 5.1')  # a kill during a write
+    proc = ok(octo(run))
+    out = proc.stdout
+    assert "iter_0000006 is unusable (shard file" in out and "set aside as iter_0000006.corrupt" in out
+    assert "resumed from" in out and "iter_0000005" in out
+    assert losses(run) == losses(saved_run)  # step 6 again from step 5's checkpoint: the same numbers
+    assert (run / "checkpoints" / "iter_0000006.corrupt").is_dir()
+    assert checkpoint_problem(run / "checkpoints" / "iter_0000006") is None  # written anew
+
+
+def test_resume_with_no_usable_checkpoint_is_one_line_and_changes_nothing(saved_run, tmp_path):
+    run = copy_run(saved_run, tmp_path)
+    for ckpt_dir in complete_checkpoints(run / "checkpoints"):
+        (ckpt_dir / "common.pt").write_bytes(b"garbage")
+    before = digest(run)
+    line = one_line_error(octo(run, iters=8))
+    assert line.startswith("octo: error: no usable checkpoint under") and "iter_0000004: common.pt" in line
+    assert digest(run) == before
+
+
+def test_torn_metrics_line_rules(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "lo')
+    assert [r["step"] for r in read_metrics(path)] == [1, 2]
+    truncate_metrics(path, 2)
+    assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
+    path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')  # damage inside the file is not a torn write
+    with pytest.raises(MetricsFileError, match=r"metrics.jsonl:2: not a JSON record"):
+        read_metrics(path)
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_with_the_same_command(tmp_path):
+    run = tmp_path / "run"
+    proc = octo(run, hook=(1, "SIGKILL"))  # a node failure at the end of step 2, no checkpoint yet
+    assert proc.returncode == -9
+    assert steps(run) == [1] and not complete_checkpoints(run / "checkpoints")
+    proc = ok(octo(run))
+    assert "holds no complete checkpoint" in proc.stdout and "starting at step 0" in proc.stdout
+    assert steps(run) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_setup_mistake_writes_no_recipe(tmp_path):
+    run = tmp_path / "run"
+    line = one_line_error(octo(run, f"checkpoint.load={tmp_path / 'missing'}"))
+    assert "no complete checkpoint under" in line
+    assert not (run / "recipe.yaml").exists() and not (run / "metrics.jsonl").exists()
+    ok(octo(run, iters=2))  # the corrected command needs no --overwrite
+
+
+def test_a_no_op_resume_keeps_the_last_real_summary(saved_run, tmp_path):
+    run = copy_run(saved_run, tmp_path)
+    before = (run / "train_summary.json").read_text()
+    proc = ok(octo(run))
+    assert "nothing to do" in proc.stdout
+    assert (run / "train_summary.json").read_text() == before
+
+
+@pytest.mark.parametrize("override, says", [("model.num_layers=2", "model.num_layers=4 there vs 2 here"),
+                                           ("--recipe-name", "recipe 'tiny-cpu', not 'tiny-cpu-qwen2'")])
+def test_resuming_with_another_model_or_recipe_is_one_line(saved_run, tmp_path, override, says):
+    run = copy_run(saved_run, tmp_path)
+    before = digest(run)
+    if override == "--recipe-name":
+        proc = octo(run, recipe="tiny-cpu-qwen2")
+    else:
+        proc = octo(run, override)
+    line = one_line_error(proc)
+    assert line.startswith(f"octo: error: run directory {run} holds a run of") and says in line
+    assert "--overwrite" in line
+    assert digest(run) == before
+
+
+def test_a_run_dir_that_is_a_file_is_one_line(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert "is a file, not a directory" in one_line_error(octo(target / "run"))
+    assert target.read_text() == "x"
