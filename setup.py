@@ -64,7 +64,9 @@ EXTRAS_REQUIRE = {
     "serve": ["nvidia-pytriton"],
     # `octo eval --source hf`: benchmarks from the Hugging Face Hub.
     "eval": ["datasets"],
-    "test": ["pytest", "pytest-timeout"],
+    # logging.wandb_project: Weights & Biases beside metrics.jsonl and TensorBoard.
+    "wandb": ["wandb"],
+    "test": ["pytest", "pytest-timeout", "wandb"],
     # `make lint`: pinned so that a new release cannot turn CI red by itself.
     "lint": ["ruff==0.17.5", "mypy==2.4.1", "types-PyYAML==6.0.12.20261122", "types-tqdm==4.70.0.20261106"],
 }

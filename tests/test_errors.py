@@ -23,6 +23,8 @@ USER_ERRORS = [
     ("megatron_octo.serve.reward_server", "RewardServerError"),
     ("megatron_octo.training.build", "SetupError"),
     ("megatron_octo.training.checkpoint", "CheckpointError"),
+    ("megatron_octo.training.features", "FeatureError"),
+    ("megatron_octo.training.precision", "PrecisionError"),
     ("megatron_octo.training.loop", "TrainingDiverged"),
     ("megatron_octo.training.plot", "PlotError"),
     ("megatron_octo.utils.io", "OutputExistsError"),

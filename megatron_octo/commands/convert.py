@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from megatron_octo.commands.common import positive_int
+from megatron_octo.config.choices import DTYPES
 
 HELP = {
     "convert": "convert checkpoints: Hugging Face <-> Megatron-Core (any TP/PP) <-> NeMo, resharding",
@@ -65,7 +66,7 @@ def add_parsers(sub) -> None:
                    help="tensor-parallel size the output is for (--to mcore; default 1)")
     p.add_argument("--pp", type=positive_int, default=1,
                    help="pipeline-parallel size the output is for (--to mcore; default 1)")
-    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="output dtype (default: auto, each tensor keeps its dtype)")
     p.add_argument("--tokenizer", default=None, metavar="DIR",
                    help="--to hf: tokenizer files to include (default: those kept in the checkpoint or named by "

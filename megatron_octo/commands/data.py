@@ -52,7 +52,9 @@ def _add_preprocess_parser(sub) -> None:
     p.add_argument("--output-prefix", required=True, metavar="PREFIX", help="writes PREFIX.bin and PREFIX.idx")
     p.add_argument("--tokenizer", required=True, metavar="DIR_OR_HUB_ID",
                    help="Hugging Face tokenizer: a local directory or a Hub model ID (through the Hub cache)")
-    p.add_argument("--format", default="text", choices=("text", "qa", "long_cot", "chat"), help="default: text")
+    from megatron_octo.data.formatters import FORMATS  # light: no torch
+
+    p.add_argument("--format", default="text", choices=FORMATS, help="default: text")
     for name, default in (("text", "text"), ("question", "question"), ("answer", "answer"),
                           ("reasoning", "reasoning"), ("messages", "messages")):
         p.add_argument(f"--{name}-field", default=None, metavar="F", help=f"record field (default: {default})")

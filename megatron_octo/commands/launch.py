@@ -96,7 +96,8 @@ def _add_slurm_parser(launch_sub) -> None:
             "examples:\n  octo launch slurm --recipe octothinker-3b-stable --nodes 4 --gpus-per-node 8 \\\n"
             "      --container /shared/images/megatron-octo.sqsh --account ACCT --partition batch --dry-run\n"
             "  octo launch slurm --recipe octothinker-3b-decay-long --nodes 2 --gpus-per-node 8 \\\n"
-            "      --run-dir runs/3b-long --dependency afterok:STABLE_JOB_ID checkpoint.branch_from=$PWD/runs/3b-stable\n"
+            "      --run-dir runs/3b-long --dependency afterok:STABLE_JOB_ID "
+            "checkpoint.branch_from=$PWD/runs/3b-stable\n"
             "  octo launch slurm --recipe tiny-cpu --nodes 1 --gpus-per-node 0 --ranks-per-node 2  # CPU, gloo"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

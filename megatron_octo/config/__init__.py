@@ -20,6 +20,7 @@ from megatron_octo.config.validate import check_world, train_iters, validate
 
 __all__ = [
     "CheckpointConfig", "ConfigError", "DataConfig", "DataSource", "LoggingConfig", "ModelConfig",
-    "OptimizerConfig", "ParallelConfig", "PerfConfig", "PrecisionConfig", "RecipeConfig", "ScheduleConfig", "TrainConfig",
+    "OptimizerConfig", "ParallelConfig", "PerfConfig", "PrecisionConfig", "RecipeConfig", "ScheduleConfig",
+    "TrainConfig",
     "check_world", "describe", "load_recipe", "recipe_names", "to_yaml", "train_iters", "validate",
 ]

@@ -290,6 +290,15 @@ class LoggingConfig:
     gives 5,000 lines for a 50,000-step stage; tiny recipes print every step."""
     tensorboard: bool = True
     """Also write TensorBoard event files under ``RUN_DIR/tensorboard``."""
+    wandb_project: Optional[str] = None
+    """Also log every step to Weights & Biases under this project (the ``wandb`` extra); None: no W&B."""
+    wandb_entity: Optional[str] = None
+    """W&B team or user; None: the logged-in account's default."""
+    wandb_name: Optional[str] = None
+    """W&B run name; None: the run directory's name. A resumed run continues the same W&B run."""
+    wandb_mode: Optional[str] = None
+    """``online``, ``offline`` (files under ``RUN_DIR/wandb``, ``wandb sync`` later) or ``disabled``; None: W&B's
+    own default (``WANDB_MODE``, else online)."""
 
 
 @dataclass

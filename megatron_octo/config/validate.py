@@ -203,6 +203,20 @@ def _check_optimization(recipe: RecipeConfig) -> None:
     )
     _require(not (c.load and c.branch_from), "set checkpoint.load or checkpoint.branch_from, not both")
     _require(recipe.logging.log_interval >= 1, f"logging.log_interval={recipe.logging.log_interval} must be >= 1")
+    _check_wandb(recipe.logging)
+
+
+def _check_wandb(logging) -> None:
+    """W&B settings that cannot work are refused at load, before a run directory is touched."""
+    if not logging.wandb_project:
+        return
+    import importlib.util
+
+    _require(logging.wandb_mode in (None, "online", "offline", "disabled"),
+             f"logging.wandb_mode={logging.wandb_mode!r} is not one of: online, offline, disabled")
+    _require(importlib.util.find_spec("wandb") is not None,
+             "logging.wandb_project is set but wandb is not installed: pip install 'megatron-octo[wandb]' (or unset "
+             "logging.wandb_project)")
 
 
 def validate(recipe: RecipeConfig, world_size: Optional[int] = None) -> None:

@@ -25,6 +25,7 @@ import torch
 
 from megatron_octo.config.schema import ModelConfig
 from megatron_octo.convert.layout import Entry, McoreTensor, WeightPlan, build_plan
+from megatron_octo.models.shapes import shape
 
 CRITIC_TARGET = "nemo_aligner.models.nlp.gpt.megatron_gpt_critic.MegatronGPTCriticModel"
 """The class NeMo-Aligner restores a critic checkpoint as."""
@@ -43,7 +44,7 @@ def critic_plan(cfg: ModelConfig, tp: int) -> Tuple[ModelConfig, WeightPlan]:
     with ``output_layer.weight`` and the two ``rm_head`` tensors (no HF counterpart)."""
     critic_cfg = replace(cfg, tie_word_embeddings=False)
     plan = build_plan(critic_cfg, tp)
-    head = [Entry(McoreTensor(RM_HEAD_WEIGHT, None, (NUM_ATTRIBUTES, cfg.hidden_size)), (), ()),
+    head = [Entry(McoreTensor(RM_HEAD_WEIGHT, None, (NUM_ATTRIBUTES, shape(cfg).hidden_size)), (), ()),
             Entry(McoreTensor(RM_HEAD_BIAS, None, (NUM_ATTRIBUTES,)), (), ())]
     return critic_cfg, WeightPlan(cfg=critic_cfg, padded_vocab=plan.padded_vocab, entries=plan.entries + head)
 

@@ -143,7 +143,9 @@ class StreamingSavePlanner(DefaultSavePlanner):
     def resolve_data(self, write_item: WriteItem):
         if write_item.type == WriteItemType.BYTE_IO:
             return _empty_extra_state()
-        piece = self._pieces[(write_item.index.fqn, tuple(write_item.index.offset))]
+        offset = write_item.index.offset
+        assert offset is not None  # every tensor write item carries its chunk's offset
+        piece = self._pieces[(write_item.index.fqn, tuple(offset))]
         data = self._produce(piece)
         want = piece.sizes
         data = data.reshape(want) if data.numel() == _numel(want) else data
@@ -261,12 +263,19 @@ class DistCheckpoint:
         md = self.metadata.state_dict_metadata.get(self.prefix + key)
         return md if isinstance(md, TensorStorageMetadata) else None
 
+    def _stored(self, key: str) -> TensorStorageMetadata:
+        """``tensor_meta`` of a tensor the plan says is there; a ConvertError when the checkpoint lacks it."""
+        md = self.tensor_meta(key)
+        if md is None:
+            raise ConvertError(f"{self.path} lacks the tensor {self.prefix + key}")
+        return md
+
     def _load_chunk(self, key: str, chunk: ChunkStorageMetadata) -> torch.Tensor:
         cache_key = (key, tuple(chunk.offsets))
         if cache_key in self._cache:
             self._cache.move_to_end(cache_key)
             return self._cache[cache_key]
-        md = self.metadata.state_dict_metadata[self.prefix + key]
+        md = self._stored(key)
         dest = torch.empty(tuple(chunk.sizes), dtype=md.properties.dtype)
         planner = _ChunkPlanner(self.prefix + key, md, chunk, dest)
         self._reader.read_data(planner.create_local_plan(), planner).wait()
@@ -277,18 +286,19 @@ class DistCheckpoint:
 
     def row_boundaries(self, tensor: McoreTensor) -> List[int]:
         """Row offsets where stored chunks of this layer's tensor start (always including 0)."""
-        md, lead = self.tensor_meta(tensor.key), _lead(tensor)
+        md, lead = self._stored(tensor.key), _lead(tensor)
         starts = {0}
         for c in md.chunks:
-            if lead == 0 or c.offsets[0] <= tensor.layer < c.offsets[0] + c.sizes[0]:
+            if tensor.layer is None or c.offsets[0] <= tensor.layer < c.offsets[0] + c.sizes[0]:
                 starts.add(int(c.offsets[lead]))
         return sorted(starts)
 
     def read(self, tensor: McoreTensor, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) of layer ``tensor.layer`` of ``tensor.key`` as stored (its dtype), all columns."""
-        md, lead = self.tensor_meta(tensor.key), _lead(tensor)
-        want_lo = ((tensor.layer,) if lead else ()) + (start,) + (0,) * (len(md.size) - lead - 1)
-        want_hi = ((tensor.layer + 1,) if lead else ()) + (stop,) + tuple(md.size[lead + 1:])
+        md, lead = self._stored(tensor.key), _lead(tensor)
+        layer = () if tensor.layer is None else (tensor.layer,)  # the stacked-layer axis, when there is one
+        want_lo = layer + (start,) + (0,) * (len(md.size) - lead - 1)
+        want_hi = tuple(n + 1 for n in layer) + (stop,) + tuple(md.size[lead + 1:])
         out_shape = (stop - start, *md.size[lead + 1:])
         out = None
         covered = 0

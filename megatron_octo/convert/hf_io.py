@@ -199,7 +199,7 @@ class SafetensorsWriter:
         data = block.contiguous().view(-1).view(torch.uint8).numpy()
         if data.nbytes > left:
             raise RuntimeError(f"{self.path.name}: {name} received more than its {t.nbytes} bytes")
-        self._file.write(memoryview(data))
+        self._file.write(data.data)  # the array's own memoryview: no copy
         left -= data.nbytes
         self._pending = self._pending[1:] if left == 0 else [(t, left)] + self._pending[1:]
         return data.nbytes

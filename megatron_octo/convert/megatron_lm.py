@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-import torch
-
 from megatron_octo.config.schema import ModelConfig
 from megatron_octo.convert.errors import ConvertError
 
@@ -217,7 +215,8 @@ def model_args(cfg: ModelConfig, tp: int, pp: int) -> dict:
         add_qkv_bias=bool(cfg.add_qkv_bias), untie_embeddings_and_output_weights=not cfg.tie_word_embeddings,
         apply_query_key_layer_scaling=False, attention_dropout=0.0, hidden_dropout=0.0, num_experts=None,
         vocab_size=cfg.vocab_size, make_vocab_size_divisible_by=cfg.make_vocab_size_divisible_by,
-        padded_vocab_size=shapes.padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, tp),
+        padded_vocab_size=shapes.padded_vocab_size(shapes.shape(cfg).vocab_size, cfg.make_vocab_size_divisible_by,
+                                                   tp),
         init_method_std=cfg.init_method_std, tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
         virtual_pipeline_model_parallel_size=None, num_layers_per_virtual_pipeline_stage=None,
         expert_model_parallel_size=1, context_parallel_size=1, ckpt_format="torch_dist",
@@ -293,9 +292,11 @@ def open_checkpoint(path: Path, tokenizer_dir: Optional[Path] = None) -> Megatro
     path = Path(path)
     fmt = checkpoint_format(path)
     args = read_args(path)
+    assert fmt is not None  # read_args refuses a directory of no Megatron format
     tok = tokenizer_dir or named_tokenizer(path)
     vocab, note = unpadded_vocab(args, tok)
     cfg = model_config(args, path, vocab)
+    reader: object  # DistCheckpoint, ZarrCheckpoint or LegacyCheckpoint: the same reading interface
     if fmt == "torch_dist":
         from megatron_octo.convert.dist_io import DistCheckpoint
 

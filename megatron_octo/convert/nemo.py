@@ -21,11 +21,17 @@ from pathlib import Path
 from typing import Tuple
 
 from megatron_octo.convert import hf_io
-from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.critic import CriticRows, critic_model_fields, critic_plan
+from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.layout import build_plan, check_layout
 from megatron_octo.convert.nemo_format import (
-    CONFIG_YAML, NEMO_PREFIX, PRECISIONS, TOKENIZER_DIR, WEIGHTS_DIR, NemoTarget, nemo_model_config,
+    CONFIG_YAML,
+    NEMO_PREFIX,
+    PRECISIONS,
+    TOKENIZER_DIR,
+    WEIGHTS_DIR,
+    NemoTarget,
+    nemo_model_config,
     readable_by_transformers4,
 )
 from megatron_octo.convert.options import HF_ASSETS, Options

@@ -25,8 +25,8 @@ from megatron_octo.config.schema import ModelConfig
 from megatron_octo.convert import hf_io, megatron_lm, nemo_format
 from megatron_octo.convert.dist_io import check_model_tensors
 from megatron_octo.convert.errors import ConvertError
-from megatron_octo.convert.layout import McoreTensor, WeightPlan, build_plan, row_blocks
 from megatron_octo.convert.hf_io import tokenizer_in
+from megatron_octo.convert.layout import McoreTensor, WeightPlan, build_plan, row_blocks
 from megatron_octo.convert.options import HF_ASSETS
 
 DEFAULT_DIVISIBLE_BY = ModelConfig.make_vocab_size_divisible_by
@@ -247,7 +247,9 @@ def model_config(meta) -> ModelConfig:
     try:
         return ModelConfig(**meta.model)
     except TypeError as exc:
-        raise ConvertError(f"the checkpoint's model description does not fit this version's ModelConfig ({exc})")
+        raise ConvertError(
+            f"the checkpoint's model description does not fit this version's ModelConfig ({exc})"
+        ) from None
 
 
 def _entry(path: Path, step: int, tokens: int, recipe: str) -> dict:
@@ -269,7 +271,8 @@ def _mcore_source(path, divisible: Optional[int], tokenizer: Optional[Path]) -> 
             tokenizer = megatron_lm.named_tokenizer(ckpt.path)
     lineage = ckpt.lineage + [_entry(ckpt.path, ckpt.step, ckpt.tokens, ckpt.recipe)]
     return Source("mcore", ckpt.path, cfg, McoreRows(ckpt.reader), ckpt.path / HF_ASSETS, tokenizer, lineage,
-                  notes=list(ckpt.notes), step=ckpt.step, verify_cfg=None if ckpt.meta is not None else ckpt.cfg, native=ckpt.native)
+                  notes=list(ckpt.notes), step=ckpt.step, verify_cfg=None if ckpt.meta is not None else ckpt.cfg,
+                  native=ckpt.native)
 
 
 @contextlib.contextmanager

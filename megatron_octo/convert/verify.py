@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +86,9 @@ def hf_logits(hf_dir: Path, ids: torch.Tensor) -> torch.Tensor:
 
     from megatron_octo.convert.errors import VerifyError
 
-    model, info = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, output_loading_info=True)
+    # with output_loading_info=True transformers returns (model, info), which its annotation does not say
+    loaded: Any = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, output_loading_info=True)
+    model, info = loaded
     problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if problems:
         raise VerifyError(f"transformers loads {hf_dir} with {problems}")
@@ -126,7 +128,9 @@ def mcore_logits(ckpt_dir: Path, ids: torch.Tensor, cfg=None) -> torch.Tensor:
         warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine|apex).*")
         with world_of_one() as ctx:
             gpt, tcfg, cfg = load_megatron(Path(ckpt_dir), ctx, cfg=cfg)
-            return forward_logits(gpt, tcfg, cfg, ids, ctx)
+            logits = forward_logits(gpt, tcfg, cfg, ids, ctx)
+            assert logits is not None  # a world of one is its own last pipeline stage
+            return logits
 
 
 def compare(reference: torch.Tensor, converted: torch.Tensor) -> Tuple[float, float]:

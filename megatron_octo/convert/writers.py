@@ -217,7 +217,7 @@ def write_mcore(src, out: Path, opts: Options, tp: int, pp: int) -> Tuple[int, i
     """A Megatron-Core model checkpoint for ``tp`` x ``pp`` in ``out`` (layout in the module docstring): the
     vocabulary padded for the layout, our metadata with the lineage, Megatron-LM's common state and tracker, the
     HF config and tokenizer in hf_assets; (tensors, bytes, seconds, notes)."""
-    from megatron_octo.training.checkpoint import CheckpointMeta, META_FILE
+    from megatron_octo.training.checkpoint import META_FILE, CheckpointMeta
 
     check_layout(src.cfg, tp, pp)
     plan = build_plan(src.cfg, tp)

@@ -72,6 +72,7 @@ class StepLoader:
             raise RuntimeError(f"the loader serves step {self.next_step} next (of steps up to {self.end}), "
                                f"not step {step}")
         self.next_step += 1
+        assert self._iter is not None  # made whenever start < end, and step < end here
         return [next(self._iter).to(self.device, non_blocking=True) for _ in range(self.per_step)]
 
     def close(self) -> None:

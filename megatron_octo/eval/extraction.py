@@ -122,7 +122,8 @@ def _final_answers(text: str, start: "re.Pattern[str]", hope: "re.Pattern[str]")
     """Each answer between a ``start`` match and the next ``hope`` match (non-overlapping, in order), without
     trailing spaces and one trailing period; linear in the text (a lazy ``(.*?)I hope`` regex rescans to the end
     from every start that has no ending)."""
-    out, pos = [], 0
+    out: List[str] = []
+    pos = 0
     while True:
         m = start.search(text, pos)
         if m is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -88,6 +89,17 @@ def _worker_main(conn, soft_timeout: float) -> None:
                 conn.send((index, ok, value))
             except Exception as exc:  # an unpicklable result: report it rather than die
                 conn.send((index, False, f"unpicklable result: {exc}"[:300]))
+
+
+def _script_hint() -> str:
+    """Why workers die at start when the caller is a plain script: multiprocessing's worker start re-imports
+    the main module, so a script that scores at its top level recurses into starting workers inside a worker."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or getattr(main, "__spec__", None) is not None or not path:
+        return ""
+    return (f": each worker re-imports your script {path} (Python's multiprocessing does), which starts scoring "
+            "again inside the worker; put the script's top-level code under `if __name__ == \"__main__\":`")
 
 
 class _Worker:
@@ -290,7 +302,7 @@ class _MapRun:
             self.pool._startup_failures += 1
             if self.pool._startup_failures >= _MAX_STARTUP_FAILURES:
                 raise PoolError(f"{_MAX_STARTUP_FAILURES} worker processes in a row died while starting "
-                                f"(exit code {w.process.exitcode})")
+                                f"(exit code {w.process.exitcode}){_script_hint()}")
         if w.queue:  # without a task in hand (a worker that died idle) it is only replaced
             self.pool.stats[reason] += 1
             self.pool.stats["tasks"] += 1

@@ -29,11 +29,14 @@ def export_policy(run_dir: Path, tokenizer_dir: Optional[str] = None) -> Path:
     from megatron_octo.convert import mcore_to_hf
     from megatron_octo.rl.setup import INIT_DIR
 
-    out = run_dir / "hf"
-    init = run_dir / INIT_DIR
-    tokenizer = tokenizer_dir or (str(init / "hf_assets") if (init / "hf_assets").is_dir() else None)
-    from megatron_octo.training.checkpoint import resolve
+    from megatron_octo.training.checkpoint import CheckpointError, resolve
 
+    out = run_dir / "hf"
+    try:  # the tokenizer kept with the conversion of a Hugging Face rl.init (a save folder: tracker + release/)
+        assets: Optional[Path] = resolve(str(run_dir / INIT_DIR)) / "hf_assets"
+    except CheckpointError:
+        assets = None
+    tokenizer = tokenizer_dir or (str(assets) if assets is not None and assets.is_dir() else None)
     # the checkpoint itself, not the run directory that also holds the output
     mcore_to_hf(str(resolve(str(run_dir))), str(out), tokenizer_dir=tokenizer, overwrite=True, quiet=True)
     return out

@@ -139,7 +139,7 @@ def step_batches(r: Rollouts, num_minis: int, micro: int, budget: Optional[int],
 def padding_share(r: Rollouts, minis: List[List[MicroBatch]]) -> float:
     """Share of the tokens a trainer pass computes that are padding (rows x length against real tokens)."""
     computed = sum(mb.tokens.numel() for mini in minis for mb in mini)
-    real = sum(len(r.tokens[j]) for mini in minis for mb in mini for j in mb.rows)
+    real = sum(len(r.tokens[j]) for mini in minis for mb in mini for j in (mb.rows or ()))
     return 1.0 - real / computed
 
 

@@ -75,8 +75,8 @@ def load_tokenizer(recipe: RecipeConfig, point: StartingPoint):
 
 def _converted_from(init_dir: Path) -> Optional[str]:
     """The Hugging Face directory ``RUN_DIR/init`` was converted from (its lineage), or None if unreadable."""
-    try:
-        lineage = ckpt.read_meta(init_dir).lineage
+    try:  # a conversion's output is a Megatron-LM save folder (tracker + release/)
+        lineage = ckpt.read_meta(ckpt.resolve(str(init_dir))).lineage
     except (ckpt.CheckpointError, ValueError, TypeError):
         return None
     return lineage[0]["path"] if lineage else None

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -95,10 +95,11 @@ def gather_hf_state(chunks, cfg: ModelConfig, mp_group) -> Dict[str, torch.Tenso
     size = dist.get_world_size(mp_group)
     if size > 1:
         leader = dist.get_global_rank(mp_group, 0)
-        gathered = [None] * size if dist.get_rank(mp_group) == 0 else None
-        dist.gather_object(pieces, gathered, dst=leader, group=mp_group)
         if dist.get_rank(mp_group) != 0:
+            dist.gather_object(pieces, None, dst=leader, group=mp_group)
             return {}
+        gathered: List[Any] = [None] * size
+        dist.gather_object(pieces, gathered, dst=leader, group=mp_group)
         pieces = [p for part in gathered for p in part]
     return get_family(cfg.family).state_dict_to_hf(assemble(pieces), cfg)
 
@@ -215,7 +216,7 @@ class WeightSync:
         if self._plan is not None:
             return
         mine = [(k, o, s, tuple(d.shape)) for k, o, s, d in views]
-        metadata = [None] * dist.get_world_size(self.mp_group)
+        metadata: List[Any] = [None] * dist.get_world_size(self.mp_group)
         dist.all_gather_object(metadata, mine, group=self.mp_group)
         self._plan = build_plan(metadata, self.cfg)
         layout = [[(name, tuple(t.shape)) for name, t in
@@ -234,6 +235,8 @@ class WeightSync:
         the engine's dtype, on the leader and the engine group's members; nothing on other ranks (they send)."""
         views = shard_views(chunks)
         self._setup(views)
+        plan = self._plan
+        assert plan is not None  # _setup built it
         local = {(k, o): d for k, o, _, d in views}
         device = views[0][3].device if views else torch.device("cpu")
         leader = dist.get_global_rank(self.mp_group, 0)
@@ -243,7 +246,7 @@ class WeightSync:
             if member:
                 buffer = torch.empty(bucket_numel(bucket), dtype=self.dtype, device=device)
             for index, placed in bucket:
-                entry = self._plan[index]
+                entry = plan[index]
                 full = self._gather(entry, local, leader, device)
                 if full is None:
                     continue

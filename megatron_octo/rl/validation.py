@@ -11,7 +11,7 @@ engine works. The accuracies then reach every rank.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch.distributed as dist
 
@@ -96,12 +96,12 @@ def validate_policy(recipe, ctx, engine, tokenizer, run_dir: Path, step: int, lo
     v = recipe.rl.validation
     index = ctx.dp_rank if engine_index is None else engine_index
     count = ctx.dp if engine_count is None else engine_count
-    box: List[Optional[object]] = [validation_requests(recipe) if ctx.is_main else None]
+    box: List[Any] = [validation_requests(recipe) if ctx.is_main else None]
     dist.broadcast_object_list(box, src=0)
     share = generate_share(engine, tokenizer, box[0], index, count, v.max_new_tokens) if engine is not None else {}
-    gathered = [None] * dist.get_world_size() if ctx.is_main else None
-    dist.gather_object(share, gathered, dst=0)
-    result: List[Optional[Dict[str, float]]] = [None]
+    gathered: List[Any] = [None] * dist.get_world_size()
+    dist.gather_object(share, gathered if ctx.is_main else None, dst=0)
+    result: List[Any] = [None]
     if ctx.is_main:
         completions = {k: t for part in gathered for k, t in part.items()}
         results = run_eval(None, v.benchmarks, data_dir=v.data_dir, zero_shot=True,
@@ -109,7 +109,8 @@ def validate_policy(recipe, ctx, engine, tokenizer, run_dir: Path, step: int, lo
                            max_new_tokens=v.max_new_tokens, limit=v.limit,
                            output_dir=str(run_dir / "validation" / f"step_{step:07d}"), overwrite=True,
                            show_progress=False, log=lambda line: None)
-        result[0] = {f"val_{name}": r["accuracy"] for name, r in results["benchmarks"].items()}
-        log(f"[octo rl] validation at step {step}: " + ", ".join(f"{k[4:]} {a:.1f}%" for k, a in result[0].items()))
+        accuracies = {f"val_{name}": r["accuracy"] for name, r in results["benchmarks"].items()}
+        log(f"[octo rl] validation at step {step}: " + ", ".join(f"{k[4:]} {a:.1f}%" for k, a in accuracies.items()))
+        result[0] = accuracies
     dist.broadcast_object_list(result, src=0)
     return result[0]

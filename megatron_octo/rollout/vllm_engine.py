@@ -219,7 +219,8 @@ def ipc_layout(items: Sequence[Tuple[str, Any]]) -> Tuple[List[tuple], int]:
 
 def _ipc_buckets(weights: Iterable[Tuple[str, Any]], max_bytes: int) -> Iterator[List[Tuple[str, Any]]]:
     """(name, device tensor) pairs grouped into lists of at most ``max_bytes`` (a larger tensor travels alone)."""
-    bucket, size = [], 0
+    bucket: List[Tuple[str, Any]] = []
+    size = 0
     for name, tensor in weights:
         nbytes = tensor.numel() * tensor.element_size() + _IPC_ALIGN
         if bucket and size + nbytes > max_bytes:

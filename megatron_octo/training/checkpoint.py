@@ -75,7 +75,7 @@ def complete_checkpoints(root: Path) -> List[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if _ITER_RE.match(p.name) and (p / META_FILE).is_file()]
-    return sorted(found, key=lambda p: int(_ITER_RE.match(p.name).group(1)))
+    return sorted(found, key=lambda p: int(p.name[len("iter_"):]))  # the name matched _ITER_RE
 
 
 def latest_checkpoint(root: Path) -> Optional[Path]:
@@ -101,8 +101,8 @@ def resolve(spec: str) -> Path:
     (that step's checkpoint) to one of our checkpoint directories."""
     from megatron_octo.convert.megatron_lm import RELEASE, read_tracker
 
-    path, _, step = spec.partition(":") if re.search(r":\d+$", spec) and not Path(spec).exists() else (spec, "", "")
-    path = Path(path)
+    name, _, step = spec.partition(":") if re.search(r":\d+$", spec) and not Path(spec).exists() else (spec, "", "")
+    path = Path(name)
     if (path / META_FILE).is_file() and not step:
         return path
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
@@ -114,10 +114,10 @@ def resolve(spec: str) -> Path:
         return found
     if root.is_dir() and read_tracker(root) == RELEASE and (root / RELEASE / META_FILE).is_file():
         return root / RELEASE
-    found = latest_checkpoint(root)
-    if found is None:
+    latest = latest_checkpoint(root)
+    if latest is None:
         raise CheckpointError(f"no complete checkpoint under {path}")
-    return found
+    return latest
 
 
 def _model_sharded_state_dict(chunks, *, is_loading: bool) -> dict:

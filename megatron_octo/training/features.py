@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.errors import OctoError
+from megatron_octo.models.shapes import shape
 from megatron_octo.training.precision import Hardware
 
 
@@ -96,7 +97,7 @@ def recompute_fields(recipe: RecipeConfig) -> Dict[str, object]:
         return dict(recompute_granularity=None)
     if f.recompute == "selective":
         return dict(recompute_granularity="selective", recompute_modules=list(f.recompute_modules))
-    per_stage = recipe.model.num_layers // recipe.parallel.pp
+    per_stage = shape(recipe.model).num_layers // recipe.parallel.pp
     if f.recompute_num_layers is None:  # every layer of the stage
         method, layers = f.recompute_method, (per_stage if f.recompute_method == "block" else 1)
     else:
@@ -106,12 +107,14 @@ def recompute_fields(recipe: RecipeConfig) -> Dict[str, object]:
 
 def resolve_features(recipe: RecipeConfig, hw: Hardware, use_te: bool) -> FeaturePlan:
     """The ``perf`` plan of ``recipe`` on ``hw`` with the layer spec chosen (``use_te``)."""
-    f, notes = recipe.perf, []
+    f = recipe.perf
+    notes: List[str] = []
     overlap = _decide("tp_comm_overlap", f.tp_comm_overlap, _tp_overlap_blocker(recipe, hw, use_te), hw, notes)
     if f.tp_comm_overlap is None and recipe.parallel.tp == 1:
         notes = [n for n in notes if not n.startswith("perf.tp_comm_overlap")]  # nothing to overlap: no news
-    wgrad = _decide("gradient_accumulation_fusion", f.gradient_accumulation_fusion, _wgrad_blocker(hw, use_te), hw,
-                    notes)
+    wgrad = _decide(
+        "gradient_accumulation_fusion", f.gradient_accumulation_fusion, _wgrad_blocker(hw, use_te), hw, notes
+    )
     ce = _decide("cross_entropy_fusion", f.cross_entropy_fusion, _ce_blocker(hw), hw, notes)
     tcfg: Dict[str, object] = dict(
         tp_comm_overlap=overlap,
@@ -121,12 +124,16 @@ def resolve_features(recipe: RecipeConfig, hw: Hardware, use_te: bool) -> Featur
         cross_entropy_fusion_impl="te" if ce else "native",
         **recompute_fields(recipe),
     )
-    shape = None
+    buffers = None
     if overlap:
         t = recipe.train
-        shape = (t.seq_len * t.micro_batch // recipe.parallel.cp, recipe.model.hidden_size)
-    return FeaturePlan(tcfg=tcfg, ddp=dict(grad_reduce_in_fp32=recipe.precision.grad_reduce_in_fp32), notes=notes,
-                       userbuffers_shape=shape)
+        buffers = (t.seq_len * t.micro_batch // recipe.parallel.cp, shape(recipe.model).hidden_size)
+    return FeaturePlan(
+        tcfg=tcfg,
+        ddp=dict(grad_reduce_in_fp32=recipe.precision.grad_reduce_in_fp32),
+        notes=notes,
+        userbuffers_shape=buffers,
+    )
 
 
 _USERBUFFERS: Dict[str, object] = {}
@@ -141,13 +148,18 @@ def initialize_userbuffers(plan: FeaturePlan, tp: int, fp8: bool, dtype) -> None
     key = (plan.userbuffers_shape, tp, fp8, str(dtype))
     if _USERBUFFERS:
         if _USERBUFFERS["key"] != key:
-            raise FeatureError(f"TP overlap userbuffers already set up for {_USERBUFFERS['key']}, now asked for "
-                               f"{key}: run stages with another micro-batch or sequence length in another process")
+            raise FeatureError(
+                f"TP overlap userbuffers already set up for {_USERBUFFERS['key']}, now asked for "
+                f"{key}: run stages with another micro-batch or sequence length in another process"
+            )
         return
     from transformer_engine.pytorch import module as te_module
 
     te_module.base.initialize_ub(
-        shape=list(plan.userbuffers_shape), tp_size=tp, use_fp8=fp8, dtype=dtype,
+        shape=list(plan.userbuffers_shape),
+        tp_size=tp,
+        use_fp8=fp8,
+        dtype=dtype,
         bootstrap_backend=plan.tcfg["tp_comm_bootstrap_backend"],
     )
     _USERBUFFERS["key"] = key

@@ -194,7 +194,7 @@ def _train(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, parts: Com
            valid, iters: int) -> Dict[str, Any]:
     tokens_per_step = recipe.train.global_batch * recipe.train.seq_len
     writer = metrics_writer(ctx, run_dir, iters, recipe)
-    peak = peak_flops(ctx.device, fp8=bool(parts.config.fp8))  # what precision.fp8 resolved to
+    peak = peak_flops(ctx.device, fp8=bool(getattr(parts.config, "fp8", None)))  # what precision.fp8 resolved to
     history: List[StepResult] = []
     manager = CheckpointManager(recipe, run_dir, ctx, start, iters, TRAIN_STAGE)
     collector = manual_gc(recipe)

@@ -1,4 +1,7 @@
-"""Per-step metrics: one JSON line per step in ``metrics.jsonl``, TensorBoard scalars, a progress line."""
+"""Per-step metrics: one JSON line per step in ``metrics.jsonl``, TensorBoard scalars, a progress line.
+
+The progress line is a log line every ``logging.log_interval`` steps, on a terminal too (as Megatron-LM logs), with
+the elapsed time and ETA spelled by ``utils.progress``, the one progress implementation."""
 
 from __future__ import annotations
 
@@ -9,14 +12,8 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from megatron_octo.errors import OctoError
+from megatron_octo.utils.progress import format_duration
 
-
-def format_duration(seconds: float) -> str:
-    """``3725`` -> ``1h02m05s``."""
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 class MetricsWriter:
@@ -36,6 +33,9 @@ class MetricsWriter:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        from megatron_octo.training.wandb_log import open_wandb
+
+        self._wandb = open_wandb(run_dir)  # logging.wandb_project of the run's recipe.yaml, else None
 
     def write(self, record: Dict[str, float]) -> None:
         """Append one step's record (must hold ``step``) and report progress."""
@@ -46,6 +46,8 @@ class MetricsWriter:
                 if key != "step" and isinstance(value, (int, float)):
                     tag = f"validation/{key[4:]}" if key.startswith("val_") else f"train/{key}"
                     self._tb.add_scalar(tag, value, step)
+        if self._wandb is not None:
+            self._wandb.log(record, step)
         if step % self.log_interval == 0 or step == self.total_steps:
             self.stream.write(self._progress_line(record) + "\n")
             self.stream.flush()
@@ -69,6 +71,8 @@ class MetricsWriter:
 
     def close(self) -> None:
         self._file.close()
+        if self._wandb is not None:
+            self._wandb.close()
         if self._tb is not None:
             self._tb.close()
 

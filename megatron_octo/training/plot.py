@@ -1,4 +1,5 @@
-"""``octo plot``: loss (training, and validation where logged) and learning rate against tokens for one or more runs, as a PNG.
+"""``octo plot``: loss (training, and validation where logged) and learning rate against tokens for one or more
+runs, as a PNG.
 
 A branch (a run whose checkpoints record a lineage) is drawn from where its source left off: its tokens are offset
 by the source checkpoint's tokens, so a stable run and its decay branches read as one Stable-then-Decay picture.

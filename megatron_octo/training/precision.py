@@ -85,12 +85,13 @@ def _te_facts() -> Tuple[Optional[str], bool]:
     """(TE version or None, TE cross-entropy importable). Only called where CUDA is present."""
     try:
         import transformer_engine
-        import transformer_engine.pytorch  # noqa: F401
+        import transformer_engine.pytorch
     except Exception:  # RuntimeError, not ImportError, where CUDA libraries are missing
         return None, False
     version = getattr(transformer_engine, "__version__", None) or "0"
     try:
         from transformer_engine.pytorch.cross_entropy import parallel_cross_entropy  # noqa: F401
+
         cross_entropy = True
     except Exception:
         cross_entropy = False
@@ -100,7 +101,7 @@ def _te_facts() -> Tuple[Optional[str], bool]:
 @functools.lru_cache(maxsize=None)
 def _apex_fused_wgrad() -> bool:
     try:
-        import fused_weight_gradient_mlp_cuda  # noqa: F401
+        import fused_weight_gradient_mlp_cuda  # type: ignore[import-not-found]  # noqa: F401
     except Exception:
         return False
     return True
@@ -111,10 +112,11 @@ def detect_hardware(device: torch.device) -> Hardware:
     if device.type != "cuda" or not torch.cuda.is_available():
         return Hardware()
     te_version, te_ce = _te_facts()
+    major, minor = torch.cuda.get_device_capability(device)
     return Hardware(
         device_type="cuda",
         name=torch.cuda.get_device_name(device),
-        capability=tuple(torch.cuda.get_device_capability(device)),
+        capability=(major, minor),
         te_version=te_version,
         te_cross_entropy=te_ce,
         apex_fused_wgrad=_apex_fused_wgrad(),
@@ -162,8 +164,9 @@ class Fp8Plan:
 
     def optimizer_config(self) -> Dict[str, object]:
         """Megatron-Core ``OptimizerConfig`` fields (the distributed optimizer handles FP8 shards by recipe)."""
-        return dict(fp8_recipe=self.recipe if self.enabled else None,
-                    reuse_grad_buf_for_mxfp8_param_ag=self._reuse_grad_buf)
+        return dict(
+            fp8_recipe=self.recipe if self.enabled else None, reuse_grad_buf_for_mxfp8_param_ag=self._reuse_grad_buf
+        )
 
     @property
     def _reuse_grad_buf(self) -> bool:
@@ -203,15 +206,20 @@ def _auto_recipe(hw: Hardware) -> str:
 def _check_recipe(recipe: str, hw: Hardware) -> None:
     """Refuse a scaling recipe the GPU or TE cannot run (one line)."""
     if recipe == "mxfp8" and not _blackwell(hw):
-        raise PrecisionError(f"precision.fp8_recipe=mxfp8 needs a Blackwell GPU; {hw.describe()} is not one: "
-                             f"use fp8_recipe=tensorwise (or auto)")
+        raise PrecisionError(
+            f"precision.fp8_recipe=mxfp8 needs a Blackwell GPU; {hw.describe()} is not one: "
+            f"use fp8_recipe=tensorwise (or auto)"
+        )
     if recipe == "blockwise" and _blackwell(hw):
-        raise PrecisionError("precision.fp8_recipe=blockwise runs on Hopper only here: use mxfp8 (or auto) on "
-                             f"{hw.describe()}")
+        raise PrecisionError(
+            f"precision.fp8_recipe=blockwise runs on Hopper only here: use mxfp8 (or auto) on {hw.describe()}"
+        )
     need = _TE_MIN[recipe]
     if not hw.te_at_least(need):
-        raise PrecisionError(f"precision.fp8_recipe={recipe} needs Transformer Engine >= {need}, found "
-                             f"{hw.te_version}: use fp8_recipe=delayed or a newer container")
+        raise PrecisionError(
+            f"precision.fp8_recipe={recipe} needs Transformer Engine >= {need}, found "
+            f"{hw.te_version}: use fp8_recipe=delayed or a newer container"
+        )
 
 
 def resolve_fp8(p: PrecisionConfig, parallel: ParallelConfig, hw: Hardware) -> Fp8Plan:
@@ -227,8 +235,12 @@ def resolve_fp8(p: PrecisionConfig, parallel: ParallelConfig, hw: Hardware) -> F
     reason = _why_not(hw, p.dtype, dtype_ok)
     if reason is not None:
         if p.fp8 == "auto":
-            return Fp8Plan(notes=(f"precision.fp8=auto: FP8 off, training in "
-                                  f"{'BF16' if hw.cuda and dtype_ok else 'the recipe dtype'}: {reason}",))
+            return Fp8Plan(
+                notes=(
+                    f"precision.fp8=auto: FP8 off, training in "
+                    f"{'BF16' if hw.cuda and dtype_ok else 'the recipe dtype'}: {reason}",
+                )
+            )
         raise PrecisionError(f"precision.fp8={p.fp8} cannot run here: {reason}; set precision.fp8=null (or auto)")
     recipe = _auto_recipe(hw) if p.fp8_recipe == "auto" else p.fp8_recipe
     _check_recipe(recipe, hw)
@@ -239,14 +251,18 @@ def resolve_fp8(p: PrecisionConfig, parallel: ParallelConfig, hw: Hardware) -> F
         bf16_layers = 1 if recipe in ("tensorwise", "blockwise") else 0
     if bf16_layers and recipe == "delayed":
         if p.fp8_bf16_layers:
-            raise PrecisionError("precision.fp8_bf16_layers needs current scaling: Megatron-Core's delayed scaling "
-                                 "cannot keep layers in bf16 (set precision.fp8_recipe=tensorwise)")
+            raise PrecisionError(
+                "precision.fp8_bf16_layers needs current scaling: Megatron-Core's delayed scaling "
+                "cannot keep layers in bf16 (set precision.fp8_recipe=tensorwise)"
+            )
         bf16_layers = 0
     gather = parallel.distributed_optimizer if p.fp8_param_gather is None else p.fp8_param_gather
     notes = []
     if p.fp8 == "auto" or p.fp8_recipe == "auto":
-        notes.append(f"precision.fp8=auto on {hw.describe()}: FP8 {fmt}, {recipe} scaling, {bf16_layers} BF16 "
-                     f"layer(s) at each end, FP8 parameters {'on' if gather else 'off'}")
+        notes.append(
+            f"precision.fp8=auto on {hw.describe()}: FP8 {fmt}, {recipe} scaling, {bf16_layers} BF16 "
+            f"layer(s) at each end, FP8 parameters {'on' if gather else 'off'}"
+        )
     return Fp8Plan(fmt=fmt, recipe=recipe, bf16_layers=bf16_layers, param_gather=bool(gather), notes=tuple(notes))
 
 

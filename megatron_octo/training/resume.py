@@ -159,9 +159,14 @@ def restore(recipe: RecipeConfig, run_dir: Path, parts, iters: int, ctx=None,
         meta = ckpt.load(own, parts, with_optimizer=True)
         start = Start(step=meta.step, tokens=meta.tokens, lineage=meta.lineage,
                       source=f"resumed from {own} (step {meta.step})")
-        if ctx is None or ctx.is_main:
+        if (ctx is None or ctx.is_main) and skipped:
             for bad, why in skipped:
                 _set_aside(bad, why, log)
+            tracker = own.parent / ckpt.LATEST_FILE  # Megatron-LM's pointer must not name a set-aside checkpoint
+            if tracker.is_file():
+                from megatron_octo.utils.io import atomic_write_text
+
+                atomic_write_text(tracker, f"{meta.step}\n")
     elif c.branch_from:
         source = ckpt.resolve(c.branch_from)
         _refuse_own_run(source, run_dir)

@@ -121,7 +121,8 @@ def test_bf16_output(hf_models, tmp_path):
 def test_progress_lines(hf_models, tmp_path, capsys):
     hf_to_mcore(hf_models["llama-tied"], tmp_path / "p")
     err = capsys.readouterr().err
-    assert "hf -> mcore: 26/26 tensors" in err and "done in" in err  # tied: embedding, final norm + 4 layers x 6
+    last = [line for line in err.splitlines() if line.startswith("hf -> mcore: ")][-1]
+    assert "26/26 tensors" in last and "done in" in last  # tied: embedding, final norm + 4 layers x 6
 
 
 # --------------------------------------------------------------------------------------------------------------------

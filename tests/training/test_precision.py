@@ -145,3 +145,60 @@ def test_te_version_comparison_reads_dev_builds():
     assert Hardware("cuda", te_version="2.2.0.dev0+5fdd7bb").te_at_least("2.2")
     assert not Hardware("cuda", te_version="2.1.9").te_at_least("2.2")
     assert not Hardware("cuda").te_at_least("1.0")
+
+
+class _FakeFloat8(torch.Tensor):
+    """Stands in for TE's Float8Tensor, which cannot be imported on a machine without CUDA."""
+
+
+def _fake_te_fp8(monkeypatch):
+    from megatron.core import fp8_utils
+
+    monkeypatch.setattr(fp8_utils, "is_float8tensor", lambda t: isinstance(t, _FakeFloat8))
+    monkeypatch.setattr(fp8_utils, "dequantize_fp8_tensor",
+                        lambda t: t.as_subclass(torch.Tensor).to(torch.bfloat16).clone())
+
+
+def test_fp8_weights_are_saved_dequantized_and_other_tensors_untouched(monkeypatch):
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+    from megatron_octo.training.precision import dequantize_for_save
+
+    _fake_te_fp8(monkeypatch)
+    fp8 = torch.tensor([[1.5, -2.0], [0.25, 4.0]]).as_subclass(_FakeFloat8)
+    plain = torch.tensor([1.0, 2.0], dtype=torch.bfloat16)
+    sd = {"decoder.layers.0.mlp.linear_fc1.weight": ShardedTensor.from_rank_offsets("fc1", fp8),
+          "decoder.final_layernorm.weight": ShardedTensor.from_rank_offsets("norm", plain)}
+    dequantize_for_save(sd)
+    saved = sd["decoder.layers.0.mlp.linear_fc1.weight"].data
+    assert type(saved) is torch.Tensor and saved.dtype == torch.bfloat16
+    assert torch.equal(saved, torch.tensor([[1.5, -2.0], [0.25, 4.0]], dtype=torch.bfloat16))
+    assert sd["decoder.final_layernorm.weight"].data is plain
+
+
+def test_a_save_dequantizes_after_the_optimizer_state_is_mapped(monkeypatch):
+    """The distributed optimizer maps its shards to the model's ShardedTensors first; only then may their data be
+    replaced by dequantized copies (a load never dequantizes: it fills the model's own tensors)."""
+    from megatron_octo.training import checkpoint, precision
+
+    calls = []
+
+    class Chunk(torch.nn.Module):
+        def sharded_state_dict(self):
+            return {"w": "sharded"}
+
+    class Optimizer:
+        def sharded_state_dict(self, model_sd, is_loading, metadata):
+            calls.append("optimizer")
+            return {}
+
+    class Parts:
+        model = [Chunk()]
+        optimizer = Optimizer()
+
+    monkeypatch.setattr(precision, "dequantize_for_save", lambda sd: calls.append("dequantize"))
+    checkpoint.sharded_state(Parts(), with_optimizer=True, is_loading=False)
+    assert calls == ["optimizer", "dequantize"]
+    calls.clear()
+    checkpoint.sharded_state(Parts(), with_optimizer=True, is_loading=True)
+    assert calls == ["optimizer"]

@@ -161,13 +161,16 @@ def test_resume_falls_back_past_a_corrupt_newest_checkpoint_and_a_torn_metrics_l
     shard.write_bytes(shard.read_bytes()[:100])
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"step": 7, "loss": 5.1')  # a kill during a write
-    proc = ok(octo(run))
+    # saving off: what the fallback itself leaves behind is visible
+    proc = ok(octo(run, "checkpoint.save=false"))
     out = proc.stdout
     assert "iter_0000006 is unusable (shard file" in out and "set aside as iter_0000006.corrupt" in out
     assert "resumed from" in out and "iter_0000005" in out
     assert losses(run) == losses(saved_run)  # step 6 again from step 5's checkpoint: the same numbers
     assert (run / "checkpoints" / "iter_0000006.corrupt").is_dir()
-    assert checkpoint_problem(run / "checkpoints" / "iter_0000006") is None  # written anew
+    assert [p.name for p in complete_checkpoints(run / "checkpoints")] == ["iter_0000004", "iter_0000005"]
+    # Megatron-LM's tracker names the checkpoint resumed from, not the one set aside
+    assert (run / "checkpoints" / "latest_checkpointed_iteration.txt").read_text() == "5\n"
 
 
 def test_resume_with_no_usable_checkpoint_is_one_line_and_changes_nothing(saved_run, tmp_path):
