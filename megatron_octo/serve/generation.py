@@ -82,9 +82,10 @@ class GenerationService:
         max_tokens: Optional[int] = None,
         stop: Optional[Sequence[str]] = None,
         seed: Optional[int] = None,
+        keep_stop: bool = False,
     ) -> List[List[Sample]]:
         """``n`` samples per prompt (prompt order), each with its response token ids and their log-probs; any
-        sampling argument left out takes the config's value."""
+        sampling argument left out takes the config's value; ``keep_stop`` as in ``VLLMEngine.generate``."""
         c = self.cfg
         t0 = time.monotonic()
         out = self.engine.generate(
@@ -95,6 +96,7 @@ class GenerationService:
             max_tokens=c.max_tokens if max_tokens is None else max_tokens,
             stop=c.stop if stop is None else tuple(stop),
             seed=c.seed if seed is None else seed,
+            keep_stop=keep_stop,
         )
         tokens = sum(len(s.token_ids) for group in out for s in group)
         dt = time.monotonic() - t0

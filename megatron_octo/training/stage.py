@@ -370,6 +370,12 @@ class CheckpointManager:
             "distributed_optimizer": recipe.parallel.distributed_optimizer,
             **self.layout_extra,
         }
+        t = recipe.train  # Megatron-LM's args record the batch geometry of a training stage (not RL's)
+        batch = (
+            {"global_batch": t.global_batch, "micro_batch": t.micro_batch, "seq_len": t.seq_len}
+            if self.spec.command == "train"
+            else {}
+        )
         return ckpt.CheckpointMeta(
             step=step,
             tokens=self.tokens,
@@ -378,6 +384,7 @@ class CheckpointManager:
             lineage=self.start.lineage,
             model=asdict(recipe.model),
             layout=layout,
+            batch=batch,
         )
 
     def save(self, step: int, parts) -> Path:
