@@ -93,6 +93,7 @@ def _rollouts(
     index, count, leader = engine_slot(recipe, ctx)
     result = None
     if engine is not None:
+        assert index is not None  # a rank with an engine has its engine index
         chosen = step_prompts(len(problems), step, rl.prompts_per_step, rl.prompts.shuffle_seed)
         replica = shard(chosen, ctx.dp_rank, ctx.dp)
         if count > ctx.dp:  # one engine per pipeline stage of the replica: each takes a share of its prompts

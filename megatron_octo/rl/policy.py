@@ -107,6 +107,7 @@ def to_rows(x: torch.Tensor, mb: MicroBatch) -> torch.Tensor:
     is. Differentiable."""
     if mb.packed is None:
         return x
+    assert mb.unpack_valid is not None  # set together with packed
     return x[0][mb.unpack_index] * mb.unpack_valid
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -97,8 +97,9 @@ def share(rollouts: Optional[Rollouts], mp_group, index: Optional[int] = None) -
     model-parallel rank 0), or those of several engines (one per pipeline stage; each reporting rank passes its
     engine ``index``), concatenated in engine order."""
     if dist.get_world_size(mp_group) == 1:
+        assert rollouts is not None  # a group of one is its own engine's rank
         return rollouts
-    parts = [None] * dist.get_world_size(mp_group)
+    parts: List[Any] = [None] * dist.get_world_size(mp_group)
     dist.all_gather_object(parts, (index, rollouts) if rollouts is not None else None, group=mp_group)
     found = sorted((p for p in parts if p is not None), key=lambda p: p[0] if p[0] is not None else -1)
     return merge([r for _, r in found])

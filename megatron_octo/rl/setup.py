@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -156,6 +156,7 @@ def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: 
         return TransformersEngine(config, tokenizer, device=str(ctx.device))
     else:
         model_dir = _engine_dir(run_dir / f"engine_model_dp{ctx.dp_rank}", config, tokenizer)
+    assert index is not None  # with tensor_parallel every rank has one; otherwise None returned above
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
     dtype = str(engine_dtype(recipe, ctx)).removeprefix("torch.")
     return VLLMRolloutEngine(

@@ -313,7 +313,7 @@ def _mark_validation() -> None:
             finally:
                 VLLMGenerate.validating = False
 
-        run_validation._octo_marks_validation = True
+        vars(run_validation)["_octo_marks_validation"] = True  # a function attribute: installed once
         cls.run_validation = run_validation
 
 
