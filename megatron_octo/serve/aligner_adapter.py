@@ -55,7 +55,8 @@ class AdapterError(OctoError, RuntimeError):
 
 @dataclass
 class VLLMSettings:
-    """``model.ppo.vllm`` of the actor config: the engine the adapter starts on each generating rank."""
+    """``model.ppo.vllm`` (``model.reinforce.vllm`` for REINFORCE) of the actor config: the engine the adapter
+    starts on each generating rank."""
 
     model_dir: str  # Hugging Face directory of the actor's model (config.json + tokenizer; weights are refit)
     dtype: str = "bfloat16"  # engine dtype
@@ -64,13 +65,15 @@ class VLLMSettings:
     sleep_level: int = 1  # 1: weights to host memory while asleep; 2: dropped (the next refit brings them)
     enforce_eager: Optional[bool] = None  # None: the engine's default (graphs on GPU)
     max_num_seqs: Optional[int] = None  # concurrent sequences; None: vLLM's default
+    greedy_validation: bool = True  # validation rollouts decode greedily (the paper's protocol), training samples
 
     @classmethod
     def from_model_cfg(cls, model_cfg: Any) -> "VLLMSettings":
-        block = _get(_get(model_cfg, "ppo"), "vllm")
+        algo = "reinforce" if _get(model_cfg, "reinforce") is not None else "ppo"  # the actor's config block
+        block = _get(_get(model_cfg, algo), "vllm")
         if block is None or _get(block, "model_dir") is None:
-            raise AdapterError("vLLM generation needs model.ppo.vllm.model_dir (the actor's Hugging Face directory, "
-                               "e.g. ++model.ppo.vllm.model_dir=/models/Llama-3.2-3B)")
+            raise AdapterError(f"vLLM generation needs model.{algo}.vllm.model_dir (the actor's Hugging Face "
+                               f"directory, e.g. ++model.{algo}.vllm.model_dir=/models/Llama-3.2-3B)")
         known = {f.name for f in fields(cls)}
         values = {k: _get(block, k) for k in known if _get(block, k) is not None}
         unknown = sorted(set(_keys(block)) - known)
@@ -92,6 +95,10 @@ def _keys(cfg: Any) -> List[str]:
 class VLLMGenerate:
     """Drop-in for NeMo-Aligner's ``GPTGenerateTRTLLM`` (same constructor keywords; TensorRT-LLM-only ones are
     accepted and ignored, or refused where ignoring them would change the run)."""
+
+    validating = False
+    """True while NeMo-Aligner's trainer runs validation (set by the wrapper ``install`` puts around its
+    ``run_validation``: the actor's ``generate`` call itself does not say whether it serves validation)."""
 
     def __init__(self, model_cfg, end_strings, tokenizer, sample_temperature=1.0, sample_top_k=0, sample_top_p=1.0,
                  repetition_penalty=1.0, max_generation_length=1024, max_input_len=1024, generation_batch_size=4,
@@ -138,8 +145,14 @@ class VLLMGenerate:
                                "filter long prompts or raise the limit")
         rows = prompt_tokens.tolist()
         prompts = [row[:n] for row, n in zip(rows, lengths)]
-        samples = self.service.generate(prompts, n=1, temperature=self.temperature, top_p=self.top_p,
-                                        max_tokens=self.max_tokens, stop=self.stop, seed=next(self._seeds))
+        # Stop strings stay in the response (and its length), as TensorRT-LLM's stop words do: NeMo-Aligner counts a
+        # row as properly ended (is_end) only when its last token is EOS or its text ends with an end string, and
+        # masks every other row out of the actor's loss.
+        greedy = VLLMGenerate.validating and self.settings.greedy_validation
+        samples = self.service.generate(prompts, n=1, temperature=0.0 if greedy else self.temperature,
+                                        top_p=1.0 if greedy else self.top_p,
+                                        max_tokens=self.max_tokens, stop=self.stop, seed=next(self._seeds),
+                                        keep_stop=True)
         tokens, total = pack_responses(prompts, [group[0].token_ids for group in samples], self.pad_id)
         device = prompt_tokens.device
         return {"response_tokens": torch.tensor(tokens, dtype=torch.long, device=device),
@@ -220,6 +233,37 @@ def install() -> None:
         if name in sys.modules:
             vars(sys.modules[name])["GPTGenerateTRTLLM"] = VLLMGenerate
     log.info("NeMo-Aligner's TensorRT-LLM generation is replaced by vLLM (%s)", __name__)
+
+
+TRAINERS = (("nemo_aligner.algorithms.ppo", "PPOTrainer"), ("nemo_aligner.algorithms.reinforce", "ReinforceTrainer"))
+
+
+def _mark_validation() -> None:
+    """Wraps NeMo-Aligner's ``run_validation`` of the PPO and REINFORCE trainers so that ``VLLMGenerate.validating``
+    is true while it runs (idempotent; a trainer module that cannot be imported is left alone). NeMo-Aligner 0.7
+    samples validation rollouts with the training sampling parameters; the paper validates greedily."""
+    import functools
+    import importlib
+
+    for module_name, cls_name in TRAINERS:
+        try:
+            cls = getattr(importlib.import_module(module_name), cls_name)
+        except Exception:  # not installed here, or an import that needs the GPU stack: nothing to wrap
+            continue
+        original = cls.run_validation
+        if getattr(original, "_octo_marks_validation", False):
+            continue
+
+        @functools.wraps(original)
+        def run_validation(self, *args, _original=original, **kwargs):
+            VLLMGenerate.validating = True
+            try:
+                return _original(self, *args, **kwargs)
+            finally:
+                VLLMGenerate.validating = False
+
+        run_validation._octo_marks_validation = True
+        cls.run_validation = run_validation
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -75,15 +75,16 @@ class GenerationService:
     def generate(self, prompt_token_ids: Sequence[Sequence[int]], *, n: Optional[int] = None,
                  temperature: Optional[float] = None, top_p: Optional[float] = None,
                  max_tokens: Optional[int] = None, stop: Optional[Sequence[str]] = None,
-                 seed: Optional[int] = None) -> List[List[Sample]]:
+                 seed: Optional[int] = None, keep_stop: bool = False) -> List[List[Sample]]:
         """``n`` samples per prompt (prompt order), each with its response token ids and their log-probs; any
-        sampling argument left out takes the config's value."""
+        sampling argument left out takes the config's value; ``keep_stop`` as in ``VLLMEngine.generate``."""
         c = self.cfg
         t0 = time.monotonic()
         out = self.engine.generate(
             prompt_token_ids, n=c.n if n is None else n, temperature=c.temperature if temperature is None else
             temperature, top_p=c.top_p if top_p is None else top_p, max_tokens=c.max_tokens if max_tokens is None
-            else max_tokens, stop=c.stop if stop is None else tuple(stop), seed=c.seed if seed is None else seed)
+            else max_tokens, stop=c.stop if stop is None else tuple(stop), seed=c.seed if seed is None else seed,
+            keep_stop=keep_stop)
         tokens = sum(len(s.token_ids) for group in out for s in group)
         dt = time.monotonic() - t0
         log.info("generation service: %d prompts -> %d tokens in %.1f s (%.0f tokens/s)", len(out), tokens, dt,
