@@ -295,6 +295,8 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     per_rank = rl.mini_batch_prompts // dp * r.n
     budget = rl.max_tokens_per_micro_batch
     _require(budget is None or budget >= 1, f"rl.max_tokens_per_micro_batch={budget} must be >= 1 (or null)")
+    _require(not rl.sequence_packing or budget is not None,
+             "rl.sequence_packing=true needs rl.max_tokens_per_micro_batch (the tokens packed into one row)")
     _require(budget is not None or per_rank % recipe.train.micro_batch == 0,
              f"a rank's share of a mini-batch ({per_rank} responses) must be divisible by train.micro_batch="
              f"{recipe.train.micro_batch}")
@@ -308,6 +310,8 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     _require(r.max_response_tokens >= 1 and all(v >= 1 for v in r.response_length_schedule.values()),
              f"rl.rollout.max_response_tokens={r.max_response_tokens} and every rl.rollout.response_length_schedule "
              "value must be >= 1")
+    _require(not r.tensor_parallel or r.engine == "vllm",
+             "rl.rollout.tensor_parallel=true needs rl.rollout.engine=vllm (the transformers engine is unsharded)")
     _require(r.sleep_level in (1, 2), f"rl.rollout.sleep_level={r.sleep_level} must be 1 or 2")
     _require(r.sync_bucket_mb >= 1, f"rl.rollout.sync_bucket_mb={r.sync_bucket_mb} must be >= 1")
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])

@@ -22,7 +22,7 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 
 from megatron_octo.config.schema import ModelConfig
-from megatron_octo.convert import hf_io, megatron_lm, nemo_format
+from megatron_octo.convert import hf_io, hub, megatron_lm, nemo_format
 from megatron_octo.convert.dist_io import check_model_tensors
 from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.hf_io import tokenizer_in
@@ -162,21 +162,43 @@ def find_tokenizer(ckpt_dir: Path, explicit) -> Optional[Path]:
 
 
 def open_hf(path: Path, make_vocab_size_divisible_by: int) -> Tuple[hf_io.HFCheckpoint, ModelConfig]:
-    """An HF model directory and its ModelConfig, with every tensor's presence and shape checked against it."""
-    from megatron_octo.models import family_for_hf_config
-
-    hf = hf_io.HFCheckpoint(path)
-    try:
-        family = family_for_hf_config(hf.config)
-        archs = hf.config.get("architectures") or [family.architecture]
-        if family.architecture not in archs:
-            raise ValueError(f"architectures {archs} are not supported: only {family.architecture}")
-        cfg = family.from_hf(hf.config)
-    except ValueError as exc:
-        raise ConvertError(f"{hf.path / hf_io.CONFIG}: {exc}") from None
-    cfg = replace(cfg, make_vocab_size_divisible_by=make_vocab_size_divisible_by)
+    """An HF model directory (or Hub model ID) and its ModelConfig, with every tensor's presence and shape checked
+    against it."""
+    hf = hf_io.HFCheckpoint(hub.local_model_dir(path))
+    cfg = replace(hf_model_config(hf.config, hf.path), make_vocab_size_divisible_by=make_vocab_size_divisible_by)
     _check_hf_tensors(hf, build_plan(cfg))
     return hf, cfg
+
+
+def hf_model_config(config: dict, where: Path) -> ModelConfig:
+    """The ModelConfig of an HF config.json (one-line ConvertError for what our families do not read)."""
+    from megatron_octo.models import family_for_hf_config
+
+    try:
+        family = family_for_hf_config(config)
+        archs = config.get("architectures") or [family.architecture]
+        if family.architecture not in archs:
+            raise ValueError(f"architectures {archs} are not supported: only {family.architecture}")
+        return family.from_hf(config)
+    except ValueError as exc:
+        raise ConvertError(f"{where / hf_io.CONFIG}: {exc}") from None
+
+
+def model_config_of(spec) -> Tuple[ModelConfig, str]:
+    """The model a checkpoint holds, without reading its tensors: (ModelConfig, what it is). ``spec``: an HF model
+    directory or Hub ID (config.json), one of our checkpoints (its metadata) or Megatron-LM's (its args)."""
+    from megatron_octo.training import checkpoint
+
+    spec = str(spec)
+    if hub.is_repo_id(spec) or (Path(spec) / hf_io.CONFIG).is_file():
+        path = hub.local_model_dir(spec)
+        return hf_model_config(hf_io.read_json(path / hf_io.CONFIG, "config.json"), path), "hf"
+    found = megatron_lm.locate(spec)
+    if found is not None:
+        args = megatron_lm.read_args(found)
+        vocab, _ = megatron_lm.unpadded_vocab(args, megatron_lm.named_tokenizer(found))
+        return megatron_lm.model_config(args, found, vocab), "megatron-lm"
+    return model_config(checkpoint.read_meta(checkpoint.resolve(spec))), "mcore"
 
 
 def _check_hf_tensors(hf: hf_io.HFCheckpoint, plan: WeightPlan) -> None:

@@ -17,6 +17,7 @@ import torch
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.rl import algorithms as alg
+from megatron_octo.rl.policy import model_inputs, to_rows
 from megatron_octo.training import checkpoint as ckpt
 
 CRITIC_DIR = "critic_checkpoints"
@@ -94,10 +95,11 @@ def value_step(ctx: ParallelContext):
 
     def forward_step(data_iterator: Iterator, model):
         mb = next(data_iterator)
-        output = model(mb.tokens[:, :-1].contiguous(), None, None)  # last stage: [b, L-1, 1]
+        inputs, _, kwargs = model_inputs(mb)
+        output = model(inputs, None, None, **kwargs)  # last stage: [b, s, 1]
 
         def collect(values):
-            out = {"values": values.detach().float().squeeze(-1)}
+            out = {"values": to_rows(values.detach().float().squeeze(-1), mb)}
             return values.new_zeros(()), torch.tensor(1, dtype=torch.int, device=values.device), out
 
         return output, collect
@@ -110,10 +112,11 @@ def value_loss_step(ctx: ParallelContext, clip: float):
 
     def forward_step(data_iterator: Iterator, model):
         mb = next(data_iterator)
-        output = model(mb.tokens[:, :-1].contiguous(), None, None)
+        inputs, _, kwargs = model_inputs(mb)
+        output = model(inputs, None, None, **kwargs)
 
         def loss_func(values):
-            values = values.float().squeeze(-1)  # [b, L-1]
+            values = to_rows(values.float().squeeze(-1), mb)  # [b, L-1]
             loss, stats = alg.value_loss(values, mb.old_values, mb.returns, mb.mask, clip=clip, mode="token-mean",
                                          normalizer=1.0)
             tokens = mb.mask.sum()

@@ -151,18 +151,21 @@ class VLLMRolloutEngine:
 
     def __init__(self, model_dir: str, *, dtype: str, seed: int, gpu_memory_utilization: float,
                  max_model_len: int, sleep_between_rollouts: bool, device: torch.device, sleep_level: int = 2,
-                 bucket_bytes: int = 256 << 20):
+                 bucket_bytes: int = 256 << 20, tensor_parallel_size: int = 1, external_launcher: bool = False):
         from megatron_octo.rollout.devices import pinned_to, this_rank_gpu
         from megatron_octo.rollout.vllm_engine import VLLMEngine, VLLMEngineConfig
 
         self.sleep_enabled = sleep_between_rollouts and device.type == "cuda"
+        self.lockstep = external_launcher  # vLLM's data-parallel engines step together: every call counts
         self.sleep_level = sleep_level
         cfg = VLLMEngineConfig(model_dir=str(model_dir), dtype=dtype, seed=seed, max_model_len=max_model_len,
                                gpu_memory_utilization=gpu_memory_utilization, enforce_eager=device.type != "cuda",
                                enable_sleep_mode=self.sleep_enabled,
                                kv_cache_memory_bytes=None if device.type == "cuda" else CPU_KV_CACHE_BYTES,
-                               weight_bucket_bytes=bucket_bytes)
-        with pinned_to(this_rank_gpu()):  # each rank's engine on its own GPU, not all on GPU 0
+                               weight_bucket_bytes=bucket_bytes, tensor_parallel_size=tensor_parallel_size,
+                               external_launcher=external_launcher)
+        # a child-process engine on the rank's own GPU, not all on GPU 0; an in-process one uses the rank's device
+        with pinned_to(None if external_launcher else this_rank_gpu()):
             self.engine = VLLMEngine(cfg)
 
     def generate(self, prompts: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,

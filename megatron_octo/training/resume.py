@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.training import checkpoint as ckpt
+from megatron_octo.training.start import prepare_source
 
 
 @dataclass
@@ -172,8 +173,9 @@ def restore(recipe: RecipeConfig, run_dir: Path, parts, iters: int, ctx=None,
         _refuse_own_run(source, run_dir)
         meta = ckpt.load(source, parts, with_optimizer=True)
         start = Start(lineage=_ancestry(meta, source), source=f"branched from {source} (step {meta.step})")
-    elif c.load:
-        source = ckpt.resolve(c.load)
+    elif c.load:  # ours, or an HF / Megatron-LM model converted once into RUN_DIR/init
+        source = prepare_source(c.load, run_dir, tp=recipe.parallel.tp, pp=recipe.parallel.pp,
+                                     divisible=recipe.model.make_vocab_size_divisible_by)
         meta = ckpt.load(source, parts, with_optimizer=False)
         parts.optimizer.reload_model_params()  # main (fp32) params take the loaded weights
         start = Start(lineage=_ancestry(meta, source), source=f"weights from {source} (step {meta.step})")

@@ -340,9 +340,12 @@ class CheckpointManager:
         ctx = self.ctx
         layout = {"tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
                   "distributed_optimizer": recipe.parallel.distributed_optimizer, **self.layout_extra}
+        t = recipe.train  # Megatron-LM's args record the batch geometry of a training stage (not RL's)
+        batch = ({"global_batch": t.global_batch, "micro_batch": t.micro_batch, "seq_len": t.seq_len}
+                 if self.spec.command == "train" else {})
         return ckpt.CheckpointMeta(step=step, tokens=self.tokens, recipe=recipe.name,
                                    schedule=schedule_params(recipe, self.iters), lineage=self.start.lineage,
-                                   model=asdict(recipe.model), layout=layout)
+                                   model=asdict(recipe.model), layout=layout, batch=batch)
 
     def save(self, step: int, parts) -> Path:
         """Save ``parts`` (and the companions, first) as the checkpoint of ``step``."""
