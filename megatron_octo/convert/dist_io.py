@@ -290,7 +290,14 @@ class DistCheckpoint:
         md = self._stored(key)
         dest = torch.empty(tuple(chunk.sizes), dtype=md.properties.dtype)
         planner = _ChunkPlanner(self.prefix + key, md, chunk, dest)
-        self._reader.read_data(planner.create_local_plan(), planner).wait()
+        try:
+            self._reader.read_data(planner.create_local_plan(), planner).wait()
+        except (EOFError, OSError, RuntimeError, ValueError) as exc:  # a truncated or damaged .distcp shard
+            reason = " ".join([type(exc).__name__, *(str(exc).strip().splitlines() or [""])[:1]]).strip()
+            raise ConvertError(
+                f"{self.path}: cannot read {self.prefix + key} ({reason[:120]}): the checkpoint is "
+                "truncated or damaged; use another step (DIR:STEP) or copy it again"
+            ) from None
         self._cache[cache_key] = dest
         while len(self._cache) > 1 and sum(t.nbytes for t in self._cache.values()) > self._cache_bytes:
             self._cache.popitem(last=False)

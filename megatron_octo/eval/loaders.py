@@ -249,7 +249,7 @@ def load_hf_rows(source: HFSource) -> List[Dict[str, Any]]:
     except ImportError as exc:
         raise EvalError(
             "loading benchmarks from the Hugging Face Hub needs the datasets package "
-            "(pip install datasets), or give local files with --data-dir"
+            "(pip install 'megatron-octo[eval]'), or give local files with --data-dir"
         ) from exc
     ds = datasets.load_dataset(source.path, source.name, split=source.split)
     return [dict(r) for r in ds]
