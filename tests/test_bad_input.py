@@ -49,6 +49,21 @@ def ws(tmp_path_factory):
     return root
 
 
+def _ckpt(ws: Path) -> Path:
+    """A Megatron-Core checkpoint of a tiny Llama (octo convert from HF) with one shard cut to a third."""
+    ck = ws / "ckpt"
+    if not ck.exists():
+        from tests.eval.helpers import build_tiny_model
+
+        hf = build_tiny_model(ws.parent / f"{ws.name}-hf")
+        assert main(["convert", "--from", "hf", "--to", "mcore", "--input", str(hf), "--output", str(ck),
+                     "--quiet"]) == 0
+        shard = sorted(ck.rglob("*.distcp"))[0]
+        data = shard.read_bytes()
+        shard.write_bytes(data[: len(data) // 3])
+    return ck
+
+
 def _tok(ws: Path) -> Path:
     tok = ws / "tok"
     if not tok.exists():
@@ -102,6 +117,12 @@ CASES = {
     "plot with a bad run dir and an existing output": (["plot", "{ws}/afile", "--output", "{ws}/out.png"],
                                                        "has no metrics.jsonl"),
     "demo --workdir that is a file": (["demo", "--workdir", "{ws}/afile"], "is a file"),
+    "convert a truncated Megatron-Core checkpoint": (["convert", "--from", "mcore", "--to", "hf", "--input",
+                                                      "{ckpt}", "--output", "{ws}/h1"], "truncated or damaged"),
+    "convert a .nemo that is not a tar": (["convert", "--from", "nemo", "--to", "hf", "--input", "{ws}/binary.yaml",
+                                           "--output", "{ws}/h2"], "--input"),
+    "convert --max-shard-size 0": (["convert", "--from", "mcore", "--to", "hf", "--input", "{ckpt}", "--output",
+                                    "{ws}/h3", "--max-shard-size", "0"], "--max-shard-size '0'"),
     "unknown command": (["evaluate"], "invalid choice"),
 }
 
@@ -109,7 +130,9 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_and_changes_nothing(name, ws, capsys):
     argv, fragment = CASES[name]
-    fill = {"ws": str(ws), "tok": str(_tok(ws)) if "{tok}" in " ".join(argv) else ""}
+    joined = " ".join(argv)
+    fill = {"ws": str(ws), "tok": str(_tok(ws)) if "{tok}" in joined else "",
+            "ckpt": str(_ckpt(ws)) if "{ckpt}" in joined else ""}
     argv = [a.format(**fill) for a in argv]
     before = _tree(ws)
     capsys.readouterr()
