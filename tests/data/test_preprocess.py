@@ -167,7 +167,8 @@ def test_existing_output_needs_overwrite_and_a_failed_overwrite_keeps_it(tmp_pat
     with pytest.raises(DataError):
         preprocess([bad], prefix, tokenizer_dir, "text", overwrite=True, log=None)
     assert [p.read_bytes() for p in output_paths(prefix)] == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "good.jsonl", "out.bin", "out.idx", "out.tokens.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "good.jsonl", "out.bin", "out.idx",
+                                                          "out.tokens.json"]
     assert preprocess([bad], prefix, tokenizer_dir, "text", overwrite=True, skip_bad_lines=True,
                       log=None).documents == 1
 
