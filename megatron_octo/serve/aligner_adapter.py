@@ -214,7 +214,9 @@ def _start_service(settings: VLLMSettings, adapter: VLLMGenerate):
                               gpu_memory_utilization=settings.gpu_memory_utilization,
                               enable_sleep_mode=settings.enable_sleep_mode, enforce_eager=settings.enforce_eager,
                               max_num_seqs=settings.max_num_seqs,
-                              max_model_len=adapter.max_input_len + adapter.max_tokens)
+                              max_model_len=adapter.max_input_len + adapter.max_tokens,
+                              # NeMo-Aligner recomputes log-probs in the actor: the image's vLLM 0.8.5 suffices
+                              processed_logprobs=False)
     cfg = GenerationConfig(engine=engine, temperature=adapter.temperature, top_p=adapter.top_p,
                            max_tokens=adapter.max_tokens, stop=adapter.stop, sleep_level=settings.sleep_level)
     with pinned_to(this_rank_gpu()):
