@@ -59,8 +59,9 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _recipe_chain(name_or_path: str, seen: Optional[List[str]] = None,
-                  relative_to: Optional[Path] = None) -> List[dict]:
+def _recipe_chain(
+    name_or_path: str, seen: Optional[List[str]] = None, relative_to: Optional[Path] = None
+) -> List[dict]:
     """The recipe and its ``base`` ancestors, root first."""
     seen = seen or []
     path = _recipe_path(name_or_path, relative_to).resolve()
@@ -115,8 +116,10 @@ def _one_budget(layers: List[dict], names: List[str]) -> None:
             continue
         given = [k for k in ("iters", "tokens") if train.get(k) is not None]
         if len(given) == 2:
-            raise ConfigError(f"{name}: train.iters={train['iters']} and train.tokens={train['tokens']} are both set; "
-                              "set one (the steps derive from the tokens), or null the other")
+            raise ConfigError(
+                f"{name}: train.iters={train['iters']} and train.tokens={train['tokens']} are both set; "
+                "set one (the steps derive from the tokens), or null the other"
+            )
         if given:
             train.setdefault("tokens" if given[0] == "iters" else "iters", None)
 
@@ -156,19 +159,36 @@ def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> RecipeConfi
 
 
 # Model fields a checkpoint decides and a recipe may only restate (compared when the recipe sets them).
-_CHECKPOINT_FIELDS = ("family", "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads",
-                      "num_query_groups", "kv_channels", "vocab_size", "rotary_base", "rope_scaling_factor",
-                      "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_position", "norm_epsilon",
-                      "tie_word_embeddings", "add_qkv_bias")
+_CHECKPOINT_FIELDS = (
+    "family",
+    "num_layers",
+    "hidden_size",
+    "ffn_hidden_size",
+    "num_attention_heads",
+    "num_query_groups",
+    "kv_channels",
+    "vocab_size",
+    "rotary_base",
+    "rope_scaling_factor",
+    "rope_low_freq_factor",
+    "rope_high_freq_factor",
+    "rope_original_max_position",
+    "norm_epsilon",
+    "tie_word_embeddings",
+    "add_qkv_bias",
+)
 # Fields a recipe file states together with its preset: a checkpoint replaces them like the preset's own.
 _PRESET_COMPANIONS = ("family", "preset")
 
 
 def _model_source(recipe: RecipeConfig) -> Optional[tuple]:
     """(field, spec) of where the model comes from, or None."""
-    for field, value in (("checkpoint.branch_from", recipe.checkpoint.branch_from),
-                         ("checkpoint.load", recipe.checkpoint.load), ("rl.init", recipe.rl.init),
-                         ("model.from_hf", recipe.model.from_hf)):
+    for field, value in (
+        ("checkpoint.branch_from", recipe.checkpoint.branch_from),
+        ("checkpoint.load", recipe.checkpoint.load),
+        ("rl.init", recipe.rl.init),
+        ("model.from_hf", recipe.model.from_hf),
+    ):
         if value:
             return field, str(value)
     return None
@@ -188,7 +208,7 @@ def _explicit_model_fields(layers: List[dict]) -> Dict:
     out: Dict = {}
     for i, layer in enumerate(layers):
         override = i == len(layers) - 1
-        for key, value in ((layer.get("model") or {}).items()):
+        for key, value in (layer.get("model") or {}).items():
             if key != "preset" and (override or key not in _PRESET_COMPANIONS):
                 out[key] = value
     return out
@@ -207,11 +227,10 @@ def _checkpoint_model(source: tuple, layers: List[dict], recipe: RecipeConfig) -
     from dataclasses import asdict, replace
 
     from megatron_octo.convert.errors import ConvertError
+    from megatron_octo.convert.hub import is_repo_id
     from megatron_octo.convert.sources import model_config_of
     from megatron_octo.models.shapes import head_dim, query_groups
     from megatron_octo.training.checkpoint import CheckpointError
-
-    from megatron_octo.convert.hub import is_repo_id
 
     field, spec = source
     try:
@@ -233,11 +252,16 @@ def _checkpoint_model(source: tuple, layers: List[dict], recipe: RecipeConfig) -
         if not _same(key, ours, theirs):
             diffs.append(f"model.{key}: recipe {ours!r}, checkpoint {theirs!r}")
     if diffs:
-        raise ConfigError(f"the model of {field}={spec} ({kind}) differs from the recipe's: {'; '.join(diffs)}: "
-                          f"drop these model fields to take the checkpoint's")
-    stripped = [{**layer, "model": {k: v for k, v in (layer.get("model") or {}).items()
-                                    if k not in _PRESET_COMPANIONS}} if layer.get("model") else layer
-                for layer in layers]
+        raise ConfigError(
+            f"the model of {field}={spec} ({kind}) differs from the recipe's: {'; '.join(diffs)}: "
+            f"drop these model fields to take the checkpoint's"
+        )
+    stripped = [
+        {**layer, "model": {k: v for k, v in (layer.get("model") or {}).items() if k not in _PRESET_COMPANIONS}}
+        if layer.get("model")
+        else layer
+        for layer in layers
+    ]
     model = {k: getattr(wanted, k) for k in _CHECKPOINT_FIELDS}
     model["preset"] = found.preset
     for key in ("max_position_embeddings", "init_method_std"):  # the recipe's when it sets them

@@ -16,9 +16,21 @@ from typing import Union
 from megatron_octo.convert.errors import ConvertError
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
-            "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
-            "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json"]
+PATTERNS = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+]
 
 
 def is_repo_id(spec) -> bool:
@@ -42,10 +54,13 @@ def local_model_dir(spec: Union[str, Path]) -> Path:
         return Path(snapshot_download(repo_id=str(spec), allow_patterns=PATTERNS, local_files_only=offline()))
     except LocalEntryNotFoundError:
         how = "HF_HUB_OFFLINE is set and it is not in the cache" if offline() else "it could not be downloaded"
-        raise ConvertError(f"{spec}: no such local directory, and as a Hub model ID {how}: download it once "
-                           f"online (huggingface-cli download {spec}) or give a local directory") from None
+        raise ConvertError(
+            f"{spec}: no such local directory, and as a Hub model ID {how}: download it once "
+            f"online (huggingface-cli download {spec}) or give a local directory"
+        ) from None
     except RepositoryNotFoundError:
-        raise ConvertError(f"{spec}: no such local directory or Hub model (gated models need `huggingface-cli "
-                           f"login`)") from None
+        raise ConvertError(
+            f"{spec}: no such local directory or Hub model (gated models need `huggingface-cli login`)"
+        ) from None
     except HfHubHTTPError as exc:
         raise ConvertError(f"{spec}: the Hub refused it ({str(exc).splitlines()[0][:160]})") from None

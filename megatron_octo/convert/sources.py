@@ -148,8 +148,10 @@ def find_tokenizer(ckpt_dir: Path, explicit) -> Optional[Path]:
     if explicit is not None:
         found = tokenizer_in(Path(explicit))
         if found is None:
-            raise ConvertError(f"--tokenizer {explicit} holds no tokenizer files (tokenizer.json, "
-                               f"tokenizer_config.json, ...): give a Hugging Face tokenizer directory")
+            raise ConvertError(
+                f"--tokenizer {explicit} holds no tokenizer files (tokenizer.json, "
+                f"tokenizer_config.json, ...): give a Hugging Face tokenizer directory"
+            )
         return found
     found = tokenizer_in(ckpt_dir / HF_ASSETS)
     recipe = ckpt_dir.parent.parent / "recipe.yaml"  # RUN_DIR/checkpoints/iter_N -> RUN_DIR/recipe.yaml
@@ -205,17 +207,28 @@ def _check_hf_tensors(hf: hf_io.HFCheckpoint, plan: WeightPlan) -> None:
     wanted = {t.name: t.shape for t in plan.hf_tensors()}
     missing = [n for n in wanted if n not in hf.tensors]
     if missing:
-        raise ConvertError(f"{hf.path} lacks {len(missing)} tensor(s) its config.json needs (first: {missing[0]}): "
-                           f"re-download the model or fix config.json")
+        raise ConvertError(
+            f"{hf.path} lacks {len(missing)} tensor(s) its config.json needs (first: {missing[0]}): "
+            f"re-download the model or fix config.json"
+        )
     for name, shape in wanted.items():
         if hf.tensors[name].shape != shape:
-            raise ConvertError(f"{hf.path}: {name} has shape {hf.tensors[name].shape}, config.json says {shape}: "
-                               f"the weights and config.json do not belong together")
-    extra = [n for n in hf.tensors if n not in wanted and not n.endswith(hf_io.IGNORED_SUFFIXES)
-             and not (n == "lm_head.weight" and plan.cfg.tie_word_embeddings)]
+            raise ConvertError(
+                f"{hf.path}: {name} has shape {hf.tensors[name].shape}, config.json says {shape}: "
+                f"the weights and config.json do not belong together"
+            )
+    extra = [
+        n
+        for n in hf.tensors
+        if n not in wanted
+        and not n.endswith(hf_io.IGNORED_SUFFIXES)
+        and not (n == "lm_head.weight" and plan.cfg.tie_word_embeddings)
+    ]
     if extra:
-        raise ConvertError(f"{hf.path} has {len(extra)} tensor(s) with no place in the {plan.cfg.family} model of its "
-                           f"config.json (first: {extra[0]}): is config.json the right one?")
+        raise ConvertError(
+            f"{hf.path} has {len(extra)} tensor(s) with no place in the {plan.cfg.family} model of its "
+            f"config.json (first: {extra[0]}): is config.json the right one?"
+        )
 
 
 @dataclass
@@ -254,8 +267,17 @@ def open_mcore(spec, tokenizer_dir: Optional[Path] = None) -> McoreInput:
         return McoreInput(path, cfg, reader, meta.step, meta.tokens, meta.recipe, list(meta.lineage), meta=meta)
     ckpt = megatron_lm.open_checkpoint(found, tokenizer_dir)
     check_model_tensors(ckpt.reader, build_plan(ckpt.cfg), ckpt.path)
-    return McoreInput(ckpt.path, ckpt.cfg, ckpt.reader, ckpt.iteration, ckpt.tokens, "megatron-lm", [],
-                      native=ckpt.format == "torch_dist", notes=ckpt.notes)
+    return McoreInput(
+        ckpt.path,
+        ckpt.cfg,
+        ckpt.reader,
+        ckpt.iteration,
+        ckpt.tokens,
+        "megatron-lm",
+        [],
+        native=ckpt.format == "torch_dist",
+        notes=ckpt.notes,
+    )
 
 
 def _dist_reader(path: Path):
@@ -280,8 +302,15 @@ def _entry(path: Path, step: int, tokens: int, recipe: str) -> dict:
 
 def _hf_source(path, divisible: Optional[int], tp: int, tokenizer: Optional[Path]) -> Source:
     hf, cfg = open_hf(Path(path), divisible or DEFAULT_DIVISIBLE_BY)
-    return Source("hf", hf.path, cfg, HFRows(hf, build_plan(cfg, tp)), hf.path, tokenizer or tokenizer_in(hf.path),
-                  [_entry(hf.path, 0, 0, "hf")])
+    return Source(
+        "hf",
+        hf.path,
+        cfg,
+        HFRows(hf, build_plan(cfg, tp)),
+        hf.path,
+        tokenizer or tokenizer_in(hf.path),
+        [_entry(hf.path, 0, 0, "hf")],
+    )
 
 
 def _mcore_source(path, divisible: Optional[int], tokenizer: Optional[Path]) -> Source:
@@ -292,14 +321,25 @@ def _mcore_source(path, divisible: Optional[int], tokenizer: Optional[Path]) -> 
         if tokenizer is None and ckpt.meta is None:
             tokenizer = megatron_lm.named_tokenizer(ckpt.path)
     lineage = ckpt.lineage + [_entry(ckpt.path, ckpt.step, ckpt.tokens, ckpt.recipe)]
-    return Source("mcore", ckpt.path, cfg, McoreRows(ckpt.reader), ckpt.path / HF_ASSETS, tokenizer, lineage,
-                  notes=list(ckpt.notes), step=ckpt.step, verify_cfg=None if ckpt.meta is not None else ckpt.cfg,
-                  native=ckpt.native)
+    return Source(
+        "mcore",
+        ckpt.path,
+        cfg,
+        McoreRows(ckpt.reader),
+        ckpt.path / HF_ASSETS,
+        tokenizer,
+        lineage,
+        notes=list(ckpt.notes),
+        step=ckpt.step,
+        verify_cfg=None if ckpt.meta is not None else ckpt.cfg,
+        native=ckpt.native,
+    )
 
 
 @contextlib.contextmanager
-def open_source(kind: str, input_path, scratch: Path, *, tp: int = 1, divisible: Optional[int] = None,
-                tokenizer_dir=None) -> Iterator[Source]:
+def open_source(
+    kind: str, input_path, scratch: Path, *, tp: int = 1, divisible: Optional[int] = None, tokenizer_dir=None
+) -> Iterator[Source]:
     """The input of a conversion, opened and checked (a .nemo file is unpacked under ``scratch`` for the
     duration). ``tp`` sets the vocabulary padding an HF input's rows are served with; ``divisible`` overrides the
     padding multiple (None keeps the input's, 128 for HF); ``tokenizer_dir`` overrides the tokenizer found."""
@@ -312,7 +352,15 @@ def open_source(kind: str, input_path, scratch: Path, *, tp: int = 1, divisible:
         with nemo_format.extracted(Path(input_path), scratch) as src:
             ckpt, note = nemo_format.open_nemo(src)
             cfg = replace(ckpt.cfg, make_vocab_size_divisible_by=divisible or ckpt.cfg.make_vocab_size_divisible_by)
-            yield Source("nemo", src, cfg, McoreRows(ckpt.reader), ckpt.assets, explicit or ckpt.tokenizer(),
-                         [_entry(Path(input_path), 0, 0, "nemo")], notes=[note] if note else [])
+            yield Source(
+                "nemo",
+                src,
+                cfg,
+                McoreRows(ckpt.reader),
+                ckpt.assets,
+                explicit or ckpt.tokenizer(),
+                [_entry(Path(input_path), 0, 0, "nemo")],
+                notes=[note] if note else [],
+            )
     else:
         raise ConvertError(f"--from {kind} is not a format: use hf, mcore or nemo")

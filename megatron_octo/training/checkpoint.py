@@ -77,7 +77,7 @@ def complete_checkpoints(root: Path) -> List[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if _ITER_RE.match(p.name) and (p / META_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len("iter_"):]))  # the name matched _ITER_RE
+    return sorted(found, key=lambda p: int(p.name[len("iter_") :]))  # the name matched _ITER_RE
 
 
 def latest_checkpoint(root: Path) -> Optional[Path]:
@@ -122,7 +122,6 @@ def resolve(spec: str) -> Path:
     return latest
 
 
-
 def _model_sharded_state_dict(chunks, *, is_loading: bool) -> dict:
     """What a load fills: the model's own sharded state dict; what a save writes: the same with current
     parameters (``params.model_state`` completes a deferred all-gather first)."""
@@ -139,8 +138,10 @@ def _load_model_state(chunks, state: dict, ckpt_dir: Path) -> None:
     missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
     unexpected = [k for k in result.unexpected_keys if not k.endswith("_extra_state")]
     if missing or unexpected:
-        raise CheckpointError(f"{ckpt_dir} does not fit this model: missing {missing[:3]}, unexpected "
-                              f"{unexpected[:3]}: check model.* against the checkpoint's octo_checkpoint.json")
+        raise CheckpointError(
+            f"{ckpt_dir} does not fit this model: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}: check model.* against the checkpoint's octo_checkpoint.json"
+        )
 
 
 def sharded_state(parts, *, with_optimizer: bool, is_loading: bool) -> dict:
@@ -178,16 +179,27 @@ def megatron_lm_state(meta: CheckpointMeta, parts) -> dict:
     cfg = ModelConfig(**meta.model)
     lay, sched, batch = meta.layout, meta.schedule, meta.batch
     gbs, seq = int(batch.get("global_batch", 0)), int(batch.get("seq_len", 0))
-    run = {"data_parallel_size": lay.get("dp", 1), "context_parallel_size": lay.get("cp", 1),
-           "world_size": lay.get("tp", 1) * lay.get("pp", 1) * lay.get("cp", 1) * lay.get("dp", 1),
-           "use_distributed_optimizer": bool(lay.get("distributed_optimizer", False)), "no_save_optim": False,
-           "global_batch_size": gbs, "micro_batch_size": batch.get("micro_batch"), "seq_length": seq or None,
-           "consumed_train_samples": meta.step * gbs, "train_iters": sched.get("iters"), "lr": sched.get("lr"),
-           "min_lr": sched.get("min_lr"), "lr_decay_style": sched.get("style"),
-           "lr_warmup_iters": sched.get("warmup_iters"), "lr_decay_iters": sched.get("decay_iters")}
+    run = {
+        "data_parallel_size": lay.get("dp", 1),
+        "context_parallel_size": lay.get("cp", 1),
+        "world_size": lay.get("tp", 1) * lay.get("pp", 1) * lay.get("cp", 1) * lay.get("dp", 1),
+        "use_distributed_optimizer": bool(lay.get("distributed_optimizer", False)),
+        "no_save_optim": False,
+        "global_batch_size": gbs,
+        "micro_batch_size": batch.get("micro_batch"),
+        "seq_length": seq or None,
+        "consumed_train_samples": meta.step * gbs,
+        "train_iters": sched.get("iters"),
+        "lr": sched.get("lr"),
+        "min_lr": sched.get("min_lr"),
+        "lr_decay_style": sched.get("style"),
+        "lr_warmup_iters": sched.get("warmup_iters"),
+        "lr_decay_iters": sched.get("decay_iters"),
+    }
     flops = meta.tokens * flops_per_token(cfg, seq) if seq else 0.0
-    state = megatron_lm.common_state(cfg, tp=lay.get("tp", 1), pp=lay.get("pp", 1), iteration=meta.step,
-                                     flops=flops, run=run)
+    state = megatron_lm.common_state(
+        cfg, tp=lay.get("tp", 1), pp=lay.get("pp", 1), iteration=meta.step, flops=flops, run=run
+    )
     if getattr(parts, "scheduler", None) is not None:
         scheduler = dict(parts.scheduler.state_dict())
         for key in _SAMPLE_COUNTS:  # ours steps once per iteration; Megatron-LM's once per sample
@@ -261,8 +273,9 @@ class Saver:
             self._publish(meta, tmp, final)
             dist.barrier()
         else:
-            request = dist_checkpointing.save(state, str(tmp), async_sharded_save=True,
-                                              content_metadata=_OPTIMIZER_METADATA)
+            request = dist_checkpointing.save(
+                state, str(tmp), async_sharded_save=True, content_metadata=_OPTIMIZER_METADATA
+            )
             request.add_finalize_fn(lambda: self._publish(meta, tmp, final))
             self.queue.schedule_async_request(request)
         return final
@@ -382,9 +395,7 @@ def load(ckpt_dir: Path, parts, *, with_optimizer: bool) -> CheckpointMeta:
     if with_optimizer:
         _ensure_optimizer_state(parts.optimizer)
         _fix_torch_adam_step_on_load()
-    state = dist_checkpointing.load(
-        sharded_state(parts, with_optimizer=with_optimizer, is_loading=True), str(ckpt_dir)
-    )
+    state = dist_checkpointing.load(sharded_state(parts, with_optimizer=with_optimizer, is_loading=True), str(ckpt_dir))
     _load_model_state(parts.model, state["model"], ckpt_dir)
     if with_optimizer:
         recipe_values = _group_hyperparameters(parts.optimizer)
