@@ -40,7 +40,10 @@ def ws(tmp_path_factory):
     (root / "out.png").write_bytes(b"an earlier plot")
     model = root / "model"
     model.mkdir()
-    (model / "config.json").write_text("{}")
+    from transformers import LlamaConfig
+
+    LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, max_position_embeddings=1024).save_pretrained(model)
     (model / "model.safetensors").write_bytes(b"")
     empty = root / "eval"
     empty.mkdir()

@@ -237,6 +237,10 @@ def _rename_into_place(tmp_bin: Path, tmp_idx: Path, prefix: str) -> None:
     os.replace(tmp_idx, idx_path)
 
 
+STDERR: Any = object()
+"""``preprocess``'s default log: the current ``sys.stderr`` (resolved per call, not at import); None: quiet."""
+
+
 def preprocess(
     inputs: Sequence[os.PathLike],
     output_prefix: str,
@@ -248,7 +252,7 @@ def preprocess(
     skip_bad_lines: bool = False,
     overwrite: bool = False,
     max_docs: int = 256,
-    log: Optional[TextIO] = sys.stderr,
+    log: Optional[TextIO] = STDERR,
     log_interval: float = 5.0,
 ) -> PreprocessStats:
     """Tokenize ``inputs`` with ``fmt`` into the indexed dataset ``output_prefix``; see the module docstring.
@@ -257,6 +261,7 @@ def preprocess(
     record field names. Raises ``DataError`` (bad input, first bad line as ``file:line: reason`` unless
     ``skip_bad_lines``) or ``OutputExistsError``; nothing is left under the output's name on failure.
     """
+    log = sys.stderr if log is STDERR else log
     if workers < 1:
         raise DataError(f"--workers {workers} must be >= 1")
     paths = [Path(p) for p in inputs]

@@ -18,11 +18,11 @@ from megatron_octo.utils.progress import format_duration
 class MetricsWriter:
     """Writes what the main rank measures. Only the main rank constructs one."""
 
-    def __init__(self, run_dir: Path, total_steps: int, tensorboard: bool, log_interval: int = 1, stream=sys.stdout):
+    def __init__(self, run_dir: Path, total_steps: int, tensorboard: bool, log_interval: int = 1, stream=None):
         self.path = run_dir / "metrics.jsonl"
         self.total_steps = total_steps
         self.log_interval = log_interval
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stdout  # the current stdout, not the one at import
         self._file = open(self.path, "a", buffering=1)
         self._tb = None
         self._start = time.monotonic()
