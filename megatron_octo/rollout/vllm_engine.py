@@ -97,6 +97,9 @@ class VLLMEngineConfig:
     #                                  parallel rank of a torchrun job (vLLM's "external_launcher" executor): the
     #                                  trainer's torch.distributed world is vLLM's, data_parallel_size = world / TP,
     #                                  every rank of a TP group calls generate with the same arguments
+    processed_logprobs: bool = True  # not for vLLM directly: ask for processed log-probs (vLLM's logprobs_mode;
+    #                                  releases before it refuse to start). False for callers that recompute
+    #                                  log-probs themselves (NeMo-Aligner's actor), which runs on older vLLM too
     llm_kwargs: Dict[str, Any] = field(default_factory=dict)  # further vllm.LLM arguments, passed as given
 
     def __post_init__(self) -> None:
@@ -125,10 +128,12 @@ class WeightRefitExtension:
 
     def octo_refit_begin(self) -> None:
         from vllm.config import set_current_vllm_config
-        from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
 
+        reload = _layerwise_reload()
+        if reload is None:  # an older vLLM (the aligner image's): the model's own load_weights refits in place
+            return
         with set_current_vllm_config(self.vllm_config):
-            initialize_layerwise_reload(self.model_runner.get_model())
+            reload.initialize_layerwise_reload(self.model_runner.get_model())
 
     def octo_refit_load(self, packed: List[tuple]) -> int:
         """Loads ``_pack``ed tensors; returns how many arrived. Unknown names raise ValueError in vLLM's loader."""
@@ -170,10 +175,30 @@ class WeightRefitExtension:
         """Processes the layers not yet complete; a layer that received nothing keeps its previous weights (vLLM
         logs "Failed to load weights" for it)."""
         from vllm.config import set_current_vllm_config
-        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
 
+        reload = _layerwise_reload()
+        if reload is None:
+            return
         with set_current_vllm_config(self.vllm_config):
-            finalize_layerwise_reload(self.model_runner.get_model(), self.vllm_config.model_config)
+            reload.finalize_layerwise_reload(self.model_runner.get_model(), self.vllm_config.model_config)
+
+
+def _layerwise_reload():
+    """vLLM's layerwise reload module, or None where this vLLM has none (releases before it, e.g. 0.8.5: there a
+    plain ``load_weights`` refits; the CPU build's post-load repacking that needs the reload is newer still)."""
+    import importlib.util
+
+    name = "vllm.model_executor.model_loader.reload"
+    return importlib.import_module(name) if importlib.util.find_spec(name) is not None else None
+
+
+def supports_logprobs_mode() -> bool:
+    """Whether this vLLM takes ``logprobs_mode`` (processed log-probs): an engine argument of newer releases."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    return "logprobs_mode" in {f.name for f in dataclasses.fields(EngineArgs)}
 
 
 def _pack(name: str, tensor) -> tuple:
@@ -509,6 +534,14 @@ def _start_llm(cfg: VLLMEngineConfig):
     for name in ("max_model_len", "max_num_seqs", "kv_cache_memory_bytes"):
         if getattr(cfg, name) is not None:
             kwargs[name] = getattr(cfg, name)
+    if cfg.processed_logprobs:
+        if not supports_logprobs_mode():
+            raise RolloutError(
+                f"vLLM {vllm.__version__} has no logprobs_mode, so its log-probs would not be the sampling "
+                "distribution's: use a newer vLLM for octo rl (the container's), or set processed_logprobs=False "
+                "where log-probs are recomputed"
+            )
+        kwargs["logprobs_mode"] = "processed_logprobs"
     return vllm.LLM(
         model=str(cfg.model_dir),
         tokenizer=str(cfg.model_dir),
@@ -520,7 +553,6 @@ def _start_llm(cfg: VLLMEngineConfig):
         enable_sleep_mode=cfg.enable_sleep_mode,
         enable_prefix_caching=cfg.enable_prefix_caching,
         worker_extension_cls=WORKER_EXTENSION,
-        logprobs_mode="processed_logprobs",
         **kwargs,
     )
 

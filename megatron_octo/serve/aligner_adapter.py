@@ -258,6 +258,7 @@ def _start_service(settings: VLLMSettings, adapter: VLLMGenerate):
         enforce_eager=settings.enforce_eager,
         max_num_seqs=settings.max_num_seqs,
         max_model_len=adapter.max_input_len + adapter.max_tokens,
+        processed_logprobs=False,  # NeMo-Aligner recomputes log-probs in the actor: the image's vLLM 0.8.5 suffices
     )
     cfg = GenerationConfig(
         engine=engine,
