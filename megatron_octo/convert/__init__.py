@@ -32,5 +32,15 @@ from megatron_octo.convert.api import (
 from megatron_octo.convert.errors import ConvertError, VerifyError
 from megatron_octo.convert.options import ConvertResult
 
-__all__ = ["convert", "hf_to_mcore", "mcore_to_hf", "mcore_to_mcore", "to_nemo", "nemo_to_hf", "nemo_to_mcore",
-           "ConvertResult", "ConvertError", "VerifyError"]
+__all__ = [
+    "convert",
+    "hf_to_mcore",
+    "mcore_to_hf",
+    "mcore_to_mcore",
+    "to_nemo",
+    "nemo_to_hf",
+    "nemo_to_mcore",
+    "ConvertResult",
+    "ConvertError",
+    "VerifyError",
+]

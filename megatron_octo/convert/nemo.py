@@ -46,8 +46,10 @@ def write_nemo(src, out: Path, final: Path, opts: Options, tp: int, pp: int) -> 
     from megatron_octo.utils.io import atomic_write_text
 
     if opts.critic and src.tokenizer is None:
-        raise ConvertError(f"--critic: {src.path} has no tokenizer files and NeMo-Aligner's critic server builds its "
-                           "tokenizer from the checkpoint: pass --tokenizer DIR (the policy's tokenizer)")
+        raise ConvertError(
+            f"--critic: {src.path} has no tokenizer files and NeMo-Aligner's critic server builds its "
+            "tokenizer from the checkpoint: pass --tokenizer DIR (the policy's tokenizer)"
+        )
     check_layout(src.cfg, tp, pp)
     cfg, plan, rows = _model(src, tp, opts.critic)
     dtype = output_dtype(opts, src, build_plan(src.cfg, tp))
@@ -62,8 +64,9 @@ def write_nemo(src, out: Path, final: Path, opts: Options, tp: int, pp: int) -> 
         readable_by_transformers4(out / TOKENIZER_DIR)
         tok = Path(final) / TOKENIZER_DIR
     else:
-        notes.append("no tokenizer files found: pass --tokenizer DIR to bundle them "
-                     "(NeMo needs model.tokenizer.type otherwise)")
+        notes.append(
+            "no tokenizer files found: pass --tokenizer DIR to bundle them (NeMo needs model.tokenizer.type otherwise)"
+        )
     write_hf_assets(_without_tokenizer(src), dtype, out / HF_ASSETS)
     conf = nemo_model_config(cfg, target, tok)
     if opts.critic:

@@ -61,8 +61,10 @@ class VerifyResult:
 
     def line(self) -> str:
         verdict = "OK" if self.ok else "FAILED"
-        return (f"verify ({self.sides}, {self.tokens} tokens): max |logit diff| = {self.max_abs_diff:.3g} "
-                f"(tolerance {self.atol:g}), KL = {self.kl:.3g} (tolerance {self.kl_tol:g}): {verdict}")
+        return (
+            f"verify ({self.sides}, {self.tokens} tokens): max |logit diff| = {self.max_abs_diff:.3g} "
+            f"(tolerance {self.atol:g}), KL = {self.kl:.3g} (tolerance {self.kl_tol:g}): {verdict}"
+        )
 
 
 def prompt_ids(prompt: str, tokenizer_dir: Optional[Path], vocab_size: int) -> torch.Tensor:
@@ -105,8 +107,10 @@ def world_of_one() -> Iterator[object]:
     from megatron_octo.parallel import cpu_compat
 
     if dist.is_initialized():
-        raise ConvertError("--verify runs Megatron-Core in a world of one process and cannot run in a process that "
-                           "already joined a torch.distributed job: run the conversion from a fresh process")
+        raise ConvertError(
+            "--verify runs Megatron-Core in a world of one process and cannot run in a process that "
+            "already joined a torch.distributed job: run the conversion from a fresh process"
+        )
     was_on = cpu_compat.is_enabled()
     ctx = parallel.initialize(ParallelConfig(), seed=0)
     try:
@@ -179,8 +183,9 @@ def logits_of(side: Side, ids: torch.Tensor) -> torch.Tensor:
     return hf_logits(side.path, ids) if side.kind == "hf" else mcore_logits(side.path, ids, cfg=side.cfg)
 
 
-def verify(reference: Side, converted: Side, ids: torch.Tensor, *, atol: float = DEFAULT_ATOL,
-           kl_tol: float = DEFAULT_KL) -> VerifyResult:
+def verify(
+    reference: Side, converted: Side, ids: torch.Tensor, *, atol: float = DEFAULT_ATOL, kl_tol: float = DEFAULT_KL
+) -> VerifyResult:
     """Compare the logits of ``reference`` and ``converted`` on ``ids``."""
     ref = logits_of(reference, ids)
     out = logits_of(converted, ids)

@@ -50,7 +50,7 @@ def _layer_key(key: str, layer: int) -> str:
     """Stacked checkpoint key + layer number -> the per-layer module name (``decoder.layers.{i}.<rest>``)."""
     prefix = "decoder.layers."
     assert key.startswith(prefix), f"stacked key {key} is not a decoder layer"
-    return f"{prefix}{layer}.{key[len(prefix):]}"
+    return f"{prefix}{layer}.{key[len(prefix) :]}"
 
 
 def shard_views(chunks) -> List[Piece]:
@@ -62,8 +62,7 @@ def shard_views(chunks) -> List[Piece]:
         for sh in shards:
             prepend = sh.prepend_axis_num
             key = _layer_key(sh.key, sh.global_offset[0]) if prepend else sh.key
-            pieces.append((key, tuple(sh.global_offset[prepend:]), tuple(sh.global_shape[prepend:]),
-                           sh.data.detach()))
+            pieces.append((key, tuple(sh.global_offset[prepend:]), tuple(sh.global_shape[prepend:]), sh.data.detach()))
     return pieces
 
 
@@ -200,13 +199,13 @@ class WeightSync:
     one) the leader streams tensors into its engine one at a time and the engine batches as its transport needs.
     """
 
-    def __init__(self, cfg: ModelConfig, mp_group, dtype: torch.dtype, *, engine_group=None,
-                 bucket_bytes: int = 256 << 20):
+    def __init__(
+        self, cfg: ModelConfig, mp_group, dtype: torch.dtype, *, engine_group=None, bucket_bytes: int = 256 << 20
+    ):
         self.cfg, self.mp_group, self.dtype = cfg, mp_group, dtype
         self.bucket_bytes = bucket_bytes
         self.rank = dist.get_rank(mp_group)
-        self.engine_group = engine_group if engine_group is not None and dist.get_world_size(engine_group) > 1 \
-            else None
+        self.engine_group = engine_group if engine_group is not None and dist.get_world_size(engine_group) > 1 else None
         self._plan: Optional[List[PlannedTensor]] = None
         self._buckets: List[Bucket] = []
         self.rules = get_family(cfg.family).layer_rules
@@ -219,9 +218,13 @@ class WeightSync:
         metadata: List[Any] = [None] * dist.get_world_size(self.mp_group)
         dist.all_gather_object(metadata, mine, group=self.mp_group)
         self._plan = build_plan(metadata, self.cfg)
-        layout = [[(name, tuple(t.shape)) for name, t in
-                   tensor_to_hf(e.key, torch.empty(e.shape, device="meta"), self.cfg, self.rules)]
-                  for e in self._plan]
+        layout = [
+            [
+                (name, tuple(t.shape))
+                for name, t in tensor_to_hf(e.key, torch.empty(e.shape, device="meta"), self.cfg, self.rules)
+            ]
+            for e in self._plan
+        ]
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         self._buckets = plan_buckets(layout, itemsize, self.bucket_bytes)
 
@@ -250,18 +253,19 @@ class WeightSync:
                 full = self._gather(entry, local, leader, device)
                 if full is None:
                     continue
-                for (name, tensor), (_, shape, offset) in zip(tensor_to_hf(entry.key, full, self.cfg, self.rules),
-                                                             placed):
+                for (name, tensor), (_, shape, offset) in zip(
+                    tensor_to_hf(entry.key, full, self.cfg, self.rules), placed
+                ):
                     if buffer is None:
                         yield name, tensor
                     else:
-                        buffer[offset:offset + tensor.numel()].view(shape).copy_(tensor)
+                        buffer[offset : offset + tensor.numel()].view(shape).copy_(tensor)
                 del full, tensor
             if buffer is not None:
                 dist.broadcast(buffer, src=leader, group=self.engine_group)
                 for _, placed in bucket:
                     for name, shape, offset in placed:
-                        yield name, buffer[offset:offset + _numel(shape)].view(shape)
+                        yield name, buffer[offset : offset + _numel(shape)].view(shape)
                 del buffer
 
     def _gather(self, entry: PlannedTensor, local, leader: int, device) -> Optional[torch.Tensor]:
@@ -307,5 +311,3 @@ def _counting(stream, stats: SyncStats) -> Iterator[Tuple[str, torch.Tensor]]:
         stats.tensors += 1
         stats.bytes += tensor.numel() * tensor.element_size()
         yield name, tensor
-
-

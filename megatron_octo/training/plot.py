@@ -45,8 +45,10 @@ def _check_metrics(run: Path) -> None:
             except ValueError:
                 record = None
             if not isinstance(record, dict) or not all(k in record for k in ("tokens", "loss", "lr")):
-                raise PlotError(f"{path}:{number} is not a metrics record (a run killed while writing it?): "
-                                "delete that line, or resume the run")
+                raise PlotError(
+                    f"{path}:{number} is not a metrics record (a run killed while writing it?): "
+                    "delete that line, or resume the run"
+                )
 
 
 def _curves(run_dirs: Sequence[str]) -> List[tuple]:
@@ -78,7 +80,7 @@ def plot_runs(run_dirs: Sequence[str], output: str, overwrite: bool = False) -> 
 
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
     for name, tokens, loss, lr, val in curves:
-        line, = ax_loss.plot(tokens, loss, label=name)
+        (line,) = ax_loss.plot(tokens, loss, label=name)
         if val:  # held-out validation loss (train.eval_interval), in the run's colour
             ax_loss.plot(*zip(*val), "o--", color=line.get_color(), markersize=4, label=f"{name} (validation)")
         ax_lr.plot(tokens, lr, label=name)
