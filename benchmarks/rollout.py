@@ -17,7 +17,7 @@ rank's share of a step (``prompts_per_step x n / --dp``) is laid out as the trai
 responses padded to the step's longest, or ``rl.max_tokens_per_micro_batch`` token-budget micro-batches.
 
     OMP_NUM_THREADS=2 python benchmarks/rollout.py --recipe octothinker-3b-grpo --layers 2        # CPU (3B shape)
-    python benchmarks/rollout.py --recipe octothinker-3b-grpo --engine vllm --device cuda          # one GPU
+    python benchmarks/rollout.py --recipe octothinker-3b-grpo --engine vllm                        # one GPU
 """
 
 from __future__ import annotations
@@ -178,7 +178,6 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=None, help="decoder layers (default: the recipe's)")
     parser.add_argument("--engine", choices=("transformers", "vllm"), default="transformers")
     parser.add_argument("--engine-dtype", default="bfloat16", help="the engine's dtype (vLLM on GPU: bfloat16)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bucket-mb", type=int, default=256)
     parser.add_argument("--prompts", type=int, default=4, help="generation: prompts")
     parser.add_argument("--n", type=int, default=2, help="generation: samples per prompt")

@@ -30,6 +30,7 @@ EXAMPLES = """examples:
   octo demo --workdir octo-demo
 """
 
+
 class OctoArgumentParser(argparse.ArgumentParser):
     """argparse with usage errors on one line (``octo: error: octo eval: argument --limit: ...``), exit status 2,
     pointing at ``--help`` instead of printing the usage block."""
@@ -56,7 +57,8 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser = OctoArgumentParser(
         prog="octo",
         description="megatron-octo: OctoThinker mid-training and RL on Megatron-Core.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"megatron-octo {__version__}")
     modules = _command_modules()

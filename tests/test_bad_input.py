@@ -40,13 +40,31 @@ def ws(tmp_path_factory):
     (root / "out.png").write_bytes(b"an earlier plot")
     model = root / "model"
     model.mkdir()
-    (model / "config.json").write_text("{}")
+    from transformers import LlamaConfig
+
+    LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, max_position_embeddings=1024).save_pretrained(model)
     (model / "model.safetensors").write_bytes(b"")
     empty = root / "eval"
     empty.mkdir()
     (empty / "gsm8k_test.jsonl").write_text("")
     (empty / "amc23_test.jsonl").write_text('{"problem": "1 + 1?", "answer": 2}\n')
     return root
+
+
+def _ckpt(ws: Path) -> Path:
+    """A Megatron-Core checkpoint of a tiny Llama (octo convert from HF) with one shard cut to a third."""
+    ck = ws / "ckpt"
+    if not ck.exists():
+        from tests.eval.helpers import build_tiny_model
+
+        hf = build_tiny_model(ws.parent / f"{ws.name}-hf")
+        assert main(["convert", "--from", "hf", "--to", "mcore", "--input", str(hf), "--output", str(ck),
+                     "--quiet"]) == 0
+        shard = sorted(ck.rglob("*.distcp"))[0]
+        data = shard.read_bytes()
+        shard.write_bytes(data[: len(data) // 3])
+    return ck
 
 
 def _tok(ws: Path) -> Path:
@@ -102,6 +120,12 @@ CASES = {
     "plot with a bad run dir and an existing output": (["plot", "{ws}/afile", "--output", "{ws}/out.png"],
                                                        "has no metrics.jsonl"),
     "demo --workdir that is a file": (["demo", "--workdir", "{ws}/afile"], "is a file"),
+    "convert a truncated Megatron-Core checkpoint": (["convert", "--from", "mcore", "--to", "hf", "--input",
+                                                      "{ckpt}", "--output", "{ws}/h1"], "truncated or damaged"),
+    "convert a .nemo that is not a tar": (["convert", "--from", "nemo", "--to", "hf", "--input", "{ws}/binary.yaml",
+                                           "--output", "{ws}/h2"], "--input"),
+    "convert --max-shard-size 0": (["convert", "--from", "mcore", "--to", "hf", "--input", "{ckpt}", "--output",
+                                    "{ws}/h3", "--max-shard-size", "0"], "--max-shard-size '0'"),
     "unknown command": (["evaluate"], "invalid choice"),
 }
 
@@ -109,7 +133,9 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_and_changes_nothing(name, ws, capsys):
     argv, fragment = CASES[name]
-    fill = {"ws": str(ws), "tok": str(_tok(ws)) if "{tok}" in " ".join(argv) else ""}
+    joined = " ".join(argv)
+    fill = {"ws": str(ws), "tok": str(_tok(ws)) if "{tok}" in joined else "",
+            "ckpt": str(_ckpt(ws)) if "{ckpt}" in joined else ""}
     argv = [a.format(**fill) for a in argv]
     before = _tree(ws)
     capsys.readouterr()

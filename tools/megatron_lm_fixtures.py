@@ -14,8 +14,12 @@ then its ``save_checkpoint`` at iteration 10 (weights only: ``--no-save-optim --
     OUT/<name>/command.json   the Megatron-LM arguments
 
 Fixtures: ``torch_dist`` (TP=2: GQA, untied, RMSNorm, SwiGLU, RoPE base 500000), ``legacy`` (the ``torch`` format
-at TP=2 x PP=2: tied embeddings, QKV biases, uneven RoPE base). The ``zarr`` one needs an older Megatron-Core:
-``--zarr-python`` names the interpreter of a venv holding megatron-core 0.7 (see ``write_zarr``).
+at TP=2 x PP=2: tied embeddings, QKV biases, RoPE base 20000). ``zarr``: the torch_dist fixture's weights and args
+written again by an older Megatron-Core's own zarr strategy (``tools/megatron_core_zarr_writer.py``; same logits)::
+
+    git -C Megatron-LM archive core_v0.8.0 megatron/core | tar -x -C /tmp/mcore08
+    pip install --target /tmp/zarr2 "zarr<3" "setuptools<70"     # zarr 2.x, and pkg_resources for that core
+    python tools/megatron_lm_fixtures.py --megatron-lm ... --only zarr --zarr-pythonpath /tmp/mcore08:/tmp/zarr2
 """
 
 from __future__ import annotations
@@ -82,16 +86,67 @@ def write_fixture(name: str, megatron_lm: Path, out: Path) -> None:
     print(f"wrote {where}")
 
 
+def plain_common(src: Path, dst: Path) -> None:
+    """``src``'s common state with its args reduced to plain values (enums by name) for an older Megatron-Core."""
+    import argparse
+    import enum
+
+    import megatron.core  # noqa: F401  (its safe globals: the args hold its enums)
+
+    def plain(v):
+        if isinstance(v, enum.Enum):
+            return v.name
+        if isinstance(v, (str, int, float, bool, type(None), torch.dtype)):
+            return v
+        if isinstance(v, (list, tuple)):
+            return type(v)(plain(x) for x in v)
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return str(v)
+
+    common = torch.load(src, weights_only=True)
+    common["args"] = argparse.Namespace(**{k: plain(v) for k, v in vars(common["args"]).items()})
+    torch.save(common, dst)
+
+
+def write_zarr(out: Path, pythonpath: str) -> None:
+    source, where = out / "torch_dist", out / "zarr"
+    if not (source / "save" / "iter_0000010").is_dir():
+        raise SystemExit("the zarr fixture is written from the torch_dist one: write that first")
+    shutil.rmtree(where, ignore_errors=True)
+    (where / "save").mkdir(parents=True)
+    plain_common(source / "save" / "iter_0000010" / "common.pt", where / "common_plain.pt")
+    env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "tools" / "megatron_core_zarr_writer.py"), str(source / "save" / "iter_0000010"),
+           str(where / "common_plain.pt"), str(where / "save" / "iter_0000010")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    (where / "common_plain.pt").unlink()
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    (where / "save" / "latest_checkpointed_iteration.txt").write_text("10")
+    for name in ("tokens.pt", "logits.pt"):
+        shutil.copy2(source / name, where / name)
+    (where / "command.json").write_text(json.dumps({"written_by": proc.stdout.strip().splitlines()[0],
+                                                    "from": "torch_dist"}, indent=1) + "\n")
+    print(f"wrote {where}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--megatron-lm", required=True, type=Path, help="checkout of Megatron-LM core_v0.16.1")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--only", choices=sorted(FIXTURES), action="append", help="write only these fixtures")
+    p.add_argument("--only", choices=sorted(FIXTURES) + ["zarr"], action="append", help="write only these fixtures")
+    p.add_argument("--zarr-pythonpath", help="PYTHONPATH with an older megatron.core (zarr strategy) and zarr 2.x "
+                                             "first: writes the zarr fixture")
     opts = p.parse_args(argv)
     if not (opts.megatron_lm / "megatron" / "training" / "checkpointing.py").is_file():
         p.error(f"{opts.megatron_lm} is not a Megatron-LM checkout (no megatron/training/checkpointing.py)")
     for name in opts.only or sorted(FIXTURES):
-        write_fixture(name, opts.megatron_lm.resolve(), opts.out)
+        if name != "zarr":
+            write_fixture(name, opts.megatron_lm.resolve(), opts.out)
+    if opts.zarr_pythonpath and (not opts.only or "zarr" in opts.only):
+        write_zarr(opts.out, opts.zarr_pythonpath)
     return 0
 
 

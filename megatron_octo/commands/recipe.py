@@ -39,13 +39,13 @@ def _cmd_demo(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    recipe = sub.add_parser(
-        "recipe", help=HELP["recipe"])
+    recipe = sub.add_parser("recipe", help=HELP["recipe"])
     recipe_sub = recipe.add_subparsers(dest="recipe_cmd", required=True, metavar="{list,show}")
     p_list = recipe_sub.add_parser("list", help="names and descriptions of the shipped recipes")
     p_list.set_defaults(func=_cmd_recipe_list)
     p_show = recipe_sub.add_parser(
-        "show", help="the fully resolved recipe as YAML",
+        "show",
+        help="the fully resolved recipe as YAML",
         description="Print a recipe with its base recipes, model preset and overrides resolved and validated.",
     )
     p_show.add_argument("name", help="shipped recipe name or path to a YAML recipe")
@@ -53,7 +53,8 @@ def add_parsers(sub) -> None:
     p_show.set_defaults(func=_cmd_recipe_show)
 
     p = sub.add_parser(
-        "demo", help=HELP["demo"],
+        "demo",
+        help=HELP["demo"],
         description=(
             "Run what megatron-octo can do at toy scale on CPU: generate a math corpus and train its tokenizer, "
             "train a tiny Llama on one process and on TP=2 x PP=2 (the same loss curve), run a stable stage and "

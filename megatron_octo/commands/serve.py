@@ -27,11 +27,11 @@ def add_parsers(sub) -> None:
     def d(name):
         return default_of(RewardServerConfig, name)
 
-    serve = sub.add_parser(
-        "serve", help=HELP["serve"])
+    serve = sub.add_parser("serve", help=HELP["serve"])
     serve_sub = serve.add_subparsers(dest="serve_cmd", required=True, metavar="{reward}")
     p = serve_sub.add_parser(
-        "reward", help="the rule-based math reward behind NeMo-Aligner's reward-model transport (PyTriton)",
+        "reward",
+        help="the rule-based math reward behind NeMo-Aligner's reward-model transport (PyTriton)",
         description=(
             "Serve the math reward (+1 when the last \\boxed{} of a response equals the gold answer, -1 otherwise) "
             "as a PyTriton model with the inputs and output of NeMo-Aligner's reward-model server (tokens + "
@@ -48,18 +48,35 @@ def add_parsers(sub) -> None:
     p.add_argument("--host", default=d("host"), help="bind address (default: %(default)s; 0.0.0.0 for other hosts)")
     p.add_argument("--port", type=int, default=d("port"), help="HTTP port (default: %(default)s)")
     p.add_argument("--model-name", default=d("model_name"), help="PyTriton model name (default: %(default)s)")
-    p.add_argument("--max-batch", type=positive_int, default=d("max_batch"),
-                   help="largest request in sequences (default: %(default)s)")
-    p.add_argument("--timeout", type=positive_float, default=d("timeout"),
-                   help="verification seconds per item (default: %(default)s)")
-    p.add_argument("--workers", type=positive_int, default=d("workers"),
-                   help="verification processes (default: one per core)")
-    p.add_argument("--variant", default=d("variant"),
-                   help="reward variant of megatron_octo.rl.reward (default: %(default)s)")
-    p.add_argument("--template", default=d("template"),
-                   help="template for records without 'text': a name or text with {question} (default: %(default)s)")
-    p.add_argument("--response-marker", default=d("response_marker"),
-                   help="text that ends a prompt (default: the template's text after {question}, e.g. 'Assistant:')")
-    p.add_argument("--answer-field", default=d("answer_field"),
-                   help="record field of the gold answer (default: %(default)s)")
+    p.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=d("max_batch"),
+        help="largest request in sequences (default: %(default)s)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=d("timeout"),
+        help="verification seconds per item (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers", type=positive_int, default=d("workers"), help="verification processes (default: one per core)"
+    )
+    p.add_argument(
+        "--variant", default=d("variant"), help="reward variant of megatron_octo.rl.reward (default: %(default)s)"
+    )
+    p.add_argument(
+        "--template",
+        default=d("template"),
+        help="template for records without 'text': a name or text with {question} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--response-marker",
+        default=d("response_marker"),
+        help="text that ends a prompt (default: the template's text after {question}, e.g. 'Assistant:')",
+    )
+    p.add_argument(
+        "--answer-field", default=d("answer_field"), help="record field of the gold answer (default: %(default)s)"
+    )
     p.set_defaults(func=_cmd_serve_reward)

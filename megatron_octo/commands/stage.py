@@ -48,9 +48,11 @@ def _cmd_rl(args) -> int:
     summary = rl_from_args(args.recipe, args.overrides, args.run_dir, args.overwrite)
     if is_rank0():
         if summary["steps_run"]:
-            print(f"RL steps {summary['start_step'] + 1}-{summary['start_step'] + summary['steps_run']} of "
-                  f"{summary['steps']}: mean reward {summary['reward_first']:+.3f} (first 5 steps) -> "
-                  f"{summary['reward_last']:+.3f} (last 5); metrics in {args.run_dir}/metrics.jsonl")
+            print(
+                f"RL steps {summary['start_step'] + 1}-{summary['start_step'] + summary['steps_run']} of "
+                f"{summary['steps']}: mean reward {summary['reward_first']:+.3f} (first 5 steps) -> "
+                f"{summary['reward_last']:+.3f} (last 5); metrics in {args.run_dir}/metrics.jsonl"
+            )
         else:
             print(f"nothing to do: {args.run_dir} already holds all {summary['steps']} steps")
     return exit_code(summary)
@@ -65,25 +67,34 @@ def _cmd_plot(args) -> int:
 
 def _add_train_parser(sub) -> None:
     p = sub.add_parser(
-        "train", help=HELP["train"],
+        "train",
+        help=HELP["train"],
         description=(
             "Train one stage of a recipe. Run directly for one process, or under torchrun for several "
             "(TP x PP x CP x DP = processes). Writes DIR/recipe.yaml, DIR/metrics.jsonl (one JSON line per "
             "step: step, loss, lr, grad_norm, tokens, tokens_per_s), TensorBoard events, DIR/train_summary.json "
             "and checkpoints in DIR/checkpoints. A --run-dir holding a complete checkpoint resumes from it."
         ),
-        epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_stage_arguments(p, "delete an earlier run's outputs (checkpoints included) in --run-dir and start afresh",
-                        "parallel.tp=2 train.iters=10 train.global_batch=16")
-    p.add_argument("--override-schedule", action="store_true",
-                   help="on resume, use the recipe's LR schedule where it differs from the checkpoint's")
+    add_stage_arguments(
+        p,
+        "delete an earlier run's outputs (checkpoints included) in --run-dir and start afresh",
+        "parallel.tp=2 train.iters=10 train.global_batch=16",
+    )
+    p.add_argument(
+        "--override-schedule",
+        action="store_true",
+        help="on resume, use the recipe's LR schedule where it differs from the checkpoint's",
+    )
     p.set_defaults(func=_cmd_train)
 
 
 def _add_rl_parser(sub) -> None:
     p = sub.add_parser(
-        "rl", help=HELP["rl"],
+        "rl",
+        help=HELP["rl"],
         description=(
             "Run an RL recipe (e.g. octothinker-3b-grpo): each step samples rl.prompts_per_step prompts x "
             "rl.rollout.n responses with the rollout engine, scores them with the math reward, computes GRPO "
@@ -97,16 +108,20 @@ def _add_rl_parser(sub) -> None:
         epilog="example:\n  octo rl --recipe octothinker-3b-grpo --run-dir runs/grpo rl.init=runs/decay-long",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_stage_arguments(p, "delete an earlier run's outputs in --run-dir and start afresh",
-                        "rl.init=HF_DIR rl.rollout.n=8 train.iters=100")
+    add_stage_arguments(
+        p,
+        "delete an earlier run's outputs in --run-dir and start afresh",
+        "rl.init=HF_DIR rl.rollout.n=8 train.iters=100",
+    )
     p.set_defaults(func=_cmd_rl)
 
 
 def _add_plot_parser(sub) -> None:
     p = sub.add_parser(
-        "plot", help=HELP["plot"],
+        "plot",
+        help=HELP["plot"],
         description="Plot loss and learning rate against consumed tokens for training runs; branches are drawn "
-                    "from where their source checkpoint left off.",
+        "from where their source checkpoint left off.",
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `octo train`")
     p.add_argument("--output", default="runs.png", help="PNG to write (default: runs.png)")

@@ -19,8 +19,24 @@ from megatron_octo.config.schema import (
 from megatron_octo.config.validate import check_world, train_iters, validate
 
 __all__ = [
-    "CheckpointConfig", "ConfigError", "DataConfig", "DataSource", "LoggingConfig", "ModelConfig",
-    "OptimizerConfig", "ParallelConfig", "PerfConfig", "PrecisionConfig", "RecipeConfig", "ScheduleConfig",
+    "CheckpointConfig",
+    "ConfigError",
+    "DataConfig",
+    "DataSource",
+    "LoggingConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "ParallelConfig",
+    "PerfConfig",
+    "PrecisionConfig",
+    "RecipeConfig",
+    "ScheduleConfig",
     "TrainConfig",
-    "check_world", "describe", "load_recipe", "recipe_names", "to_yaml", "train_iters", "validate",
+    "check_world",
+    "describe",
+    "load_recipe",
+    "recipe_names",
+    "to_yaml",
+    "train_iters",
+    "validate",
 ]

@@ -59,8 +59,9 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _recipe_chain(name_or_path: str, seen: Optional[List[str]] = None,
-                  relative_to: Optional[Path] = None) -> List[dict]:
+def _recipe_chain(
+    name_or_path: str, seen: Optional[List[str]] = None, relative_to: Optional[Path] = None
+) -> List[dict]:
     """The recipe and its ``base`` ancestors, root first."""
     seen = seen or []
     path = _recipe_path(name_or_path, relative_to).resolve()
@@ -115,8 +116,10 @@ def _one_budget(layers: List[dict], names: List[str]) -> None:
             continue
         given = [k for k in ("iters", "tokens") if train.get(k) is not None]
         if len(given) == 2:
-            raise ConfigError(f"{name}: train.iters={train['iters']} and train.tokens={train['tokens']} are both set; "
-                              "set one (the steps derive from the tokens), or null the other")
+            raise ConfigError(
+                f"{name}: train.iters={train['iters']} and train.tokens={train['tokens']} are both set; "
+                "set one (the steps derive from the tokens), or null the other"
+            )
         if given:
             train.setdefault("tokens" if given[0] == "iters" else "iters", None)
 
@@ -140,13 +143,131 @@ def _preset_layer(layers: List[dict]) -> Dict:
 
 
 def load_recipe(name_or_path: str, overrides: Sequence[str] = ()) -> RecipeConfig:
-    """Resolve a shipped recipe name or a YAML path plus overrides into a typed, validated recipe."""
+    """Resolve a shipped recipe name or a YAML path plus overrides into a typed, validated recipe.
+
+    When the stage starts from a checkpoint (``checkpoint.branch_from``, ``checkpoint.load``, ``rl.init``) or names
+    ``model.from_hf``, the model comes from there (see ``_checkpoint_model``)."""
     chain = _recipe_chain(name_or_path)
     layers = chain + [_parse_overrides(overrides)]
     _one_budget(layers, [f"recipe {layer.get('name', name_or_path)}" for layer in chain] + ["the overrides"])
     recipe = _merge([_preset_layer(layers)] + layers)
+    source = _model_source(recipe)
+    if source is not None and _exists(source[1]):
+        recipe = _merge(_checkpoint_model(source, layers, recipe))
     validate(recipe)
     return recipe
+
+
+# Model fields a checkpoint decides and a recipe may only restate (compared when the recipe sets them).
+_CHECKPOINT_FIELDS = (
+    "family",
+    "num_layers",
+    "hidden_size",
+    "ffn_hidden_size",
+    "num_attention_heads",
+    "num_query_groups",
+    "kv_channels",
+    "vocab_size",
+    "rotary_base",
+    "rope_scaling_factor",
+    "rope_low_freq_factor",
+    "rope_high_freq_factor",
+    "rope_original_max_position",
+    "norm_epsilon",
+    "tie_word_embeddings",
+    "add_qkv_bias",
+)
+# Fields a recipe file states together with its preset: a checkpoint replaces them like the preset's own.
+_PRESET_COMPANIONS = ("family", "preset")
+
+
+def _model_source(recipe: RecipeConfig) -> Optional[tuple]:
+    """(field, spec) of where the model comes from, or None."""
+    for field, value in (
+        ("checkpoint.branch_from", recipe.checkpoint.branch_from),
+        ("checkpoint.load", recipe.checkpoint.load),
+        ("rl.init", recipe.rl.init),
+        ("model.from_hf", recipe.model.from_hf),
+    ):
+        if value:
+            return field, str(value)
+    return None
+
+
+def _exists(spec: str) -> bool:
+    """Whether ``spec`` names something here (a path, ``DIR:STEP``, or a Hub model ID). A checkpoint that does not
+    exist yet (a later stage rendered before the earlier one ran) leaves the recipe's model as it is; the stage
+    itself reports a missing checkpoint when it starts."""
+    from megatron_octo.convert.hub import is_repo_id
+
+    return Path(spec).exists() or Path(spec.rsplit(":", 1)[0]).exists() or is_repo_id(spec)
+
+
+def _explicit_model_fields(layers: List[dict]) -> Dict:
+    """Model fields the recipe files (except the preset and its family) and the overrides set themselves."""
+    out: Dict = {}
+    for i, layer in enumerate(layers):
+        override = i == len(layers) - 1
+        for key, value in (layer.get("model") or {}).items():
+            if key != "preset" and (override or key not in _PRESET_COMPANIONS):
+                out[key] = value
+    return out
+
+
+def _same(field: str, a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(b)))
+    return a == b
+
+
+def _checkpoint_model(source: tuple, layers: List[dict], recipe: RecipeConfig) -> List[dict]:
+    """The recipe layers with the model of ``source`` in place of the preset; a ConfigError naming every field the
+    recipe sets explicitly to something else than the checkpoint holds (head dimension and key-value groups
+    compared as Megatron-Core derives them)."""
+    from dataclasses import asdict, replace
+
+    from megatron_octo.convert.errors import ConvertError
+    from megatron_octo.convert.hub import is_repo_id
+    from megatron_octo.convert.sources import model_config_of
+    from megatron_octo.models.shapes import head_dim, query_groups
+    from megatron_octo.training.checkpoint import CheckpointError
+
+    field, spec = source
+    try:
+        found, kind = model_config_of(spec)
+    except (ConvertError, CheckpointError) as exc:
+        if is_repo_id(spec):  # maybe a relative path that a previous stage has yet to write: the stage will tell
+            return [_preset_layer(layers)] + layers
+        raise ConfigError(f"{field}={spec}: {_first_line(exc)}") from None
+    explicit = _explicit_model_fields(layers)
+    wanted = replace(recipe.model, **{k: v for k, v in asdict(found).items() if k in _CHECKPOINT_FIELDS})
+    derived = {"kv_channels": head_dim, "num_query_groups": query_groups}
+    diffs = []
+    for key in _CHECKPOINT_FIELDS:
+        if key not in explicit:
+            continue
+        ours, theirs = explicit[key], getattr(found, key)
+        if key in derived:  # None means "derived": compare what Megatron-Core derives
+            ours, theirs = derived[key](replace(found, **{key: ours})), derived[key](found)
+        if not _same(key, ours, theirs):
+            diffs.append(f"model.{key}: recipe {ours!r}, checkpoint {theirs!r}")
+    if diffs:
+        raise ConfigError(
+            f"the model of {field}={spec} ({kind}) differs from the recipe's: {'; '.join(diffs)}: "
+            f"drop these model fields to take the checkpoint's"
+        )
+    stripped = [
+        {**layer, "model": {k: v for k, v in (layer.get("model") or {}).items() if k not in _PRESET_COMPANIONS}}
+        if layer.get("model")
+        else layer
+        for layer in layers
+    ]
+    model = {k: getattr(wanted, k) for k in _CHECKPOINT_FIELDS}
+    model["preset"] = found.preset
+    for key in ("max_position_embeddings", "init_method_std"):  # the recipe's when it sets them
+        if key not in explicit:
+            model[key] = getattr(found, key)
+    return [{"model": model}] + stripped
 
 
 def to_yaml(recipe: RecipeConfig) -> str:

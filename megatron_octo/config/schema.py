@@ -60,6 +60,10 @@ class ModelConfig:
     """The embedding is padded to a multiple of this times the tensor-parallel size."""
     spec: str = "auto"
     """Layer implementation: ``te`` (Transformer Engine), ``local`` (plain PyTorch), ``auto`` (TE where usable)."""
+    from_hf: Optional[str] = None
+    """A Hugging Face model directory or Hub model ID whose config.json gives the architecture (no weights are read).
+    ``checkpoint.load`` / ``checkpoint.branch_from`` / ``rl.init`` likewise give the model of the checkpoint they
+    name; model fields set in the recipe must then agree with it."""
 
 
 @dataclass
@@ -325,6 +329,11 @@ class RolloutConfig:
     """vLLM: share of accelerator memory its engine may take (colocated with training)."""
     sleep_between_rollouts: bool = True
     """vLLM: free the engine's accelerator memory while the trainer runs (vLLM sleep mode), where supported."""
+    tensor_parallel: bool = False
+    """vLLM: each engine is sharded like the trainer, one tensor-parallel rank inside each trainer process of a TP
+    group (vLLM's external launcher, as NeMo-RL and verl colocate): one engine per TP group, the step's prompts
+    split over the DP x PP engines, each weight-sync bucket broadcast over the model-parallel group. False: one
+    TP=1 engine per data-parallel replica, in a child process of its first rank."""
     sleep_level: int = 2
     """vLLM sleep level between rollouts: 2 discards weights and KV cache (a weight sync follows every wake, so
     nothing needs restoring: no host copy), 1 offloads the weights to host memory and copies them back."""
@@ -408,6 +417,10 @@ class RLConfig:
     responses sorted by length and grouped so that rows x padded length stays within this many tokens, each
     micro-batch padded only to its own longest (``train.micro_batch`` is then unused). None: ``train.micro_batch``
     responses per micro-batch, all padded to the step's longest."""
+    sequence_packing: bool = False
+    """Pack each token-budget micro-batch into one row without padding (THD: Transformer Engine's variable-length
+    attention on GPU, one causal SDPA per sequence on the local spec); needs ``max_tokens_per_micro_batch``, whose
+    budget then counts real tokens."""
     reward: str = "default"
     """Reward variant of ``megatron_octo.rl.reward`` (``default``: +1 correct, -1 wrong or no box)."""
     init: Optional[str] = None

@@ -19,7 +19,12 @@ if TYPE_CHECKING:
     from megatron_octo.models.shapes import Shape
 
 _SHAPE_FIELDS = (
-    "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups", "vocab_size",
+    "num_layers",
+    "hidden_size",
+    "ffn_hidden_size",
+    "num_attention_heads",
+    "num_query_groups",
+    "vocab_size",
     "max_position_embeddings",
 )
 
@@ -59,8 +64,10 @@ def _check_model(recipe: RecipeConfig) -> None:
         s.num_attention_heads % s.query_groups == 0,
         f"model.num_query_groups={s.query_groups} must divide model.num_attention_heads={s.num_attention_heads}",
     )
-    _require(m.kv_channels is None or m.kv_channels > 0,
-             f"model.kv_channels={m.kv_channels} must be positive (or null: hidden_size / num_attention_heads)")
+    _require(
+        m.kv_channels is None or m.kv_channels > 0,
+        f"model.kv_channels={m.kv_channels} must be positive (or null: hidden_size / num_attention_heads)",
+    )
     if m.kv_channels is None:
         _require(
             s.hidden_size % s.num_attention_heads == 0,
@@ -106,11 +113,15 @@ def _check_train(recipe: RecipeConfig) -> None:
     _require(t.tokens is None or t.tokens >= 1, f"train.tokens={t.tokens} must be >= 1")
     _require(t.max_nonfinite_steps >= 1, f"train.max_nonfinite_steps={t.max_nonfinite_steps} must be >= 1")
     _require(t.exit_interval is None or t.exit_interval >= 1, f"train.exit_interval={t.exit_interval} must be >= 1")
-    _require(t.eval_interval is None or t.eval_interval >= 1,
-             f"train.eval_interval={t.eval_interval} must be >= 1 (or null: no validation)")
+    _require(
+        t.eval_interval is None or t.eval_interval >= 1,
+        f"train.eval_interval={t.eval_interval} must be >= 1 (or null: no validation)",
+    )
     _require(t.eval_iters >= 0, f"train.eval_iters={t.eval_iters} must be >= 0")
-    _require(t.manual_gc_interval >= 0,
-             f"train.manual_gc_interval={t.manual_gc_interval} must be >= 0 (0: collect only at the start)")
+    _require(
+        t.manual_gc_interval >= 0,
+        f"train.manual_gc_interval={t.manual_gc_interval} must be >= 0 (0: collect only at the start)",
+    )
     _require(
         t.seq_len <= m.max_position_embeddings,
         f"train.seq_len={t.seq_len} exceeds model.max_position_embeddings={m.max_position_embeddings}",
@@ -161,30 +172,45 @@ def _check_precision(recipe: RecipeConfig) -> None:
         f"precision.fp8_bf16_layers={layers} exceeds the {per_stage} layers of a pipeline stage",
     )
     # auto only asks for FP8 where it can run; an explicit format is a demand.
-    _require(p.fp8 in (None, "auto") or p.dtype in ("auto", "bf16"),
-             "precision.fp8 needs precision.dtype=bf16 (or auto)")
-    _require(p.loss_scale is None or p.loss_scale > 0,
-             f"precision.loss_scale={p.loss_scale} must be positive (or null for dynamic scaling)")
-    _require(0 < p.min_loss_scale <= p.initial_loss_scale,
-             f"precision.min_loss_scale={p.min_loss_scale} and initial_loss_scale={p.initial_loss_scale} must "
-             f"satisfy 0 < min <= initial")
-    _require(p.loss_scale_window >= 1 and p.hysteresis >= 1,
-             "precision.loss_scale_window and precision.hysteresis must be >= 1")
+    _require(
+        p.fp8 in (None, "auto") or p.dtype in ("auto", "bf16"), "precision.fp8 needs precision.dtype=bf16 (or auto)"
+    )
+    _require(
+        p.loss_scale is None or p.loss_scale > 0,
+        f"precision.loss_scale={p.loss_scale} must be positive (or null for dynamic scaling)",
+    )
+    _require(
+        0 < p.min_loss_scale <= p.initial_loss_scale,
+        f"precision.min_loss_scale={p.min_loss_scale} and initial_loss_scale={p.initial_loss_scale} must "
+        f"satisfy 0 < min <= initial",
+    )
+    _require(
+        p.loss_scale_window >= 1 and p.hysteresis >= 1,
+        "precision.loss_scale_window and precision.hysteresis must be >= 1",
+    )
 
 
 def _check_perf(recipe: RecipeConfig) -> None:
     f, per_stage = recipe.perf, _shape(recipe.model).num_layers // recipe.parallel.pp
     n = f.recompute_num_layers
-    _require(n is None or 1 <= n <= per_stage,
-             f"perf.recompute_num_layers={n} must be between 1 and the {per_stage} layers of a pipeline stage")
-    _require(n is None or f.recompute == "full",
-             "perf.recompute_num_layers applies to perf.recompute=full only (selective recomputes every layer)")
+    _require(
+        n is None or 1 <= n <= per_stage,
+        f"perf.recompute_num_layers={n} must be between 1 and the {per_stage} layers of a pipeline stage",
+    )
+    _require(
+        n is None or f.recompute == "full",
+        "perf.recompute_num_layers applies to perf.recompute=full only (selective recomputes every layer)",
+    )
     bad = [x for x in f.recompute_modules if x not in RECOMPUTE_MODULES]
     _require(not bad, f"perf.recompute_modules has {bad}: choose from {', '.join(RECOMPUTE_MODULES)}")
-    _require(f.recompute != "selective" or bool(f.recompute_modules),
-             "perf.recompute=selective needs at least one of perf.recompute_modules")
-    _require(not f.tp_comm_overlap or (recipe.parallel.tp > 1 and recipe.parallel.sequence_parallel),
-             "perf.tp_comm_overlap=true needs parallel.tp > 1 and parallel.sequence_parallel=true")
+    _require(
+        f.recompute != "selective" or bool(f.recompute_modules),
+        "perf.recompute=selective needs at least one of perf.recompute_modules",
+    )
+    _require(
+        not f.tp_comm_overlap or (recipe.parallel.tp > 1 and recipe.parallel.sequence_parallel),
+        "perf.tp_comm_overlap=true needs parallel.tp > 1 and parallel.sequence_parallel=true",
+    )
 
 
 def _check_optimization(recipe: RecipeConfig) -> None:
@@ -212,11 +238,15 @@ def _check_wandb(logging) -> None:
         return
     import importlib.util
 
-    _require(logging.wandb_mode in (None, "online", "offline", "disabled"),
-             f"logging.wandb_mode={logging.wandb_mode!r} is not one of: online, offline, disabled")
-    _require(importlib.util.find_spec("wandb") is not None,
-             "logging.wandb_project is set but wandb is not installed: pip install 'megatron-octo[wandb]' (or unset "
-             "logging.wandb_project)")
+    _require(
+        logging.wandb_mode in (None, "online", "offline", "disabled"),
+        f"logging.wandb_mode={logging.wandb_mode!r} is not one of: online, offline, disabled",
+    )
+    _require(
+        importlib.util.find_spec("wandb") is not None,
+        "logging.wandb_project is set but wandb is not installed: pip install 'megatron-octo[wandb]' (or unset "
+        "logging.wandb_project)",
+    )
 
 
 def validate(recipe: RecipeConfig, world_size: Optional[int] = None) -> None:
@@ -280,39 +310,65 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     sequence lengths that fit the model."""
     rl, r = recipe.rl, recipe.rl.rollout
     _check_choices(recipe, RL_CHOICES)
-    _require(rl.init is not None, "rl.init is not set: give the starting policy (a Hugging Face model directory or a "
-                                  "Megatron-Core checkpoint DIR[:STEP])")
+    _require(
+        rl.init is not None,
+        "rl.init is not set: give the starting policy (a Hugging Face model directory or a "
+        "Megatron-Core checkpoint DIR[:STEP])",
+    )
     _require(rl.prompts.path is not None, "rl.prompts.path is not set: give a JSONL of prompt/answer problems")
-    _require(r.n >= 2 or rl.algorithm == "ppo", f"rl.rollout.n={r.n} must be >= 2 for GRPO (advantages are "
-                                                  "relative within a prompt's group)")
-    _require(rl.prompts_per_step >= 1 and rl.mini_batch_prompts >= 1, "rl.prompts_per_step and "
-                                                                       "rl.mini_batch_prompts must be >= 1")
-    _require(rl.prompts_per_step % rl.mini_batch_prompts == 0,
-             f"rl.prompts_per_step={rl.prompts_per_step} must be divisible by rl.mini_batch_prompts="
-             f"{rl.mini_batch_prompts}")
-    _require(rl.mini_batch_prompts % dp == 0,
-             f"rl.mini_batch_prompts={rl.mini_batch_prompts} must be divisible by the data-parallel size {dp}")
+    _require(
+        r.n >= 2 or rl.algorithm == "ppo",
+        f"rl.rollout.n={r.n} must be >= 2 for GRPO (advantages are relative within a prompt's group)",
+    )
+    _require(
+        rl.prompts_per_step >= 1 and rl.mini_batch_prompts >= 1,
+        "rl.prompts_per_step and rl.mini_batch_prompts must be >= 1",
+    )
+    _require(
+        rl.prompts_per_step % rl.mini_batch_prompts == 0,
+        f"rl.prompts_per_step={rl.prompts_per_step} must be divisible by rl.mini_batch_prompts={rl.mini_batch_prompts}",
+    )
+    _require(
+        rl.mini_batch_prompts % dp == 0,
+        f"rl.mini_batch_prompts={rl.mini_batch_prompts} must be divisible by the data-parallel size {dp}",
+    )
     per_rank = rl.mini_batch_prompts // dp * r.n
     budget = rl.max_tokens_per_micro_batch
     _require(budget is None or budget >= 1, f"rl.max_tokens_per_micro_batch={budget} must be >= 1 (or null)")
-    _require(budget is not None or per_rank % recipe.train.micro_batch == 0,
-             f"a rank's share of a mini-batch ({per_rank} responses) must be divisible by train.micro_batch="
-             f"{recipe.train.micro_batch}")
+    _require(
+        not rl.sequence_packing or budget is not None,
+        "rl.sequence_packing=true needs rl.max_tokens_per_micro_batch (the tokens packed into one row)",
+    )
+    _require(
+        budget is not None or per_rank % recipe.train.micro_batch == 0,
+        f"a rank's share of a mini-batch ({per_rank} responses) must be divisible by train.micro_batch="
+        f"{recipe.train.micro_batch}",
+    )
     _require(rl.epochs >= 1, f"rl.epochs={rl.epochs} must be >= 1")
-    _require(rl.algorithm != "ppo" or not recipe.parallel.sequence_parallel,
-             "rl.algorithm=ppo does not support parallel.sequence_parallel=true (the value head reads whole "
-             "sequences): set it to false")
+    _require(
+        rl.algorithm != "ppo" or not recipe.parallel.sequence_parallel,
+        "rl.algorithm=ppo does not support parallel.sequence_parallel=true (the value head reads whole "
+        "sequences): set it to false",
+    )
     _require(0 < rl.clip_ratio < 1, f"rl.clip_ratio={rl.clip_ratio} must lie in (0, 1)")
     _require(r.temperature > 0, f"rl.rollout.temperature={r.temperature} must be > 0 (sampling)")
     _require(0 < r.top_p <= 1, f"rl.rollout.top_p={r.top_p} must lie in (0, 1]")
-    _require(r.max_response_tokens >= 1 and all(v >= 1 for v in r.response_length_schedule.values()),
-             f"rl.rollout.max_response_tokens={r.max_response_tokens} and every rl.rollout.response_length_schedule "
-             "value must be >= 1")
+    _require(
+        r.max_response_tokens >= 1 and all(v >= 1 for v in r.response_length_schedule.values()),
+        f"rl.rollout.max_response_tokens={r.max_response_tokens} and every rl.rollout.response_length_schedule "
+        "value must be >= 1",
+    )
+    _require(
+        not r.tensor_parallel or r.engine == "vllm",
+        "rl.rollout.tensor_parallel=true needs rl.rollout.engine=vllm (the transformers engine is unsharded)",
+    )
     _require(r.sleep_level in (1, 2), f"rl.rollout.sleep_level={r.sleep_level} must be 1 or 2")
     _require(r.sync_bucket_mb >= 1, f"rl.rollout.sync_bucket_mb={r.sync_bucket_mb} must be >= 1")
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
     total = rl.prompts.max_prompt_tokens + longest
     positions = _shape(recipe.model).max_position_embeddings
-    _require(total <= positions,
-             f"rl.prompts.max_prompt_tokens + the longest response = {total} exceeds model.max_position_embeddings="
-             f"{positions}")
+    _require(
+        total <= positions,
+        f"rl.prompts.max_prompt_tokens + the longest response = {total} exceeds model.max_position_embeddings="
+        f"{positions}",
+    )

@@ -21,10 +21,26 @@ layout); ``api`` (``convert`` dispatching over (from, to)).
 """
 
 from megatron_octo.convert.api import (
-    convert, hf_to_mcore, mcore_to_hf, mcore_to_mcore, nemo_to_hf, nemo_to_mcore, to_nemo,
+    convert,
+    hf_to_mcore,
+    mcore_to_hf,
+    mcore_to_mcore,
+    nemo_to_hf,
+    nemo_to_mcore,
+    to_nemo,
 )
 from megatron_octo.convert.errors import ConvertError, VerifyError
 from megatron_octo.convert.options import ConvertResult
 
-__all__ = ["convert", "hf_to_mcore", "mcore_to_hf", "mcore_to_mcore", "to_nemo", "nemo_to_hf", "nemo_to_mcore",
-           "ConvertResult", "ConvertError", "VerifyError"]
+__all__ = [
+    "convert",
+    "hf_to_mcore",
+    "mcore_to_hf",
+    "mcore_to_mcore",
+    "to_nemo",
+    "nemo_to_hf",
+    "nemo_to_mcore",
+    "ConvertResult",
+    "ConvertError",
+    "VerifyError",
+]

@@ -16,14 +16,24 @@ from typing import Optional
 
 from megatron_octo.convert import sources
 from megatron_octo.convert.errors import ConvertError, VerifyError
-from megatron_octo.convert.options import DEFAULT_MAX_SHARD, FORMATS, ConvertResult, Options
+from megatron_octo.convert.options import DEFAULT_MAX_SHARD, FORMATS, ConvertResult, Options, parse_size
 
 DEFAULT_DIVISIBLE_BY = sources.DEFAULT_DIVISIBLE_BY
 
 
-def convert(src: str, dst: str, input_path, output_path, *, tp: int = 1, pp: int = 1, tokenizer_dir=None,
-            max_shard_size: str = DEFAULT_MAX_SHARD, make_vocab_size_divisible_by: Optional[int] = None,
-            **options) -> ConvertResult:
+def convert(
+    src: str,
+    dst: str,
+    input_path,
+    output_path,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    tokenizer_dir=None,
+    max_shard_size: str = DEFAULT_MAX_SHARD,
+    make_vocab_size_divisible_by: Optional[int] = None,
+    **options,
+) -> ConvertResult:
     """``octo convert --from SRC --to DST``: read ``input_path`` as ``src``, write ``output_path`` as ``dst``.
 
     ``tp`` x ``pp``: the layout of a Megatron-Core or NeMo output (it decides the vocabulary padding, with
@@ -40,14 +50,18 @@ def convert(src: str, dst: str, input_path, output_path, *, tp: int = 1, pp: int
         raise ConvertError(f"--critic writes NeMo-Aligner's critic checkpoint: it needs --to nemo, not --to {dst}")
     if (src, dst) == ("hf", "hf"):
         raise ConvertError("--from hf --to hf is not a conversion: copy the directory")
+    if dst == "hf":
+        parse_size(max_shard_size)  # a bad --max-shard-size is refused before anything is read or written
     output = Path(output_path).absolute()
-    with sources.open_source(src, input_path, output.parent, tp=tp, divisible=make_vocab_size_divisible_by,
-                             tokenizer_dir=tokenizer_dir) as source:
+    with sources.open_source(
+        src, input_path, output.parent, tp=tp, divisible=make_vocab_size_divisible_by, tokenizer_dir=tokenizer_dir
+    ) as source:
         return _write(source, dst, Path(input_path), output, opts, tp=tp, pp=pp, max_shard_size=max_shard_size)
 
 
-def _write(source, dst: str, input_path: Path, output: Path, opts: Options, *, tp: int, pp: int,
-           max_shard_size: str) -> ConvertResult:
+def _write(
+    source, dst: str, input_path: Path, output: Path, opts: Options, *, tp: int, pp: int, max_shard_size: str
+) -> ConvertResult:
     from megatron_octo.convert import writers
 
     with writers.staged_output(output, opts.overwrite, (input_path, source.path)) as tmp:
@@ -79,47 +93,102 @@ def _verified(source, dst: str, written: Path, opts: Options):
     return result
 
 
-def hf_to_mcore(input_dir, output_dir, *, tp: int = 1, pp: int = 1,
-                make_vocab_size_divisible_by: int = DEFAULT_DIVISIBLE_BY, **options) -> ConvertResult:
+def hf_to_mcore(
+    input_dir,
+    output_dir,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    make_vocab_size_divisible_by: int = DEFAULT_DIVISIBLE_BY,
+    **options,
+) -> ConvertResult:
     """A Hugging Face model directory -> a Megatron-Core checkpoint for ``tp`` x ``pp`` (see ``writers``), which
     ``octo train ... checkpoint.load=DIR`` and Megatron-LM's ``--load DIR`` read under any layout."""
-    return convert("hf", "mcore", input_dir, output_dir, tp=tp, pp=pp,
-                   make_vocab_size_divisible_by=make_vocab_size_divisible_by, **options)
+    return convert(
+        "hf",
+        "mcore",
+        input_dir,
+        output_dir,
+        tp=tp,
+        pp=pp,
+        make_vocab_size_divisible_by=make_vocab_size_divisible_by,
+        **options,
+    )
 
 
-def mcore_to_hf(ckpt, output_dir, *, tokenizer_dir=None, max_shard_size: str = DEFAULT_MAX_SHARD,
-                **options) -> ConvertResult:
+def mcore_to_hf(
+    ckpt, output_dir, *, tokenizer_dir=None, max_shard_size: str = DEFAULT_MAX_SHARD, **options
+) -> ConvertResult:
     """A Megatron-Core checkpoint (ours: a checkpoint, a run directory's newest, ``DIR:STEP``; or Megatron-LM's:
     a save folder, an iteration folder, ``DIR:STEP``) -> a Hugging Face model directory. Tokenizer files come from
     ``tokenizer_dir``, else the checkpoint's ``hf_assets``, else the one the run's recipe or Megatron-LM's args
     name; without any, the result says so in ``notes``."""
-    return convert("mcore", "hf", ckpt, output_dir, tokenizer_dir=tokenizer_dir, max_shard_size=max_shard_size,
-                   **options)
+    return convert(
+        "mcore", "hf", ckpt, output_dir, tokenizer_dir=tokenizer_dir, max_shard_size=max_shard_size, **options
+    )
 
 
-def mcore_to_mcore(ckpt, output_dir, *, tp: int = 1, pp: int = 1, make_vocab_size_divisible_by: Optional[int] = None,
-                   **options) -> ConvertResult:
+def mcore_to_mcore(
+    ckpt, output_dir, *, tp: int = 1, pp: int = 1, make_vocab_size_divisible_by: Optional[int] = None, **options
+) -> ConvertResult:
     """Reshard a Megatron-Core checkpoint (model or training; only the model is kept) for ``tp`` x ``pp``."""
-    return convert("mcore", "mcore", ckpt, output_dir, tp=tp, pp=pp,
-                   make_vocab_size_divisible_by=make_vocab_size_divisible_by, **options)
+    return convert(
+        "mcore",
+        "mcore",
+        ckpt,
+        output_dir,
+        tp=tp,
+        pp=pp,
+        make_vocab_size_divisible_by=make_vocab_size_divisible_by,
+        **options,
+    )
 
 
-def to_nemo(src_kind: str, input_path, output_dir, *, tp: int = 1, pp: int = 1, tokenizer_dir=None,
-            make_vocab_size_divisible_by: Optional[int] = None, **options) -> ConvertResult:
+def to_nemo(
+    src_kind: str,
+    input_path,
+    output_dir,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    tokenizer_dir=None,
+    make_vocab_size_divisible_by: Optional[int] = None,
+    **options,
+) -> ConvertResult:
     """An HF / Megatron-Core / NeMo input -> the extracted NeMo checkpoint directory for ``tp`` x ``pp``."""
-    return convert(src_kind, "nemo", input_path, output_dir, tp=tp, pp=pp, tokenizer_dir=tokenizer_dir,
-                   make_vocab_size_divisible_by=make_vocab_size_divisible_by, **options)
+    return convert(
+        src_kind,
+        "nemo",
+        input_path,
+        output_dir,
+        tp=tp,
+        pp=pp,
+        tokenizer_dir=tokenizer_dir,
+        make_vocab_size_divisible_by=make_vocab_size_divisible_by,
+        **options,
+    )
 
 
-def nemo_to_hf(input_path, output_dir, *, tokenizer_dir=None, max_shard_size: str = DEFAULT_MAX_SHARD,
-               **options) -> ConvertResult:
+def nemo_to_hf(
+    input_path, output_dir, *, tokenizer_dir=None, max_shard_size: str = DEFAULT_MAX_SHARD, **options
+) -> ConvertResult:
     """A NeMo checkpoint (directory or .nemo file) -> a Hugging Face model directory."""
-    return convert("nemo", "hf", input_path, output_dir, tokenizer_dir=tokenizer_dir, max_shard_size=max_shard_size,
-                   **options)
+    return convert(
+        "nemo", "hf", input_path, output_dir, tokenizer_dir=tokenizer_dir, max_shard_size=max_shard_size, **options
+    )
 
 
-def nemo_to_mcore(input_path, output_dir, *, tp: int = 1, pp: int = 1,
-                  make_vocab_size_divisible_by: Optional[int] = None, **options) -> ConvertResult:
+def nemo_to_mcore(
+    input_path, output_dir, *, tp: int = 1, pp: int = 1, make_vocab_size_divisible_by: Optional[int] = None, **options
+) -> ConvertResult:
     """A NeMo checkpoint (directory or .nemo file) -> a Megatron-Core model checkpoint for ``tp`` x ``pp``."""
-    return convert("nemo", "mcore", input_path, output_dir, tp=tp, pp=pp,
-                   make_vocab_size_divisible_by=make_vocab_size_divisible_by, **options)
+    return convert(
+        "nemo",
+        "mcore",
+        input_path,
+        output_dir,
+        tp=tp,
+        pp=pp,
+        make_vocab_size_divisible_by=make_vocab_size_divisible_by,
+        **options,
+    )

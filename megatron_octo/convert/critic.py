@@ -25,6 +25,7 @@ import torch
 
 from megatron_octo.config.schema import ModelConfig
 from megatron_octo.convert.layout import Entry, McoreTensor, WeightPlan, build_plan
+from megatron_octo.models.shapes import shape
 
 CRITIC_TARGET = "nemo_aligner.models.nlp.gpt.megatron_gpt_critic.MegatronGPTCriticModel"
 """The class NeMo-Aligner restores a critic checkpoint as."""
@@ -43,8 +44,10 @@ def critic_plan(cfg: ModelConfig, tp: int) -> Tuple[ModelConfig, WeightPlan]:
     with ``output_layer.weight`` and the two ``rm_head`` tensors (no HF counterpart)."""
     critic_cfg = replace(cfg, tie_word_embeddings=False)
     plan = build_plan(critic_cfg, tp)
-    head = [Entry(McoreTensor(RM_HEAD_WEIGHT, None, (NUM_ATTRIBUTES, cfg.hidden_size)), (), ()),
-            Entry(McoreTensor(RM_HEAD_BIAS, None, (NUM_ATTRIBUTES,)), (), ())]
+    head = [
+        Entry(McoreTensor(RM_HEAD_WEIGHT, None, (NUM_ATTRIBUTES, shape(cfg).hidden_size)), (), ()),
+        Entry(McoreTensor(RM_HEAD_BIAS, None, (NUM_ATTRIBUTES,)), (), ()),
+    ]
     return critic_cfg, WeightPlan(cfg=critic_cfg, padded_vocab=plan.padded_vocab, entries=plan.entries + head)
 
 
@@ -82,8 +85,12 @@ class CriticRows:
 def critic_model_fields() -> dict:
     """What ``MegatronGPTCriticModel`` reads from ``model_config.yaml`` beyond a GPT's fields (NeMo-Aligner 0.7's
     ``gpt_ppo_critic.yaml`` values): a value per token, no pooling, an fp32 head, one unweighted attribute."""
-    return {"target": CRITIC_TARGET, "share_embeddings_and_output_weights": False,
-            "output_sequence": True, "use_avg_pool": False, "force_head_dtype": "float32",
-            "reward_standardization": {"enable": False, "mean": None, "std": None},
-            "regression": {"num_attributes": NUM_ATTRIBUTES, "merge_attributes": False,
-                           "attribute_weights": None}}
+    return {
+        "target": CRITIC_TARGET,
+        "share_embeddings_and_output_weights": False,
+        "output_sequence": True,
+        "use_avg_pool": False,
+        "force_head_dtype": "float32",
+        "reward_standardization": {"enable": False, "mean": None, "std": None},
+        "regression": {"num_attributes": NUM_ATTRIBUTES, "merge_attributes": False, "attribute_weights": None},
+    }

@@ -57,8 +57,12 @@ saves them (from the model unwrapped from DDP) and as Megatron-LM writes them. R
 _PREFIX_RE = re.compile(r"^((?:module\.|model\.)*)decoder\.final_layernorm\.weight$")
 COMMON_FILE = "common.pt"
 MCORE_CONFIG = "metadata.json"
-MCORE_CONFIG_FIELDS = {"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch",
-                       "common_backend_version": 1}
+MCORE_CONFIG_FIELDS = {
+    "sharded_backend": "torch_dist",
+    "sharded_backend_version": 1,
+    "common_backend": "torch",
+    "common_backend_version": 1,
+}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -126,8 +130,9 @@ class StreamingSavePlanner(DefaultSavePlanner):
     whose data is produced by ``produce(piece)`` at the moment the writer stores that piece. Every key gets
     ``prefix``."""
 
-    def __init__(self, pieces: Sequence[Piece], object_keys: Sequence[str], produce: Callable[[Piece], torch.Tensor],
-                 prefix: str):
+    def __init__(
+        self, pieces: Sequence[Piece], object_keys: Sequence[str], produce: Callable[[Piece], torch.Tensor], prefix: str
+    ):
         super().__init__(flatten_state_dict=False, flatten_sharded_tensors=False)
         self._prefix = prefix
         self._pieces = {(prefix + p.tensor.key, p.offsets): p for p in pieces}
@@ -143,13 +148,17 @@ class StreamingSavePlanner(DefaultSavePlanner):
     def resolve_data(self, write_item: WriteItem):
         if write_item.type == WriteItemType.BYTE_IO:
             return _empty_extra_state()
-        piece = self._pieces[(write_item.index.fqn, tuple(write_item.index.offset))]
+        offset = write_item.index.offset
+        assert offset is not None  # every tensor write item carries its chunk's offset
+        piece = self._pieces[(write_item.index.fqn, tuple(offset))]
         data = self._produce(piece)
         want = piece.sizes
         data = data.reshape(want) if data.numel() == _numel(want) else data
         if tuple(data.shape) != want or data.dtype != piece.dtype:
-            raise RuntimeError(f"{piece.tensor.label} rows {piece.start}:{piece.stop}: produced "
-                               f"{tuple(data.shape)} {data.dtype}, planned {want} {piece.dtype}")
+            raise RuntimeError(
+                f"{piece.tensor.label} rows {piece.start}:{piece.stop}: produced "
+                f"{tuple(data.shape)} {data.dtype}, planned {want} {piece.dtype}"
+            )
         return data.contiguous()
 
 
@@ -160,9 +169,14 @@ def _numel(shape: Sequence[int]) -> int:
     return n
 
 
-def write_checkpoint(out_dir: Path, pieces: Sequence[Piece], object_keys: Sequence[str],
-                     produce: Callable[[Piece], torch.Tensor], prefix: str = KEY_PREFIX,
-                     common: Optional[dict] = None) -> None:
+def write_checkpoint(
+    out_dir: Path,
+    pieces: Sequence[Piece],
+    object_keys: Sequence[str],
+    produce: Callable[[Piece], torch.Tensor],
+    prefix: str = KEY_PREFIX,
+    common: Optional[dict] = None,
+) -> None:
     """Write a complete torch_dist checkpoint of ``pieces`` (and empty ``_extra_state`` objects under
     ``object_keys``) into the existing empty directory ``out_dir``; every key gets ``prefix``; ``common`` is the
     non-tensor state (common.pt; empty by default)."""
@@ -261,15 +275,29 @@ class DistCheckpoint:
         md = self.metadata.state_dict_metadata.get(self.prefix + key)
         return md if isinstance(md, TensorStorageMetadata) else None
 
+    def _stored(self, key: str) -> TensorStorageMetadata:
+        """``tensor_meta`` of a tensor the plan says is there; a ConvertError when the checkpoint lacks it."""
+        md = self.tensor_meta(key)
+        if md is None:
+            raise ConvertError(f"{self.path} lacks the tensor {self.prefix + key}")
+        return md
+
     def _load_chunk(self, key: str, chunk: ChunkStorageMetadata) -> torch.Tensor:
         cache_key = (key, tuple(chunk.offsets))
         if cache_key in self._cache:
             self._cache.move_to_end(cache_key)
             return self._cache[cache_key]
-        md = self.metadata.state_dict_metadata[self.prefix + key]
+        md = self._stored(key)
         dest = torch.empty(tuple(chunk.sizes), dtype=md.properties.dtype)
         planner = _ChunkPlanner(self.prefix + key, md, chunk, dest)
-        self._reader.read_data(planner.create_local_plan(), planner).wait()
+        try:
+            self._reader.read_data(planner.create_local_plan(), planner).wait()
+        except (EOFError, OSError, RuntimeError, ValueError) as exc:  # a truncated or damaged .distcp shard
+            reason = " ".join([type(exc).__name__, *(str(exc).strip().splitlines() or [""])[:1]]).strip()
+            raise ConvertError(
+                f"{self.path}: cannot read {self.prefix + key} ({reason[:120]}): the checkpoint is "
+                "truncated or damaged; use another step (DIR:STEP) or copy it again"
+            ) from None
         self._cache[cache_key] = dest
         while len(self._cache) > 1 and sum(t.nbytes for t in self._cache.values()) > self._cache_bytes:
             self._cache.popitem(last=False)
@@ -277,19 +305,20 @@ class DistCheckpoint:
 
     def row_boundaries(self, tensor: McoreTensor) -> List[int]:
         """Row offsets where stored chunks of this layer's tensor start (always including 0)."""
-        md, lead = self.tensor_meta(tensor.key), _lead(tensor)
+        md, lead = self._stored(tensor.key), _lead(tensor)
         starts = {0}
         for c in md.chunks:
-            if lead == 0 or c.offsets[0] <= tensor.layer < c.offsets[0] + c.sizes[0]:
+            if tensor.layer is None or c.offsets[0] <= tensor.layer < c.offsets[0] + c.sizes[0]:
                 starts.add(int(c.offsets[lead]))
         return sorted(starts)
 
     def read(self, tensor: McoreTensor, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) of layer ``tensor.layer`` of ``tensor.key`` as stored (its dtype), all columns."""
-        md, lead = self.tensor_meta(tensor.key), _lead(tensor)
-        want_lo = ((tensor.layer,) if lead else ()) + (start,) + (0,) * (len(md.size) - lead - 1)
-        want_hi = ((tensor.layer + 1,) if lead else ()) + (stop,) + tuple(md.size[lead + 1:])
-        out_shape = (stop - start, *md.size[lead + 1:])
+        md, lead = self._stored(tensor.key), _lead(tensor)
+        layer = () if tensor.layer is None else (tensor.layer,)  # the stacked-layer axis, when there is one
+        want_lo = layer + (start,) + (0,) * (len(md.size) - lead - 1)
+        want_hi = tuple(n + 1 for n in layer) + (stop,) + tuple(md.size[lead + 1 :])
+        out_shape = (stop - start, *md.size[lead + 1 :])
         out = None
         covered = 0
         for c in md.chunks:
@@ -299,8 +328,9 @@ class DistCheckpoint:
                 continue
             src = self._load_chunk(tensor.key, c)
             if lo == list(want_lo) and hi == list(want_hi):  # one stored chunk holds the whole range: no copy
-                return _narrow(src, [low - o for low, o in zip(lo, c.offsets)], [h - low for low, h in zip(lo, hi)],
-                               out_shape)
+                return _narrow(
+                    src, [low - o for low, o in zip(lo, c.offsets)], [h - low for low, h in zip(lo, hi)], out_shape
+                )
             out = torch.empty(out_shape, dtype=md.properties.dtype) if out is None else out
             dst = out
             for dim, (low, h) in enumerate(zip(lo, hi)):
@@ -330,8 +360,10 @@ def detect_prefix(state_dict_metadata, path: Path) -> str:
     """The prefix in front of the model's keys (``""``, ``"module."``, ...), found from its final norm."""
     found = [m.group(1) for m in map(_PREFIX_RE.match, state_dict_metadata) if m]
     if len(found) != 1:
-        raise ConvertError(f"{path} holds {len(found)} model final-norm tensors (decoder.final_layernorm.weight): "
-                           f"not a checkpoint of one GPTModel")
+        raise ConvertError(
+            f"{path} holds {len(found)} model final-norm tensors (decoder.final_layernorm.weight): "
+            f"not a checkpoint of one GPTModel"
+        )
     return found[0]
 
 
@@ -344,8 +376,9 @@ def check_model_tensors(reader, plan, path: Path) -> None:
     for key, shape in plan.global_shapes().items():
         md = reader.tensor_meta(key)
         if md is None:
-            raise ConvertError(f"{path} lacks the tensor {key}: it does not hold the {plan.cfg.family} model its "
-                               f"metadata describes")
+            raise ConvertError(
+                f"{path} lacks the tensor {key}: it does not hold the {plan.cfg.family} model its metadata describes"
+            )
         stored = tuple(md.size)
         if key in _VOCAB_KEYS:
             ok = stored[1:] == shape[1:] and stored[0] >= plan.cfg.vocab_size

@@ -31,8 +31,15 @@ GENERATION_CONFIG = "generation_config.json"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
-    "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
 )
 _ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 _ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
@@ -87,16 +94,22 @@ class HFCheckpoint:
             files = [self.path / name for name in sorted(set(weight_map.values()))]
             missing = [f.name for f in files if not f.is_file()]
             if missing:
-                raise ConvertError(f"{index.name} names {len(missing)} shard(s) missing from {self.path} (first: "
-                                   f"{missing[0]}): re-download the model")
+                raise ConvertError(
+                    f"{index.name} names {len(missing)} shard(s) missing from {self.path} (first: "
+                    f"{missing[0]}): re-download the model"
+                )
             return files
         if single.is_file():
             return [single]
         legacy = [p.name for p in self.path.glob("pytorch_model*.bin")]
-        hint = (f"found {legacy[0]}: re-save it with save_pretrained(safe_serialization=True)" if legacy
-                else "re-download the model")
-        raise ConvertError(f"{self.path} has no {SINGLE_FILE} or {INDEX_FILE}: only safetensors weights are read; "
-                           f"{hint}")
+        hint = (
+            f"found {legacy[0]}: re-save it with save_pretrained(safe_serialization=True)"
+            if legacy
+            else "re-download the model"
+        )
+        raise ConvertError(
+            f"{self.path} has no {SINGLE_FILE} or {INDEX_FILE}: only safetensors weights are read; {hint}"
+        )
 
     def read_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) of tensor ``name`` (dim 0), read from disk into a new tensor."""
@@ -117,14 +130,17 @@ def _read_header(file: Path) -> Dict[str, TensorInfo]:
                 sl = f.get_slice(name)
                 dtype = _ST_DTYPES.get(sl.get_dtype())
                 if dtype is None:
-                    raise ConvertError(f"{file.name}: tensor {name} has dtype {sl.get_dtype()}; only F32, BF16 and "
-                                       f"F16 weights are supported")
+                    raise ConvertError(
+                        f"{file.name}: tensor {name} has dtype {sl.get_dtype()}; only F32, BF16 and "
+                        f"F16 weights are supported"
+                    )
                 out[name] = TensorInfo(file, tuple(sl.get_shape()), dtype)
     except ConvertError:
         raise
     except Exception as exc:  # safetensors raises its own error types for truncated or corrupt files
-        raise ConvertError(f"{file} is not a readable safetensors file ({str(exc).splitlines()[0]}): "
-                           f"re-download it") from None
+        raise ConvertError(
+            f"{file} is not a readable safetensors file ({str(exc).splitlines()[0]}): re-download it"
+        ) from None
     return out
 
 
@@ -182,8 +198,11 @@ class SafetensorsWriter:
         header: Dict[str, object] = {"__metadata__": {"format": "pt"}}
         offset = 0
         for t in tensors:
-            header[t.name] = {"dtype": _ST_NAMES[t.dtype], "shape": list(t.shape),
-                              "data_offsets": [offset, offset + t.nbytes]}
+            header[t.name] = {
+                "dtype": _ST_NAMES[t.dtype],
+                "shape": list(t.shape),
+                "data_offsets": [offset, offset + t.nbytes],
+            }
             offset += t.nbytes
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
@@ -199,7 +218,7 @@ class SafetensorsWriter:
         data = block.contiguous().view(-1).view(torch.uint8).numpy()
         if data.nbytes > left:
             raise RuntimeError(f"{self.path.name}: {name} received more than its {t.nbytes} bytes")
-        self._file.write(memoryview(data))
+        self._file.write(data.data)  # the array's own memoryview: no copy
         left -= data.nbytes
         self._pending = self._pending[1:] if left == 0 else [(t, left)] + self._pending[1:]
         return data.nbytes
@@ -245,8 +264,9 @@ def token_ids(tokenizer_dir: Optional[Path]) -> Dict[str, int]:
     for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the second wins
         path = Path(tokenizer_dir) / name
         if path.is_file():
-            named.update({k: v for k, v in read_json(path, name).items() if k in ("bos_token", "eos_token",
-                                                                                "pad_token") and v})
+            named.update(
+                {k: v for k, v in read_json(path, name).items() if k in ("bos_token", "eos_token", "pad_token") and v}
+            )
     ids = {}
     for key, value in named.items():
         content = value.get("content") if isinstance(value, dict) else value

@@ -115,8 +115,15 @@ class WeightPlan:
         """ShardedObject unique keys (``<module>._extra_state/shard_<offset>_<shape>``): the layers' linear modules
         (both specs declare them) and the final norm (Transformer Engine's RMSNorm, an ``ops`` module in TE 2.x,
         declares one under the TE spec; loads with the local spec ignore it, as they ignore any unexpected key)."""
-        modules = sorted({e.mcore.key[: -len(".weight")] for e in self.entries if e.mcore.layer is not None
-                          and e.mcore.key.endswith(".weight") and not e.mcore.key.endswith("layer_norm_weight")})
+        modules = sorted(
+            {
+                e.mcore.key[: -len(".weight")]
+                for e in self.entries
+                if e.mcore.layer is not None
+                and e.mcore.key.endswith(".weight")
+                and not e.mcore.key.endswith("layer_norm_weight")
+            }
+        )
         n = self.num_layers
         layers = [f"{m}.{EXTRA_STATE}/shard_{i}_{n}" for i in range(n) for m in modules]
         return layers + [f"{FINAL_NORM_MODULE}.{EXTRA_STATE}/shard_0_1"]
@@ -177,8 +184,10 @@ def check_layout(cfg: ModelConfig, tp: int, pp: int) -> None:
     heads, groups = s.num_attention_heads, s.query_groups
     if heads % tp or groups % tp:
         ok = [n for n in range(1, groups + 1) if heads % n == 0 and groups % n == 0]
-        raise ConvertError(f"--tp {tp} must divide the {heads} attention heads and the {groups} key-value groups: "
-                           f"use --tp {' or '.join(map(str, ok))}")
+        raise ConvertError(
+            f"--tp {tp} must divide the {heads} attention heads and the {groups} key-value groups: "
+            f"use --tp {' or '.join(map(str, ok))}"
+        )
     if s.ffn_hidden_size % tp:
         raise ConvertError(f"--tp {tp} must divide the MLP width {s.ffn_hidden_size}")
     if s.num_layers % pp:

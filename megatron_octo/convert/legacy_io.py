@@ -28,12 +28,20 @@ FILE = "model_optim_rng.pt"
 _DIR_RE = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?$")
 _LAYER_KEY = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
 # Local-spec norm names -> the Transformer Engine names the torch_dist keys use.
-_NORM_ALIASES = {"input_layernorm.weight": "self_attention.linear_qkv.layer_norm_weight",
-                 "pre_mlp_layernorm.weight": "mlp.linear_fc1.layer_norm_weight"}
+_NORM_ALIASES = {
+    "input_layernorm.weight": "self_attention.linear_qkv.layer_norm_weight",
+    "pre_mlp_layernorm.weight": "mlp.linear_fc1.layer_norm_weight",
+}
 # Layer parameter -> tensor-parallel partition dim (None: replicated).
-_LAYER_SPLIT = {"self_attention.linear_qkv.weight": 0, "self_attention.linear_qkv.bias": 0,
-                "self_attention.linear_proj.weight": 1, "mlp.linear_fc1.weight": 0, "mlp.linear_fc2.weight": 1,
-                "self_attention.linear_qkv.layer_norm_weight": None, "mlp.linear_fc1.layer_norm_weight": None}
+_LAYER_SPLIT = {
+    "self_attention.linear_qkv.weight": 0,
+    "self_attention.linear_qkv.bias": 0,
+    "self_attention.linear_proj.weight": 1,
+    "mlp.linear_fc1.weight": 0,
+    "mlp.linear_fc2.weight": 1,
+    "self_attention.linear_qkv.layer_norm_weight": None,
+    "mlp.linear_fc1.layer_norm_weight": None,
+}
 _MODEL_SPLIT = {"embedding.word_embeddings.weight": 0, "output_layer.weight": 0, f"{FINAL_NORM_MODULE}.weight": None}
 _SWIGLU_FC1 = "mlp.linear_fc1.weight"
 
@@ -76,8 +84,10 @@ class LegacyCheckpoint:
         pp = int(getattr(args, "pipeline_model_parallel_size", 1))
         expected = {(t, p) for t in range(tp) for p in range(pp)}
         if set(files) != expected:
-            raise ConvertError(f"{self.path}: the args say TP={tp} x PP={pp} but the rank directories are "
-                               f"{sorted(files)}: the checkpoint is incomplete")
+            raise ConvertError(
+                f"{self.path}: the args say TP={tp} x PP={pp} but the rank directories are "
+                f"{sorted(files)}: the checkpoint is incomplete"
+            )
         self.tp, self.pp = tp, pp
         self.swiglu = bool(getattr(args, "swiglu", True))
         self._states = {}
@@ -113,7 +123,7 @@ class LegacyCheckpoint:
 
     def _split_dim(self, key: str) -> Optional[int]:
         if key.startswith(LAYER_PREFIX):
-            return _LAYER_SPLIT.get(key[len(LAYER_PREFIX):], None)
+            return _LAYER_SPLIT.get(key[len(LAYER_PREFIX) :], None)
         return _MODEL_SPLIT.get(key, None)
 
     def _assemble(self, key: str, layer: Optional[int]) -> torch.Tensor:

@@ -45,11 +45,12 @@ def load_megatron(ckpt_dir: Path, ctx, dtype: torch.dtype = torch.float32, cfg: 
     # Checkpoint keys do not depend on the spec: a TE-trained checkpoint loads into local layers where TE is absent.
     use_te = cfg.spec != "local" and te_available()
     tcfg = transformer_config(cfg, ParallelConfig(tp=ctx.tp, pp=ctx.pp), dtype)
-    gpt = build_gpt_model(cfg, tcfg, ctx.pgs, pre_process=ctx.is_first_stage,
-                          post_process=ctx.is_last_stage, use_te=use_te).to(ctx.device)
+    gpt = build_gpt_model(
+        cfg, tcfg, ctx.pgs, pre_process=ctx.is_first_stage, post_process=ctx.is_last_stage, use_te=use_te
+    ).to(ctx.device)
     prefix = DistCheckpoint(ckpt_dir).prefix
     state = dist_checkpointing.load({"model": gpt.sharded_state_dict(prefix=prefix)}, str(ckpt_dir))["model"]
-    result = gpt.load_state_dict({k[len(prefix):]: v for k, v in state.items()}, strict=False)
+    result = gpt.load_state_dict({k[len(prefix) :]: v for k, v in state.items()}, strict=False)
     if result.unexpected_keys or any(not k.endswith("_extra_state") for k in result.missing_keys):
         raise RuntimeError(f"loading {ckpt_dir}: unexpected {result.unexpected_keys}, missing {result.missing_keys}")
     return gpt.eval(), tcfg, cfg
@@ -69,8 +70,14 @@ def forward_logits(gpt, tcfg, cfg: ModelConfig, ids: torch.Tensor, ctx) -> Optio
         return model(tokens, positions, None), None  # no loss function: the schedule keeps the raw output
 
     outputs = get_forward_backward_func()(
-        forward_step_func=step, data_iterator=iter([ids]), model=[gpt], num_microbatches=1, seq_length=s,
-        micro_batch_size=b, forward_only=True, p2p_communicator=P2PCommunicator(pp_group=ctx.pgs.pp, config=tcfg),
+        forward_step_func=step,
+        data_iterator=iter([ids]),
+        model=[gpt],
+        num_microbatches=1,
+        seq_length=s,
+        micro_batch_size=b,
+        forward_only=True,
+        p2p_communicator=P2PCommunicator(pp_group=ctx.pgs.pp, config=tcfg),
         pg_collection=ctx.pgs,
     )
     if not ctx.is_last_stage:
@@ -84,8 +91,11 @@ def forward_logits(gpt, tcfg, cfg: ModelConfig, ids: torch.Tensor, ctx) -> Optio
 
 
 def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m megatron_octo.convert.logits", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m megatron_octo.convert.logits",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--tp", type=int, default=1)
     p.add_argument("--pp", type=int, default=1)
     p.add_argument("--job", nargs=3, action="append", required=True, metavar=("CKPT", "TOKENS", "OUT"))

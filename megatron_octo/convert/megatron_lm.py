@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-import torch
-
 from megatron_octo.config.schema import ModelConfig
 from megatron_octo.convert.errors import ConvertError
 
@@ -95,8 +93,9 @@ def locate(spec: str) -> Optional[Path]:
     or ``release`` folder; ``DIR:STEP``), or None when it names none (e.g. one of ours, which carries
     octo_checkpoint.json). A save folder whose tracker points at a missing checkpoint is a one-line error."""
     match = re.search(r":(\d+)$", spec)
-    path, step = (Path(spec[: match.start()]), int(match.group(1))) if match and not Path(spec).exists() \
-        else (Path(spec), None)
+    path, step = (
+        (Path(spec[: match.start()]), int(match.group(1))) if match and not Path(spec).exists() else (Path(spec), None)
+    )
     if step is not None:
         found = iteration_dir(path, step)
         return found if checkpoint_format(found) and not (found / OUR_META).is_file() else None
@@ -109,8 +108,10 @@ def locate(spec: str) -> Optional[Path]:
     if (found / OUR_META).is_file():
         return None
     if checkpoint_format(found) is None:
-        raise ConvertError(f"{path / TRACKER} names {value!r} but {found} holds no Megatron checkpoint: the save "
-                           f"folder is incomplete; give the iteration folder itself or DIR:STEP")
+        raise ConvertError(
+            f"{path / TRACKER} names {value!r} but {found} holds no Megatron checkpoint: the save "
+            f"folder is incomplete; give the iteration folder itself or DIR:STEP"
+        )
     return found
 
 
@@ -165,8 +166,10 @@ def unpadded_vocab(args, tokenizer_dir: Optional[Path]) -> Tuple[int, Optional[s
 
         return len(AutoTokenizer.from_pretrained(str(tokenizer_dir))), None
     padded = int(args.padded_vocab_size)
-    return padded, (f"the checkpoint's args record no unpadded vocabulary size and no tokenizer was found: the output "
-                    f"keeps all {padded} embedding rows (padding included); pass --tokenizer DIR to drop the padding")
+    return padded, (
+        f"the checkpoint's args record no unpadded vocabulary size and no tokenizer was found: the output "
+        f"keeps all {padded} embedding rows (padding included); pass --tokenizer DIR to drop the padding"
+    )
 
 
 def model_config(args, where, vocab_size: int) -> ModelConfig:
@@ -180,22 +183,26 @@ def model_config(args, where, vocab_size: int) -> ModelConfig:
         qkv_bias = bool(_arg(args, "add_qkv_bias", False))
         return ModelConfig(
             family="qwen2" if qkv_bias else "llama",
-            num_layers=int(args.num_layers), hidden_size=hidden,
+            num_layers=int(args.num_layers),
+            hidden_size=hidden,
             ffn_hidden_size=int(_arg(args, "ffn_hidden_size") or 4 * hidden),
             num_attention_heads=heads,
             num_query_groups=int(args.num_query_groups) if gqa and _arg(args, "num_query_groups") else heads,
-            kv_channels=int(_arg(args, "kv_channels") or hidden // heads), vocab_size=int(vocab_size),
+            kv_channels=int(_arg(args, "kv_channels") or hidden // heads),
+            vocab_size=int(vocab_size),
             max_position_embeddings=int(_arg(args, "max_position_embeddings") or _arg(args, "seq_length")),
             rotary_base=float(_arg(args, "rotary_base", 10000)),
             rope_scaling_factor=float(_arg(args, "rope_scaling_factor", 8.0)) if scaled else None,
             norm_epsilon=float(eps),
             tie_word_embeddings=not bool(_arg(args, "untie_embeddings_and_output_weights", False)),
-            add_qkv_bias=qkv_bias, init_method_std=float(_arg(args, "init_method_std", 0.02)),
+            add_qkv_bias=qkv_bias,
+            init_method_std=float(_arg(args, "init_method_std", 0.02)),
             make_vocab_size_divisible_by=int(_arg(args, "make_vocab_size_divisible_by", 128)),
         )
     except (AttributeError, TypeError) as exc:
-        raise ConvertError(f"{where}: the checkpoint's args lack a model field ({exc}): not a GPT checkpoint of "
-                           f"Megatron-LM") from None
+        raise ConvertError(
+            f"{where}: the checkpoint's args lack a model field ({exc}): not a GPT checkpoint of Megatron-LM"
+        ) from None
 
 
 def model_args(cfg: ModelConfig, tp: int, pp: int) -> dict:
@@ -204,37 +211,72 @@ def model_args(cfg: ModelConfig, tp: int, pp: int) -> dict:
     from megatron_octo.models import shapes
 
     return dict(
-        num_layers=cfg.num_layers, hidden_size=cfg.hidden_size, ffn_hidden_size=cfg.ffn_hidden_size,
-        num_attention_heads=cfg.num_attention_heads, group_query_attention=True,
-        num_query_groups=shapes.query_groups(cfg), kv_channels=shapes.head_dim(cfg),
-        max_position_embeddings=cfg.max_position_embeddings, position_embedding_type="rope",
-        use_rotary_position_embeddings=True, rotary_base=int(cfg.rotary_base) if float(cfg.rotary_base).is_integer()
-        else cfg.rotary_base, rotary_percent=1.0, rotary_interleaved=False,
+        num_layers=cfg.num_layers,
+        hidden_size=cfg.hidden_size,
+        ffn_hidden_size=cfg.ffn_hidden_size,
+        num_attention_heads=cfg.num_attention_heads,
+        group_query_attention=True,
+        num_query_groups=shapes.query_groups(cfg),
+        kv_channels=shapes.head_dim(cfg),
+        max_position_embeddings=cfg.max_position_embeddings,
+        position_embedding_type="rope",
+        use_rotary_position_embeddings=True,
+        rotary_base=int(cfg.rotary_base) if float(cfg.rotary_base).is_integer() else cfg.rotary_base,
+        rotary_percent=1.0,
+        rotary_interleaved=False,
         use_rope_scaling=cfg.rope_scaling_factor is not None,
         rope_scaling_factor=float(cfg.rope_scaling_factor if cfg.rope_scaling_factor is not None else 8.0),
-        normalization="RMSNorm", norm_epsilon=float(cfg.norm_epsilon), apply_layernorm_1p=False, qk_layernorm=False,
-        swiglu=True, gated_linear_unit=True, squared_relu=False, add_bias_linear=False,
-        add_qkv_bias=bool(cfg.add_qkv_bias), untie_embeddings_and_output_weights=not cfg.tie_word_embeddings,
-        apply_query_key_layer_scaling=False, attention_dropout=0.0, hidden_dropout=0.0, num_experts=None,
-        vocab_size=cfg.vocab_size, make_vocab_size_divisible_by=cfg.make_vocab_size_divisible_by,
-        padded_vocab_size=shapes.padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, tp),
-        init_method_std=cfg.init_method_std, tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
-        virtual_pipeline_model_parallel_size=None, num_layers_per_virtual_pipeline_stage=None,
-        expert_model_parallel_size=1, context_parallel_size=1, ckpt_format="torch_dist",
+        normalization="RMSNorm",
+        norm_epsilon=float(cfg.norm_epsilon),
+        apply_layernorm_1p=False,
+        qk_layernorm=False,
+        swiglu=True,
+        gated_linear_unit=True,
+        squared_relu=False,
+        add_bias_linear=False,
+        add_qkv_bias=bool(cfg.add_qkv_bias),
+        untie_embeddings_and_output_weights=not cfg.tie_word_embeddings,
+        apply_query_key_layer_scaling=False,
+        attention_dropout=0.0,
+        hidden_dropout=0.0,
+        num_experts=None,
+        vocab_size=cfg.vocab_size,
+        make_vocab_size_divisible_by=cfg.make_vocab_size_divisible_by,
+        padded_vocab_size=shapes.padded_vocab_size(shapes.shape(cfg).vocab_size, cfg.make_vocab_size_divisible_by, tp),
+        init_method_std=cfg.init_method_std,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        virtual_pipeline_model_parallel_size=None,
+        num_layers_per_virtual_pipeline_stage=None,
+        expert_model_parallel_size=1,
+        context_parallel_size=1,
+        ckpt_format="torch_dist",
     )
 
 
-def common_state(cfg: ModelConfig, *, tp: int, pp: int, iteration: int, flops: float = 0.0,
-                 run: Optional[dict] = None) -> dict:
+def common_state(
+    cfg: ModelConfig, *, tp: int, pp: int, iteration: int, flops: float = 0.0, run: Optional[dict] = None
+) -> dict:
     """The non-tensor state Megatron-LM's ``load_checkpoint`` reads from a torch_dist checkpoint's common.pt:
     ``args`` (the model, its layout, and ``run``: batch geometry, consumed samples, ...), ``checkpoint_version``,
     ``iteration`` and the FLOPs counter. ``no_save_rng`` is set: we store no Megatron-LM RNG state, so its
     ``load_checkpoint`` does not look for one (a resume there draws fresh dropout / data-order RNG)."""
-    fields = {**model_args(cfg, tp, pp), "no_save_rng": True, "no_save_optim": True,
-              "consumed_train_samples": 0, "skipped_train_samples": 0, "consumed_valid_samples": 0,
-              "iteration": iteration, **(run or {})}
-    return {"args": argparse.Namespace(**fields), "checkpoint_version": CHECKPOINT_VERSION, "iteration": iteration,
-            "num_floating_point_operations_so_far": float(flops)}
+    fields = {
+        **model_args(cfg, tp, pp),
+        "no_save_rng": True,
+        "no_save_optim": True,
+        "consumed_train_samples": 0,
+        "skipped_train_samples": 0,
+        "consumed_valid_samples": 0,
+        "iteration": iteration,
+        **(run or {}),
+    }
+    return {
+        "args": argparse.Namespace(**fields),
+        "checkpoint_version": CHECKPOINT_VERSION,
+        "iteration": iteration,
+        "num_floating_point_operations_so_far": float(flops),
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -282,8 +324,10 @@ def read_args(path: Path):
     else:
         raise ConvertError(f"{path} is not a Megatron checkpoint (torch_dist, zarr or legacy torch)")
     if not isinstance(state, dict) or state.get("args") is None:
-        raise ConvertError(f"{path}: the checkpoint records no Megatron-LM args: give the model's shape another way "
-                           f"(convert it with --from mcore only when it was saved by Megatron-LM's training)")
+        raise ConvertError(
+            f"{path}: the checkpoint records no Megatron-LM args: give the model's shape another way "
+            f"(convert it with --from mcore only when it was saved by Megatron-LM's training)"
+        )
     return state["args"]
 
 
@@ -293,9 +337,11 @@ def open_checkpoint(path: Path, tokenizer_dir: Optional[Path] = None) -> Megatro
     path = Path(path)
     fmt = checkpoint_format(path)
     args = read_args(path)
+    assert fmt is not None  # read_args refuses a directory of no Megatron format
     tok = tokenizer_dir or named_tokenizer(path)
     vocab, note = unpadded_vocab(args, tok)
     cfg = model_config(args, path, vocab)
+    reader: object  # DistCheckpoint, ZarrCheckpoint or LegacyCheckpoint: the same reading interface
     if fmt == "torch_dist":
         from megatron_octo.convert.dist_io import DistCheckpoint
 

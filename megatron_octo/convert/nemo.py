@@ -21,11 +21,17 @@ from pathlib import Path
 from typing import Tuple
 
 from megatron_octo.convert import hf_io
-from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.critic import CriticRows, critic_model_fields, critic_plan
+from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.layout import build_plan, check_layout
 from megatron_octo.convert.nemo_format import (
-    CONFIG_YAML, NEMO_PREFIX, PRECISIONS, TOKENIZER_DIR, WEIGHTS_DIR, NemoTarget, nemo_model_config,
+    CONFIG_YAML,
+    NEMO_PREFIX,
+    PRECISIONS,
+    TOKENIZER_DIR,
+    WEIGHTS_DIR,
+    NemoTarget,
+    nemo_model_config,
     readable_by_transformers4,
 )
 from megatron_octo.convert.options import HF_ASSETS, Options
@@ -40,8 +46,10 @@ def write_nemo(src, out: Path, final: Path, opts: Options, tp: int, pp: int) -> 
     from megatron_octo.utils.io import atomic_write_text
 
     if opts.critic and src.tokenizer is None:
-        raise ConvertError(f"--critic: {src.path} has no tokenizer files and NeMo-Aligner's critic server builds its "
-                           "tokenizer from the checkpoint: pass --tokenizer DIR (the policy's tokenizer)")
+        raise ConvertError(
+            f"--critic: {src.path} has no tokenizer files and NeMo-Aligner's critic server builds its "
+            "tokenizer from the checkpoint: pass --tokenizer DIR (the policy's tokenizer)"
+        )
     check_layout(src.cfg, tp, pp)
     cfg, plan, rows = _model(src, tp, opts.critic)
     dtype = output_dtype(opts, src, build_plan(src.cfg, tp))
@@ -56,8 +64,9 @@ def write_nemo(src, out: Path, final: Path, opts: Options, tp: int, pp: int) -> 
         readable_by_transformers4(out / TOKENIZER_DIR)
         tok = Path(final) / TOKENIZER_DIR
     else:
-        notes.append("no tokenizer files found: pass --tokenizer DIR to bundle them "
-                     "(NeMo needs model.tokenizer.type otherwise)")
+        notes.append(
+            "no tokenizer files found: pass --tokenizer DIR to bundle them (NeMo needs model.tokenizer.type otherwise)"
+        )
     write_hf_assets(_without_tokenizer(src), dtype, out / HF_ASSETS)
     conf = nemo_model_config(cfg, target, tok)
     if opts.critic:

@@ -66,9 +66,13 @@ def _rope_fields(cfg: ModelConfig) -> dict:
     """NeMo 2.2 applies Llama-3 scaling itself (``scale_positional_embedding`` with all four parameters)."""
     if cfg.rope_scaling_factor is None:
         return {"scale_positional_embedding": False}
-    return {"scale_positional_embedding": True, "scale_factor": float(cfg.rope_scaling_factor),
-            "low_freq_factor": float(cfg.rope_low_freq_factor), "high_freq_factor": float(cfg.rope_high_freq_factor),
-            "old_context_len": int(cfg.rope_original_max_position)}
+    return {
+        "scale_positional_embedding": True,
+        "scale_factor": float(cfg.rope_scaling_factor),
+        "low_freq_factor": float(cfg.rope_low_freq_factor),
+        "high_freq_factor": float(cfg.rope_high_freq_factor),
+        "old_context_len": int(cfg.rope_original_max_position),
+    }
 
 
 def nemo_model_config(cfg: ModelConfig, target: NemoTarget, tokenizer_dir: Optional[Path]) -> dict:
@@ -79,31 +83,74 @@ def nemo_model_config(cfg: ModelConfig, target: NemoTarget, tokenizer_dir: Optio
     shapes.require_shape(cfg)
     seq = int(cfg.max_position_embeddings or 4096)
     return {
-        "target": MODEL_TARGET, "mcore_gpt": True, "transformer_engine": bool(target.transformer_engine),
-        "precision": target.precision, "megatron_amp_O2": False,
-        "micro_batch_size": 1, "global_batch_size": 1,
-        "tensor_model_parallel_size": target.tp, "pipeline_model_parallel_size": target.pp,
-        "virtual_pipeline_model_parallel_size": None, "sequence_parallel": False,
-        "encoder_seq_length": seq, "max_position_embeddings": seq,
-        "num_layers": cfg.num_layers, "hidden_size": cfg.hidden_size, "ffn_hidden_size": cfg.ffn_hidden_size,
-        "num_attention_heads": cfg.num_attention_heads, "num_query_groups": shapes.query_groups(cfg),
-        "kv_channels": shapes.head_dim(cfg), "init_method_std": float(cfg.init_method_std),
-        "use_scaled_init_method": True, "hidden_dropout": 0.0, "attention_dropout": 0.0, "ffn_dropout": 0.0,
-        "apply_query_key_layer_scaling": False, "normalization": "rmsnorm",
+        "target": MODEL_TARGET,
+        "mcore_gpt": True,
+        "transformer_engine": bool(target.transformer_engine),
+        "precision": target.precision,
+        "megatron_amp_O2": False,
+        "micro_batch_size": 1,
+        "global_batch_size": 1,
+        "tensor_model_parallel_size": target.tp,
+        "pipeline_model_parallel_size": target.pp,
+        "virtual_pipeline_model_parallel_size": None,
+        "sequence_parallel": False,
+        "encoder_seq_length": seq,
+        "max_position_embeddings": seq,
+        "num_layers": cfg.num_layers,
+        "hidden_size": cfg.hidden_size,
+        "ffn_hidden_size": cfg.ffn_hidden_size,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_query_groups": shapes.query_groups(cfg),
+        "kv_channels": shapes.head_dim(cfg),
+        "init_method_std": float(cfg.init_method_std),
+        "use_scaled_init_method": True,
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "ffn_dropout": 0.0,
+        "apply_query_key_layer_scaling": False,
+        "normalization": "rmsnorm",
         "layernorm_epsilon": float(cfg.norm_epsilon),
-        "do_layer_norm_weight_decay": False, "make_vocab_size_divisible_by": cfg.make_vocab_size_divisible_by,
-        "override_vocab_size": shapes.padded_vocab_size(cfg.vocab_size, cfg.make_vocab_size_divisible_by, target.tp),
-        "pre_process": True, "post_process": True, "persist_layer_norm": False,
-        "bias": False, "qkv_bias": bool(cfg.add_qkv_bias), "activation": "fast-swiglu", "headscale": False,
-        "transformer_block_type": "pre_ln", "openai_gelu": False, "normalize_attention_scores": True,
-        "position_embedding_type": "rope", "rotary_percentage": 1.0, "rotary_base": float(cfg.rotary_base),
-        "seq_len_interpolation_factor": None, **_rope_fields(cfg),
-        "attention_type": "multihead", "share_embeddings_and_output_weights": bool(cfg.tie_word_embeddings),
-        "bias_activation_fusion": False, "bias_dropout_add_fusion": False, "masked_softmax_fusion": True,
-        "get_attention_mask_from_fusion": True, "apply_rope_fusion": False, "fp32_residual_connection": False,
-        "fp16_lm_cross_entropy": False, "use_cpu_initialization": False, "fp8": False, "seed": 1234,
-        "tokenizer": {"library": "huggingface", "type": None if tokenizer_dir is None else str(tokenizer_dir),
-                      "model": None, "vocab_file": None, "merge_file": None, "delimiter": None, "use_fast": True},
+        "do_layer_norm_weight_decay": False,
+        "make_vocab_size_divisible_by": cfg.make_vocab_size_divisible_by,
+        "override_vocab_size": shapes.padded_vocab_size(
+            shapes.shape(cfg).vocab_size, cfg.make_vocab_size_divisible_by, target.tp
+        ),
+        "pre_process": True,
+        "post_process": True,
+        "persist_layer_norm": False,
+        "bias": False,
+        "qkv_bias": bool(cfg.add_qkv_bias),
+        "activation": "fast-swiglu",
+        "headscale": False,
+        "transformer_block_type": "pre_ln",
+        "openai_gelu": False,
+        "normalize_attention_scores": True,
+        "position_embedding_type": "rope",
+        "rotary_percentage": 1.0,
+        "rotary_base": float(cfg.rotary_base),
+        "seq_len_interpolation_factor": None,
+        **_rope_fields(cfg),
+        "attention_type": "multihead",
+        "share_embeddings_and_output_weights": bool(cfg.tie_word_embeddings),
+        "bias_activation_fusion": False,
+        "bias_dropout_add_fusion": False,
+        "masked_softmax_fusion": True,
+        "get_attention_mask_from_fusion": True,
+        "apply_rope_fusion": False,
+        "fp32_residual_connection": False,
+        "fp16_lm_cross_entropy": False,
+        "use_cpu_initialization": False,
+        "fp8": False,
+        "seed": 1234,
+        "tokenizer": {
+            "library": "huggingface",
+            "type": None if tokenizer_dir is None else str(tokenizer_dir),
+            "model": None,
+            "vocab_file": None,
+            "merge_file": None,
+            "delimiter": None,
+            "use_fast": True,
+        },
         "optim": {"name": "fused_adam", "lr": 1e-6, "weight_decay": 0.0, "betas": [0.9, 0.98]},
     }
 
@@ -111,8 +158,10 @@ def nemo_model_config(cfg: ModelConfig, target: NemoTarget, tokenizer_dir: Optio
 def _need(conf: dict, key: str, allowed: Tuple, path: Path) -> None:
     value = conf.get(key)
     if value not in allowed:
-        raise ConvertError(f"{path}: {key}={value!r} is not supported (only {', '.join(map(repr, allowed))}): "
-                           f"this NeMo model is not a Llama/Qwen2 GPT")
+        raise ConvertError(
+            f"{path}: {key}={value!r} is not supported (only {', '.join(map(repr, allowed))}): "
+            f"this NeMo model is not a Llama/Qwen2 GPT"
+        )
 
 
 def model_config_from_nemo(conf: dict, path: Path, vocab_size: Optional[int]) -> ModelConfig:
@@ -131,9 +180,13 @@ def model_config_from_nemo(conf: dict, path: Path, vocab_size: Optional[int]) ->
         scaled = bool(conf.get("scale_positional_embedding", False))
         return ModelConfig(
             family="qwen2" if conf.get("qkv_bias", False) else "llama",
-            num_layers=int(conf["num_layers"]), hidden_size=hidden, ffn_hidden_size=int(conf["ffn_hidden_size"]),
-            num_attention_heads=heads, num_query_groups=int(conf.get("num_query_groups") or heads),
-            kv_channels=int(conf.get("kv_channels") or hidden // heads), vocab_size=vocab_size,
+            num_layers=int(conf["num_layers"]),
+            hidden_size=hidden,
+            ffn_hidden_size=int(conf["ffn_hidden_size"]),
+            num_attention_heads=heads,
+            num_query_groups=int(conf.get("num_query_groups") or heads),
+            kv_channels=int(conf.get("kv_channels") or hidden // heads),
+            vocab_size=vocab_size,
             max_position_embeddings=int(conf.get("max_position_embeddings") or conf["encoder_seq_length"]),
             rotary_base=float(conf.get("rotary_base", 10000.0)),
             rope_scaling_factor=float(conf.get("scale_factor", 8.0)) if scaled else None,
@@ -142,7 +195,8 @@ def model_config_from_nemo(conf: dict, path: Path, vocab_size: Optional[int]) ->
             rope_original_max_position=int(conf.get("old_context_len", 8192)),
             norm_epsilon=float(conf.get("layernorm_epsilon", 1e-5)),
             tie_word_embeddings=bool(conf.get("share_embeddings_and_output_weights", True)),
-            add_qkv_bias=bool(conf.get("qkv_bias", False)), init_method_std=float(conf.get("init_method_std", 0.02)),
+            add_qkv_bias=bool(conf.get("qkv_bias", False)),
+            init_method_std=float(conf.get("init_method_std", 0.02)),
             make_vocab_size_divisible_by=int(conf.get("make_vocab_size_divisible_by", 128)),
         )
     except KeyError as exc:
@@ -194,8 +248,10 @@ def _unpadded_vocab(path: Path, stored_rows: int) -> Tuple[int, Optional[str]]:
     config = path / HF_ASSETS / hf_io.CONFIG
     if config.is_file():
         return int(hf_io.read_json(config, "")["vocab_size"]), None
-    return stored_rows, (f"{path} records no unpadded vocabulary size: the output keeps all {stored_rows} "
-                         f"embedding rows (padding included)")
+    return stored_rows, (
+        f"{path} records no unpadded vocabulary size: the output keeps all {stored_rows} "
+        f"embedding rows (padding included)"
+    )
 
 
 def _spelled_as_exported(cfg: ModelConfig, path: Path) -> ModelConfig:
@@ -220,8 +276,10 @@ def open_nemo(path: Path) -> Tuple[NemoCheckpoint, Optional[str]]:
     note or None)."""
     path = Path(path)
     if not (path / CONFIG_YAML).is_file() or not (path / WEIGHTS_DIR).is_dir():
-        raise ConvertError(f"{path} has no {CONFIG_YAML} and {WEIGHTS_DIR}/: not a NeMo checkpoint (a .nemo file "
-                           f"or its extracted directory)")
+        raise ConvertError(
+            f"{path} has no {CONFIG_YAML} and {WEIGHTS_DIR}/: not a NeMo checkpoint (a .nemo file "
+            f"or its extracted directory)"
+        )
     conf = read_yaml(path / CONFIG_YAML)
     reader = DistCheckpoint(path / WEIGHTS_DIR)
     emb = reader.tensor_meta("embedding.word_embeddings.weight")
@@ -253,7 +311,6 @@ def extracted(path: Path, scratch: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-
 def readable_by_transformers4(tokenizer_dir: Path) -> None:
     """NeMo 2.2 runs on transformers 4.x, which does not know transformers 5's ``TokenizersBackend`` class name
     that ``save_pretrained`` now writes for plain fast tokenizers: name it ``PreTrainedTokenizerFast``, which both
@@ -267,5 +324,3 @@ def readable_by_transformers4(tokenizer_dir: Path) -> None:
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
         path.write_text(json.dumps(config, indent=2) + "\n")
-
-

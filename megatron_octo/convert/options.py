@@ -80,9 +80,15 @@ def parse_size(text: str) -> int:
     """``5GB`` / ``500MB`` / ``200KB`` / ``1024`` -> bytes (decimal units, as transformers' max_shard_size)."""
     units = {"TB": 10**12, "GB": 10**9, "MB": 10**6, "KB": 10**3, "B": 1}
     text = str(text).strip().upper()
+    size = None
     for unit, scale in units.items():
         if text.endswith(unit) and text[: -len(unit)].strip().replace(".", "", 1).isdigit():
-            return int(float(text[: -len(unit)]) * scale)
-    if text.isdigit():
-        return int(text)
+            size = int(float(text[: -len(unit)]) * scale)
+            break
+    if size is None and text.isdigit():
+        size = int(text)
+    if size is not None:
+        if size < 1:
+            raise ConvertError(f"--max-shard-size {text!r} must be at least 1 byte: use a size like 5GB")
+        return size
     raise ConvertError(f"--max-shard-size {text!r} is not a size like 5GB, 500MB or 200KB")

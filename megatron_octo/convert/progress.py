@@ -15,8 +15,16 @@ class Progress:
     """Counts bytes and tensors against known totals (``label: 1.2 GiB/6.0 GiB | 12/200 tensors | 150 MiB/s |
     elapsed | ETA``), printed at most every ``interval`` seconds off a terminal, and once at ``finish``."""
 
-    def __init__(self, label: str, total_bytes: int, total_items: int, *, stream: Optional[TextIO] = None,
-                 interval: float = 5.0, quiet: bool = False):
+    def __init__(
+        self,
+        label: str,
+        total_bytes: int,
+        total_items: int,
+        *,
+        stream: Optional[TextIO] = None,
+        interval: float = 5.0,
+        quiet: bool = False,
+    ):
         self.total_items, self.items = total_items, 0
         self._p = _Progress(max(int(total_bytes), 1), label, unit="B", stream=stream, interval=interval, quiet=quiet)
         self.start = self._p.start

@@ -22,11 +22,11 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 
 from megatron_octo.config.schema import ModelConfig
-from megatron_octo.convert import hf_io, megatron_lm, nemo_format
+from megatron_octo.convert import hf_io, hub, megatron_lm, nemo_format
 from megatron_octo.convert.dist_io import check_model_tensors
 from megatron_octo.convert.errors import ConvertError
-from megatron_octo.convert.layout import McoreTensor, WeightPlan, build_plan, row_blocks
 from megatron_octo.convert.hf_io import tokenizer_in
+from megatron_octo.convert.layout import McoreTensor, WeightPlan, build_plan, row_blocks
 from megatron_octo.convert.options import HF_ASSETS
 
 DEFAULT_DIVISIBLE_BY = ModelConfig.make_vocab_size_divisible_by
@@ -148,8 +148,10 @@ def find_tokenizer(ckpt_dir: Path, explicit) -> Optional[Path]:
     if explicit is not None:
         found = tokenizer_in(Path(explicit))
         if found is None:
-            raise ConvertError(f"--tokenizer {explicit} holds no tokenizer files (tokenizer.json, "
-                               f"tokenizer_config.json, ...): give a Hugging Face tokenizer directory")
+            raise ConvertError(
+                f"--tokenizer {explicit} holds no tokenizer files (tokenizer.json, "
+                f"tokenizer_config.json, ...): give a Hugging Face tokenizer directory"
+            )
         return found
     found = tokenizer_in(ckpt_dir / HF_ASSETS)
     recipe = ckpt_dir.parent.parent / "recipe.yaml"  # RUN_DIR/checkpoints/iter_N -> RUN_DIR/recipe.yaml
@@ -162,38 +164,71 @@ def find_tokenizer(ckpt_dir: Path, explicit) -> Optional[Path]:
 
 
 def open_hf(path: Path, make_vocab_size_divisible_by: int) -> Tuple[hf_io.HFCheckpoint, ModelConfig]:
-    """An HF model directory and its ModelConfig, with every tensor's presence and shape checked against it."""
-    from megatron_octo.models import family_for_hf_config
-
-    hf = hf_io.HFCheckpoint(path)
-    try:
-        family = family_for_hf_config(hf.config)
-        archs = hf.config.get("architectures") or [family.architecture]
-        if family.architecture not in archs:
-            raise ValueError(f"architectures {archs} are not supported: only {family.architecture}")
-        cfg = family.from_hf(hf.config)
-    except ValueError as exc:
-        raise ConvertError(f"{hf.path / hf_io.CONFIG}: {exc}") from None
-    cfg = replace(cfg, make_vocab_size_divisible_by=make_vocab_size_divisible_by)
+    """An HF model directory (or Hub model ID) and its ModelConfig, with every tensor's presence and shape checked
+    against it."""
+    hf = hf_io.HFCheckpoint(hub.local_model_dir(path))
+    cfg = replace(hf_model_config(hf.config, hf.path), make_vocab_size_divisible_by=make_vocab_size_divisible_by)
     _check_hf_tensors(hf, build_plan(cfg))
     return hf, cfg
+
+
+def hf_model_config(config: dict, where: Path) -> ModelConfig:
+    """The ModelConfig of an HF config.json (one-line ConvertError for what our families do not read)."""
+    from megatron_octo.models import family_for_hf_config
+
+    try:
+        family = family_for_hf_config(config)
+        archs = config.get("architectures") or [family.architecture]
+        if family.architecture not in archs:
+            raise ValueError(f"architectures {archs} are not supported: only {family.architecture}")
+        return family.from_hf(config)
+    except ValueError as exc:
+        raise ConvertError(f"{where / hf_io.CONFIG}: {exc}") from None
+
+
+def model_config_of(spec) -> Tuple[ModelConfig, str]:
+    """The model a checkpoint holds, without reading its tensors: (ModelConfig, what it is). ``spec``: an HF model
+    directory or Hub ID (config.json), one of our checkpoints (its metadata) or Megatron-LM's (its args)."""
+    from megatron_octo.training import checkpoint
+
+    spec = str(spec)
+    if hub.is_repo_id(spec) or (Path(spec) / hf_io.CONFIG).is_file():
+        path = hub.local_model_dir(spec)
+        return hf_model_config(hf_io.read_json(path / hf_io.CONFIG, "config.json"), path), "hf"
+    found = megatron_lm.locate(spec)
+    if found is not None:
+        args = megatron_lm.read_args(found)
+        vocab, _ = megatron_lm.unpadded_vocab(args, megatron_lm.named_tokenizer(found))
+        return megatron_lm.model_config(args, found, vocab), "megatron-lm"
+    return model_config(checkpoint.read_meta(checkpoint.resolve(spec))), "mcore"
 
 
 def _check_hf_tensors(hf: hf_io.HFCheckpoint, plan: WeightPlan) -> None:
     wanted = {t.name: t.shape for t in plan.hf_tensors()}
     missing = [n for n in wanted if n not in hf.tensors]
     if missing:
-        raise ConvertError(f"{hf.path} lacks {len(missing)} tensor(s) its config.json needs (first: {missing[0]}): "
-                           f"re-download the model or fix config.json")
+        raise ConvertError(
+            f"{hf.path} lacks {len(missing)} tensor(s) its config.json needs (first: {missing[0]}): "
+            f"re-download the model or fix config.json"
+        )
     for name, shape in wanted.items():
         if hf.tensors[name].shape != shape:
-            raise ConvertError(f"{hf.path}: {name} has shape {hf.tensors[name].shape}, config.json says {shape}: "
-                               f"the weights and config.json do not belong together")
-    extra = [n for n in hf.tensors if n not in wanted and not n.endswith(hf_io.IGNORED_SUFFIXES)
-             and not (n == "lm_head.weight" and plan.cfg.tie_word_embeddings)]
+            raise ConvertError(
+                f"{hf.path}: {name} has shape {hf.tensors[name].shape}, config.json says {shape}: "
+                f"the weights and config.json do not belong together"
+            )
+    extra = [
+        n
+        for n in hf.tensors
+        if n not in wanted
+        and not n.endswith(hf_io.IGNORED_SUFFIXES)
+        and not (n == "lm_head.weight" and plan.cfg.tie_word_embeddings)
+    ]
     if extra:
-        raise ConvertError(f"{hf.path} has {len(extra)} tensor(s) with no place in the {plan.cfg.family} model of its "
-                           f"config.json (first: {extra[0]}): is config.json the right one?")
+        raise ConvertError(
+            f"{hf.path} has {len(extra)} tensor(s) with no place in the {plan.cfg.family} model of its "
+            f"config.json (first: {extra[0]}): is config.json the right one?"
+        )
 
 
 @dataclass
@@ -232,8 +267,17 @@ def open_mcore(spec, tokenizer_dir: Optional[Path] = None) -> McoreInput:
         return McoreInput(path, cfg, reader, meta.step, meta.tokens, meta.recipe, list(meta.lineage), meta=meta)
     ckpt = megatron_lm.open_checkpoint(found, tokenizer_dir)
     check_model_tensors(ckpt.reader, build_plan(ckpt.cfg), ckpt.path)
-    return McoreInput(ckpt.path, ckpt.cfg, ckpt.reader, ckpt.iteration, ckpt.tokens, "megatron-lm", [],
-                      native=ckpt.format == "torch_dist", notes=ckpt.notes)
+    return McoreInput(
+        ckpt.path,
+        ckpt.cfg,
+        ckpt.reader,
+        ckpt.iteration,
+        ckpt.tokens,
+        "megatron-lm",
+        [],
+        native=ckpt.format == "torch_dist",
+        notes=ckpt.notes,
+    )
 
 
 def _dist_reader(path: Path):
@@ -247,7 +291,9 @@ def model_config(meta) -> ModelConfig:
     try:
         return ModelConfig(**meta.model)
     except TypeError as exc:
-        raise ConvertError(f"the checkpoint's model description does not fit this version's ModelConfig ({exc})")
+        raise ConvertError(
+            f"the checkpoint's model description does not fit this version's ModelConfig ({exc})"
+        ) from None
 
 
 def _entry(path: Path, step: int, tokens: int, recipe: str) -> dict:
@@ -256,8 +302,15 @@ def _entry(path: Path, step: int, tokens: int, recipe: str) -> dict:
 
 def _hf_source(path, divisible: Optional[int], tp: int, tokenizer: Optional[Path]) -> Source:
     hf, cfg = open_hf(Path(path), divisible or DEFAULT_DIVISIBLE_BY)
-    return Source("hf", hf.path, cfg, HFRows(hf, build_plan(cfg, tp)), hf.path, tokenizer or tokenizer_in(hf.path),
-                  [_entry(hf.path, 0, 0, "hf")])
+    return Source(
+        "hf",
+        hf.path,
+        cfg,
+        HFRows(hf, build_plan(cfg, tp)),
+        hf.path,
+        tokenizer or tokenizer_in(hf.path),
+        [_entry(hf.path, 0, 0, "hf")],
+    )
 
 
 def _mcore_source(path, divisible: Optional[int], tokenizer: Optional[Path]) -> Source:
@@ -268,13 +321,25 @@ def _mcore_source(path, divisible: Optional[int], tokenizer: Optional[Path]) -> 
         if tokenizer is None and ckpt.meta is None:
             tokenizer = megatron_lm.named_tokenizer(ckpt.path)
     lineage = ckpt.lineage + [_entry(ckpt.path, ckpt.step, ckpt.tokens, ckpt.recipe)]
-    return Source("mcore", ckpt.path, cfg, McoreRows(ckpt.reader), ckpt.path / HF_ASSETS, tokenizer, lineage,
-                  notes=list(ckpt.notes), step=ckpt.step, verify_cfg=None if ckpt.meta is not None else ckpt.cfg, native=ckpt.native)
+    return Source(
+        "mcore",
+        ckpt.path,
+        cfg,
+        McoreRows(ckpt.reader),
+        ckpt.path / HF_ASSETS,
+        tokenizer,
+        lineage,
+        notes=list(ckpt.notes),
+        step=ckpt.step,
+        verify_cfg=None if ckpt.meta is not None else ckpt.cfg,
+        native=ckpt.native,
+    )
 
 
 @contextlib.contextmanager
-def open_source(kind: str, input_path, scratch: Path, *, tp: int = 1, divisible: Optional[int] = None,
-                tokenizer_dir=None) -> Iterator[Source]:
+def open_source(
+    kind: str, input_path, scratch: Path, *, tp: int = 1, divisible: Optional[int] = None, tokenizer_dir=None
+) -> Iterator[Source]:
     """The input of a conversion, opened and checked (a .nemo file is unpacked under ``scratch`` for the
     duration). ``tp`` sets the vocabulary padding an HF input's rows are served with; ``divisible`` overrides the
     padding multiple (None keeps the input's, 128 for HF); ``tokenizer_dir`` overrides the tokenizer found."""
@@ -287,7 +352,15 @@ def open_source(kind: str, input_path, scratch: Path, *, tp: int = 1, divisible:
         with nemo_format.extracted(Path(input_path), scratch) as src:
             ckpt, note = nemo_format.open_nemo(src)
             cfg = replace(ckpt.cfg, make_vocab_size_divisible_by=divisible or ckpt.cfg.make_vocab_size_divisible_by)
-            yield Source("nemo", src, cfg, McoreRows(ckpt.reader), ckpt.assets, explicit or ckpt.tokenizer(),
-                         [_entry(Path(input_path), 0, 0, "nemo")], notes=[note] if note else [])
+            yield Source(
+                "nemo",
+                src,
+                cfg,
+                McoreRows(ckpt.reader),
+                ckpt.assets,
+                explicit or ckpt.tokenizer(),
+                [_entry(Path(input_path), 0, 0, "nemo")],
+                notes=[note] if note else [],
+            )
     else:
         raise ConvertError(f"--from {kind} is not a format: use hf, mcore or nemo")

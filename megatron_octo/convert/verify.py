@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -61,8 +61,10 @@ class VerifyResult:
 
     def line(self) -> str:
         verdict = "OK" if self.ok else "FAILED"
-        return (f"verify ({self.sides}, {self.tokens} tokens): max |logit diff| = {self.max_abs_diff:.3g} "
-                f"(tolerance {self.atol:g}), KL = {self.kl:.3g} (tolerance {self.kl_tol:g}): {verdict}")
+        return (
+            f"verify ({self.sides}, {self.tokens} tokens): max |logit diff| = {self.max_abs_diff:.3g} "
+            f"(tolerance {self.atol:g}), KL = {self.kl:.3g} (tolerance {self.kl_tol:g}): {verdict}"
+        )
 
 
 def prompt_ids(prompt: str, tokenizer_dir: Optional[Path], vocab_size: int) -> torch.Tensor:
@@ -86,7 +88,9 @@ def hf_logits(hf_dir: Path, ids: torch.Tensor) -> torch.Tensor:
 
     from megatron_octo.convert.errors import VerifyError
 
-    model, info = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, output_loading_info=True)
+    # with output_loading_info=True transformers returns (model, info), which its annotation does not say
+    loaded: Any = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, output_loading_info=True)
+    model, info = loaded
     problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if problems:
         raise VerifyError(f"transformers loads {hf_dir} with {problems}")
@@ -103,8 +107,10 @@ def world_of_one() -> Iterator[object]:
     from megatron_octo.parallel import cpu_compat
 
     if dist.is_initialized():
-        raise ConvertError("--verify runs Megatron-Core in a world of one process and cannot run in a process that "
-                           "already joined a torch.distributed job: run the conversion from a fresh process")
+        raise ConvertError(
+            "--verify runs Megatron-Core in a world of one process and cannot run in a process that "
+            "already joined a torch.distributed job: run the conversion from a fresh process"
+        )
     was_on = cpu_compat.is_enabled()
     ctx = parallel.initialize(ParallelConfig(), seed=0)
     try:
@@ -126,7 +132,9 @@ def mcore_logits(ckpt_dir: Path, ids: torch.Tensor, cfg=None) -> torch.Tensor:
         warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine|apex).*")
         with world_of_one() as ctx:
             gpt, tcfg, cfg = load_megatron(Path(ckpt_dir), ctx, cfg=cfg)
-            return forward_logits(gpt, tcfg, cfg, ids, ctx)
+            logits = forward_logits(gpt, tcfg, cfg, ids, ctx)
+            assert logits is not None  # a world of one is its own last pipeline stage
+            return logits
 
 
 def compare(reference: torch.Tensor, converted: torch.Tensor) -> Tuple[float, float]:
@@ -175,8 +183,9 @@ def logits_of(side: Side, ids: torch.Tensor) -> torch.Tensor:
     return hf_logits(side.path, ids) if side.kind == "hf" else mcore_logits(side.path, ids, cfg=side.cfg)
 
 
-def verify(reference: Side, converted: Side, ids: torch.Tensor, *, atol: float = DEFAULT_ATOL,
-           kl_tol: float = DEFAULT_KL) -> VerifyResult:
+def verify(
+    reference: Side, converted: Side, ids: torch.Tensor, *, atol: float = DEFAULT_ATOL, kl_tol: float = DEFAULT_KL
+) -> VerifyResult:
     """Compare the logits of ``reference`` and ``converted`` on ``ids``."""
     ref = logits_of(reference, ids)
     out = logits_of(converted, ids)

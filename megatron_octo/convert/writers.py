@@ -73,8 +73,10 @@ def staged_output(output: Path, overwrite: bool, inputs: Tuple[Path, ...]) -> It
 def _check_space(directory: Path, needed: int) -> None:
     free = shutil.disk_usage(directory).free
     if free < needed:
-        raise ConvertError(f"the output needs about {human_bytes(needed)} and {directory} has {human_bytes(free)} "
-                           f"free: free some space or write elsewhere")
+        raise ConvertError(
+            f"the output needs about {human_bytes(needed)} and {directory} has {human_bytes(free)} "
+            f"free: free some space or write elsewhere"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -82,12 +84,22 @@ def _check_space(directory: Path, needed: int) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def write_mcore_tensors(out: Path, plan: WeightPlan, rows, opts: Options, label: str,
-                        prefix: str = dist_io.KEY_PREFIX, common: Optional[dict] = None) -> Tuple[int, int, float]:
+def write_mcore_tensors(
+    out: Path,
+    plan: WeightPlan,
+    rows,
+    opts: Options,
+    label: str,
+    prefix: str = dist_io.KEY_PREFIX,
+    common: Optional[dict] = None,
+) -> Tuple[int, int, float]:
     """Every tensor of ``plan`` from ``rows`` into a torch_dist checkpoint in ``out``, keys under ``prefix``
     (``"model."`` for NeMo), ``common`` as its common.pt; (tensors, bytes, seconds)."""
-    pieces = [Piece(e.mcore, a, b, target_dtype(opts, rows.dtype(e.mcore)), plan.num_layers)
-              for e in plan.entries for a, b in rows.blocks(e.mcore, opts.block_bytes)]
+    pieces = [
+        Piece(e.mcore, a, b, target_dtype(opts, rows.dtype(e.mcore)), plan.num_layers)
+        for e in plan.entries
+        for a, b in rows.blocks(e.mcore, opts.block_bytes)
+    ]
     total = sum(p.nbytes for p in pieces)
     _check_space(out, total)
     progress = Progress(label, total, len(plan.entries), quiet=opts.quiet)
@@ -105,8 +117,10 @@ def write_hf_tensors(out: Path, plan: WeightPlan, rows, opts: Options, max_shard
     """Every HF tensor of ``plan`` (through the inverse row maps) into safetensors shards in ``out``;
     returns (tensors, bytes, seconds, dtype of the embedding)."""
     segments = plan.hf_segments()
-    tensors = [hf_io.OutTensor(t.name, t.shape, target_dtype(opts, rows.dtype(segments[t.name][0][0])))
-               for t in plan.hf_tensors()]
+    tensors = [
+        hf_io.OutTensor(t.name, t.shape, target_dtype(opts, rows.dtype(segments[t.name][0][0])))
+        for t in plan.hf_tensors()
+    ]
     shards = hf_io.plan_shards(tensors, parse_size(max_shard))
     total = sum(t.nbytes for t in tensors)
     _check_space(out, total)
@@ -201,8 +215,7 @@ def write_hf(src, out: Path, opts: Options, max_shard_size: str) -> Tuple[int, i
     generation_config.json, tokenizer files; (tensors, bytes, seconds, notes)."""
     family = family_of(src.cfg)
     plan = build_plan(src.cfg)
-    tensors, nbytes, seconds, dtype = write_hf_tensors(out, plan, src.rows, opts, max_shard_size,
-                                                       f"{src.kind} -> hf")
+    tensors, nbytes, seconds, dtype = write_hf_tensors(out, plan, src.rows, opts, max_shard_size, f"{src.kind} -> hf")
     write_hf_files(out, family.to_hf(src.cfg, dtype=HF_DTYPE_NAMES[dtype]), src.assets, src.tokenizer)
     notes = [] if src.tokenizer is not None else ["no tokenizer files found: pass --tokenizer DIR to include them"]
     return tensors, nbytes, seconds, notes
@@ -217,7 +230,7 @@ def write_mcore(src, out: Path, opts: Options, tp: int, pp: int) -> Tuple[int, i
     """A Megatron-Core model checkpoint for ``tp`` x ``pp`` in ``out`` (layout in the module docstring): the
     vocabulary padded for the layout, our metadata with the lineage, Megatron-LM's common state and tracker, the
     HF config and tokenizer in hf_assets; (tensors, bytes, seconds, notes)."""
-    from megatron_octo.training.checkpoint import CheckpointMeta, META_FILE
+    from megatron_octo.training.checkpoint import META_FILE, CheckpointMeta
 
     check_layout(src.cfg, tp, pp)
     plan = build_plan(src.cfg, tp)

@@ -35,8 +35,9 @@ class ZarrCheckpoint:
         try:
             import tensorstore  # noqa: F401
         except ImportError:
-            raise ConvertError(f"{self.path} is a zarr checkpoint, which is read through TensorStore: "
-                               f"pip install tensorstore") from None
+            raise ConvertError(
+                f"{self.path} is a zarr checkpoint, which is read through TensorStore: pip install tensorstore"
+            ) from None
         self._arrays: Dict[str, object] = {}
 
     def _array(self, key: str):

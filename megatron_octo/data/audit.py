@@ -62,8 +62,10 @@ def audit(recipe: RecipeConfig, samples: int = 10_000) -> AuditResult:
     from megatron_octo.data.errors import DataError
 
     if recipe.data.kind != "blend":
-        raise DataError(f"recipe {recipe.name} has data.kind={recipe.data.kind}: the audit needs data.kind=blend "
-                        f"(set data.mixture or data.sources)")
+        raise DataError(
+            f"recipe {recipe.name} has data.kind={recipe.data.kind}: the audit needs data.kind=blend "
+            f"(set data.mixture or data.sources)"
+        )
     if samples < 1:
         raise DataError(f"--samples {samples} must be >= 1")
     training = train_iters(recipe) * recipe.train.global_batch
@@ -75,26 +77,35 @@ def audit(recipe: RecipeConfig, samples: int = 10_000) -> AuditResult:
         tokens[source] += blend[i].numel()  # seq_len + 1: the train split drops partial samples, so no padding
         counts[source] += 1
     total = sum(tokens)
-    rows = [SourceShare(s.name, float(s.weight), tokens[k] / total, tokens[k], counts[k])
-            for k, s in enumerate(blend.sources)]
-    return AuditResult(recipe.name, samples, recipe.train.seq_len, training, recipe.data.mixture or "inline sources",
-                       rows)
+    rows = [
+        SourceShare(s.name, float(s.weight), tokens[k] / total, tokens[k], counts[k])
+        for k, s in enumerate(blend.sources)
+    ]
+    return AuditResult(
+        recipe.name, samples, recipe.train.seq_len, training, recipe.data.mixture or "inline sources", rows
+    )
 
 
 def format_table(result: AuditResult, tolerance_pt: float = TOLERANCE_PT) -> str:
     """The audit as a fixed-width table with a verdict line."""
     width = max(len("source"), *(len(r.name) for r in result.rows))
-    lines = [f"mixture audit: recipe {result.recipe} ({result.mixture}), first {result.samples:,} samples of "
-             f"{result.seq_len + 1} tokens (training reads {result.training_samples:,})",
-             f"{'source':<{width}}  {'target':>8}  {'realized':>8}  {'diff(pt)':>8}  {'samples':>9}  {'tokens':>12}"]
+    lines = [
+        f"mixture audit: recipe {result.recipe} ({result.mixture}), first {result.samples:,} samples of "
+        f"{result.seq_len + 1} tokens (training reads {result.training_samples:,})",
+        f"{'source':<{width}}  {'target':>8}  {'realized':>8}  {'diff(pt)':>8}  {'samples':>9}  {'tokens':>12}",
+    ]
     for r in result.rows:
-        lines.append(f"{r.name:<{width}}  {100 * r.target:7.2f}%  {100 * r.realized:7.2f}%  {r.diff_pt:+8.2f}  "
-                     f"{r.samples:9,}  {r.tokens:12,}")
+        lines.append(
+            f"{r.name:<{width}}  {100 * r.target:7.2f}%  {100 * r.realized:7.2f}%  {r.diff_pt:+8.2f}  "
+            f"{r.samples:9,}  {r.tokens:12,}"
+        )
     verdict = "ok" if result.ok(tolerance_pt) else "OUT OF TOLERANCE"
     lines.append(f"max |diff| {result.max_diff_pt:.2f} pt (tolerance {tolerance_pt:g} pt): {verdict}")
     if result.samples > result.training_samples:
-        lines.append(f"note: the audit reads more samples than training ({result.training_samples:,}); the blend "
-                     f"was built for {result.samples:,}")
+        lines.append(
+            f"note: the audit reads more samples than training ({result.training_samples:,}); the blend "
+            f"was built for {result.samples:,}"
+        )
     return "\n".join(lines)
 
 
@@ -112,9 +123,11 @@ def plot(result: AuditResult, path: Path) -> Path:
     ax.bar([x + 0.2 for x in xs], [100 * r.realized for r in result.rows], width=0.4, label="realized")
     ax.set_xticks(list(xs))
     ax.set_xticklabels(names, rotation=30, ha="right")
-    ax.set(ylabel="share of tokens (%)",
-           title=f"{result.recipe} ({result.mixture}): first {result.samples:,} samples, "
-                 f"max |diff| {result.max_diff_pt:.2f} pt")
+    ax.set(
+        ylabel="share of tokens (%)",
+        title=f"{result.recipe} ({result.mixture}): first {result.samples:,} samples, "
+        f"max |diff| {result.max_diff_pt:.2f} pt",
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     fig.tight_layout()

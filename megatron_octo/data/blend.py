@@ -63,17 +63,22 @@ class BlendTokens:
 
 def _check_files(sources: List[DataSource]) -> None:
     """Every source's .bin and .idx exist; else one line naming all the missing sources."""
-    missing = [src for src in sources
-               if not src.path or not all(Path(src.path + sfx).is_file() for sfx in (".bin", ".idx"))]
+    missing = [
+        src for src in sources if not src.path or not all(Path(src.path + sfx).is_file() for sfx in (".bin", ".idx"))
+    ]
     if len(missing) == 1:
         src = missing[0]
         gone = next((f"{src.path}{x}" for x in (".bin", ".idx") if not Path(f"{src.path}{x}").is_file()), src.path)
-        raise DataError(f"data source '{src.name}': {gone} not found: make it with `octo "
-                        f"preprocess --output-prefix {src.path}` or point OCTO_DATA / the path at it")
+        raise DataError(
+            f"data source '{src.name}': {gone} not found: make it with `octo "
+            f"preprocess --output-prefix {src.path}` or point OCTO_DATA / the path at it"
+        )
     if missing:
         listed = ", ".join(f"'{s.name}' ({s.path})" for s in missing)
-        raise DataError(f"{len(missing)} of {len(sources)} data sources have no .bin/.idx: {listed}; make them "
-                        "with `octo preprocess --output-prefix PATH` or point OCTO_DATA / the paths at them")
+        raise DataError(
+            f"{len(missing)} of {len(sources)} data sources have no .bin/.idx: {listed}; make them "
+            "with `octo preprocess --output-prefix PATH` or point OCTO_DATA / the paths at them"
+        )
 
 
 def _token_ids(recipe: RecipeConfig) -> TokenIds:
@@ -91,10 +96,16 @@ def dataset_config(recipe: RecipeConfig, sources: List[DataSource]):
 
     d = recipe.data
     return GPTDatasetConfig(
-        random_seed=recipe.train.seed, sequence_length=recipe.train.seq_len,
-        blend=([s.path for s in sources], [float(s.weight) for s in sources]), split=d.split,
-        path_to_cache=d.cache_dir, tokenizer=_token_ids(recipe), reset_position_ids=False,
-        reset_attention_mask=False, eod_mask_loss=False, create_attention_mask=False,
+        random_seed=recipe.train.seed,
+        sequence_length=recipe.train.seq_len,
+        blend=([s.path for s in sources], [float(s.weight) for s in sources]),
+        split=d.split,
+        path_to_cache=d.cache_dir,
+        tokenizer=_token_ids(recipe),
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        create_attention_mask=False,
     )
 
 
@@ -128,8 +139,9 @@ def valid_share(split: str) -> float:
     return parts[1] if len(parts) > 1 else 0.0
 
 
-def build_blend_splits(recipe: RecipeConfig, num_samples: int, valid_samples: int,
-                       sources: Optional[List[DataSource]] = None) -> Tuple[BlendTokens, Optional[BlendTokens]]:
+def build_blend_splits(
+    recipe: RecipeConfig, num_samples: int, valid_samples: int, sources: Optional[List[DataSource]] = None
+) -> Tuple[BlendTokens, Optional[BlendTokens]]:
     """The training blend and, when ``valid_samples`` > 0 and ``data.split`` holds documents out for validation,
     the validation blend of ``valid_samples`` samples (the same mixture over each source's validation documents,
     as Megatron-LM builds it); otherwise None. The training blend does not depend on ``valid_samples``."""

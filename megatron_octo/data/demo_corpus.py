@@ -60,18 +60,26 @@ def _linear(rng: random.Random) -> Problem:
     c = a * x + b
     sign, mag = ("+", b) if b >= 0 else ("-", -b)
     undo = f"subtract {mag} from" if b >= 0 else f"add {mag} to"
-    steps = [f"Start from {a}x {sign} {mag} = {c}.", f"{undo.capitalize()} both sides: {a}x = {c - b}.",
-             f"Divide both sides by {a}: x = {x}."]
+    steps = [
+        f"Start from {a}x {sign} {mag} = {c}.",
+        f"{undo.capitalize()} both sides: {a}x = {c - b}.",
+        f"Divide both sides by {a}: x = {x}.",
+    ]
     return Problem(f"Solve for x: {a}x {sign} {mag} = {c}.", steps, x, "linear equation")
 
 
 def _word(rng: random.Random) -> Problem:
-    who, item = rng.choice(["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima"]), rng.choice(["apples", "books", "coins",
-                                                                                          "marbles", "pencils"])
+    who, item = (
+        rng.choice(["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima"]),
+        rng.choice(["apples", "books", "coins", "marbles", "pencils"]),
+    )
     n, k, m = rng.randint(2, 50), rng.randint(2, 9), rng.randint(2, 12)
     total = n + k * m
-    steps = [f"{who} starts with {n} {item}.", f"{k} boxes of {m} hold {k} * {m} = {k * m} {item}.",
-             f"In total: {n} + {k * m} = {total}."]
+    steps = [
+        f"{who} starts with {n} {item}.",
+        f"{k} boxes of {m} hold {k} * {m} = {k * m} {item}.",
+        f"In total: {n} + {k * m} = {total}.",
+    ]
     question = f"{who} has {n} {item} and buys {k} boxes with {m} {item} each. How many {item} does {who} have now?"
     return Problem(question, steps, total, "word problem")
 
@@ -80,9 +88,13 @@ def _identity(rng: random.Random) -> Problem:
     """``a + 0``, ``a - 0``, ``a * 1`` for a one-digit ``a``: solvable by copying one digit, which a model of the
     demo's size can learn within minutes of RL (the demo's RL stage trains on them)."""
     a = rng.randint(2, 9)
-    op, unit, name, rule = rng.choice([("+", 0, "sum", "Adding 0 changes nothing."),
-                                       ("-", 0, "difference", "Subtracting 0 changes nothing."),
-                                       ("*", 1, "product", "Multiplying by 1 changes nothing.")])
+    op, unit, name, rule = rng.choice(
+        [
+            ("+", 0, "sum", "Adding 0 changes nothing."),
+            ("-", 0, "difference", "Subtracting 0 changes nothing."),
+            ("*", 1, "product", "Multiplying by 1 changes nothing."),
+        ]
+    )
     steps = [f"We need the {name} of {a} and {unit}.", rule, f"{a} {op} {unit} = {a}."]
     return Problem(f"What is {a} {op} {unit}?", steps, a, "identity")
 
@@ -115,19 +127,28 @@ def _qa(p: Problem) -> Dict:
 
 
 def _long_cot(p: Problem) -> Dict:
-    reasoning = "\n".join([f"Let me think about this {p.topic}."] + p.steps +
-                          [f"Let me double-check: the steps give {p.answer}, and redoing them gives {p.answer} "
-                           f"again.", "So I am confident."])
+    reasoning = "\n".join(
+        [f"Let me think about this {p.topic}."]
+        + p.steps
+        + [
+            f"Let me double-check: the steps give {p.answer}, and redoing them gives {p.answer} again.",
+            "So I am confident.",
+        ]
+    )
     return {"question": p.question, "reasoning": reasoning, "answer": boxed(p.answer), "final_answer": str(p.answer)}
 
 
 def _chat(p: Problem, rng: random.Random) -> Dict:
     ask = rng.choice(["Can you help me with this? ", "Please solve: ", "I am stuck on a problem. "])
-    messages = [{"role": "user", "content": ask + p.question},
-                {"role": "assistant", "content": " ".join(p.steps) + " " + boxed(p.answer)}]
+    messages = [
+        {"role": "user", "content": ask + p.question},
+        {"role": "assistant", "content": " ".join(p.steps) + " " + boxed(p.answer)},
+    ]
     if rng.random() < 0.3:
-        messages += [{"role": "user", "content": "Are you sure?"},
-                     {"role": "assistant", "content": f"Yes. Checking again gives {p.answer}."}]
+        messages += [
+            {"role": "user", "content": "Are you sure?"},
+            {"role": "assistant", "content": f"Yes. Checking again gives {p.answer}."},
+        ]
     return {"messages": messages, "final_answer": str(p.answer)}
 
 
@@ -153,11 +174,20 @@ def generate(seed: int = 0, sizes: Optional[Dict[str, int]] = None) -> Dict[str,
     out["qa"] = [_qa(next(train)) for _ in range(sizes["qa"])]
     out["long_cot"] = [_long_cot(next(train)) for _ in range(sizes["long_cot"])]
     out["chat"] = [_chat(next(train), rng) for _ in range(sizes["chat"])]
-    out["eval"] = [{"id": f"demo-{i}", "prompt": p.question, "answer": str(p.answer), "source": "demo"}
-                   for i, p in enumerate(held_out.values())]
+    out["eval"] = [
+        {"id": f"demo-{i}", "prompt": p.question, "answer": str(p.answer), "source": "demo"}
+        for i, p in enumerate(held_out.values())
+    ]
     rl = (p for p in problems(random.Random(f"demo-rl-{seed}")) if p.topic == "identity")
-    out["rl"] = [{"id": f"demo-rl-{i}", "prompt": f"{p.question}\nAssistant: {' '.join(p.steps)}",
-                  "answer": str(p.answer), "source": "demo"} for i, p in zip(range(sizes["rl"]), rl)]
+    out["rl"] = [
+        {
+            "id": f"demo-rl-{i}",
+            "prompt": f"{p.question}\nAssistant: {' '.join(p.steps)}",
+            "answer": str(p.answer),
+            "source": "demo",
+        }
+        for i, p in zip(range(sizes["rl"]), rl)
+    ]
     return out
 
 
@@ -181,15 +211,21 @@ def train_tokenizer(texts: Iterator[str], out_dir: Path, vocab_size: int = DEMO_
 
     specials = list(SPECIAL_TOKENS.values())
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer)
     bos = SPECIAL_TOKENS["bos_token"]
-    tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
-                                                       special_tokens=[(bos, tok.token_to_id(bos))])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
     out_dir.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(str(out_dir))
@@ -212,8 +248,9 @@ def _write_jsonl(path: Path, records: List[Dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def build_demo_data(workdir: Path, seed: int = 0, sizes: Optional[Dict[str, int]] = None,
-                    overwrite: bool = True, log=None) -> Dict:
+def build_demo_data(
+    workdir: Path, seed: int = 0, sizes: Optional[Dict[str, int]] = None, overwrite: bool = True, log=None
+) -> Dict:
     """Write the demo corpus, its tokenizer and indexed datasets under ``workdir``; return their paths.
 
     Layout: ``corpus/{web,qa,long_cot,chat,eval}.jsonl``, ``tokenizer/`` (HF directory), ``datasets/<kind>``
@@ -236,6 +273,11 @@ def build_demo_data(workdir: Path, seed: int = 0, sizes: Optional[Dict[str, int]
         datasets[kind], documents[kind], tokens[kind] = prefix, stats.documents, stats.tokens
     from megatron_octo.data.tokenizer import load_tokenizer, vocab_size
 
-    return {"corpus": {k: str(v) for k, v in corpus.items()}, "tokenizer": str(tokenizer_dir),
-            "datasets": datasets, "vocab_size": vocab_size(load_tokenizer(tokenizer_dir)),
-            "documents": documents, "tokens": tokens}
+    return {
+        "corpus": {k: str(v) for k, v in corpus.items()},
+        "tokenizer": str(tokenizer_dir),
+        "datasets": datasets,
+        "vocab_size": vocab_size(load_tokenizer(tokenizer_dir)),
+        "documents": documents,
+        "tokens": tokens,
+    }

@@ -27,8 +27,14 @@ DEFAULT_FIELDS = {
 """Field names used when the caller does not name others."""
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-_ROLES = {"user": "User", "human": "User", "assistant": "Assistant", "gpt": "Assistant", "model": "Assistant",
-          "system": "System"}
+_ROLES = {
+    "user": "User",
+    "human": "User",
+    "assistant": "Assistant",
+    "gpt": "Assistant",
+    "model": "Assistant",
+    "system": "System",
+}
 
 
 class RecordError(ValueError):
@@ -88,7 +94,7 @@ def _strip_think(reasoning: str) -> str:
     """Reasoning without an enclosing ``<think>...</think>`` pair, so the template never doubles the tags."""
     body = reasoning.strip()
     if body.startswith(THINK_OPEN) and body.endswith(THINK_CLOSE):
-        body = body[len(THINK_OPEN):-len(THINK_CLOSE)].strip()
+        body = body[len(THINK_OPEN) : -len(THINK_CLOSE)].strip()
     return body
 
 
@@ -128,15 +134,20 @@ def _format_chat(record: Dict, f: Dict[str, str]) -> Optional[str]:
 
 
 _KINDS: Dict[str, Callable[[Dict, Dict[str, str]], Optional[str]]] = {
-    "text": _format_text, "qa": _format_qa, "long_cot": _format_long_cot, "chat": _format_chat,
+    "text": _format_text,
+    "qa": _format_qa,
+    "long_cot": _format_long_cot,
+    "chat": _format_chat,
 }
 FORMATS = tuple(_KINDS)
 """The formatter names ``octo preprocess --format`` (and a mixture source's ``format``) accepts."""
 
 
 _REQUIRED = {
-    "text": ("text_field",), "qa": ("question_field", "answer_field"),
-    "long_cot": ("question_field", "reasoning_field", "answer_field"), "chat": ("messages_field",),
+    "text": ("text_field",),
+    "qa": ("question_field", "answer_field"),
+    "long_cot": ("question_field", "reasoning_field", "answer_field"),
+    "chat": ("messages_field",),
 }
 
 

@@ -52,16 +52,31 @@ class StepLoader:
     only) so that the copies to the GPU are asynchronous.
     """
 
-    def __init__(self, dataset: Sequence[torch.Tensor], *, start: int, end: int, global_batch: int,
-                 micro_batch: int, dp: int, dp_rank: int, device: torch.device, num_workers: int = 0,
-                 prefetch_factor: int = 2, pin_memory: bool = True):
-        sampler = _StepSampler(start, end, global_batch=global_batch, micro_batch=micro_batch, dp=dp,
-                               dp_rank=dp_rank)
+    def __init__(
+        self,
+        dataset: Sequence[torch.Tensor],
+        *,
+        start: int,
+        end: int,
+        global_batch: int,
+        micro_batch: int,
+        dp: int,
+        dp_rank: int,
+        device: torch.device,
+        num_workers: int = 0,
+        prefetch_factor: int = 2,
+        pin_memory: bool = True,
+    ):
+        sampler = _StepSampler(start, end, global_batch=global_batch, micro_batch=micro_batch, dp=dp, dp_rank=dp_rank)
         self.per_step, self.next_step, self.end, self.device = sampler.per_step, start, end, device
         pin = pin_memory and device.type == "cuda"
         self._loader = torch.utils.data.DataLoader(
-            _MicroBatches(dataset), batch_size=None, sampler=sampler, num_workers=num_workers,
-            prefetch_factor=prefetch_factor if num_workers else None, pin_memory=pin,
+            _MicroBatches(dataset),
+            batch_size=None,
+            sampler=sampler,
+            num_workers=num_workers,
+            prefetch_factor=prefetch_factor if num_workers else None,
+            pin_memory=pin,
             pin_memory_device=str(device) if pin else "",
         )
         self._iter = iter(self._loader) if start < end else None
@@ -69,9 +84,11 @@ class StepLoader:
     def step(self, step: int) -> List[torch.Tensor]:
         """The micro-batches (``[micro_batch, seq_len + 1]`` each, on the device) of ``step``, the next one."""
         if step != self.next_step or step >= self.end:
-            raise RuntimeError(f"the loader serves step {self.next_step} next (of steps up to {self.end}), "
-                               f"not step {step}")
+            raise RuntimeError(
+                f"the loader serves step {self.next_step} next (of steps up to {self.end}), not step {step}"
+            )
         self.next_step += 1
+        assert self._iter is not None  # made whenever start < end, and step < end here
         return [next(self._iter).to(self.device, non_blocking=True) for _ in range(self.per_step)]
 
     def close(self) -> None:
@@ -85,6 +102,16 @@ class StepLoader:
 def step_loader(dataset, recipe, ctx, start: int, end: int) -> StepLoader:
     """The ``StepLoader`` of a recipe's training data for this rank (``data.num_workers`` etc.)."""
     t, d = recipe.train, recipe.data
-    return StepLoader(dataset, start=start, end=end, global_batch=t.global_batch, micro_batch=t.micro_batch,
-                      dp=ctx.dp, dp_rank=ctx.dp_rank, device=ctx.device, num_workers=d.num_workers,
-                      prefetch_factor=d.prefetch_factor, pin_memory=d.pin_memory)
+    return StepLoader(
+        dataset,
+        start=start,
+        end=end,
+        global_batch=t.global_batch,
+        micro_batch=t.micro_batch,
+        dp=ctx.dp,
+        dp_rank=ctx.dp_rank,
+        device=ctx.device,
+        num_workers=d.num_workers,
+        prefetch_factor=d.prefetch_factor,
+        pin_memory=d.pin_memory,
+    )

@@ -73,8 +73,9 @@ def _mixture_path(name_or_path: str) -> Path:
         return shipped
     close = difflib.get_close_matches(name_or_path, mixture_names(), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise ConfigError(f"unknown data.mixture '{name_or_path}'{hint}: use one of {', '.join(mixture_names())} "
-                      f"or a YAML path")
+    raise ConfigError(
+        f"unknown data.mixture '{name_or_path}'{hint}: use one of {', '.join(mixture_names())} or a YAML path"
+    )
 
 
 def _resolve(raw: dict, where: str) -> dict:
@@ -95,8 +96,9 @@ def _source(item, index: int, where: str) -> MixtureSource:
         raise ConfigError(f"{where}: sources[{index}] must be a mapping with name, weight, format, path")
     unknown = set(item) - {"name", "weight", "path", "format"}
     if unknown:
-        raise ConfigError(f"{where}: sources[{index}] has unknown key(s) {sorted(unknown)}; "
-                          f"allowed: name, weight, format, path")
+        raise ConfigError(
+            f"{where}: sources[{index}] has unknown key(s) {sorted(unknown)}; allowed: name, weight, format, path"
+        )
     fmt = item.get("format", "text")
     if fmt not in FORMATS:
         raise ConfigError(f"{where}: sources[{index}] format={fmt!r} is not one of {', '.join(FORMATS)}")
@@ -104,8 +106,9 @@ def _source(item, index: int, where: str) -> MixtureSource:
         weight = float(item.get("weight", 0))
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: sources[{index}] weight={item.get('weight')!r} is not a number") from None
-    return MixtureSource(name=str(item.get("name", f"source{index}")), weight=weight,
-                         path=str(item.get("path") or ""), format=fmt)
+    return MixtureSource(
+        name=str(item.get("name", f"source{index}")), weight=weight, path=str(item.get("path") or ""), format=fmt
+    )
 
 
 def load_mixture(name_or_path: str) -> Mixture:

@@ -85,8 +85,9 @@ def _parse(raw: bytes) -> dict:
         raise RecordError("line is not valid UTF-8 text") from None
 
 
-def encode_chunk(chunk: Chunk, formatter: Optional[Formatter] = None,
-                 encoder: Optional[DocumentEncoder] = None) -> ChunkResult:
+def encode_chunk(
+    chunk: Chunk, formatter: Optional[Formatter] = None, encoder: Optional[DocumentEncoder] = None
+) -> ChunkResult:
     """Parse, format and tokenize one chunk (in a worker, with the state ``_init_worker`` set)."""
     formatter = formatter or _STATE["formatter"]
     encoder = encoder or _STATE["encoder"]
@@ -106,14 +107,16 @@ def encode_chunk(chunk: Chunk, formatter: Optional[Formatter] = None,
     return ChunkResult(flat, [len(d) for d in docs], empty, bad, chunk.done_bytes)
 
 
-def _serial(chunks: Iterable[Chunk], formatter: Formatter,
-            encoder: DocumentEncoder) -> Generator[ChunkResult, None, None]:
+def _serial(
+    chunks: Iterable[Chunk], formatter: Formatter, encoder: DocumentEncoder
+) -> Generator[ChunkResult, None, None]:
     for chunk in chunks:
         yield encode_chunk(chunk, formatter, encoder)
 
 
-def _parallel(chunks: Iterable[Chunk], formatter: Formatter, encoder: DocumentEncoder,
-              workers: int) -> Generator[ChunkResult, None, None]:
+def _parallel(
+    chunks: Iterable[Chunk], formatter: Formatter, encoder: DocumentEncoder, workers: int
+) -> Generator[ChunkResult, None, None]:
     """Results in input order with at most ``INFLIGHT_PER_WORKER * workers`` chunks submitted and not yet taken.
 
     ``ProcessPoolExecutor`` rather than ``Pool.imap``: imap's feeder thread reads the whole input ahead (memory
@@ -123,8 +126,7 @@ def _parallel(chunks: Iterable[Chunk], formatter: Formatter, encoder: DocumentEn
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                               initargs=(formatter, encoder))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(formatter, encoder))
     pending: deque = deque()
     try:
         for chunk in chunks:
@@ -151,8 +153,10 @@ class Progress:
 
     def update(self, stats: PreprocessStats, done_bytes: int, final: bool = False) -> None:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        fields = (f"{stats.documents:,} docs {stats.tokens:,} tokens | {stats.documents / elapsed:,.0f} docs/s "
-                  f"{stats.tokens / elapsed:,.0f} tokens/s")
+        fields = (
+            f"{stats.documents:,} docs {stats.tokens:,} tokens | {stats.documents / elapsed:,.0f} docs/s "
+            f"{stats.tokens / elapsed:,.0f} tokens/s"
+        )
         if final:
             self._p.finish(fields)
         else:
@@ -177,8 +181,10 @@ def check_output(prefix: str, overwrite: bool) -> None:
     file, and an existing output without ``overwrite``."""
     text = str(prefix)
     if not text or text.endswith(("/", os.sep)) or Path(text).is_dir() or Path(text).name in ("", ".", ".."):
-        raise DataError(f"--output-prefix {text!r} names a directory; give a file prefix inside it, e.g. "
-                        f"{os.path.join(text or '.', 'corpus')} (writes corpus.bin and corpus.idx there)")
+        raise DataError(
+            f"--output-prefix {text!r} names a directory; give a file prefix inside it, e.g. "
+            f"{os.path.join(text or '.', 'corpus')} (writes corpus.bin and corpus.idx there)"
+        )
     parent = next((p for p in Path(text).absolute().parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise DataError(f"--output-prefix {text}: {parent} is a file, not a directory; pick another prefix")
@@ -198,15 +204,16 @@ def _bad(stats: PreprocessStats, chunk_path: str, bad: List[Tuple[int, str]], sk
     stats.first_bad = stats.first_bad or where
 
 
-def _write(results: Iterator[Tuple[str, ChunkResult]], builder, stats: PreprocessStats, skip_bad: bool,
-           progress: Progress) -> None:
+def _write(
+    results: Iterator[Tuple[str, ChunkResult]], builder, stats: PreprocessStats, skip_bad: bool, progress: Progress
+) -> None:
     """Append each result's documents to ``builder`` in order, counting what was skipped."""
     for path, result in results:
         _bad(stats, path, result.bad, skip_bad)
         stats.empty += result.empty
         start = 0
         for length in result.lengths:
-            builder.add_document(result.tokens[start:start + length], [length])
+            builder.add_document(result.tokens[start : start + length], [length])
             start += length
         stats.documents += len(result.lengths)
         stats.tokens += start
@@ -230,16 +237,31 @@ def _rename_into_place(tmp_bin: Path, tmp_idx: Path, prefix: str) -> None:
     os.replace(tmp_idx, idx_path)
 
 
-def preprocess(inputs: Sequence[os.PathLike], output_prefix: str, tokenizer: os.PathLike, fmt: str = "text", *,
-               fields: Optional[Dict[str, Optional[str]]] = None, workers: int = 1, skip_bad_lines: bool = False,
-               overwrite: bool = False, max_docs: int = 256, log: Optional[TextIO] = sys.stderr,
-               log_interval: float = 5.0) -> PreprocessStats:
+STDERR: Any = object()
+"""``preprocess``'s default log: the current ``sys.stderr`` (resolved per call, not at import); None: quiet."""
+
+
+def preprocess(
+    inputs: Sequence[os.PathLike],
+    output_prefix: str,
+    tokenizer: os.PathLike,
+    fmt: str = "text",
+    *,
+    fields: Optional[Dict[str, Optional[str]]] = None,
+    workers: int = 1,
+    skip_bad_lines: bool = False,
+    overwrite: bool = False,
+    max_docs: int = 256,
+    log: Optional[TextIO] = STDERR,
+    log_interval: float = 5.0,
+) -> PreprocessStats:
     """Tokenize ``inputs`` with ``fmt`` into the indexed dataset ``output_prefix``; see the module docstring.
 
     ``fields`` maps ``text_field``/``question_field``/``answer_field``/``reasoning_field``/``messages_field`` to
     record field names. Raises ``DataError`` (bad input, first bad line as ``file:line: reason`` unless
     ``skip_bad_lines``) or ``OutputExistsError``; nothing is left under the output's name on failure.
     """
+    log = sys.stderr if log is STDERR else log
     if workers < 1:
         raise DataError(f"--workers {workers} must be >= 1")
     paths = [Path(p) for p in inputs]
@@ -258,8 +280,15 @@ def preprocess(inputs: Sequence[os.PathLike], output_prefix: str, tokenizer: os.
     return stats
 
 
-def _run(chunks: Iterator[Chunk], formatter: Formatter, encoder: DocumentEncoder, workers: int,
-         stats: PreprocessStats, skip_bad: bool, progress: Progress) -> None:
+def _run(
+    chunks: Iterator[Chunk],
+    formatter: Formatter,
+    encoder: DocumentEncoder,
+    workers: int,
+    stats: PreprocessStats,
+    skip_bad: bool,
+    progress: Progress,
+) -> None:
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
     tmp_bin, tmp_idx = _temp_paths(stats.output_prefix)
@@ -269,21 +298,26 @@ def _run(chunks: Iterator[Chunk], formatter: Formatter, encoder: DocumentEncoder
     builder = None
     try:
         builder = IndexedDatasetBuilder(str(tmp_bin), dtype=encoder.dtype)
-        results = (_serial(chunks, formatter, encoder) if workers == 1
-                   else _parallel(chunks, formatter, encoder, workers))
+        results = (
+            _serial(chunks, formatter, encoder) if workers == 1 else _parallel(chunks, formatter, encoder, workers)
+        )
         with contextlib.closing(results):  # on an error, stop the workers now, not when the traceback dies
             _write(((names.popleft(), r) for r in results), builder, stats, skip_bad, progress)
         builder.finalize(str(tmp_idx))
         if stats.documents == 0:
-            raise DataError(f"no documents to write ({stats.empty} empty, {stats.bad_lines} bad): check --format "
-                            f"and the --*-field options against the input")
+            raise DataError(
+                f"no documents to write ({stats.empty} empty, {stats.bad_lines} bad): check --format "
+                f"and the --*-field options against the input"
+            )
         _rename_into_place(tmp_bin, tmp_idx, stats.output_prefix)
         write_max_token_id(stats.output_prefix, stats.max_token_id)
     except OSError as exc:  # disk full, quota, read-only file system: one line; the finally removes the temp files
         if isinstance(exc, OutputExistsError):
             raise
-        raise DataError(f"cannot write {stats.output_prefix}.bin/.idx: {exc.strerror or exc}; free space or pick "
-                        "another --output-prefix (nothing was written under its name)") from None
+        raise DataError(
+            f"cannot write {stats.output_prefix}.bin/.idx: {exc.strerror or exc}; free space or pick "
+            "another --output-prefix (nothing was written under its name)"
+        ) from None
     finally:
         if builder is not None:
             builder.data_file.close()  # finalize closes it too; closing twice is harmless

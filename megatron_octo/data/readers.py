@@ -94,16 +94,19 @@ def _parquet_chunks(path: Path, columns: Optional[List[str]], base: int, max_doc
         yield from _parquet_batches(pq.ParquetFile(path), path, columns, base, max_docs)
     except (pyarrow.ArrowException, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: a truncated or corrupt Parquet file ({reason}); fix or re-download it, or leave "
-                        "it out of --input") from None
+        raise DataError(
+            f"{path}: a truncated or corrupt Parquet file ({reason}); fix or re-download it, or leave it out of --input"
+        ) from None
 
 
 def _parquet_batches(parquet, path: Path, columns: Optional[List[str]], base: int, max_docs: int) -> Iterator[Chunk]:
     names = parquet.schema_arrow.names
     missing = [c for c in columns or [] if c not in names]
     if missing:
-        raise DataError(f"{path}: missing field '{missing[0]}' (fields: {', '.join(names)}): "
-                        f"name the right column with the --*-field options")
+        raise DataError(
+            f"{path}: missing field '{missing[0]}' (fields: {', '.join(names)}): "
+            f"name the right column with the --*-field options"
+        )
     rows, size = parquet.metadata.num_rows, os.path.getsize(path)
     first = 1
     for batch in parquet.iter_batches(batch_size=max_docs, columns=columns):
@@ -113,8 +116,9 @@ def _parquet_batches(parquet, path: Path, columns: Optional[List[str]], base: in
         yield Chunk(str(path), "parquet", numbers, records, base + size * (first - 1) // max(rows, 1))
 
 
-def read_chunks(paths: Sequence[Path], columns: Optional[List[str]] = None, max_docs: int = 256,
-                max_bytes: int = 1 << 20) -> Iterator[Chunk]:
+def read_chunks(
+    paths: Sequence[Path], columns: Optional[List[str]] = None, max_docs: int = 256, max_bytes: int = 1 << 20
+) -> Iterator[Chunk]:
     """Chunks of all inputs in order. ``columns``: the fields to read from Parquet (all when None)."""
     base = 0
     for path in map(Path, paths):

@@ -89,11 +89,15 @@ def check_token_range(vocab_size: int, sources: Iterable, tokenizer: Optional[st
 
         size = tokenizer_size(load_tokenizer(tokenizer))
         if size > vocab_size:
-            raise DataError(f"data.tokenizer {tokenizer} has {size:,} tokens but model.vocab_size is {vocab_size:,}: "
-                            "use the model's own tokenizer, or a model whose vocabulary holds it")
+            raise DataError(
+                f"data.tokenizer {tokenizer} has {size:,} tokens but model.vocab_size is {vocab_size:,}: "
+                "use the model's own tokenizer, or a model whose vocabulary holds it"
+            )
     for src in sources:
         largest = max_token_id(src.path, vocab_size)
         if largest is not None and largest >= vocab_size:
-            raise DataError(f"data source '{src.name}' ({src.path}) holds token id {largest:,}, beyond "
-                            f"model.vocab_size={vocab_size:,}: it was tokenized with another tokenizer; "
-                            "preprocess it with the model's tokenizer")
+            raise DataError(
+                f"data source '{src.name}' ({src.path}) holds token id {largest:,}, beyond "
+                f"model.vocab_size={vocab_size:,}: it was tokenized with another tokenizer; "
+                "preprocess it with the model's tokenizer"
+            )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence
 
 import numpy
@@ -31,8 +30,10 @@ def load_tokenizer(path) -> "transformers.PreTrainedTokenizerBase":
 
     path = resolve_model_path(path, what="tokenizer", allow_patterns=TOKENIZER_FILES)
     if not path.is_dir():
-        raise DataError(f"tokenizer directory {path} does not exist: pass --tokenizer DIR with tokenizer.json "
-                        f"or tokenizer_config.json")
+        raise DataError(
+            f"tokenizer directory {path} does not exist: pass --tokenizer DIR with tokenizer.json "
+            f"or tokenizer_config.json"
+        )
     from transformers import AutoTokenizer
 
     try:
@@ -100,12 +101,19 @@ class DocumentEncoder:
 def make_encoder(tokenizer) -> DocumentEncoder:
     """A ``DocumentEncoder`` for a loaded HF tokenizer; ``DataError`` if it has no EOS to end documents with."""
     if tokenizer.eos_token_id is None:
-        raise DataError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')} has no eos_token to end documents "
-                        f"with: set eos_token in its tokenizer_config.json")
+        raise DataError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '')} has no eos_token to end documents "
+            f"with: set eos_token in its tokenizer_config.json"
+        )
     backend = getattr(tokenizer, "backend_tokenizer", None)
     backend_json = backend.to_str() if backend is not None else None
-    return DocumentEncoder(backend_json=backend_json, hf_tokenizer=tokenizer, bos_id=tokenizer.bos_token_id,
-                           eod_id=tokenizer.eos_token_id, dtype=token_dtype(vocab_size(tokenizer)))
+    return DocumentEncoder(
+        backend_json=backend_json,
+        hf_tokenizer=tokenizer,
+        bos_id=tokenizer.bos_token_id,
+        eod_id=tokenizer.eos_token_id,
+        dtype=token_dtype(vocab_size(tokenizer)),
+    )
 
 
 def single_threaded_tokenizers() -> None:

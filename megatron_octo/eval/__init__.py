@@ -22,5 +22,13 @@ from megatron_octo.eval.registry import (
 )
 from megatron_octo.eval.runner import run_eval
 
-__all__ = ["BENCHMARKS", "PAPER_BENCHMARKS", "RL_VALIDATION_BENCHMARKS", "Benchmark", "EvalError", "EvalItem",
-           "resolve_benchmarks", "run_eval"]
+__all__ = [
+    "BENCHMARKS",
+    "PAPER_BENCHMARKS",
+    "RL_VALIDATION_BENCHMARKS",
+    "Benchmark",
+    "EvalError",
+    "EvalItem",
+    "resolve_benchmarks",
+    "run_eval",
+]

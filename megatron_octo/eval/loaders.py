@@ -66,8 +66,12 @@ def _conv_math(row, i):
 def _conv_olympiadbench(row, i):
     final = _get(row, "final_answer", "answer")
     gold = ", ".join(str(a) for a in final) if isinstance(final, (list, tuple)) else str(final)
-    return EvalItem(_item_id(row, i), str(_get(row, *_QUESTION_KEYS)).strip(), gold,
-                    meta={"answer_type": row.get("answer_type"), "subfield": row.get("subfield")})
+    return EvalItem(
+        _item_id(row, i),
+        str(_get(row, *_QUESTION_KEYS)).strip(),
+        gold,
+        meta={"answer_type": row.get("answer_type"), "subfield": row.get("subfield")},
+    )
 
 
 def _conv_amc23(row, i):
@@ -97,11 +101,17 @@ def _conv_mathqa(row, i):
     problem = str(_get(row, "problem", "Problem")).strip()
     problem = problem[:1].upper() + problem[1:]
     # "a ) 12 , b ) 16" -> "(A) 12, (B) 16"
-    options = re.sub(r"([a-z])\s*\)\s*([^,]+)\s*,?\s*", lambda m: f"({m.group(1).upper()}) {m.group(2).strip()}, ",
-                     str(_get(row, "options"))).strip().rstrip(",")
+    options = (
+        re.sub(
+            r"([a-z])\s*\)\s*([^,]+)\s*,?\s*",
+            lambda m: f"({m.group(1).upper()}) {m.group(2).strip()}, ",
+            str(_get(row, "options")),
+        )
+        .strip()
+        .rstrip(",")
+    )
     letters = tuple(re.findall(r"\(([A-E])\)", options))
-    return EvalItem(_item_id(row, i), f"{problem}{_CHOICE_SUFFIX}{options}", str(_get(row, "correct")).upper(),
-                    letters)
+    return EvalItem(_item_id(row, i), f"{problem}{_CHOICE_SUFFIX}{options}", str(_get(row, "correct")).upper(), letters)
 
 
 def _conv_ocw(row, i):
@@ -122,32 +132,54 @@ def _conv_asdiv(row, i):
 
 
 def _conv_mawps(row, i):
-    return EvalItem(_item_id(row, i), str(_get(row, "input", *_QUESTION_KEYS)).strip(),
-                    _num_text(_get(row, "target", "answer")))
+    return EvalItem(
+        _item_id(row, i), str(_get(row, "input", *_QUESTION_KEYS)).strip(), _num_text(_get(row, "target", "answer"))
+    )
 
 
 def _conv_tabmwp(row, i):
     title = row.get("table_title")
-    question = f'Read the following table {f"regarding {chr(34)}{title}{chr(34)} " if title else ""}' \
-               f'and answer a question:\n{row["table"]}\n{row["question"]}'
+    question = (
+        f"Read the following table {f'regarding {chr(34)}{title}{chr(34)} ' if title else ''}"
+        f"and answer a question:\n{row['table']}\n{row['question']}"
+    )
     choices = row.get("choices")
     if choices:
         question += f" Please select from the following options: {choices}"
-    return EvalItem(_item_id(row, i), question, str(row["answer"]).strip(), tuple(choices) if choices else None,
-                    meta={"ans_type": row.get("ans_type")})
+    return EvalItem(
+        _item_id(row, i),
+        question,
+        str(row["answer"]).strip(),
+        tuple(choices) if choices else None,
+        meta={"ans_type": row.get("ans_type")},
+    )
 
 
 def _conv_custom(row, i):
     """A user's own items: ``question`` and ``answer`` (and optionally ``id`` and ``choices``)."""
     choices = row.get("choices")
-    return EvalItem(_item_id(row, i), str(_get(row, *_QUESTION_KEYS)).strip(), _num_text(_get(row, "answer", "gold")),
-                    tuple(choices) if choices else None)
+    return EvalItem(
+        _item_id(row, i),
+        str(_get(row, *_QUESTION_KEYS)).strip(),
+        _num_text(_get(row, "answer", "gold")),
+        tuple(choices) if choices else None,
+    )
 
 
 CONVERTERS: Dict[str, Callable[[Mapping[str, Any], int], EvalItem]] = {
-    "gsm8k": _conv_gsm8k, "math": _conv_math, "olympiadbench": _conv_olympiadbench, "amc23": _conv_amc23,
-    "sat": _conv_sat, "mmlu_stem": _conv_mmlu_stem, "mathqa": _conv_mathqa, "ocw": _conv_ocw, "svamp": _conv_svamp,
-    "asdiv": _conv_asdiv, "mawps": _conv_mawps, "tabmwp": _conv_tabmwp, "custom": _conv_custom,
+    "gsm8k": _conv_gsm8k,
+    "math": _conv_math,
+    "olympiadbench": _conv_olympiadbench,
+    "amc23": _conv_amc23,
+    "sat": _conv_sat,
+    "mmlu_stem": _conv_mmlu_stem,
+    "mathqa": _conv_mathqa,
+    "ocw": _conv_ocw,
+    "svamp": _conv_svamp,
+    "asdiv": _conv_asdiv,
+    "mawps": _conv_mawps,
+    "tabmwp": _conv_tabmwp,
+    "custom": _conv_custom,
 }
 
 
@@ -172,8 +204,10 @@ def items_from_rows(converter: str, rows: Iterable[Mapping[str, Any]], source: s
         try:
             items.append(conv(row, i))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise EvalError(f"{source or converter} row {i} cannot be read as {converter} ({exc!r}); "
-                            "check that the file is the benchmark's test set") from exc
+            raise EvalError(
+                f"{source or converter} row {i} cannot be read as {converter} ({exc!r}); "
+                "check that the file is the benchmark's test set"
+            ) from exc
     return items
 
 
@@ -186,17 +220,21 @@ def benchmark_file(bench: Benchmark, data_dir: Union[str, Path]) -> Path:
     """The local file of ``bench`` under ``data_dir`` (or ``data_dir/eval``); EvalError with the fix if absent."""
     root = Path(data_dir)
     if not root.is_dir():
-        raise EvalError(f"data directory {root} does not exist; point --data-dir at a directory of benchmark JSONL "
-                        "files (like shared/data/eval) or use --source hf")
+        raise EvalError(
+            f"data directory {root} does not exist; point --data-dir at a directory of benchmark JSONL "
+            "files (like shared/data/eval) or use --source hf"
+        )
     for cand in (root / bench.filename, root / "eval" / bench.filename):
         if cand.is_file():
             return cand
-    raise EvalError(f"no {bench.filename} for {bench.name} in {root}; add the file, drop the benchmark, "
-                    "or load it from the Hub with --source hf")
+    raise EvalError(
+        f"no {bench.filename} for {bench.name} in {root}; add the file, drop the benchmark, "
+        "or load it from the Hub with --source hf"
+    )
 
 
 def parse_hf_spec(spec: str) -> HFSource:
-    """"repo[:config][@split]" -> HFSource (split defaults to test)."""
+    """ "repo[:config][@split]" -> HFSource (split defaults to test)."""
     spec, _, split = spec.partition("@")
     path, _, name = spec.partition(":")
     if not path:
@@ -209,14 +247,20 @@ def load_hf_rows(source: HFSource) -> List[Dict[str, Any]]:
     try:
         import datasets
     except ImportError as exc:
-        raise EvalError("loading benchmarks from the Hugging Face Hub needs the datasets package "
-                        "(pip install datasets), or give local files with --data-dir") from exc
+        raise EvalError(
+            "loading benchmarks from the Hugging Face Hub needs the datasets package "
+            "(pip install 'megatron-octo[eval]'), or give local files with --data-dir"
+        ) from exc
     ds = datasets.load_dataset(source.path, source.name, split=source.split)
     return [dict(r) for r in ds]
 
 
-def load_benchmark(bench: Benchmark, data_dir: Optional[Union[str, Path]] = None,
-                   hf: Optional[Union[str, HFSource]] = None, limit: Optional[int] = None) -> List[EvalItem]:
+def load_benchmark(
+    bench: Benchmark,
+    data_dir: Optional[Union[str, Path]] = None,
+    hf: Optional[Union[str, HFSource]] = None,
+    limit: Optional[int] = None,
+) -> List[EvalItem]:
     """Items of ``bench``: from ``data_dir`` when given, else from the Hub (``hf`` overrides the registered
     source). ``limit`` keeps the first N items (a deterministic subset)."""
     if data_dir is not None and hf is None:
@@ -225,7 +269,9 @@ def load_benchmark(bench: Benchmark, data_dir: Optional[Union[str, Path]] = None
     else:
         source = parse_hf_spec(hf) if isinstance(hf, str) else (hf or bench.hf)
         if source is None:
-            raise EvalError(f"{bench.name} has no registered Hugging Face dataset; give its file with --data-dir "
-                            f"or name one with --hf-dataset {bench.name}=REPO[:CONFIG][@SPLIT]")
+            raise EvalError(
+                f"{bench.name} has no registered Hugging Face dataset; give its file with --data-dir "
+                f"or name one with --hf-dataset {bench.name}=REPO[:CONFIG][@SPLIT]"
+            )
         items = items_from_rows(bench.converter, load_hf_rows(source), source.path)
     return items[:limit] if limit else items

@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -90,6 +91,19 @@ def _worker_main(conn, soft_timeout: float) -> None:
                 conn.send((index, False, f"unpicklable result: {exc}"[:300]))
 
 
+def _script_hint() -> str:
+    """Why workers die at start when the caller is a plain script: multiprocessing's worker start re-imports
+    the main module, so a script that scores at its top level recurses into starting workers inside a worker."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or getattr(main, "__spec__", None) is not None or not path:
+        return ""
+    return (
+        f": each worker re-imports your script {path} (Python's multiprocessing does), which starts scoring "
+        'again inside the worker; put the script\'s top-level code under `if __name__ == "__main__":`'
+    )
+
+
 class _Worker:
     """Parent-side handle: the process, its pipe, the indices it holds and when its current task started."""
 
@@ -133,8 +147,13 @@ class DeadlinePool:
     threads at once (calls are serialised by a lock). Use as a context manager or call ``close()``.
     """
 
-    def __init__(self, workers: Optional[int] = None, timeout: float = 2.0, soft_fraction: float = 0.8,
-                 start_method: Optional[str] = None):
+    def __init__(
+        self,
+        workers: Optional[int] = None,
+        timeout: float = 2.0,
+        soft_fraction: float = 0.8,
+        start_method: Optional[str] = None,
+    ):
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.n_workers = max(1, workers or os.cpu_count() or 1)
@@ -289,13 +308,16 @@ class _MapRun:
         if not w.ready:
             self.pool._startup_failures += 1
             if self.pool._startup_failures >= _MAX_STARTUP_FAILURES:
-                raise PoolError(f"{_MAX_STARTUP_FAILURES} worker processes in a row died while starting "
-                                f"(exit code {w.process.exitcode})")
+                raise PoolError(
+                    f"{_MAX_STARTUP_FAILURES} worker processes in a row died while starting "
+                    f"(exit code {w.process.exitcode}){_script_hint()}"
+                )
         if w.queue:  # without a task in hand (a worker that died idle) it is only replaced
             self.pool.stats[reason] += 1
             self.pool.stats["tasks"] += 1
-            self.pool.last_errors.append(f"{reason[:-1]} after {self.pool.timeout:g} s" if reason == "timeouts"
-                                         else "worker died")
+            self.pool.last_errors.append(
+                f"{reason[:-1]} after {self.pool.timeout:g} s" if reason == "timeouts" else "worker died"
+            )
             w.queue.popleft()  # results[index] already holds the default
             self.remaining -= 1
             self.pending.extendleft(reversed(w.queue))

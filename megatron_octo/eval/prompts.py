@@ -71,8 +71,7 @@ class PromptSet:
         return _TRIMS[self.trim](text).lstrip()
 
 
-def find_prompt_file(data_dir: Optional[Union[str, Path]] = None,
-                     prompts: Optional[Union[str, Path]] = None) -> Path:
+def find_prompt_file(data_dir: Optional[Union[str, Path]] = None, prompts: Optional[Union[str, Path]] = None) -> Path:
     """``prompts`` when given, else ``few_shot_prompts.json`` in data_dir/../prompts, data_dir/prompts or
     data_dir; EvalError naming the fix when none exists."""
     if prompts is not None:
@@ -87,8 +86,10 @@ def find_prompt_file(data_dir: Optional[Union[str, Path]] = None,
             if cand.is_file():
                 return cand
             tried.append(str(cand))
-    raise EvalError(f"few-shot prompts not found{' (looked for ' + ', '.join(tried) + ')' if tried else ''}; "
-                    f"pass --prompts PATH/{PROMPT_FILE} (shared/data/prompts) or use --zero-shot")
+    raise EvalError(
+        f"few-shot prompts not found{' (looked for ' + ', '.join(tried) + ')' if tried else ''}; "
+        f"pass --prompts PATH/{PROMPT_FILE} (shared/data/prompts) or use --zero-shot"
+    )
 
 
 def load_prompt_sets(path: Union[str, Path]) -> Dict[str, PromptSet]:
@@ -104,8 +105,9 @@ def load_prompt_sets(path: Union[str, Path]) -> Dict[str, PromptSet]:
         trim = spec.get("returned_as", "prompt.rstrip()")
         if trim not in _TRIMS or "prompt_template" not in spec:
             raise EvalError(f"prompt set {key} in {path} has an unsupported layout (returned_as={trim!r})")
-        sets[key] = PromptSet(key, spec.get("few_shot_prompt", ""), spec["prompt_template"], trim,
-                              tuple(spec.get("stop_words", ())))
+        sets[key] = PromptSet(
+            key, spec.get("few_shot_prompt", ""), spec["prompt_template"], trim, tuple(spec.get("stop_words", ()))
+        )
     return sets
 
 
@@ -117,7 +119,15 @@ def zero_shot_prompt(template: str = "complex", stop: Optional[Sequence[str]] = 
     elif "{question}" in template:
         text, default_stop = template, RL_STOP
     else:
-        raise EvalError(f"unknown template '{template}'; choose from {', '.join(TEMPLATES)} "
-                        "or give a template text containing {question}")
-    return PromptSet(f"zero-shot:{template if template in TEMPLATES else 'custom'}", "", text, "prompt.rstrip()",
-                     tuple(default_stop if stop is None else stop), zero_shot=True)
+        raise EvalError(
+            f"unknown template '{template}'; choose from {', '.join(TEMPLATES)} "
+            "or give a template text containing {question}"
+        )
+    return PromptSet(
+        f"zero-shot:{template if template in TEMPLATES else 'custom'}",
+        "",
+        text,
+        "prompt.rstrip()",
+        tuple(default_stop if stop is None else stop),
+        zero_shot=True,
+    )

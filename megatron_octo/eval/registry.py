@@ -68,34 +68,74 @@ def _b(name, title, filename, prompt, fmt, converter, hf=None, in_paper=True) ->
 
 
 # Paper order (RECIPE.md, "13-benchmark scores"): the order of results tables and of the published figures.
-BENCHMARKS: Dict[str, Benchmark] = {b.name: b for b in [
-    _b("gsm8k", "GSM8K", "gsm8k_test.jsonl", "gsm8k_cot_8shot", "gsm", "gsm8k", HFSource("openai/gsm8k", "main")),
-    # The full MATH test set (5,000) is not in ../shared/data; its Hub copies are split by subject: give a file.
-    _b("math", "MATH", "math_test.jsonl", "minerva_math_4shot", "math", "math"),
-    _b("math500", "MATH500", "math500_test.jsonl", "minerva_math_4shot", "math", "math",
-       HFSource("HuggingFaceH4/MATH-500")),
-    _b("olympiadbench", "OlympiadBench", "olympiadbench_test.jsonl", "minerva_math_4shot", "math", "olympiadbench",
-       HFSource("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train")),
-    _b("amc23", "AMC23", "amc23_test.jsonl", "amc23_0shot", "gsm", "amc23", HFSource("math-ai/amc23")),
-    _b("sat", "SAT-math", "sat_test.jsonl", "sat_math_4shot", "choice", "sat"),
-    _b("mathqa", "MathQA", "mathqa_test.jsonl", "mathqa_4shot", "choice", "mathqa", HFSource("allenai/math_qa")),
-    _b("mmlu_stem", "MMLU-STEM", "mmlu_stem_test.jsonl", "mmlu_stem_4shot", "choice_last", "mmlu_stem"),
-    _b("ocw", "OCW", "ocw_test.jsonl", "ocw_courses_4shot", "ocw", "ocw"),
-    _b("svamp", "SVAMP", "svamp_test.jsonl", "gsm8k_cot_8shot", "gsm", "svamp", HFSource("ChilleD/SVAMP")),
-    _b("asdiv", "ASDiv", "asdiv_test.jsonl", "gsm8k_cot_8shot", "gsm", "asdiv",
-       HFSource("EleutherAI/asdiv", split="validation")),
-    _b("mawps", "MAWPS", "mawps_test.jsonl", "gsm8k_cot_8shot", "gsm", "mawps"),
-    _b("tabmwp", "TabMWP", "tabmwp_test1k.jsonl", "gsm8k_cot_8shot", "tabmwp", "tabmwp"),
-    _b("aime24", "AIME24", "aime24_test.jsonl", "minerva_math_4shot", "math", "math",
-       HFSource("HuggingFaceH4/aime_2024", split="train"), in_paper=False),
-]}
+BENCHMARKS: Dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        _b("gsm8k", "GSM8K", "gsm8k_test.jsonl", "gsm8k_cot_8shot", "gsm", "gsm8k", HFSource("openai/gsm8k", "main")),
+        # The full MATH test set (5,000) is not in ../shared/data; its Hub copies are split by subject: give a file.
+        _b("math", "MATH", "math_test.jsonl", "minerva_math_4shot", "math", "math"),
+        _b(
+            "math500",
+            "MATH500",
+            "math500_test.jsonl",
+            "minerva_math_4shot",
+            "math",
+            "math",
+            HFSource("HuggingFaceH4/MATH-500"),
+        ),
+        _b(
+            "olympiadbench",
+            "OlympiadBench",
+            "olympiadbench_test.jsonl",
+            "minerva_math_4shot",
+            "math",
+            "olympiadbench",
+            HFSource("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"),
+        ),
+        _b("amc23", "AMC23", "amc23_test.jsonl", "amc23_0shot", "gsm", "amc23", HFSource("math-ai/amc23")),
+        _b("sat", "SAT-math", "sat_test.jsonl", "sat_math_4shot", "choice", "sat"),
+        _b("mathqa", "MathQA", "mathqa_test.jsonl", "mathqa_4shot", "choice", "mathqa", HFSource("allenai/math_qa")),
+        _b("mmlu_stem", "MMLU-STEM", "mmlu_stem_test.jsonl", "mmlu_stem_4shot", "choice_last", "mmlu_stem"),
+        _b("ocw", "OCW", "ocw_test.jsonl", "ocw_courses_4shot", "ocw", "ocw"),
+        _b("svamp", "SVAMP", "svamp_test.jsonl", "gsm8k_cot_8shot", "gsm", "svamp", HFSource("ChilleD/SVAMP")),
+        _b(
+            "asdiv",
+            "ASDiv",
+            "asdiv_test.jsonl",
+            "gsm8k_cot_8shot",
+            "gsm",
+            "asdiv",
+            HFSource("EleutherAI/asdiv", split="validation"),
+        ),
+        _b("mawps", "MAWPS", "mawps_test.jsonl", "gsm8k_cot_8shot", "gsm", "mawps"),
+        _b("tabmwp", "TabMWP", "tabmwp_test1k.jsonl", "gsm8k_cot_8shot", "tabmwp", "tabmwp"),
+        _b(
+            "aime24",
+            "AIME24",
+            "aime24_test.jsonl",
+            "minerva_math_4shot",
+            "math",
+            "math",
+            HFSource("HuggingFaceH4/aime_2024", split="train"),
+            in_paper=False,
+        ),
+    ]
+}
 
 PAPER_BENCHMARKS: Tuple[str, ...] = tuple(n for n, b in BENCHMARKS.items() if b.in_paper)
 # The four RL validation sets of RECIPE.md (greedy, zero-shot with the RL template).
 RL_VALIDATION_BENCHMARKS: Tuple[str, ...] = ("math500", "gsm8k", "olympiadbench", "amc23")
 _GROUPS = {"paper": PAPER_BENCHMARKS, "all": tuple(BENCHMARKS), "rl": RL_VALIDATION_BENCHMARKS}
-_ALIASES = {"mmlu-stem": "mmlu_stem", "sat-math": "sat", "sat_math": "sat", "olympiad_bench": "olympiadbench",
-            "olympiad-bench": "olympiadbench", "math-500": "math500", "aime2024": "aime24", "gsm": "gsm8k"}
+_ALIASES = {
+    "mmlu-stem": "mmlu_stem",
+    "sat-math": "sat",
+    "sat_math": "sat",
+    "olympiad_bench": "olympiadbench",
+    "olympiad-bench": "olympiadbench",
+    "math-500": "math500",
+    "aime2024": "aime24",
+    "gsm": "gsm8k",
+}
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -118,7 +158,7 @@ def resolve_benchmarks(spec: Union[str, Sequence[str]]) -> List[Benchmark]:
         if not raw.strip():
             continue
         group = _GROUPS.get(raw.strip().lower())
-        for bench in ([BENCHMARKS[n] for n in group] if group else [get_benchmark(raw)]):
+        for bench in [BENCHMARKS[n] for n in group] if group else [get_benchmark(raw)]:
             if bench not in out:
                 out.append(bench)
     if not out:

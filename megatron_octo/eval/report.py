@@ -36,8 +36,14 @@ _FEW_SHOT_13 = {  # RECIPE.md: 13-benchmark scores of the decay branches, in PAP
     "octothinker-3b-hybrid-base": "64.4 31.8 30.8 4.0 10.0 59.4 47.5 49.7 8.5 78.0 82.8 94.2 57.8",
     "octothinker-3b-short-base": "63.3 32.7 31.4 4.7 2.5 53.1 49.8 48.9 9.2 77.3 82.3 93.5 60.0",
 }
-_MEAN_13 = {"octothinker-1b-long-base": 34.8, "octothinker-1b-hybrid-base": 40.7, "octothinker-1b-short-base": 40.0,
-            "octothinker-3b-long-base": 45.5, "octothinker-3b-hybrid-base": 47.6, "octothinker-3b-short-base": 46.8}
+_MEAN_13 = {
+    "octothinker-1b-long-base": 34.8,
+    "octothinker-1b-hybrid-base": 40.7,
+    "octothinker-1b-short-base": 40.0,
+    "octothinker-3b-long-base": 45.5,
+    "octothinker-3b-hybrid-base": 47.6,
+    "octothinker-3b-short-base": 46.8,
+}
 _RL_ORDER = ("math500", "gsm8k", "olympiadbench", "amc23")
 _AFTER_RL = {  # RECIPE.md: after RL, greedy zero-shot, MATH500 / GSM8K / OlympiadBench / AMC23
     "octothinker-3b-long-zero": (65.2, 85.8, 27.3, 40.0),
@@ -49,17 +55,33 @@ _AFTER_RL = {  # RECIPE.md: after RL, greedy zero-shot, MATH500 / GSM8K / Olympi
 
 PUBLISHED: Dict[str, Dict[str, Any]] = {}
 for _k, _v in _FEW_SHOT_13.items():
-    PUBLISHED[_k] = {"setting": "few-shot", "scores": _row(_v), "mean13": _MEAN_13[_k],
-                     "source": "OctoThinker paper, 13-benchmark scores of the decay branches (RECIPE.md)"}
+    PUBLISHED[_k] = {
+        "setting": "few-shot",
+        "scores": _row(_v),
+        "mean13": _MEAN_13[_k],
+        "source": "OctoThinker paper, 13-benchmark scores of the decay branches (RECIPE.md)",
+    }
 for _k, _rl in _AFTER_RL.items():
-    PUBLISHED[_k] = {"setting": "zero-shot", "scores": dict(zip(_RL_ORDER, _rl)),
-                     "source": "OctoThinker paper, after RL, greedy (RECIPE.md)"}
-PUBLISHED["llama-3.2-3b"] = {"setting": "few-shot", "scores": {"math500": 7.4, "gsm8k": 30.5},
-                             "source": "OctoThinker paper, 3B base models (RECIPE.md)"}
-PUBLISHED["octothinker-3b-stable"] = {"setting": "few-shot", "scores": {"math500": 22.4, "gsm8k": 56.0},
-                                      "source": "OctoThinker paper, 3B stable stage (RECIPE.md)"}
-PUBLISHED["qwen2.5-3b"] = {"setting": "few-shot", "scores": {"math500": 38.2},
-                           "source": "OctoThinker paper, 3B base models (RECIPE.md)"}
+    PUBLISHED[_k] = {
+        "setting": "zero-shot",
+        "scores": dict(zip(_RL_ORDER, _rl)),
+        "source": "OctoThinker paper, after RL, greedy (RECIPE.md)",
+    }
+PUBLISHED["llama-3.2-3b"] = {
+    "setting": "few-shot",
+    "scores": {"math500": 7.4, "gsm8k": 30.5},
+    "source": "OctoThinker paper, 3B base models (RECIPE.md)",
+}
+PUBLISHED["octothinker-3b-stable"] = {
+    "setting": "few-shot",
+    "scores": {"math500": 22.4, "gsm8k": 56.0},
+    "source": "OctoThinker paper, 3B stable stage (RECIPE.md)",
+}
+PUBLISHED["qwen2.5-3b"] = {
+    "setting": "few-shot",
+    "scores": {"math500": 38.2},
+    "source": "OctoThinker paper, 3B base models (RECIPE.md)",
+}
 
 
 def _norm_name(name: str) -> str:
@@ -103,9 +125,13 @@ def published_comparison(key: Optional[str], accuracies: Mapping[str, float]) ->
         return None
     entry = PUBLISHED[key]
     common = [b for b in accuracies if b in entry["scores"]]
-    out = {"key": key, "setting": entry["setting"], "source": entry["source"],
-           "scores": {b: entry["scores"][b] for b in common},
-           "delta": {b: round(accuracies[b] - entry["scores"][b], 2) for b in common}}
+    out = {
+        "key": key,
+        "setting": entry["setting"],
+        "source": entry["source"],
+        "scores": {b: entry["scores"][b] for b in common},
+        "delta": {b: round(accuracies[b] - entry["scores"][b], 2) for b in common},
+    }
     if common:
         out["average_published"] = round(sum(entry["scores"][b] for b in common) / len(common), 2)
         out["average_ours"] = round(sum(accuracies[b] for b in common) / len(common), 2)
@@ -127,8 +153,9 @@ def markdown_table(results: Mapping[str, Any]) -> str:
         title = BENCHMARKS[name].title if name in BENCHMARKS else name
         line = f"| {title} | {r['n']} | {r['accuracy']:.1f} | {r['no_answer']} |"
         if pub:
-            line += (f" {pub_scores[name]:.1f} | {r['accuracy'] - pub_scores[name]:+.1f} |"
-                     if name in pub_scores else " | |")
+            line += (
+                f" {pub_scores[name]:.1f} | {r['accuracy'] - pub_scores[name]:+.1f} |" if name in pub_scores else " | |"
+            )
         lines.append(line)
     avg = f"| **average** | | **{results['average']:.1f}** | |"
     if pub and "average_published" in pub:
@@ -141,16 +168,22 @@ def markdown_table(results: Mapping[str, Any]) -> str:
 
 def results_markdown(results: Mapping[str, Any]) -> str:
     """results.md: the settings of the run, the table, and where the published figures come from."""
-    parts = [f"# Evaluation of {results['model']}", "",
-             f"{results['mode']}{' (template ' + results['template'] + ')' if results.get('template') else ''}, "
-             f"backend {results['backend']}, max {results['max_new_tokens']} new tokens, "
-             f"temperature {results['temperature']}"
-             f"{', first ' + str(results['limit']) + ' items per benchmark' if results.get('limit') else ''}.", "",
-             markdown_table(results)]
+    parts = [
+        f"# Evaluation of {results['model']}",
+        "",
+        f"{results['mode']}{' (template ' + results['template'] + ')' if results.get('template') else ''}, "
+        f"backend {results['backend']}, max {results['max_new_tokens']} new tokens, "
+        f"temperature {results['temperature']}"
+        f"{', first ' + str(results['limit']) + ' items per benchmark' if results.get('limit') else ''}.",
+        "",
+        markdown_table(results),
+    ]
     pub = results.get("published")
     if pub:
-        parts.append(f"Published: {pub['key']} ({pub['setting']}), {pub['source']}."
-                     + (f" Paper mean over the 13: {pub['mean13_published']}." if "mean13_published" in pub else ""))
+        parts.append(
+            f"Published: {pub['key']} ({pub['setting']}), {pub['source']}."
+            + (f" Paper mean over the 13: {pub['mean13_published']}." if "mean13_published" in pub else "")
+        )
     return "\n".join(parts) + "\n"
 
 
@@ -162,8 +195,10 @@ def check_output_dir(output_dir, overwrite: bool, resume: bool = False) -> Path:
         raise EvalError(f"--output {out} is a file; choose a directory")
     if (out / RESULTS_JSON).exists() or (out / PREDICTIONS_DIR).exists():
         if not (overwrite or resume):
-            raise OutputExistsError(f"{out} already holds evaluation results; pass --resume to continue an "
-                                    "interrupted run, --overwrite to replace them, or choose another --output")
+            raise OutputExistsError(
+                f"{out} already holds evaluation results; pass --resume to continue an "
+                "interrupted run, --overwrite to replace them, or choose another --output"
+            )
     return out
 
 
@@ -191,8 +226,10 @@ def check_settings(output_dir, settings: Mapping[str, Any]) -> None:
         raise EvalError(f"cannot read {path} ({exc}); pass --overwrite to start afresh") from None
     diff = [f"{k} {earlier.get(k)!r} -> {v!r}" for k, v in settings.items() if earlier.get(k) != v]
     if diff:
-        raise EvalError(f"cannot resume {output_dir}: it was run with other settings ({'; '.join(diff)}); "
-                        "rerun with the same flags, or pass --overwrite to start afresh")
+        raise EvalError(
+            f"cannot resume {output_dir}: it was run with other settings ({'; '.join(diff)}); "
+            "rerun with the same flags, or pass --overwrite to start afresh"
+        )
 
 
 def _read_records(path: Path) -> List[Dict[str, Any]]:
@@ -207,7 +244,7 @@ def _read_records(path: Path) -> List[Dict[str, Any]]:
         try:
             records.append(json.loads(line))
         except ValueError:
-            if i < len(lines) - 1 and any(rest.strip() for rest in lines[i + 1:]):
+            if i < len(lines) - 1 and any(rest.strip() for rest in lines[i + 1 :]):
                 raise EvalError(f"{path}:{i + 1} is not a JSON record; pass --overwrite to start afresh") from None
             atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return records
@@ -222,12 +259,16 @@ def resumable_records(output_dir, benchmark: str, ids: List[str], prompts: List[
         return []
     records = _read_records(path)
     if len(records) > len(ids):
-        raise EvalError(f"cannot resume {benchmark}: {path} holds {len(records)} items, this run asks for "
-                        f"{len(ids)}; use the earlier --limit, or another --output")
+        raise EvalError(
+            f"cannot resume {benchmark}: {path} holds {len(records)} items, this run asks for "
+            f"{len(ids)}; use the earlier --limit, or another --output"
+        )
     for i, r in enumerate(records):
         if r.get("id") != ids[i] or r.get("prompt") != prompts[i]:
-            raise EvalError(f"cannot resume {benchmark}: item {i + 1} of {path} has another question or prompt "
-                            "than this run's; rerun with the same data and flags, or pass --overwrite")
+            raise EvalError(
+                f"cannot resume {benchmark}: item {i + 1} of {path} has another question or prompt "
+                "than this run's; rerun with the same data and flags, or pass --overwrite"
+            )
     return records
 
 

@@ -39,8 +39,9 @@ class _Task:
     prompt: PromptSet
 
 
-def _prepare_tasks(benchmarks, items, data_dir, source, hf_datasets, limit, zero_shot, template, prompts_path,
-                   custom_format) -> List[_Task]:
+def _prepare_tasks(
+    benchmarks, items, data_dir, source, hf_datasets, limit, zero_shot, template, prompts_path, custom_format
+) -> List[_Task]:
     """Load every benchmark's items and prompt set (all user mistakes surface here, before the model loads)."""
     zs = zero_shot_prompt(template) if zero_shot else None
     if items is not None:
@@ -52,11 +53,14 @@ def _prepare_tasks(benchmarks, items, data_dir, source, hf_datasets, limit, zero
         return [_Task(CUSTOM, custom_format, loaded[:limit] if limit else loaded, zs)]
     benches: List[Benchmark] = resolve_benchmarks(benchmarks)
     if source == "local" and data_dir is None:
-        raise EvalError("no --data-dir given; point it at the benchmark JSONL files (like shared/data/eval) "
-                        "or use --source hf")
+        raise EvalError(
+            "no --data-dir given; point it at the benchmark JSONL files (like shared/data/eval) or use --source hf"
+        )
     if source == "local" and not Path(data_dir).is_dir():
-        raise EvalError(f"data directory {data_dir} does not exist; point --data-dir at the benchmark JSONL files "
-                        "(like shared/data/eval)")
+        raise EvalError(
+            f"data directory {data_dir} does not exist; point --data-dir at the benchmark JSONL files "
+            "(like shared/data/eval)"
+        )
     prompt_sets = None if zero_shot else load_prompt_sets(find_prompt_file(data_dir, prompts_path))
     tasks = []
     for b in benches:
@@ -75,9 +79,17 @@ def _prepare_tasks(benchmarks, items, data_dir, source, hf_datasets, limit, zero
     return tasks
 
 
-def _evaluate_task(task: _Task, generator, pool: DeadlinePool, gen_kwargs: Mapping[str, Any], zero_shot: bool,
-                   show_progress: bool, output_dir: Optional[str] = None, done: Sequence[Mapping[str, Any]] = (),
-                   chunk_size: Optional[int] = None) -> Dict[str, Any]:
+def _evaluate_task(
+    task: _Task,
+    generator,
+    pool: DeadlinePool,
+    gen_kwargs: Mapping[str, Any],
+    zero_shot: bool,
+    show_progress: bool,
+    output_dir: Optional[str] = None,
+    done: Sequence[Mapping[str, Any]] = (),
+    chunk_size: Optional[int] = None,
+) -> Dict[str, Any]:
     """Generate, extract and score one benchmark: its summary and per-item records. ``done`` holds the records of
     the first items from an interrupted run (checked by ``report.resumable_records``); the rest are generated in
     chunks of ``chunk_size`` prompts, each chunk's records appended to the benchmark's partial predictions file
@@ -93,11 +105,20 @@ def _evaluate_task(task: _Task, generator, pool: DeadlinePool, gen_kwargs: Mappi
         completions = generator.generate(chunk, stop=task.prompt.stop, progress=progress, **gen_kwargs)
         t1 = time.monotonic()
         extracted = [extract_prediction(task.answer_format, c, it, zero_shot) for c, it in zip(completions, items)]
-        verdicts = score_predictions([(kind, pred, it.gold) for (pred, kind), it in zip(extracted, items)],
-                                     pool=pool)
-        new = [{"id": it.id, "question": it.question, "gold": it.gold, "prompt": p, "completion": c,
-                "prediction": pred, "kind": kind, "correct": ok}
-               for it, p, c, (pred, kind), ok in zip(items, chunk, completions, extracted, verdicts)]
+        verdicts = score_predictions([(kind, pred, it.gold) for (pred, kind), it in zip(extracted, items)], pool=pool)
+        new = [
+            {
+                "id": it.id,
+                "question": it.question,
+                "gold": it.gold,
+                "prompt": p,
+                "completion": c,
+                "prediction": pred,
+                "kind": kind,
+                "correct": ok,
+            }
+            for it, p, c, (pred, kind), ok in zip(items, chunk, completions, extracted, verdicts)
+        ]
         gen_s, score_s = gen_s + (t1 - t0), score_s + (time.monotonic() - t1)
         if output_dir is not None:
             report.append_partial(output_dir, task.name, new)
@@ -105,9 +126,16 @@ def _evaluate_task(task: _Task, generator, pool: DeadlinePool, gen_kwargs: Mappi
     if progress is not None:
         progress.close()
     n, correct = len(records), sum(bool(r["correct"]) for r in records)
-    summary = {"n": n, "correct": correct, "accuracy": round(100.0 * correct / n, 2) if n else 0.0,
-               "no_answer": sum(1 for r in records if r["prediction"] is None), "prompt_set": task.prompt.key,
-               "generation_s": round(gen_s, 2), "scoring_s": round(score_s, 2), "resumed": len(done)}
+    summary = {
+        "n": n,
+        "correct": correct,
+        "accuracy": round(100.0 * correct / n, 2) if n else 0.0,
+        "no_answer": sum(1 for r in records if r["prediction"] is None),
+        "prompt_set": task.prompt.key,
+        "generation_s": round(gen_s, 2),
+        "scoring_s": round(score_s, 2),
+        "resumed": len(done),
+    }
     return {"summary": summary, "records": records, "prompts": prompts}
 
 
@@ -120,8 +148,9 @@ def _check_numbers(limit: Optional[int], max_new_tokens: int, timeout: float) ->
         raise EvalError(f"verification timeout {timeout} s must be a finite number > 0 (RECIPE.md: 2 s)")
 
 
-def _resume_or_start(output_dir: Optional[str], resume: bool, settings: Mapping[str, Any], tasks: List[_Task],
-                     log: Callable[[str], None]) -> Dict[str, List[Dict[str, Any]]]:
+def _resume_or_start(
+    output_dir: Optional[str], resume: bool, settings: Mapping[str, Any], tasks: List[_Task], log: Callable[[str], None]
+) -> Dict[str, List[Dict[str, Any]]]:
     """With ``resume``: the records each benchmark already has in ``output_dir`` (settings checked); otherwise
     record the settings of a fresh run there. Nothing is read or written without ``output_dir``."""
     if output_dir is None:
@@ -133,8 +162,9 @@ def _resume_or_start(output_dir: Optional[str], resume: bool, settings: Mapping[
     done = {}
     for task in tasks:
         ids = [it.id for it in task.items]
-        records = report.resumable_records(output_dir, task.name, ids, [task.prompt.render(it.question)
-                                                                         for it in task.items])
+        records = report.resumable_records(
+            output_dir, task.name, ids, [task.prompt.render(it.question) for it in task.items]
+        )
         if records:
             log(f"{task.name}: resuming after {len(records)} of {len(ids)} items")
             done[task.name] = records
@@ -153,16 +183,34 @@ def parse_hf_overrides(specs: Sequence[str]) -> Dict[str, str]:
     return out
 
 
-def run_eval(model_dir: Optional[str] = None, benchmarks: Union[str, Sequence[str]] = "paper", *,
-             items: Optional[Sequence[Mapping[str, Any]]] = None, custom_format: str = "math",
-             data_dir: Optional[str] = None, source: str = "local", hf_datasets: Optional[Mapping[str, str]] = None,
-             prompts_path: Optional[str] = None, zero_shot: bool = False, template: str = "complex",
-             backend: str = "transformers", backend_kwargs: Optional[Mapping[str, Any]] = None, generator=None,
-             max_new_tokens: int = 1024, temperature: float = 0.0, seed: int = 0, limit: Optional[int] = None,
-             output_dir: Optional[str] = None, overwrite: bool = False, resume: bool = False,
-             published: Optional[str] = None,
-             workers: Optional[int] = None, timeout: float = DEFAULT_TIMEOUT, show_progress: bool = True,
-             log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> Dict[str, Any]:
+def run_eval(
+    model_dir: Optional[str] = None,
+    benchmarks: Union[str, Sequence[str]] = "paper",
+    *,
+    items: Optional[Sequence[Mapping[str, Any]]] = None,
+    custom_format: str = "math",
+    data_dir: Optional[str] = None,
+    source: str = "local",
+    hf_datasets: Optional[Mapping[str, str]] = None,
+    prompts_path: Optional[str] = None,
+    zero_shot: bool = False,
+    template: str = "complex",
+    backend: str = "transformers",
+    backend_kwargs: Optional[Mapping[str, Any]] = None,
+    generator=None,
+    max_new_tokens: int = 1024,
+    temperature: float = 0.0,
+    seed: int = 0,
+    limit: Optional[int] = None,
+    output_dir: Optional[str] = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    published: Optional[str] = None,
+    workers: Optional[int] = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    show_progress: bool = True,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> Dict[str, Any]:
     """Evaluate a Hugging Face model directory on benchmarks, or on custom ``items`` ({question, answer} dicts,
     scored with ``custom_format``, zero-shot).
 
@@ -182,31 +230,43 @@ def run_eval(model_dir: Optional[str] = None, benchmarks: Union[str, Sequence[st
         raise EvalError(f"unknown source '{source}'; choose local or hf")
     if output_dir is not None:
         report.check_output_dir(output_dir, overwrite, resume)
-    tasks = _prepare_tasks(benchmarks, items, data_dir, source, hf_datasets, limit, zero_shot, template,
-                           prompts_path, custom_format)
+    tasks = _prepare_tasks(
+        benchmarks, items, data_dir, source, hf_datasets, limit, zero_shot, template, prompts_path, custom_format
+    )
     setting = "zero-shot" if zero_shot else "few-shot"
-    settings = {"model": str(model_dir), "mode": setting, "template": template if zero_shot else None,
-                "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    settings = {
+        "model": str(model_dir),
+        "mode": setting,
+        "template": template if zero_shot else None,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "seed": seed,
+    }
     local_model = None
     if generator is None:
         if model_dir is None:
             raise EvalError("no model given; pass --model with a Hugging Face model directory or Hub ID")
         local_model = check_model_dir(resolve_model_path(model_dir))
     done = _resume_or_start(output_dir, resume, settings, tasks, log)  # the first write into output_dir
-    pub_key = report.match_published(report.model_names(model_dir) + report.model_names(local_model), setting,
-                                     published)
+    pub_key = report.match_published(
+        report.model_names(model_dir) + report.model_names(local_model), setting, published
+    )
     if generator is None:
         log(f"loading {model_dir} with {backend}")
         generator = make_backend(backend, local_model, **dict(backend_kwargs or {}))
     gen_kwargs = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     results: Dict[str, Any] = {
-        **settings, "backend": getattr(generator, "name", type(generator).__name__), "limit": limit,
-        "verify_timeout_s": timeout, "benchmarks": {},
+        **settings,
+        "backend": getattr(generator, "name", type(generator).__name__),
+        "limit": limit,
+        "verify_timeout_s": timeout,
+        "benchmarks": {},
     }
     with DeadlinePool(workers=workers, timeout=timeout) as pool:
         for task in tasks:
-            out = _evaluate_task(task, generator, pool, gen_kwargs, zero_shot, show_progress, output_dir,
-                                 done.get(task.name, ()))
+            out = _evaluate_task(
+                task, generator, pool, gen_kwargs, zero_shot, show_progress, output_dir, done.get(task.name, ())
+            )
             results["benchmarks"][task.name] = out["summary"]
             if output_dir is not None:
                 report.write_predictions(output_dir, task.name, out["records"])

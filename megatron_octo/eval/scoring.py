@@ -215,8 +215,7 @@ def judge(kind: str, pred: str, gold: str) -> bool:
     gold_number = as_number(gold)
     if kind == "ocw" and gold_number is not None:
         value = _sympy_float(pred)
-        return value is not None and math.isfinite(value) and within_relative(Fraction(value), gold_number,
-                                                                               OCW_REL_TOL)
+        return value is not None and math.isfinite(value) and within_relative(Fraction(value), gold_number, OCW_REL_TOL)
     if kind == "letter":
         return False
     return math_equal(pred, gold)
@@ -241,8 +240,11 @@ def shared_pool(workers: Optional[int] = None, timeout: float = DEFAULT_TIMEOUT)
         return _SHARED
 
 
-def score_predictions(triples: Sequence[Tuple[str, Optional[str], str]], pool: Optional[DeadlinePool] = None,
-                      timeout: float = DEFAULT_TIMEOUT) -> List[bool]:
+def score_predictions(
+    triples: Sequence[Tuple[str, Optional[str], str]],
+    pool: Optional[DeadlinePool] = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> List[bool]:
     """Correctness of each (kind, prediction, gold). Quick cases are decided here; the rest go to ``pool`` (the
     shared pool when None), each distinct triple once, where each verification has ``pool.timeout`` seconds and
     counts as wrong after."""

@@ -40,8 +40,9 @@ def slurm_layout(job: JobSpec, cfg: SlurmConfig) -> Layout:
     return check_layout(job, cfg.nodes * cfg.ranks, cfg.world_words(), unit="ranks" if cfg.cpu else "GPUs")
 
 
-def launch_slurm(job: JobSpec, cfg: SlurmConfig, dry_run: bool = False, overwrite: bool = False,
-                 sbatch: Optional[str] = None) -> SlurmLaunch:
+def launch_slurm(
+    job: JobSpec, cfg: SlurmConfig, dry_run: bool = False, overwrite: bool = False, sbatch: Optional[str] = None
+) -> SlurmLaunch:
     """Check, render, and (unless ``dry_run``) write and submit the job."""
     layout = slurm_layout(job, cfg)
     text = render(job, cfg, layout)
@@ -64,5 +65,17 @@ def launch_local(job: JobSpec, cfg: LocalConfig, dry_run: bool = False) -> int:
     return run_local(job, cfg)
 
 
-__all__ = ["JobSpec", "LaunchError", "Layout", "LocalConfig", "SlurmConfig", "SlurmLaunch", "check_layout",
-           "launch_local", "launch_slurm", "local_command", "render", "slurm_layout"]
+__all__ = [
+    "JobSpec",
+    "LaunchError",
+    "Layout",
+    "LocalConfig",
+    "SlurmConfig",
+    "SlurmLaunch",
+    "check_layout",
+    "launch_local",
+    "launch_slurm",
+    "local_command",
+    "render",
+    "slurm_layout",
+]

@@ -14,8 +14,14 @@ from typing import List, Sequence
 from megatron_octo.config.validate import train_iters
 from megatron_octo.launch.config import JobSpec, LaunchError
 
-_PATH_FIELDS = ("checkpoint.load", "checkpoint.branch_from", "data.tokenizer", "data.cache_dir", "rl.init",
-                "rl.prompts.tokenizer")
+_PATH_FIELDS = (
+    "checkpoint.load",
+    "checkpoint.branch_from",
+    "data.tokenizer",
+    "data.cache_dir",
+    "rl.init",
+    "rl.prompts.tokenizer",
+)
 """Recipe fields naming directories the ranks read; they are mounted into the container at their own path (fields
 a recipe lacks are skipped)."""
 
@@ -50,16 +56,20 @@ class Layout:
     def line(self) -> str:
         """One line for logs and the job script's header."""
         if self.command != "train":
-            return (f"world {self.world} = TP {self.tp} x PP {self.pp} x CP {self.cp} x DP {self.dp}; "
-                    f"{self.steps:,} steps")
-        return (f"world {self.world} = TP {self.tp} x PP {self.pp} x CP {self.cp} x DP {self.dp}; global batch "
-                f"{self.global_batch} = micro-batch {self.micro_batch} x DP {self.dp} x "
-                f"{self.global_batch // (self.micro_batch * self.dp)} accumulation; {self.steps:,} steps of "
-                f"{self.tokens_per_step:,} tokens")
+            return (
+                f"world {self.world} = TP {self.tp} x PP {self.pp} x CP {self.cp} x DP {self.dp}; {self.steps:,} steps"
+            )
+        return (
+            f"world {self.world} = TP {self.tp} x PP {self.pp} x CP {self.cp} x DP {self.dp}; global batch "
+            f"{self.global_batch} = micro-batch {self.micro_batch} x DP {self.dp} x "
+            f"{self.global_batch // (self.micro_batch * self.dp)} accumulation; {self.steps:,} steps of "
+            f"{self.tokens_per_step:,} tokens"
+        )
 
 
-def _fit(world: int, tp: int, pp: int, cp: int, global_batch: int, micro_batch: int, gpus: str,
-         unit: str = "GPUs") -> int:
+def _fit(
+    world: int, tp: int, pp: int, cp: int, global_batch: int, micro_batch: int, gpus: str, unit: str = "GPUs"
+) -> int:
     model_parallel = tp * pp * cp
     if world % model_parallel:
         raise LaunchError(
@@ -99,15 +109,34 @@ def check_layout(job: JobSpec, world: int, gpus: str, unit: str = "GPUs") -> Lay
     check_stage(job, recipe)
     p, t = recipe.parallel, recipe.train
     dp = _fit(world, p.tp, p.pp, p.cp, t.global_batch, t.micro_batch, gpus, unit)
-    return Layout(world=world, tp=p.tp, pp=p.pp, cp=p.cp, dp=dp, global_batch=t.global_batch,
-                  micro_batch=t.micro_batch, steps=train_iters(recipe), tokens_per_step=t.global_batch * t.seq_len,
-                  read_paths=_read_paths(recipe), command=job.command)
+    return Layout(
+        world=world,
+        tp=p.tp,
+        pp=p.pp,
+        cp=p.cp,
+        dp=dp,
+        global_batch=t.global_batch,
+        micro_batch=t.micro_batch,
+        steps=train_iters(recipe),
+        tokens_per_step=t.global_batch * t.seq_len,
+        read_paths=_read_paths(recipe),
+        command=job.command,
+    )
 
 
 def rank_command(job: JobSpec) -> List[str]:
     """The argv every rank runs (after the launcher's environment setup)."""
-    return [job.python, "-m", "megatron_octo", job.command, "--recipe", job.recipe, "--run-dir", str(job.run_dir),
-            *job.overrides]
+    return [
+        job.python,
+        "-m",
+        "megatron_octo",
+        job.command,
+        "--recipe",
+        job.recipe,
+        "--run-dir",
+        str(job.run_dir),
+        *job.overrides,
+    ]
 
 
 def absolute_run_dir(run_dir: str) -> Path:
@@ -119,8 +148,9 @@ def check_overrides(overrides: Sequence[str]) -> None:
     """Overrides are passed through to the ranks; a malformed one is refused here, before the queue."""
     for item in overrides:
         if "=" not in item or item.startswith("="):
-            raise LaunchError(f"override {item!r} must look like key=value, e.g. train.iters=10 (flags go before "
-                              f"the overrides)")
+            raise LaunchError(
+                f"override {item!r} must look like key=value, e.g. train.iters=10 (flags go before the overrides)"
+            )
 
 
 def check_stage(job: JobSpec, recipe) -> None:
@@ -134,5 +164,7 @@ def check_stage(job: JobSpec, recipe) -> None:
     try:
         validate_rl(recipe)
     except ConfigError as exc:
-        raise LaunchError(f"--command rl with recipe {job.recipe}: {exc} (a training recipe? use --command train, or "
-                          "an RL recipe such as octothinker-3b-grpo with rl.init=...)") from None
+        raise LaunchError(
+            f"--command rl with recipe {job.recipe}: {exc} (a training recipe? use --command train, or "
+            "an RL recipe such as octothinker-3b-grpo with rl.init=...)"
+        ) from None

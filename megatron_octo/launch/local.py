@@ -35,8 +35,9 @@ def _ignore_usr1() -> None:  # runs in the child before exec: torchrun must not 
 def run_local(job: JobSpec, cfg: LocalConfig) -> int:
     """Run the stage; returns its exit status (``REQUEUE_EXIT_CODE`` when a forwarded signal stopped it)."""
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    child = subprocess.Popen(local_command(job, cfg), start_new_session=True, preexec_fn=_ignore_usr1,
-                             env=dict(os.environ))
+    child = subprocess.Popen(
+        local_command(job, cfg), start_new_session=True, preexec_fn=_ignore_usr1, env=dict(os.environ)
+    )
     forwarded = {"signal": False, "interrupts": 0}
 
     def forward(signum, frame) -> None:
@@ -49,8 +50,11 @@ def run_local(job: JobSpec, cfg: LocalConfig) -> int:
         except ProcessLookupError:
             pass
         if stop_now:
-            os.write(2, b"octo: interrupted again: stopped at once without saving; the newest complete checkpoint "
-                        b"is where the same command resumes\n")
+            os.write(
+                2,
+                b"octo: interrupted again: stopped at once without saving; the newest complete checkpoint "
+                b"is where the same command resumes\n",
+            )
 
     previous = {sig: signal.signal(sig, forward) for sig in SIGNALS}
     try:

@@ -66,22 +66,30 @@ def check_slurm(cfg: SlurmConfig) -> None:
     if cfg.ranks < 1:
         raise LaunchError(f"--ranks-per-node {cfg.ranks} must be >= 1")
     if not cfg.cpu and cfg.ranks != cfg.gpus_per_node:
-        raise LaunchError(f"--ranks-per-node {cfg.ranks} differs from --gpus-per-node {cfg.gpus_per_node}: a GPU job "
-                          f"runs one rank per GPU (drop --ranks-per-node, or pass --gpus-per-node 0 for a CPU job)")
+        raise LaunchError(
+            f"--ranks-per-node {cfg.ranks} differs from --gpus-per-node {cfg.gpus_per_node}: a GPU job "
+            f"runs one rank per GPU (drop --ranks-per-node, or pass --gpus-per-node 0 for a CPU job)"
+        )
     if cfg.launcher not in ("srun", "torchrun"):
         raise LaunchError(f"--launcher {cfg.launcher!r} is not one of: srun, torchrun")
     limit = time_limit_seconds(cfg.time)
     if not 60 <= cfg.signal_lead_s < limit:
-        raise LaunchError(f"--signal-lead {cfg.signal_lead_s} s must be at least 60 (Slurm's resolution) and "
-                          f"shorter than --time {cfg.time} ({limit} s): lengthen --time or shorten --signal-lead")
+        raise LaunchError(
+            f"--signal-lead {cfg.signal_lead_s} s must be at least 60 (Slurm's resolution) and "
+            f"shorter than --time {cfg.time} ({limit} s): lengthen --time or shorten --signal-lead"
+        )
     if cfg.max_requeues < 0:
         raise LaunchError(f"--max-requeues {cfg.max_requeues} must be >= 0")
     if cfg.cpus_per_node is not None and cfg.cpus_per_node < _tasks_per_node(cfg):
-        raise LaunchError(f"--cpus-per-node {cfg.cpus_per_node} is fewer than the {_tasks_per_node(cfg)} tasks "
-                          f"of a node: request at least one core per task")
+        raise LaunchError(
+            f"--cpus-per-node {cfg.cpus_per_node} is fewer than the {_tasks_per_node(cfg)} tasks "
+            f"of a node: request at least one core per task"
+        )
     if cfg.container is not None and (not cfg.container.strip() or any(c.isspace() for c in cfg.container)):
-        raise LaunchError(f"--container {cfg.container!r} has whitespace; an image is a registry URI "
-                          "(nvcr.io#org/image:tag) or a .sqsh path without spaces")
+        raise LaunchError(
+            f"--container {cfg.container!r} has whitespace; an image is a registry URI "
+            "(nvcr.io#org/image:tag) or a .sqsh path without spaces"
+        )
     for mount in cfg.mounts:
         if "," in mount or not mount or mount.startswith(":"):
             raise LaunchError(f"--mount {mount!r} must be SRC[:DST[:FLAGS]] without commas (repeat --mount)")
@@ -106,8 +114,12 @@ def _directives(job: JobSpec, cfg: SlurmConfig) -> List[str]:
         lines += ["--exclusive", "--mem=0"]
     if cfg.dependency:
         lines.append(f"--dependency={cfg.dependency}")
-    lines += ["--requeue", f"--signal=B:USR1@{cfg.signal_lead_s}", "--open-mode=append",
-              f"--output={log_dir(job, cfg)}/%x-%j.out"]
+    lines += [
+        "--requeue",
+        f"--signal=B:USR1@{cfg.signal_lead_s}",
+        "--open-mode=append",
+        f"--output={log_dir(job, cfg)}/%x-%j.out",
+    ]
     lines += list(cfg.sbatch_args)
     return [f"#SBATCH {line}" for line in lines]
 
@@ -119,8 +131,10 @@ def _environment(cfg: SlurmConfig) -> List[str]:
         defaults = {"OMP_NUM_THREADS": "${SLURM_CPUS_PER_TASK:-1}", "PYTHONUNBUFFERED": "1"}
     lines += [f'export {name}="${{{name}:-{value}}}"' for name, value in defaults.items() if name not in cfg.env]
     if cfg.socket_ifname:
-        lines += [f"export NCCL_SOCKET_IFNAME={shlex.quote(cfg.socket_ifname)}",
-                  f"export GLOO_SOCKET_IFNAME={shlex.quote(cfg.socket_ifname)}"]
+        lines += [
+            f"export NCCL_SOCKET_IFNAME={shlex.quote(cfg.socket_ifname)}",
+            f"export GLOO_SOCKET_IFNAME={shlex.quote(cfg.socket_ifname)}",
+        ]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(cfg.env.items())]
     return lines
 
@@ -142,17 +156,31 @@ def _task(job: JobSpec, cfg: SlurmConfig) -> List[str]:
     """The per-task shell program, expanded on the compute node (inside the container)."""
     argv = [shlex.quote(a) for a in rank_command(job)]
     if cfg.launcher == "srun":
-        head = ['export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" WORLD_SIZE="$SLURM_NTASKS"',
-                'export LOCAL_WORLD_SIZE="$SLURM_NTASKS_PER_NODE"']
+        head = [
+            'export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" WORLD_SIZE="$SLURM_NTASKS"',
+            'export LOCAL_WORLD_SIZE="$SLURM_NTASKS_PER_NODE"',
+        ]
         run = argv
     else:
         head = []
-        run = [argv[0], "-m", "torch.distributed.run", '--nnodes="$SLURM_NNODES"', '--node-rank="$SLURM_NODEID"',
-               f"--nproc-per-node={cfg.ranks}", '--master-addr="$MASTER_ADDR"',
-               '--master-port="$MASTER_PORT"', *argv[1:]]
-    return ["read -r -d '' TASK <<'OCTO_TASK' || true",
-            "trap '' USR1  # ignored until training installs its save-and-exit handler", *head,
-            "exec " + " ".join(run), "OCTO_TASK"]
+        run = [
+            argv[0],
+            "-m",
+            "torch.distributed.run",
+            '--nnodes="$SLURM_NNODES"',
+            '--node-rank="$SLURM_NODEID"',
+            f"--nproc-per-node={cfg.ranks}",
+            '--master-addr="$MASTER_ADDR"',
+            '--master-port="$MASTER_PORT"',
+            *argv[1:],
+        ]
+    return [
+        "read -r -d '' TASK <<'OCTO_TASK' || true",
+        "trap '' USR1  # ignored until training installs its save-and-exit handler",
+        *head,
+        "exec " + " ".join(run),
+        "OCTO_TASK",
+    ]
 
 
 def _step(job: JobSpec, cfg: SlurmConfig, layout: Layout) -> List[str]:
@@ -160,11 +188,17 @@ def _step(job: JobSpec, cfg: SlurmConfig, layout: Layout) -> List[str]:
     if cfg.cpus_per_node is not None:  # srun no longer inherits sbatch's --cpus-per-task (Slurm 22.05+)
         flags.append(f"--cpus-per-task={cfg.cpus_per_node // _tasks_per_node(cfg)}")
     if cfg.container:
-        flags += [f"--container-image={shlex.quote(cfg.container)}",
-                  f"--container-mounts={_mounts(job, cfg, layout)}", '--container-workdir="$SLURM_SUBMIT_DIR"',
-                  "--no-container-mount-home"]
-    return ["srun " + " \\\n    ".join(flags) + ' \\\n    bash -c "$TASK" &', "STEP_PID=$!",
-            "start_forwarder  # a signal that came before the step"]
+        flags += [
+            f"--container-image={shlex.quote(cfg.container)}",
+            f"--container-mounts={_mounts(job, cfg, layout)}",
+            '--container-workdir="$SLURM_SUBMIT_DIR"',
+            "--no-container-mount-home",
+        ]
+    return [
+        "srun " + " \\\n    ".join(flags) + ' \\\n    bash -c "$TASK" &',
+        "STEP_PID=$!",
+        "start_forwarder  # a signal that came before the step",
+    ]
 
 
 _PRELUDE = """\
@@ -263,12 +297,20 @@ exit "$STEP_RC"
 def render(job: JobSpec, cfg: SlurmConfig, layout: Layout) -> str:
     """The whole sbatch script for ``job`` under ``cfg`` (``layout`` from ``check_layout``)."""
     check_slurm(cfg)
-    header = ["#!/bin/bash", f"# Rendered by `octo launch slurm` (megatron-octo {__version__}).",
-              f"# octo {job.command} --recipe {job.recipe}; {layout.line()}",
-              f"# image: {cfg.container or '(none: the nodes own Python environment)'}; launcher: {cfg.launcher}"]
-    variables = ["set -uo pipefail", f"RUN_DIR={shlex.quote(str(job.run_dir))}",
-                 f"LOG_DIR={shlex.quote(str(log_dir(job, cfg)))}", f"REQUEUE_EXIT_CODE={REQUEUE_EXIT_CODE}",
-                 f"MAX_REQUEUES={cfg.max_requeues}", 'mkdir -p "$RUN_DIR"']
+    header = [
+        "#!/bin/bash",
+        f"# Rendered by `octo launch slurm` (megatron-octo {__version__}).",
+        f"# octo {job.command} --recipe {job.recipe}; {layout.line()}",
+        f"# image: {cfg.container or '(none: the nodes own Python environment)'}; launcher: {cfg.launcher}",
+    ]
+    variables = [
+        "set -uo pipefail",
+        f"RUN_DIR={shlex.quote(str(job.run_dir))}",
+        f"LOG_DIR={shlex.quote(str(log_dir(job, cfg)))}",
+        f"REQUEUE_EXIT_CODE={REQUEUE_EXIT_CODE}",
+        f"MAX_REQUEUES={cfg.max_requeues}",
+        'mkdir -p "$RUN_DIR"',
+    ]
     parts = [
         "\n".join(header + _directives(job, cfg)),
         "\n".join(variables) + "\n" + _PRELUDE.format(layout=layout.line()).rstrip(),
@@ -285,8 +327,10 @@ def write_script(text: str, job: JobSpec, cfg: SlurmConfig, overwrite: bool) -> 
     """Write the script to ``LOG_DIR/<job name>.sbatch`` (temp name + rename); refuse to replace one."""
     path = log_dir(job, cfg) / f"{job_name(job, cfg)}.sbatch"
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists (a job was rendered for this run): pass --overwrite to "
-                                f"replace the script (the run itself is kept and resumes)")
+        raise OutputExistsError(
+            f"{path} already exists (a job was rendered for this run): pass --overwrite to "
+            f"replace the script (the run itself is kept and resumes)"
+        )
     atomic_write_text(path, text)
     path.chmod(0o755)
     return path

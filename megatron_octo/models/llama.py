@@ -91,42 +91,44 @@ def _tiny(tie: bool) -> dict:
     )
 
 
-PRESETS: Mapping[str, dict] = Presets({
-    # meta-llama/Llama-3.2-1B config.json
-    "llama-3.2-1b": _meta(
-        head_dim=64,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_attention_heads=32,
-        num_hidden_layers=16,
-        num_key_value_heads=8,
-        rope_scaling=_llama3(32.0),
-        tie_word_embeddings=True,
-    ),
-    # meta-llama/Llama-3.2-3B config.json
-    "llama-3.2-3b": _meta(
-        head_dim=128,
-        hidden_size=3072,
-        intermediate_size=8192,
-        num_attention_heads=24,
-        num_hidden_layers=28,
-        num_key_value_heads=8,
-        rope_scaling=_llama3(32.0),
-        tie_word_embeddings=True,
-    ),
-    # meta-llama/Llama-3.1-8B config.json (no head_dim key: 4096 / 32 = 128)
-    "llama-3.1-8b": _meta(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_attention_heads=32,
-        num_hidden_layers=32,
-        num_key_value_heads=8,
-        rope_scaling=_llama3(8.0),
-        tie_word_embeddings=False,
-    ),
-    "tiny-llama": _tiny(tie=True),
-    "tiny-llama-untied": _tiny(tie=False),
-})
+PRESETS: Mapping[str, dict] = Presets(
+    {
+        # meta-llama/Llama-3.2-1B config.json
+        "llama-3.2-1b": _meta(
+            head_dim=64,
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_attention_heads=32,
+            num_hidden_layers=16,
+            num_key_value_heads=8,
+            rope_scaling=_llama3(32.0),
+            tie_word_embeddings=True,
+        ),
+        # meta-llama/Llama-3.2-3B config.json
+        "llama-3.2-3b": _meta(
+            head_dim=128,
+            hidden_size=3072,
+            intermediate_size=8192,
+            num_attention_heads=24,
+            num_hidden_layers=28,
+            num_key_value_heads=8,
+            rope_scaling=_llama3(32.0),
+            tie_word_embeddings=True,
+        ),
+        # meta-llama/Llama-3.1-8B config.json (no head_dim key: 4096 / 32 = 128)
+        "llama-3.1-8b": _meta(
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_attention_heads=32,
+            num_hidden_layers=32,
+            num_key_value_heads=8,
+            rope_scaling=_llama3(8.0),
+            tie_word_embeddings=False,
+        ),
+        "tiny-llama": _tiny(tie=True),
+        "tiny-llama-untied": _tiny(tie=False),
+    }
+)
 
 
 def from_hf(hf_config: Mapping, *, name_preset: bool = True) -> ModelConfig:
@@ -161,6 +163,11 @@ def to_hf(cfg: ModelConfig, *, dtype: Optional[str] = None) -> dict:
 
 
 FAMILY = Family(
-    name=FAMILY_NAME, model_type=MODEL_TYPE, architecture=ARCHITECTURE, presets=PRESETS, layer_rules=LAYER_RULES,
-    from_hf=from_hf, to_hf=to_hf,
+    name=FAMILY_NAME,
+    model_type=MODEL_TYPE,
+    architecture=ARCHITECTURE,
+    presets=PRESETS,
+    layer_rules=LAYER_RULES,
+    from_hf=from_hf,
+    to_hf=to_hf,
 )

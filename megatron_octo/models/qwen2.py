@@ -53,53 +53,57 @@ def _without_token_ids(d: dict) -> dict:
     return {k: v for k, v in d.items() if not k.endswith("_token_id")}
 
 
-PRESETS: Mapping[str, dict] = Presets({
-    # Qwen/Qwen2.5-1.5B config.json
-    "qwen2.5-1.5b": _qwen(
-        hidden_size=1536,
-        intermediate_size=8960,
-        max_position_embeddings=131072,
-        num_attention_heads=12,
-        num_hidden_layers=28,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        vocab_size=151936,
-    ),
-    # Qwen/Qwen2.5-3B config.json
-    "qwen2.5-3b": _qwen(
-        hidden_size=2048,
-        intermediate_size=11008,
-        max_position_embeddings=32768,
-        num_attention_heads=16,
-        num_hidden_layers=36,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        vocab_size=151936,
-    ),
-    # Qwen/Qwen2.5-7B config.json (its embedding has 152064 rows, unlike the smaller models' 151936)
-    "qwen2.5-7b": _qwen(
-        hidden_size=3584,
-        intermediate_size=18944,
-        max_position_embeddings=131072,
-        num_attention_heads=28,
-        num_hidden_layers=28,
-        num_key_value_heads=4,
-        tie_word_embeddings=False,
-        vocab_size=152064,
-    ),
-    # 4 layers, 4 heads, 2 KV groups: fits TP=2, PP=2 and PP=4. No token ids: Qwen's lie outside its vocab.
-    "tiny-qwen2": _without_token_ids(_qwen(
-        hidden_size=64,
-        intermediate_size=128,
-        max_position_embeddings=256,
-        num_attention_heads=4,
-        num_hidden_layers=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        torch_dtype="float32",
-        vocab_size=256,
-    )),
-})
+PRESETS: Mapping[str, dict] = Presets(
+    {
+        # Qwen/Qwen2.5-1.5B config.json
+        "qwen2.5-1.5b": _qwen(
+            hidden_size=1536,
+            intermediate_size=8960,
+            max_position_embeddings=131072,
+            num_attention_heads=12,
+            num_hidden_layers=28,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            vocab_size=151936,
+        ),
+        # Qwen/Qwen2.5-3B config.json
+        "qwen2.5-3b": _qwen(
+            hidden_size=2048,
+            intermediate_size=11008,
+            max_position_embeddings=32768,
+            num_attention_heads=16,
+            num_hidden_layers=36,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            vocab_size=151936,
+        ),
+        # Qwen/Qwen2.5-7B config.json (its embedding has 152064 rows, unlike the smaller models' 151936)
+        "qwen2.5-7b": _qwen(
+            hidden_size=3584,
+            intermediate_size=18944,
+            max_position_embeddings=131072,
+            num_attention_heads=28,
+            num_hidden_layers=28,
+            num_key_value_heads=4,
+            tie_word_embeddings=False,
+            vocab_size=152064,
+        ),
+        # 4 layers, 4 heads, 2 KV groups: fits TP=2, PP=2 and PP=4. No token ids: Qwen's lie outside its vocab.
+        "tiny-qwen2": _without_token_ids(
+            _qwen(
+                hidden_size=64,
+                intermediate_size=128,
+                max_position_embeddings=256,
+                num_attention_heads=4,
+                num_hidden_layers=4,
+                num_key_value_heads=2,
+                tie_word_embeddings=True,
+                torch_dtype="float32",
+                vocab_size=256,
+            )
+        ),
+    }
+)
 
 
 def _check_no_sliding_window(hf: Mapping) -> None:
@@ -140,6 +144,11 @@ def to_hf(cfg: ModelConfig, *, dtype: Optional[str] = None) -> dict:
 
 
 FAMILY = Family(
-    name=FAMILY_NAME, model_type=MODEL_TYPE, architecture=ARCHITECTURE, presets=PRESETS, layer_rules=LAYER_RULES,
-    from_hf=from_hf, to_hf=to_hf,
+    name=FAMILY_NAME,
+    model_type=MODEL_TYPE,
+    architecture=ARCHITECTURE,
+    presets=PRESETS,
+    layer_rules=LAYER_RULES,
+    from_hf=from_hf,
+    to_hf=to_hf,
 )

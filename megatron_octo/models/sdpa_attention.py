@@ -29,7 +29,7 @@ class SdpaDotProductAttention(DotProductAttention):
             and (attn_mask_type or self.attn_mask_type) == AttnMaskType.causal
             and query.shape[0] == key.shape[0]  # decode steps (sq < sk) need a bottom-right causal mask
             and attention_bias is None
-            and packed_seq_params is None
+            and (packed_seq_params is None or _plain_thd(packed_seq_params))
             and dropout == 0.0
             and self.softmax_offset is None
             and not self.config.apply_query_key_layer_scaling  # the parent rescales by layer number in softmax
@@ -48,9 +48,9 @@ class SdpaDotProductAttention(DotProductAttention):
     ) -> torch.Tensor:
         """query [sq, b, np, hn], key/value [sk, b, ng, hn] -> context [sq, b, np*hn]."""
         if not self._fast_path(query, key, attention_mask, attn_mask_type, attention_bias, packed_seq_params):
-            return super().forward(
-                query, key, value, attention_mask, attn_mask_type, attention_bias, packed_seq_params
-            )
+            return super().forward(query, key, value, attention_mask, attn_mask_type, attention_bias, packed_seq_params)
+        if packed_seq_params is not None:
+            return self._thd(query, key, value, packed_seq_params.cu_seqlens_q)
         sq, b = query.shape[0], query.shape[1]
         q = query.permute(1, 2, 0, 3)  # [b, np, sq, hn]
         k = key.permute(1, 2, 0, 3)  # [b, ng, sk, hn]
@@ -60,3 +60,29 @@ class SdpaDotProductAttention(DotProductAttention):
             q, k, v, is_causal=True, scale=self.softmax_scale, enable_gqa=k.shape[1] != q.shape[1]
         )  # [b, np, sq, hn]
         return context.permute(2, 0, 1, 3).reshape(sq, b, self.hidden_size_per_partition)  # [sq, b, np*hn]
+
+    def _thd(self, query, key, value, cu_seqlens) -> torch.Tensor:
+        """Packed sequences (THD, what TE's attention takes): query [t, np, hn], key/value [t, ng, hn] -> context
+        [t, np*hn], each sequence of ``cu_seqlens`` attending causally to itself only (one SDPA per sequence: the
+        CPU stand-in for a variable-length flash kernel)."""
+        bounds = cu_seqlens.tolist()
+        out = []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            q = query[start:end].permute(1, 0, 2).unsqueeze(0)  # [1, np, s, hn]
+            k = key[start:end].permute(1, 0, 2).unsqueeze(0)  # [1, ng, s, hn]
+            v = value[start:end].permute(1, 0, 2).unsqueeze(0)
+            context = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=self.softmax_scale, enable_gqa=k.shape[1] != q.shape[1]
+            )  # [1, np, s, hn]
+            out.append(context[0].permute(1, 0, 2).reshape(end - start, self.hidden_size_per_partition))
+        return torch.cat(out)  # [t, np*hn]
+
+
+def _plain_thd(packed) -> bool:
+    """THD packing with the same sequences for queries and keys and no padding between them."""
+    return (
+        packed.qkv_format == "thd"
+        and packed.cu_seqlens_q_padded is None
+        and packed.cu_seqlens_kv_padded is None
+        and torch.equal(packed.cu_seqlens_q, packed.cu_seqlens_kv)
+    )

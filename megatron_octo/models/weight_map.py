@@ -257,8 +257,9 @@ def mcore_order(cfg: ModelConfig, layer_rules: Sequence[Rule], keys) -> List[str
     return list(table)
 
 
-def tensor_to_hf(mcore: str, tensor: torch.Tensor, cfg: ModelConfig,
-                 layer_rules: Sequence[Rule]) -> List[Tuple[str, torch.Tensor]]:
+def tensor_to_hf(
+    mcore: str, tensor: torch.Tensor, cfg: ModelConfig, layer_rules: Sequence[Rule]
+) -> List[Tuple[str, torch.Tensor]]:
     """One full Megatron-Core tensor (either spec's name) -> its (HF name, tensor) pairs by the rules of
     ``state_dict_to_hf`` (vocabulary padding stripped; outputs are views where the transform allows, so a stream
     of these needs no second copy of the model). Works on meta tensors (shapes only)."""

@@ -20,15 +20,15 @@ def rl(recipe, run_dir: Path, overwrite: bool = False, reward_fn=None) -> Dict[s
         if finished and summary["steps_run"] and recipe.checkpoint.save:
             summary["hf_dir"] = str(export_policy(run_dir, recipe.rl.prompts.tokenizer or recipe.data.tokenizer))
 
-    return run_stage(RL_STAGE, recipe, run_dir, overwrite, lambda ctx: prepare_rl(recipe, run_dir, ctx, reward_fn),
-                     finish)
+    return run_stage(
+        RL_STAGE, recipe, run_dir, overwrite, lambda ctx: prepare_rl(recipe, run_dir, ctx, reward_fn), finish
+    )
 
 
 def export_policy(run_dir: Path, tokenizer_dir: Optional[str] = None) -> Path:
     """The newest checkpoint of ``run_dir`` as a Hugging Face model in ``RUN_DIR/hf`` (replacing an older export)."""
     from megatron_octo.convert import mcore_to_hf
     from megatron_octo.rl.setup import INIT_DIR
-
     from megatron_octo.training.checkpoint import CheckpointError, resolve
 
     out = run_dir / "hf"

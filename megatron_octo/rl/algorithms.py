@@ -87,7 +87,8 @@ def grpo_advantages(rewards: Tensor, group_size: int, *, eps: float = 1e-6, scal
     assert rewards.dim() == 1, f"rewards must be [b], got shape {tuple(rewards.shape)}"
     b = rewards.shape[0]
     assert group_size >= 1 and b % group_size == 0, (
-        f"batch of {b} rewards is not a whole number of groups of group_size={group_size}")
+        f"batch of {b} rewards is not a whole number of groups of group_size={group_size}"
+    )
     r = rewards.detach().float().view(-1, group_size)  # [groups, g]
     adv = r - r.mean(dim=1, keepdim=True)
     if scale_by_std and group_size > 1:
@@ -197,9 +198,17 @@ def aggregate(loss_mat: Tensor, mask: Tensor, mode: str = "token-mean", normaliz
     return total / (count if normalizer is None else normalizer)
 
 
-def policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, *,
-                clip_ratio: float = 0.2, clip_ratio_high: Optional[float] = None, mode: str = "token-mean",
-                normalizer: Optional[float] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+def policy_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_ratio: float = 0.2,
+    clip_ratio_high: Optional[float] = None,
+    mode: str = "token-mean",
+    normalizer: Optional[float] = None,
+) -> Tuple[Tensor, Dict[str, Tensor]]:
     """PPO clipped surrogate; returns ``(loss, stats)``.
 
     ``ratio = exp(logp - old)``; per token ``max(-A * ratio, -A * clip(ratio, 1 - clip_ratio, 1 + clip_ratio_high))``
@@ -221,14 +230,24 @@ def policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask
     clipped = -adv * ratio.clamp(1.0 - clip_ratio, 1.0 + high)
     loss = aggregate(torch.maximum(unclipped, clipped), m, mode, normalizer)
     with torch.no_grad():
-        stats = {"clip_fraction": masked_mean((clipped > unclipped).float(), m),
-                 "approx_kl": masked_mean(-log_ratio, m),
-                 "ratio_mean": masked_mean(ratio, m)}
+        stats = {
+            "clip_fraction": masked_mean((clipped > unclipped).float(), m),
+            "approx_kl": masked_mean(-log_ratio, m),
+            "ratio_mean": masked_mean(ratio, m),
+        }
     return loss, stats
 
 
-def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, *, clip: float = 0.2,
-               mode: str = "token-mean", normalizer: Optional[float] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+def value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    mask: Tensor,
+    *,
+    clip: float = 0.2,
+    mode: str = "token-mean",
+    normalizer: Optional[float] = None,
+) -> Tuple[Tensor, Dict[str, Tensor]]:
     """Clipped critic loss ``0.5 * max((v - R)^2, (clip(v, old - c, old + c) - R)^2)``; returns ``(loss, stats)``.
 
     The pessimistic max keeps the new value from gaining by moving further than ``clip`` from the rollout's value.

@@ -17,6 +17,7 @@ import torch
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.rl import algorithms as alg
+from megatron_octo.rl.policy import model_inputs, to_rows
 from megatron_octo.training import checkpoint as ckpt
 
 CRITIC_DIR = "critic_checkpoints"
@@ -39,8 +40,9 @@ class ValueHead(torch.nn.Module):
 def critic_recipe(recipe: RecipeConfig) -> RecipeConfig:
     """The policy's recipe for the critic: untied output layer (replaced by the head), constant ``rl.critic_lr``."""
     model = dataclasses.replace(recipe.model, tie_word_embeddings=False)
-    schedule = dataclasses.replace(recipe.schedule, lr=recipe.rl.critic_lr, min_lr=recipe.rl.critic_lr,
-                                   style="constant", warmup_iters=0)
+    schedule = dataclasses.replace(
+        recipe.schedule, lr=recipe.rl.critic_lr, min_lr=recipe.rl.critic_lr, style="constant", warmup_iters=0
+    )
     return dataclasses.replace(recipe, model=model, schedule=schedule)
 
 
@@ -58,8 +60,9 @@ def build_critic(start: RecipeConfig, ctx: ParallelContext, iters: int):
     recipe = critic_recipe(start)
     chunks, tcfg, dtype = build_model(recipe, ctx, adapt=_add_head)
     optimizer, scheduler = build_optimizer(recipe, chunks, ctx, dtype, iters)
-    return SimpleNamespace(model=chunks, optimizer=optimizer, scheduler=scheduler,
-                           p2p=P2PCommunicator(pp_group=ctx.pgs.pp, config=tcfg))
+    return SimpleNamespace(
+        model=chunks, optimizer=optimizer, scheduler=scheduler, p2p=P2PCommunicator(pp_group=ctx.pgs.pp, config=tcfg)
+    )
 
 
 def load_trunk(critic, source: Path) -> None:
@@ -83,8 +86,10 @@ def restore_critic(critic, run_dir: Path, step: int, source: Path) -> None:
         return
     own = ckpt.iter_dir(run_dir / CRITIC_DIR, step)
     if not own.is_dir():
-        raise ckpt.CheckpointError(f"the run resumes at step {step} but {own} is missing: the critic and policy "
-                                   "checkpoints must come from the same step")
+        raise ckpt.CheckpointError(
+            f"the run resumes at step {step} but {own} is missing: the critic and policy "
+            "checkpoints must come from the same step"
+        )
     ckpt.load(own, critic, with_optimizer=True)
     critic.scheduler.step(increment=step)
 
@@ -94,10 +99,11 @@ def value_step(ctx: ParallelContext):
 
     def forward_step(data_iterator: Iterator, model):
         mb = next(data_iterator)
-        output = model(mb.tokens[:, :-1].contiguous(), None, None)  # last stage: [b, L-1, 1]
+        inputs, _, kwargs = model_inputs(mb)
+        output = model(inputs, None, None, **kwargs)  # last stage: [b, s, 1]
 
         def collect(values):
-            out = {"values": values.detach().float().squeeze(-1)}
+            out = {"values": to_rows(values.detach().float().squeeze(-1), mb)}
             return values.new_zeros(()), torch.tensor(1, dtype=torch.int, device=values.device), out
 
         return output, collect
@@ -110,15 +116,19 @@ def value_loss_step(ctx: ParallelContext, clip: float):
 
     def forward_step(data_iterator: Iterator, model):
         mb = next(data_iterator)
-        output = model(mb.tokens[:, :-1].contiguous(), None, None)
+        inputs, _, kwargs = model_inputs(mb)
+        output = model(inputs, None, None, **kwargs)
 
         def loss_func(values):
-            values = values.float().squeeze(-1)  # [b, L-1]
-            loss, stats = alg.value_loss(values, mb.old_values, mb.returns, mb.mask, clip=clip, mode="token-mean",
-                                         normalizer=1.0)
+            values = to_rows(values.float().squeeze(-1), mb)  # [b, L-1]
+            loss, stats = alg.value_loss(
+                values, mb.old_values, mb.returns, mb.mask, clip=clip, mode="token-mean", normalizer=1.0
+            )
             tokens = mb.mask.sum()
-            logs = {"value_loss": torch.stack([loss.detach(), tokens]),
-                    "vf_clip_fraction": torch.stack([stats["vf_clip_fraction"].detach() * tokens, tokens])}
+            logs = {
+                "value_loss": torch.stack([loss.detach(), tokens]),
+                "vf_clip_fraction": torch.stack([stats["vf_clip_fraction"].detach() * tokens, tokens]),
+            }
             return loss, tokens.to(torch.int), logs
 
         return output, loss_func
@@ -130,8 +140,9 @@ def critic_update(critic, ctx: ParallelContext, clip: float, micro_batches) -> d
     """One critic optimizer update over a mini-batch."""
     from megatron_octo.rl.policy import optimizer_update
 
-    return optimizer_update(critic, ctx, value_loss_step(ctx, clip), micro_batches,
-                            ["value_loss", "vf_clip_fraction"], prefix="critic_")
+    return optimizer_update(
+        critic, ctx, value_loss_step(ctx, clip), micro_batches, ["value_loss", "vf_clip_fraction"], prefix="critic_"
+    )
 
 
 def ppo_advantages(batches, outputs, gamma: float, lam: float) -> None:
@@ -144,7 +155,8 @@ def ppo_advantages(batches, outputs, gamma: float, lam: float) -> None:
         adv, mb.returns = alg.gae(rewards, mb.old_values, mb.mask, gamma=gamma, lam=lam)
         advantages.append(adv)
     # flattened: token-budget micro-batches differ in length; the statistics are over all real tokens either way
-    whitened = alg.whiten(torch.cat([a.reshape(-1) for a in advantages]),
-                          torch.cat([mb.mask.reshape(-1) for mb in batches]))
+    whitened = alg.whiten(
+        torch.cat([a.reshape(-1) for a in advantages]), torch.cat([mb.mask.reshape(-1) for mb in batches])
+    )
     for mb, adv in zip(batches, whitened.split([mb.mask.numel() for mb in batches])):
         mb.advantages = adv.view(mb.mask.shape)

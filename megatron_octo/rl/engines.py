@@ -25,8 +25,17 @@ from megatron_octo.rollout.vllm_engine import Sample
 class RolloutEngine(Protocol):
     """What the RL loop, the weight sync and validation need of a rollout engine."""
 
-    def generate(self, prompts: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,
-                 max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None) -> List[List[Sample]]: ...
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        seed: Optional[int] = None,
+    ) -> List[List[Sample]]: ...
 
     def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> None: ...
 
@@ -82,38 +91,55 @@ class TransformersEngine:
         tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
         missing = [k for k in params if k not in seen and k not in tied]
         if missing or unexpected:
-            raise RuntimeError(f"weight sync does not match the engine's model: missing {missing[:3]}, "
-                               f"unexpected {unexpected[:3]}")
+            raise RuntimeError(
+                f"weight sync does not match the engine's model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,
-                 max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None) -> List[List[Sample]]:
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        seed: Optional[int] = None,
+    ) -> List[List[Sample]]:
         """``n`` samples for each prompt, in prompt order; deterministic for a given ``seed`` and weights."""
         batch, mask = self._left_pad(prompts)  # [p, s] each
         greedy = temperature == 0  # greedy decoding (validation); log-probs then of the unscaled distribution
-        sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p,
-                                                             top_k=0)
+        sampling = (
+            dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        )
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
             out = self.model.generate(
-                input_ids=batch, attention_mask=mask, **sampling, max_new_tokens=max_tokens,
-                num_return_sequences=n, pad_token_id=self.pad_id, eos_token_id=self.tokenizer.eos_token_id,
-                output_logits=True, return_dict_in_generate=True,
+                input_ids=batch,
+                attention_mask=mask,
+                **sampling,
+                max_new_tokens=max_tokens,
+                num_return_sequences=n,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                output_logits=True,
+                return_dict_in_generate=True,
             )
-        new = out.sequences[:, batch.shape[1]:]  # [p * n, t]
+        new = out.sequences[:, batch.shape[1] :]  # [p * n, t]
         logits = torch.stack(out.logits, dim=1).float() / (1.0 if greedy else temperature)  # [p * n, t, vocab]
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # [p * n, t]
         samples = [self._sample(new[i].tolist(), logprobs[i].tolist(), stop) for i in range(new.shape[0])]
-        return [samples[i * n:(i + 1) * n] for i in range(len(prompts))]
+        return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _left_pad(self, prompts: Sequence[Sequence[int]]) -> Tuple[torch.Tensor, torch.Tensor]:
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p):] = 1
+            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
     def _sample(self, tokens: List[int], logprobs: List[float], stop: Sequence[str]) -> Sample:
@@ -149,26 +175,58 @@ class VLLMRolloutEngine:
     tokenizer on disk) and then takes every update's weights through ``load_weights`` in memory.
     """
 
-    def __init__(self, model_dir: str, *, dtype: str, seed: int, gpu_memory_utilization: float,
-                 max_model_len: int, sleep_between_rollouts: bool, device: torch.device, sleep_level: int = 2,
-                 bucket_bytes: int = 256 << 20):
+    def __init__(
+        self,
+        model_dir: str,
+        *,
+        dtype: str,
+        seed: int,
+        gpu_memory_utilization: float,
+        max_model_len: int,
+        sleep_between_rollouts: bool,
+        device: torch.device,
+        sleep_level: int = 2,
+        bucket_bytes: int = 256 << 20,
+        tensor_parallel_size: int = 1,
+        external_launcher: bool = False,
+    ):
         from megatron_octo.rollout.devices import pinned_to, this_rank_gpu
         from megatron_octo.rollout.vllm_engine import VLLMEngine, VLLMEngineConfig
 
         self.sleep_enabled = sleep_between_rollouts and device.type == "cuda"
+        self.lockstep = external_launcher  # vLLM's data-parallel engines step together: every call counts
         self.sleep_level = sleep_level
-        cfg = VLLMEngineConfig(model_dir=str(model_dir), dtype=dtype, seed=seed, max_model_len=max_model_len,
-                               gpu_memory_utilization=gpu_memory_utilization, enforce_eager=device.type != "cuda",
-                               enable_sleep_mode=self.sleep_enabled,
-                               kv_cache_memory_bytes=None if device.type == "cuda" else CPU_KV_CACHE_BYTES,
-                               weight_bucket_bytes=bucket_bytes)
-        with pinned_to(this_rank_gpu()):  # each rank's engine on its own GPU, not all on GPU 0
+        cfg = VLLMEngineConfig(
+            model_dir=str(model_dir),
+            dtype=dtype,
+            seed=seed,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=device.type != "cuda",
+            enable_sleep_mode=self.sleep_enabled,
+            kv_cache_memory_bytes=None if device.type == "cuda" else CPU_KV_CACHE_BYTES,
+            weight_bucket_bytes=bucket_bytes,
+            tensor_parallel_size=tensor_parallel_size,
+            external_launcher=external_launcher,
+        )
+        # a child-process engine on the rank's own GPU, not all on GPU 0; an in-process one uses the rank's device
+        with pinned_to(None if external_launcher else this_rank_gpu()):
             self.engine = VLLMEngine(cfg)
 
-    def generate(self, prompts: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,
-                 max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None) -> List[List[Sample]]:
-        return self.engine.generate(prompts, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                    stop=list(stop), seed=seed)
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        seed: Optional[int] = None,
+    ) -> List[List[Sample]]:
+        return self.engine.generate(
+            prompts, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=list(stop), seed=seed
+        )
 
     def load_weights(self, weights: Iterable[Tuple[str, torch.Tensor]]) -> None:
         """A refit: the weights wake first (empty after a level-2 sleep), the KV cache only once they are loaded,

@@ -34,12 +34,13 @@ def _scaled(logits: torch.Tensor, temperature: float, vocab_size: int, tp_rank: 
     local = scaled.shape[-1]
     first_padding = vocab_size - tp_rank * local  # local index of the first padding column on this rank
     if first_padding < local:
-        scaled[..., max(first_padding, 0):] = _PADDING_LOGIT
+        scaled[..., max(first_padding, 0) :] = _PADDING_LOGIT
     return scaled
 
 
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float, vocab_size: int,
-                   tp_rank: int = 0) -> torch.Tensor:
+def token_logprobs(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float, vocab_size: int, tp_rank: int = 0
+) -> torch.Tensor:
     """Log-probability of each label under softmax(logits / temperature) over the real vocabulary; logits
     [b, s, V/tp] (this rank's vocab slice), labels [b, s] -> [b, s]. Differentiable."""
     from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
@@ -89,11 +90,37 @@ class MicroBatch:
     """[b, L-1] the engine's log-probs of the response tokens (0 elsewhere): the mismatch metric's other side."""
     rows: Optional[List[int]] = None
     """Which of the step's responses the rows are (token-budget batching reorders them)."""
+    packed: Optional[object] = None
+    """THD packing (``rl.sequence_packing``): Megatron-Core ``PackedSeqParams``; ``tokens`` is then [1, T], the
+    responses' inputs (each sequence without its last token) end to end, and ``labels`` [1, T] their next tokens.
+    Every other field keeps the padded [b, L-1] layout; model outputs are brought to it by ``to_rows``."""
+    labels: Optional[torch.Tensor] = None
+    """[1, T] packed labels (packed micro-batches only)."""
+    unpack_index: Optional[torch.Tensor] = None
+    """[b, L-1] position in the packed row of each padded-layout label (0 where there is none)."""
+    unpack_valid: Optional[torch.Tensor] = None
+    """[b, L-1] 1.0 where ``unpack_index`` points at a real label."""
+
+
+def to_rows(x: torch.Tensor, mb: MicroBatch) -> torch.Tensor:
+    """A per-token model output in the padded [b, L-1] layout: packed [1, T] -> rows (0 where no label), else as
+    is. Differentiable."""
+    if mb.packed is None:
+        return x
+    assert mb.unpack_valid is not None  # set together with packed
+    return x[0][mb.unpack_index] * mb.unpack_valid
+
+
+def model_inputs(mb: MicroBatch):
+    """(input ids, labels, extra forward kwargs) of a micro-batch."""
+    if mb.packed is not None:
+        return mb.tokens, mb.labels, {"packed_seq_params": mb.packed}
+    return mb.tokens[:, :-1].contiguous(), mb.tokens[:, 1:].contiguous(), {}  # [b, L-1] each
 
 
 def _forward(model, mb: MicroBatch):
-    inputs, labels = mb.tokens[:, :-1].contiguous(), mb.tokens[:, 1:].contiguous()  # [b, L-1] each
-    return model(inputs, None, None), labels  # last stage: logits [b, L-1, V/tp]; else hidden states
+    inputs, labels, kwargs = model_inputs(mb)
+    return model(inputs, None, None, **kwargs), labels  # last stage: logits [b, s, V/tp]; else hidden states
 
 
 def logprob_step(ctx: ParallelContext, temperature: float, with_entropy: bool, vocab_size: int):
@@ -105,9 +132,9 @@ def logprob_step(ctx: ParallelContext, temperature: float, with_entropy: bool, v
 
         def collect(logits):
             with torch.no_grad():
-                out = {"logprobs": token_logprobs(logits, labels, temperature, vocab_size, ctx.tp_rank)}
+                out = {"logprobs": to_rows(token_logprobs(logits, labels, temperature, vocab_size, ctx.tp_rank), mb)}
                 if with_entropy:
-                    out["entropy"] = vocab_parallel_entropy(logits, temperature, ctx.pgs.tp, vocab_size)
+                    out["entropy"] = to_rows(vocab_parallel_entropy(logits, temperature, ctx.pgs.tp, vocab_size), mb)
             return logits.new_zeros(()), torch.tensor(1, dtype=torch.int, device=logits.device), out
 
         return output, collect
@@ -131,21 +158,35 @@ def loss_step(ctx: ParallelContext, rl: RLConfig, vocab_size: int):
         output, labels = _forward(model, mb)
 
         def loss_func(logits):
-            lp = token_logprobs(logits, labels, temperature, vocab_size, ctx.tp_rank)  # [b, L-1]
+            lp = to_rows(token_logprobs(logits, labels, temperature, vocab_size, ctx.tp_rank), mb)  # [b, L-1]
             norm, count = _normalizer_and_count(mode, mb.mask)
-            loss, stats = alg.policy_loss(lp, mb.old_logprobs, mb.advantages, mb.mask, clip_ratio=rl.clip_ratio,
-                                          clip_ratio_high=rl.clip_ratio_high, mode=mode, normalizer=norm)
+            loss, stats = alg.policy_loss(
+                lp,
+                mb.old_logprobs,
+                mb.advantages,
+                mb.mask,
+                clip_ratio=rl.clip_ratio,
+                clip_ratio_high=rl.clip_ratio_high,
+                mode=mode,
+                normalizer=norm,
+            )
             tokens = mb.mask.sum()
-            logs = {"pg_loss": torch.stack([loss.detach(), count.float()]),
-                    "clip_fraction": torch.stack([stats["clip_fraction"].detach() * tokens, tokens]),
-                    "ratio": torch.stack([stats["ratio_mean"].detach() * tokens, tokens])}
+            logs = {
+                "pg_loss": torch.stack([loss.detach(), count.float()]),
+                "clip_fraction": torch.stack([stats["clip_fraction"].detach() * tokens, tokens]),
+                "ratio": torch.stack([stats["ratio_mean"].detach() * tokens, tokens]),
+            }
             if rl.kl_coef > 0:
                 kl = alg.aggregate(alg.kl_estimate(lp, mb.ref_logprobs, rl.kl_estimator), mb.mask, mode, norm)
                 loss = loss + rl.kl_coef * kl
                 logs["kl"] = torch.stack([kl.detach(), count.float()])
             if rl.entropy_coef > 0:
-                ent = alg.aggregate(vocab_parallel_entropy(logits, temperature, ctx.pgs.tp, vocab_size), mb.mask,
-                                    mode, norm)
+                ent = alg.aggregate(
+                    to_rows(vocab_parallel_entropy(logits, temperature, ctx.pgs.tp, vocab_size), mb),
+                    mb.mask,
+                    mode,
+                    norm,
+                )
                 loss = loss - rl.entropy_coef * ent
             return loss, count, logs
 
@@ -163,10 +204,18 @@ def run_schedule(parts, ctx: ParallelContext, step_func, micro_batches: List[Mic
     b, length = micro_batches[0].tokens.shape
     if any(mb.tokens.shape != micro_batches[0].tokens.shape for mb in micro_batches):
         parts.p2p.config.variable_seq_lengths = True
+    if micro_batches[0].packed is None:
+        length -= 1  # the inputs are the tokens but the last
     return get_forward_backward_func()(
-        forward_step_func=step_func, data_iterator=iter(micro_batches), model=parts.model,
-        num_microbatches=len(micro_batches), seq_length=length - 1, micro_batch_size=b,
-        forward_only=forward_only, p2p_communicator=parts.p2p, pg_collection=ctx.pgs,
+        forward_step_func=step_func,
+        data_iterator=iter(micro_batches),
+        model=parts.model,
+        num_microbatches=len(micro_batches),
+        seq_length=length,
+        micro_batch_size=b,
+        forward_only=forward_only,
+        p2p_communicator=parts.p2p,
+        pg_collection=ctx.pgs,
     )
 
 
@@ -182,8 +231,9 @@ def reduce_logs(outputs: List[Dict[str, torch.Tensor]], ctx: ParallelContext, ke
     return {k: float(totals[i, 0] / totals[i, 1]) if totals[i, 1] > 0 else float("nan") for i, k in enumerate(keys)}
 
 
-def optimizer_update(parts, ctx: ParallelContext, step_func, micro_batches: List[MicroBatch], keys,
-                     prefix: str = "") -> Dict[str, float]:
+def optimizer_update(
+    parts, ctx: ParallelContext, step_func, micro_batches: List[MicroBatch], keys, prefix: str = ""
+) -> Dict[str, float]:
     """One optimizer update of ``parts`` over a mini-batch with ``step_func``; skipped when the first logged
     loss (``keys[0]``) is not finite or (fp16) the loss scaler finds overflowing gradients. Returns the logged
     means, ``grad_norm`` and ``skipped`` (with ``prefix``)."""
@@ -200,8 +250,9 @@ def optimizer_update(parts, ctx: ParallelContext, step_func, micro_batches: List
     return stats
 
 
-def update(parts, ctx: ParallelContext, rl: RLConfig, micro_batches: List[MicroBatch],
-           vocab_size: int) -> Dict[str, float]:
+def update(
+    parts, ctx: ParallelContext, rl: RLConfig, micro_batches: List[MicroBatch], vocab_size: int
+) -> Dict[str, float]:
     """One policy update over a mini-batch (clipped surrogate, + KL, - entropy)."""
     keys = ["pg_loss", "clip_fraction", "ratio"] + (["kl"] if rl.kl_coef > 0 else [])
     return optimizer_update(parts, ctx, loss_step(ctx, rl, vocab_size), micro_batches, keys)

@@ -38,8 +38,10 @@ def read_problems(path: Optional[str]) -> List[dict]:
         raise PromptError("rl.prompts.path is not set: give a JSONL of prompt/answer problems")
     file = Path(os.path.expandvars(path)).expanduser()
     if not file.is_file():
-        raise PromptError(f"rl.prompts.path {file} does not exist: give a JSONL with prompt/answer fields "
-                          "(e.g. $OCTO_DATA/rl/math8k_train.jsonl)")
+        raise PromptError(
+            f"rl.prompts.path {file} does not exist: give a JSONL with prompt/answer fields "
+            "(e.g. $OCTO_DATA/rl/math8k_train.jsonl)"
+        )
     rows = []
     with open(file, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -68,8 +70,7 @@ def _problem_row(line: str, where: str) -> dict:
         raise PromptError(f"{where} lacks a prompt/question and an answer field")
     answer = row["answer"]
     if answer is None or isinstance(answer, (dict, list, bool)) or not str(answer).strip():
-        raise PromptError(f"{where}: answer {answer!r} is not a gold answer (text or a number): fix or remove "
-                          "the line")
+        raise PromptError(f"{where}: answer {answer!r} is not a gold answer (text or a number): fix or remove the line")
     return {"question": str(question), "answer": str(answer)}
 
 
@@ -99,8 +100,9 @@ def build_problems(cfg: PromptConfig, tokenizer, log=print) -> List[Problem]:
         kept.append(Problem(text=text, token_ids=ids, answer=row["answer"]))
     log(f"[octo rl] {len(kept)} prompts kept, {dropped} longer than {cfg.max_prompt_tokens} tokens dropped")
     if not kept:
-        raise PromptError(f"every prompt of {cfg.path} is longer than rl.prompts.max_prompt_tokens="
-                          f"{cfg.max_prompt_tokens}: raise it")
+        raise PromptError(
+            f"every prompt of {cfg.path} is longer than rl.prompts.max_prompt_tokens={cfg.max_prompt_tokens}: raise it"
+        )
     return kept
 
 
@@ -113,7 +115,7 @@ def step_prompts(num_problems: int, step: int, per_step: int, seed: int) -> List
         epoch, offset = divmod(position, num_problems)
         order = np.random.default_rng([seed, epoch]).permutation(num_problems)
         take = min(per_step - len(out), num_problems - offset)
-        out.extend(int(i) for i in order[offset:offset + take])
+        out.extend(int(i) for i in order[offset : offset + take])
         position += take
     return out
 
@@ -122,4 +124,4 @@ def shard(items: Sequence, rank: int, size: int) -> list:
     """The ``rank``-th of ``size`` contiguous equal parts of ``items`` (length divisible by ``size``)."""
     per = len(items) // size
     assert per * size == len(items), f"{len(items)} items do not split into {size} equal parts"
-    return list(items[rank * per:(rank + 1) * per])
+    return list(items[rank * per : (rank + 1) * per])

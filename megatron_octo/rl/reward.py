@@ -28,8 +28,12 @@ from megatron_octo.eval import extraction as ex
 from megatron_octo.eval.pool import DeadlinePool
 from megatron_octo.eval.scoring import DEFAULT_TIMEOUT, math_equal, quick_judge, score_predictions, shared_pool
 
-_ALIASES = {"octothinker": "default", "v2.wformat": "wformat", "v3.repeatpenalty": "repeat_penalty",
-            "v4.repeatpenalty": "repeat_boxed_penalty"}
+_ALIASES = {
+    "octothinker": "default",
+    "v2.wformat": "wformat",
+    "v3.repeatpenalty": "repeat_penalty",
+    "v4.repeatpenalty": "repeat_boxed_penalty",
+}
 VARIANTS = ("default", "wformat", "repeat_penalty", "repeat_boxed_penalty", "binary")
 # What a response scores when its verification fails or runs out of time: the "wrong" value of each variant.
 _WRONG = {"default": -1.0, "wformat": -0.5, "repeat_penalty": -1.0, "repeat_boxed_penalty": -1.0, "binary": 0.0}
@@ -115,8 +119,13 @@ def reward_task(variant: str, response: str, gold: str) -> float:
     return -0.5 if (variant == "wformat" and correct is not None) else -1.0
 
 
-def math_rewards(responses: Sequence[str], golds: Sequence[str], variant: str = "default",
-                 pool: Optional[DeadlinePool] = None, timeout: float = DEFAULT_TIMEOUT) -> List[float]:
+def math_rewards(
+    responses: Sequence[str],
+    golds: Sequence[str],
+    variant: str = "default",
+    pool: Optional[DeadlinePool] = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> List[float]:
     """Rewards of many responses, verified in parallel by ``pool`` (default: the shared pool, one worker per core).
 
     Each verification has ``timeout`` seconds (``pool.timeout`` when a pool is given); one that fails or runs out of
@@ -164,4 +173,3 @@ class MathReward:
 
     def __exit__(self, *exc) -> None:
         self.close()
-

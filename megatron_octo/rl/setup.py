@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -56,8 +56,9 @@ class StartingPoint:
 
 def starting_point(recipe: RecipeConfig) -> StartingPoint:
     """Resolve ``rl.init`` (reads only)."""
-    init = Path(str(recipe.rl.init).rsplit(":", 1)[0] if not Path(str(recipe.rl.init)).exists()
-                else str(recipe.rl.init))
+    init = Path(
+        str(recipe.rl.init).rsplit(":", 1)[0] if not Path(str(recipe.rl.init)).exists() else str(recipe.rl.init)
+    )
     if _is_hf_dir(init):
         return StartingPoint(init=init, checkpoint=None)
     try:
@@ -82,8 +83,7 @@ def _converted_from(init_dir: Path) -> Optional[str]:
     return lineage[0]["path"] if lineage else None
 
 
-def materialize(recipe: RecipeConfig, point: StartingPoint, run_dir: Path, ctx: ParallelContext,
-                log) -> RecipeConfig:
+def materialize(recipe: RecipeConfig, point: StartingPoint, run_dir: Path, ctx: ParallelContext, log) -> RecipeConfig:
     """The recipe with ``checkpoint.load`` pointing at the starting weights (collective).
 
     A Hugging Face ``rl.init`` is converted by rank 0 into ``RUN_DIR/init`` for this TP/PP, once: a resumed run
@@ -98,15 +98,24 @@ def materialize(recipe: RecipeConfig, point: StartingPoint, run_dir: Path, ctx: 
                 from megatron_octo.convert import hf_to_mcore
 
                 if source.exists():
-                    log(f"[octo rl] {source} was converted from {was or 'an unknown source'}, not {point.init}: "
-                        "converting again")
+                    log(
+                        f"[octo rl] {source} was converted from {was or 'an unknown source'}, not {point.init}: "
+                        "converting again"
+                    )
                 log(f"[octo rl] converting {point.init} to Megatron-Core ({source})")
-                hf_to_mcore(str(point.init), str(source), tp=ctx.tp, pp=ctx.pp,
-                            make_vocab_size_divisible_by=recipe.model.make_vocab_size_divisible_by, quiet=True,
-                            overwrite=source.exists())
+                hf_to_mcore(
+                    str(point.init),
+                    str(source),
+                    tp=ctx.tp,
+                    pp=ctx.pp,
+                    make_vocab_size_divisible_by=recipe.model.make_vocab_size_divisible_by,
+                    quiet=True,
+                    overwrite=source.exists(),
+                )
         dist.barrier()
-    return dataclasses.replace(recipe, checkpoint=dataclasses.replace(recipe.checkpoint, load=str(source),
-                                                                      branch_from=None))
+    return dataclasses.replace(
+        recipe, checkpoint=dataclasses.replace(recipe.checkpoint, load=str(source), branch_from=None)
+    )
 
 
 def _hf_config(recipe: RecipeConfig, tokenizer) -> dict:
@@ -120,20 +129,49 @@ def _hf_config(recipe: RecipeConfig, tokenizer) -> dict:
     return config
 
 
-def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path) -> RolloutEngine:
-    """The rollout engine of this rollout rank (``rl.rollout.engine``), still without weights."""
+def engine_slot(recipe: RecipeConfig, ctx: ParallelContext) -> Tuple[Optional[int], int, bool]:
+    """(this rank's engine index or None, number of engines, whether this rank drives its engine's output).
+    One engine per data-parallel replica on its first rank; with ``rl.rollout.tensor_parallel`` one per TP group
+    (every rank hosts a shard, its TP rank 0 reports), numbered replica by replica, stage by stage."""
+    if recipe.rl.rollout.tensor_parallel:
+        return ctx.dp_rank * ctx.pp + ctx.pp_rank, ctx.dp * ctx.pp, ctx.tp_rank == 0
+    leader = dist.get_rank(ctx.pgs.mp) == 0
+    return (ctx.dp_rank if leader else None), ctx.dp, leader
+
+
+def make_engine(recipe: RecipeConfig, ctx: ParallelContext, tokenizer, run_dir: Path) -> Optional[RolloutEngine]:
+    """This rank's rollout engine (``rl.rollout.engine``), still without weights; None where the rank hosts none.
+    Collective over the job with ``rl.rollout.tensor_parallel`` (vLLM joins the job's process groups)."""
     r = recipe.rl.rollout
+    index, _, _ = engine_slot(recipe, ctx)
     config = _hf_config(recipe, tokenizer)
-    if r.engine == "transformers":
+    if r.tensor_parallel:  # one start directory for all engines, written once
+        model_dir = run_dir / "engine_model"
+        if ctx.is_main:
+            _engine_dir(model_dir, config, tokenizer)
+        dist.barrier()
+    elif index is None:
+        return None
+    elif r.engine == "transformers":
         return TransformersEngine(config, tokenizer, device=str(ctx.device))
-    model_dir = _engine_dir(run_dir / f"engine_model_dp{ctx.dp_rank}", config, tokenizer)
+    else:
+        model_dir = _engine_dir(run_dir / f"engine_model_dp{ctx.dp_rank}", config, tokenizer)
+    assert index is not None  # with tensor_parallel every rank has one; otherwise None returned above
     longest = max([r.max_response_tokens, *r.response_length_schedule.values()])
     dtype = str(engine_dtype(recipe, ctx)).removeprefix("torch.")
-    return VLLMRolloutEngine(str(model_dir), dtype=dtype, seed=recipe.train.seed + ctx.dp_rank,
-                             gpu_memory_utilization=r.gpu_memory_utilization,
-                             max_model_len=recipe.rl.prompts.max_prompt_tokens + longest,
-                             sleep_between_rollouts=r.sleep_between_rollouts, device=ctx.device,
-                             sleep_level=r.sleep_level, bucket_bytes=r.sync_bucket_mb << 20)
+    return VLLMRolloutEngine(
+        str(model_dir),
+        dtype=dtype,
+        seed=recipe.train.seed + index,
+        gpu_memory_utilization=r.gpu_memory_utilization,
+        max_model_len=recipe.rl.prompts.max_prompt_tokens + longest,
+        sleep_between_rollouts=r.sleep_between_rollouts,
+        device=ctx.device,
+        sleep_level=r.sleep_level,
+        bucket_bytes=r.sync_bucket_mb << 20,
+        tensor_parallel_size=ctx.tp if r.tensor_parallel else 1,
+        external_launcher=r.tensor_parallel,
+    )
 
 
 def engine_dtype(recipe: RecipeConfig, ctx: ParallelContext) -> torch.dtype:
@@ -147,8 +185,14 @@ def make_weight_sync(recipe: RecipeConfig, ctx: ParallelContext, engine=None):
     """The streamed weight sync of this rank's model-parallel group (``rl.sync.WeightSync``); collective-free."""
     from megatron_octo.rl.sync import WeightSync
 
-    return WeightSync(recipe.model, ctx.pgs.mp, engine_dtype(recipe, ctx),
-                      bucket_bytes=recipe.rl.rollout.sync_bucket_mb << 20)
+    group = ctx.pgs.mp if recipe.rl.rollout.tensor_parallel else None  # every rank holds an engine shard
+    return WeightSync(
+        recipe.model,
+        ctx.pgs.mp,
+        engine_dtype(recipe, ctx),
+        engine_group=group,
+        bucket_bytes=recipe.rl.rollout.sync_bucket_mb << 20,
+    )
 
 
 def _engine_dir(path: Path, config: dict, tokenizer) -> Path:
@@ -191,8 +235,10 @@ def rollout_reward(variant: str, workers: Optional[int] = None):
         try:
             return getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as exc:
-            raise RLSetupError(f"rl.reward={variant!r} cannot be imported ({exc}): give a reward variant or "
-                               "module:function on the Python path") from None
+            raise RLSetupError(
+                f"rl.reward={variant!r} cannot be imported ({exc}): give a reward variant or "
+                "module:function on the Python path"
+            ) from None
     from megatron_octo.rl.reward import MathReward, resolve_variant
 
     try:

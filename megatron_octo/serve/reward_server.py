@@ -87,6 +87,7 @@ class RewardServerConfig:
 
 # -- gold answers ------------------------------------------------------------------------------------------------
 
+
 def prompt_key(text: str) -> str:
     """The lookup key of a prompt: its text without any whitespace (detokenizers differ in spacing)."""
     return re.sub(r"\s+", "", text)
@@ -98,12 +99,14 @@ def resolve_template(template: str, marker: Optional[str]) -> Tuple[str, str]:
 
     text = TEMPLATES[template][0] if template in TEMPLATES else template
     if "{question}" not in text:
-        raise RewardServerError(f"template {template!r} is neither a name ({', '.join(TEMPLATES)}) nor a text with "
-                                "{question}")
+        raise RewardServerError(
+            f"template {template!r} is neither a name ({', '.join(TEMPLATES)}) nor a text with {{question}}"
+        )
     marker = marker if marker is not None else text.split("{question}", 1)[1].strip()
     if not marker.strip():
-        raise RewardServerError(f"template {template!r} has no text after {{question}} to end the prompt: pass "
-                                "--response-marker")
+        raise RewardServerError(
+            f"template {template!r} has no text after {{question}} to end the prompt: pass --response-marker"
+        )
     return text, marker.strip()
 
 
@@ -115,13 +118,16 @@ class AnswerBook:
         self.marker = marker
 
     @classmethod
-    def from_jsonl(cls, path, template: str = "complex", marker: Optional[str] = None,
-                   answer_field: str = "answer") -> "AnswerBook":
+    def from_jsonl(
+        cls, path, template: str = "complex", marker: Optional[str] = None, answer_field: str = "answer"
+    ) -> "AnswerBook":
         """Reads the answers file (module docstring); RewardServerError naming the file and line on bad records."""
         path = Path(path)
         if not path.is_file():
-            raise RewardServerError(f"answers file {path} does not exist: pass --answers FILE (JSONL with "
-                                    f"'{answer_field}' and 'text' or one of {', '.join(QUESTION_FIELDS)})")
+            raise RewardServerError(
+                f"answers file {path} does not exist: pass --answers FILE (JSONL with "
+                f"'{answer_field}' and 'text' or one of {', '.join(QUESTION_FIELDS)})"
+            )
         text, marker = resolve_template(template, marker)
         golds: Dict[str, str] = {}
         conflicts = 0
@@ -153,8 +159,10 @@ class AnswerBook:
                 return gold, sequence[end:]
             start = at + 1
         head = sequence[:60].replace("\n", " ")
-        raise RewardRequestError(f"no known prompt ending with {self.marker!r} starts the sequence {head!r}...: start "
-                                 "the server with the answers of the prompt set the actor trains on")
+        raise RewardRequestError(
+            f"no known prompt ending with {self.marker!r} starts the sequence {head!r}...: start "
+            "the server with the answers of the prompt set the actor trains on"
+        )
 
 
 def _record(line: str, template: str, answer_field: str, where: str) -> Tuple[str, str]:
@@ -169,11 +177,13 @@ def _record(line: str, template: str, answer_field: str, where: str) -> Tuple[st
     for name in QUESTION_FIELDS:
         if isinstance(rec.get(name), str):
             return template.replace("{question}", rec[name]), str(rec[answer_field])
-    raise RewardServerError(f"{where}: no prompt: give 'text' (the exact prompt) or one of "
-                            f"{', '.join(QUESTION_FIELDS)}")
+    raise RewardServerError(
+        f"{where}: no prompt: give 'text' (the exact prompt) or one of {', '.join(QUESTION_FIELDS)}"
+    )
 
 
 # -- requests ----------------------------------------------------------------------------------------------------
+
 
 def request_texts(inputs: Mapping[str, np.ndarray], decode: Callable[[List[int]], str], vocab: int) -> List[str]:
     """The decoded sequences of one request (``sentences``, or ``tokens`` + ``sequence_lengths``);
@@ -193,8 +203,10 @@ def request_texts(inputs: Mapping[str, np.ndarray], decode: Callable[[List[int]]
         ids = row[:n]
         bad = ids[(ids < 0) | (ids >= vocab)]
         if bad.size:
-            raise RewardRequestError(f"sequence {i} has token id {int(bad[0])} outside the vocabulary [0, {vocab}): "
-                                     "send ids of the tokenizer the server was started with")
+            raise RewardRequestError(
+                f"sequence {i} has token id {int(bad[0])} outside the vocabulary [0, {vocab}): "
+                "send ids of the tokenizer the server was started with"
+            )
         out.append(decode(ids.tolist()))
     return out
 
@@ -204,8 +216,9 @@ def _sentences(arr: np.ndarray) -> List[str]:
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
-        raise RewardRequestError(f"'sentences' must hold one text a row (shape [batch] or [batch, 1]), got shape "
-                                 f"{list(arr.shape)}")
+        raise RewardRequestError(
+            f"'sentences' must hold one text a row (shape [batch] or [batch, 1]), got shape {list(arr.shape)}"
+        )
     out = []
     for i, item in enumerate(arr.tolist()):
         if isinstance(item, str):
@@ -221,25 +234,31 @@ def _sentences(arr: np.ndarray) -> List[str]:
 def _token_arrays(tokens: np.ndarray, lengths: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     tokens, lengths = np.asarray(tokens), np.asarray(lengths)
     if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
-        raise RewardRequestError(f"'tokens' must be integers of shape [batch, length], got {tokens.dtype} of shape "
-                                 f"{list(tokens.shape)}")
+        raise RewardRequestError(
+            f"'tokens' must be integers of shape [batch, length], got {tokens.dtype} of shape {list(tokens.shape)}"
+        )
     if lengths.ndim == 2 and lengths.shape[1] == 1:
         lengths = lengths[:, 0]
     if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
-        raise RewardRequestError(f"'sequence_lengths' must be integers of shape [batch] or [batch, 1], got "
-                                 f"{lengths.dtype} of shape {list(lengths.shape)}")
+        raise RewardRequestError(
+            f"'sequence_lengths' must be integers of shape [batch] or [batch, 1], got "
+            f"{lengths.dtype} of shape {list(lengths.shape)}"
+        )
     if len(lengths) != len(tokens):
-        raise RewardRequestError(f"{len(tokens)} token rows but {len(lengths)} sequence lengths: send one length "
-                                 "per row")
+        raise RewardRequestError(
+            f"{len(tokens)} token rows but {len(lengths)} sequence lengths: send one length per row"
+        )
     bad = np.flatnonzero((lengths < 1) | (lengths > tokens.shape[1]))
     if bad.size:
         i = int(bad[0])
-        raise RewardRequestError(f"sequence {i} has length {int(lengths[i])}, outside 1..{tokens.shape[1]} (the "
-                                 "row width)")
+        raise RewardRequestError(
+            f"sequence {i} has length {int(lengths[i])}, outside 1..{tokens.shape[1]} (the row width)"
+        )
     return tokens, lengths
 
 
 # -- scoring and serving -----------------------------------------------------------------------------------------
+
 
 class RewardScorer:
     """Decodes requests and scores them: ``score(inputs) -> float32 [batch, 1]``. Owns the verification pool."""
@@ -301,8 +320,13 @@ class RewardInferFunc:
                 except RewardRequestError as exc:
                     log.warning("refused a request: %s", exc)
                     raise
-                log.info("scored %d sequences in %.2f s (mean reward %.3f; %d requests so far)", len(rewards),
-                         time.monotonic() - t0, float(rewards.mean()) if len(rewards) else 0.0, self.scorer.requests)
+                log.info(
+                    "scored %d sequences in %.2f s (mean reward %.3f; %d requests so far)",
+                    len(rewards),
+                    time.monotonic() - t0,
+                    float(rewards.mean()) if len(rewards) else 0.0,
+                    self.scorer.requests,
+                )
                 out.append({"rewards": rewards})
         return out
 
@@ -311,9 +335,11 @@ def triton_io():
     """PyTriton (inputs, outputs) tensor specs: the shapes of NeMo-Aligner's reward-model server."""
     from pytriton.model_config import Tensor
 
-    inputs = (Tensor(name="sentences", shape=(-1,), dtype=bytes, optional=True),
-              Tensor(name="tokens", shape=(-1,), dtype=np.int64, optional=True),
-              Tensor(name="sequence_lengths", shape=(-1,), dtype=np.int64, optional=True))
+    inputs = (
+        Tensor(name="sentences", shape=(-1,), dtype=bytes, optional=True),
+        Tensor(name="tokens", shape=(-1,), dtype=np.int64, optional=True),
+        Tensor(name="sequence_lengths", shape=(-1,), dtype=np.int64, optional=True),
+    )
     return inputs, (Tensor(name="rewards", shape=(1,), dtype=np.float32),)
 
 
@@ -324,15 +350,24 @@ def start_triton(cfg: RewardServerConfig, infer_func: RewardInferFunc):
         from pytriton.model_config import ModelConfig
         from pytriton.triton import Triton, TritonConfig
     except ImportError as exc:
-        raise RewardServerError(f"the reward server needs PyTriton ({exc}): pip install nvidia-pytriton (the 'serve' "
-                                "extra; it pins numpy<2, so use its own venv: make test-serve builds one)") from None
+        raise RewardServerError(
+            f"the reward server needs PyTriton ({exc}): pip install nvidia-pytriton (the 'serve' "
+            "extra; it pins numpy<2, so use its own venv: make test-serve builds one)"
+        ) from None
     _match_stub_libpython()
     inputs, outputs = triton_io()
-    triton = Triton(config=TritonConfig(http_address=cfg.host, http_port=cfg.port, allow_grpc=False,
-                                        allow_metrics=False))
+    triton = Triton(
+        config=TritonConfig(http_address=cfg.host, http_port=cfg.port, allow_grpc=False, allow_metrics=False)
+    )
     # batcher=None: no dynamic batching, so a refused request never takes another client's request down with it.
-    triton.bind(model_name=cfg.model_name, infer_func=infer_func, inputs=inputs, outputs=outputs,
-                config=ModelConfig(batching=True, max_batch_size=cfg.max_batch, batcher=None), strict=True)
+    triton.bind(
+        model_name=cfg.model_name,
+        infer_func=infer_func,
+        inputs=inputs,
+        outputs=outputs,
+        config=ModelConfig(batching=True, max_batch_size=cfg.max_batch, batcher=None),
+        strict=True,
+    )
     triton.run()
     return triton
 
@@ -356,8 +391,14 @@ def _match_stub_libpython() -> None:
 def serve_reward(cfg: RewardServerConfig) -> None:
     """Loads the answers, tokenizer and verification pool, then serves until interrupted (SIGINT / SIGTERM)."""
     scorer = RewardScorer(cfg)
-    log.info("reward server: %d prompts with answers from %s, marker %r, variant %s, %.1f s per item",
-             len(scorer.book.golds), cfg.answers, scorer.book.marker, scorer.reward.variant, cfg.timeout)
+    log.info(
+        "reward server: %d prompts with answers from %s, marker %r, variant %s, %.1f s per item",
+        len(scorer.book.golds),
+        cfg.answers,
+        scorer.book.marker,
+        scorer.reward.variant,
+        cfg.timeout,
+    )
     triton = start_triton(cfg, RewardInferFunc(scorer))
     # One line on stdout that scripts (and tests) wait for.
     print(f"reward server ready: model '{cfg.model_name}' on http://{cfg.host}:{cfg.port}", flush=True)

@@ -16,12 +16,14 @@ def train(recipe: RecipeConfig, run_dir: Path, overwrite: bool = False) -> Dict[
     """Run one training stage in this process (one rank of a torchrun world, or a world of one)."""
     from megatron_octo.training.loop import prepare_training
 
-    return run_stage(TRAIN_STAGE, recipe, Path(run_dir), overwrite,
-                     lambda ctx: prepare_training(recipe, Path(run_dir), ctx))
+    return run_stage(
+        TRAIN_STAGE, recipe, Path(run_dir), overwrite, lambda ctx: prepare_training(recipe, Path(run_dir), ctx)
+    )
 
 
-def train_from_args(recipe_name: str, overrides: Sequence[str], run_dir: str, overwrite: bool,
-                    override_schedule: bool = False) -> Dict[str, Any]:
+def train_from_args(
+    recipe_name: str, overrides: Sequence[str], run_dir: str, overwrite: bool, override_schedule: bool = False
+) -> Dict[str, Any]:
     """``octo train``: resolve the recipe, then train."""
     if override_schedule:
         overrides = list(overrides) + ["checkpoint.override_schedule=true"]

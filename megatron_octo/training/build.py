@@ -55,8 +55,10 @@ def _plans(recipe: RecipeConfig, ctx: ParallelContext, use_te: bool):
     except (PrecisionError, FeatureError) as exc:
         raise SetupError(str(exc)) from None
     if fp8.enabled and not use_te:
-        raise SetupError("precision.fp8 runs on Transformer Engine layers but model.spec=local: set model.spec=auto "
-                         "(or te), or precision.fp8=null")
+        raise SetupError(
+            "precision.fp8 runs on Transformer Engine layers but model.spec=local: set model.spec=auto "
+            "(or te), or precision.fp8=null"
+        )
     if ctx.is_main:
         for note in (*fp8.notes, *features.notes):
             print(f"[octo] {note}", flush=True)
@@ -80,15 +82,23 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     initialize_userbuffers(features, recipe.parallel.tp, fp8.enabled, params_dtype)
     # FP8 parameters are quantized by TE kernels as they are created and written: build them on the GPU.
     on_cpu = not (fp8.param_gather and ctx.device.type == "cuda")
-    tcfg = transformer_config(recipe.model, recipe.parallel, params_dtype, use_cpu_initialization=on_cpu,
-                              extra={**fp8.transformer_config(), **features.tcfg})
+    tcfg = transformer_config(
+        recipe.model,
+        recipe.parallel,
+        params_dtype,
+        use_cpu_initialization=on_cpu,
+        extra={**fp8.transformer_config(), **features.tcfg},
+    )
     model = build_gpt_model(
         recipe.model, tcfg, ctx.pgs, pre_process=ctx.is_first_stage, post_process=ctx.is_last_stage, use_te=use_te
     )
     if recipe.train.init == "invariant":
         initialize_invariant(
-            [model], seed=recipe.train.seed, std=recipe.model.init_method_std,
-            num_layers=shape(recipe.model).num_layers, vocab_size=shape(recipe.model).vocab_size,
+            [model],
+            seed=recipe.train.seed,
+            std=recipe.model.init_method_std,
+            num_layers=shape(recipe.model).num_layers,
+            vocab_size=shape(recipe.model).vocab_size,
         )
     if adapt is not None:
         adapt(model, tcfg)
@@ -99,7 +109,8 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
         overlap_grad_reduce=recipe.parallel.overlap_grad_reduce,
         overlap_param_gather=recipe.parallel.overlap_param_gather,
         use_distributed_optimizer=recipe.parallel.distributed_optimizer,
-        **features.ddp, **fp8.ddp_config(),
+        **features.ddp,
+        **fp8.ddp_config(),
     )
     ddp = DistributedDataParallel(tcfg, ddp_config, model, pg_collection=ctx.pgs)
     tcfg.finalize_model_grads_func = finalize_model_grads
@@ -111,8 +122,9 @@ def build_model(recipe: RecipeConfig, ctx: ParallelContext, adapt=None) -> tuple
     return [ddp], tcfg, params_dtype
 
 
-def build_optimizer(recipe: RecipeConfig, chunks: List[torch.nn.Module], ctx: ParallelContext,
-                    params_dtype: torch.dtype, iters: int) -> tuple:
+def build_optimizer(
+    recipe: RecipeConfig, chunks: List[torch.nn.Module], ctx: ParallelContext, params_dtype: torch.dtype, iters: int
+) -> tuple:
     """Megatron-Core optimizer (distributed if asked) and its LR scheduler, stepped once per iteration."""
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
@@ -120,9 +132,17 @@ def build_optimizer(recipe: RecipeConfig, chunks: List[torch.nn.Module], ctx: Pa
 
     o, s = recipe.optimizer, recipe.schedule
     opt_config = OptimizerConfig(
-        optimizer=o.name, lr=s.lr, min_lr=s.min_lr, weight_decay=o.weight_decay,
-        adam_beta1=o.beta1, adam_beta2=o.beta2, adam_eps=o.eps, clip_grad=o.clip_grad,
-        bf16=params_dtype == torch.bfloat16, fp16=params_dtype == torch.float16, params_dtype=params_dtype,
+        optimizer=o.name,
+        lr=s.lr,
+        min_lr=s.min_lr,
+        weight_decay=o.weight_decay,
+        adam_beta1=o.beta1,
+        adam_beta2=o.beta2,
+        adam_eps=o.eps,
+        clip_grad=o.clip_grad,
+        bf16=params_dtype == torch.bfloat16,
+        fp16=params_dtype == torch.float16,
+        params_dtype=params_dtype,
         use_distributed_optimizer=recipe.parallel.distributed_optimizer,
         **loss_scale_args(recipe),
         **_fp8_optimizer_fields(chunks[0]),
@@ -146,8 +166,13 @@ def _fp8_optimizer_fields(chunk) -> dict:
 def loss_scale_args(recipe: RecipeConfig) -> dict:
     """Megatron-Core ``OptimizerConfig`` loss-scaling fields (used only when the parameters are fp16)."""
     p = recipe.precision
-    return dict(loss_scale=p.loss_scale, initial_loss_scale=p.initial_loss_scale, min_loss_scale=p.min_loss_scale,
-                loss_scale_window=p.loss_scale_window, hysteresis=p.hysteresis)
+    return dict(
+        loss_scale=p.loss_scale,
+        initial_loss_scale=p.initial_loss_scale,
+        min_loss_scale=p.min_loss_scale,
+        loss_scale_window=p.loss_scale_window,
+        hysteresis=p.hysteresis,
+    )
 
 
 def scheduler_args(recipe: RecipeConfig, iters: int) -> dict:
@@ -178,5 +203,11 @@ def build(recipe: RecipeConfig, ctx: ParallelContext, iters: int) -> Components:
 
     chunks, tcfg, params_dtype = build_model(recipe, ctx)
     optimizer, scheduler = build_optimizer(recipe, chunks, ctx, params_dtype, iters)
-    return Components(model=chunks, optimizer=optimizer, scheduler=scheduler, config=tcfg,
-                      params_dtype=params_dtype, p2p=P2PCommunicator(pp_group=ctx.pgs.pp, config=tcfg))
+    return Components(
+        model=chunks,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        config=tcfg,
+        params_dtype=params_dtype,
+        p2p=P2PCommunicator(pp_group=ctx.pgs.pp, config=tcfg),
+    )

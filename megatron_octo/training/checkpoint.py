@@ -62,6 +62,8 @@ class CheckpointMeta:
     """The ModelConfig fields, so a checkpoint says what it holds."""
     lineage: List[dict] = field(default_factory=list)
     """Checkpoints this one descends from (oldest first): {path, step, tokens, recipe}."""
+    batch: dict = field(default_factory=dict)
+    """global_batch, micro_batch and seq_len of the stage (Megatron-LM's args record them); empty for weights."""
     format_version: int = FORMAT_VERSION
 
 
@@ -75,7 +77,7 @@ def complete_checkpoints(root: Path) -> List[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if _ITER_RE.match(p.name) and (p / META_FILE).is_file()]
-    return sorted(found, key=lambda p: int(_ITER_RE.match(p.name).group(1)))
+    return sorted(found, key=lambda p: int(p.name[len("iter_") :]))  # the name matched _ITER_RE
 
 
 def latest_checkpoint(root: Path) -> Optional[Path]:
@@ -101,8 +103,8 @@ def resolve(spec: str) -> Path:
     (that step's checkpoint) to one of our checkpoint directories."""
     from megatron_octo.convert.megatron_lm import RELEASE, read_tracker
 
-    path, _, step = spec.partition(":") if re.search(r":\d+$", spec) and not Path(spec).exists() else (spec, "", "")
-    path = Path(path)
+    name, _, step = spec.partition(":") if re.search(r":\d+$", spec) and not Path(spec).exists() else (spec, "", "")
+    path = Path(name)
     if (path / META_FILE).is_file() and not step:
         return path
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
@@ -114,10 +116,10 @@ def resolve(spec: str) -> Path:
         return found
     if root.is_dir() and read_tracker(root) == RELEASE and (root / RELEASE / META_FILE).is_file():
         return root / RELEASE
-    found = latest_checkpoint(root)
-    if found is None:
+    latest = latest_checkpoint(root)
+    if latest is None:
         raise CheckpointError(f"no complete checkpoint under {path}")
-    return found
+    return latest
 
 
 def _model_sharded_state_dict(chunks, *, is_loading: bool) -> dict:
@@ -136,8 +138,10 @@ def _load_model_state(chunks, state: dict, ckpt_dir: Path) -> None:
     missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
     unexpected = [k for k in result.unexpected_keys if not k.endswith("_extra_state")]
     if missing or unexpected:
-        raise CheckpointError(f"{ckpt_dir} does not fit this model: missing {missing[:3]}, unexpected "
-                              f"{unexpected[:3]}: check model.* against the checkpoint's octo_checkpoint.json")
+        raise CheckpointError(
+            f"{ckpt_dir} does not fit this model: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}: check model.* against the checkpoint's octo_checkpoint.json"
+        )
 
 
 def sharded_state(parts, *, with_optimizer: bool, is_loading: bool) -> dict:
@@ -153,6 +157,54 @@ def sharded_state(parts, *, with_optimizer: bool, is_loading: bool) -> dict:
         from megatron_octo.training.precision import dequantize_for_save
 
         dequantize_for_save(model_sd)
+    return state
+
+
+_SAMPLE_COUNTS = ("lr_warmup_steps", "num_steps", "lr_decay_steps", "wd_incr_steps")
+
+
+def megatron_lm_state(meta: CheckpointMeta, parts) -> dict:
+    """The non-tensor state Megatron-LM's ``load_checkpoint`` resumes from (written to common.pt by
+    ``dist_checkpointing.save``): ``args`` (model, layout, batch geometry, schedule, consumed samples),
+    ``checkpoint_version``, ``iteration``, the FLOPs counter (this stage's tokens x training FLOPs per token) and the
+    scheduler state in Megatron-LM's units (its counters count samples: steps x global batch).
+
+    What carries over to a Megatron-LM resume: weights, optimizer state, iteration, consumed samples, scheduler.
+    What does not: RNG state (``no_save_rng`` is recorded, so Megatron-LM draws fresh dropout/data RNG) and the data
+    position of our own mixtures (Megatron-LM restarts its sampler at ``consumed_train_samples`` of its dataset)."""
+    from megatron_octo.config.schema import ModelConfig
+    from megatron_octo.convert import megatron_lm
+    from megatron_octo.training.flops import flops_per_token
+
+    cfg = ModelConfig(**meta.model)
+    lay, sched, batch = meta.layout, meta.schedule, meta.batch
+    gbs, seq = int(batch.get("global_batch", 0)), int(batch.get("seq_len", 0))
+    run = {
+        "data_parallel_size": lay.get("dp", 1),
+        "context_parallel_size": lay.get("cp", 1),
+        "world_size": lay.get("tp", 1) * lay.get("pp", 1) * lay.get("cp", 1) * lay.get("dp", 1),
+        "use_distributed_optimizer": bool(lay.get("distributed_optimizer", False)),
+        "no_save_optim": False,
+        "global_batch_size": gbs,
+        "micro_batch_size": batch.get("micro_batch"),
+        "seq_length": seq or None,
+        "consumed_train_samples": meta.step * gbs,
+        "train_iters": sched.get("iters"),
+        "lr": sched.get("lr"),
+        "min_lr": sched.get("min_lr"),
+        "lr_decay_style": sched.get("style"),
+        "lr_warmup_iters": sched.get("warmup_iters"),
+        "lr_decay_iters": sched.get("decay_iters"),
+    }
+    flops = meta.tokens * flops_per_token(cfg, seq) if seq else 0.0
+    state = megatron_lm.common_state(
+        cfg, tp=lay.get("tp", 1), pp=lay.get("pp", 1), iteration=meta.step, flops=flops, run=run
+    )
+    if getattr(parts, "scheduler", None) is not None:
+        scheduler = dict(parts.scheduler.state_dict())
+        for key in _SAMPLE_COUNTS:  # ours steps once per iteration; Megatron-LM's once per sample
+            scheduler[key] = scheduler[key] * max(gbs, 1)
+        state["opt_param_scheduler"] = scheduler
     return state
 
 
@@ -215,13 +267,16 @@ class Saver:
             tmp.mkdir(parents=True)
         dist.barrier()
         state = sharded_state(parts, with_optimizer=True, is_loading=False)
+        state.update(megatron_lm_state(meta, parts))
         if self.queue is None:
-            dist_checkpointing.save(state, str(tmp))
+            dist_checkpointing.save(state, str(tmp), content_metadata=_OPTIMIZER_METADATA)
             dist.barrier()
             self._publish(meta, tmp, final)
             dist.barrier()
         else:
-            request = dist_checkpointing.save(state, str(tmp), async_sharded_save=True)
+            request = dist_checkpointing.save(
+                state, str(tmp), async_sharded_save=True, content_metadata=_OPTIMIZER_METADATA
+            )
             request.add_finalize_fn(lambda: self._publish(meta, tmp, final))
             self.queue.schedule_async_request(request)
         return final
@@ -341,9 +396,7 @@ def load(ckpt_dir: Path, parts, *, with_optimizer: bool) -> CheckpointMeta:
     if with_optimizer:
         _ensure_optimizer_state(parts.optimizer)
         _fix_torch_adam_step_on_load()
-    state = dist_checkpointing.load(
-        sharded_state(parts, with_optimizer=with_optimizer, is_loading=True), str(ckpt_dir)
-    )
+    state = dist_checkpointing.load(sharded_state(parts, with_optimizer=with_optimizer, is_loading=True), str(ckpt_dir))
     _load_model_state(parts.model, state["model"], ckpt_dir)
     if with_optimizer:
         recipe_values = _group_hyperparameters(parts.optimizer)

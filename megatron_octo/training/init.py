@@ -35,8 +35,17 @@ def _is_norm(key: str) -> bool:
     return key.endswith(("layer_norm_weight", "layernorm.weight", "norm.weight"))
 
 
-def full_tensor(key: str, shape: Tuple[int, ...], *, layer: Tuple[int, ...] = (), seed: int, std: float,
-                num_layers: int, vocab_size: int, device: torch.device) -> torch.Tensor:
+def full_tensor(
+    key: str,
+    shape: Tuple[int, ...],
+    *,
+    layer: Tuple[int, ...] = (),
+    seed: int,
+    std: float,
+    num_layers: int,
+    vocab_size: int,
+    device: torch.device,
+) -> torch.Tensor:
     """The whole (unsharded) initial value of the parameter ``key`` (of stacked layer ``layer``, if any), in fp32."""
     if _is_norm(key):
         return torch.ones(shape, device=device)
@@ -75,14 +84,13 @@ def _local_value(sh, **draw) -> torch.Tensor:
     """This rank's slice of the full tensor described by one ShardedTensor."""
     prepend = sh.prepend_axis_num  # stacked layers: the leading offsets are the global layer numbers
     full = full_tensor(sh.key, tuple(sh.global_shape[prepend:]), layer=tuple(sh.global_offset[:prepend]), **draw)
-    index = tuple(
-        slice(offset, offset + size) for offset, size in zip(sh.global_offset[prepend:], sh.local_shape)
-    )
+    index = tuple(slice(offset, offset + size) for offset, size in zip(sh.global_offset[prepend:], sh.local_shape))
     return full[index]
 
 
-def invariant_state_dict(model: Any, *, seed: int, std: float, num_layers: int,
-                         vocab_size: int) -> Dict[str, torch.Tensor]:
+def invariant_state_dict(
+    model: Any, *, seed: int, std: float, num_layers: int, vocab_size: int
+) -> Dict[str, torch.Tensor]:
     """Initial values of ``model``'s (a Megatron-Core module, not DDP-wrapped) parameters on this rank."""
     device = next(model.parameters()).device
     draw = dict(seed=seed, std=std, num_layers=num_layers, vocab_size=vocab_size, device=device)
@@ -95,8 +103,9 @@ def invariant_state_dict(model: Any, *, seed: int, std: float, num_layers: int,
 
 
 @torch.no_grad()
-def initialize_invariant(models: Iterable[torch.nn.Module], *, seed: int, std: float, num_layers: int,
-                         vocab_size: int) -> None:
+def initialize_invariant(
+    models: Iterable[torch.nn.Module], *, seed: int, std: float, num_layers: int, vocab_size: int
+) -> None:
     """Overwrite every parameter of each model chunk with its layout-invariant initial value."""
     for model in models:
         values = invariant_state_dict(model, seed=seed, std=std, num_layers=num_layers, vocab_size=vocab_size)

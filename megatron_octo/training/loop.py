@@ -95,8 +95,9 @@ def global_mean_loss(losses_reduced: List[Dict[str, torch.Tensor]], ctx: Paralle
     return float(totals[0] / totals[1])
 
 
-def train_step(step: int, parts: Components, loader: StepLoader, recipe: RecipeConfig,
-               ctx: ParallelContext) -> StepResult:
+def train_step(
+    step: int, parts: Components, loader: StepLoader, recipe: RecipeConfig, ctx: ParallelContext
+) -> StepResult:
     """One optimizer step (``step`` is 0-based) over the global batch; ``loader`` serves its micro-batches."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
@@ -130,8 +131,15 @@ def train_step(step: int, parts: Components, loader: StepLoader, recipe: RecipeC
     parts.scheduler.step(increment=1)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
-    return StepResult(loss=loss, grad_norm=grad_norm, lr=lr, seconds=time.perf_counter() - start, skipped=skipped,
-                      overflow=overflow, loss_scale=loss_scale)
+    return StepResult(
+        loss=loss,
+        grad_norm=grad_norm,
+        lr=lr,
+        seconds=time.perf_counter() - start,
+        skipped=skipped,
+        overflow=overflow,
+        loss_scale=loss_scale,
+    )
 
 
 def make_dataset(recipe: RecipeConfig):
@@ -146,8 +154,9 @@ def make_datasets(recipe: RecipeConfig, iters: int, validation: bool = True) -> 
     has validation data only when ``data.split`` holds some out; synthetic data has a held-out stream)."""
     valid_samples = validation_samples(recipe, iters) if validation else 0
     if recipe.data.kind == "synthetic":
-        args: Dict[str, Any] = dict(vocab_size=recipe.model.vocab_size, seq_len=recipe.train.seq_len,
-                                    seed=recipe.train.seed)
+        args: Dict[str, Any] = dict(
+            vocab_size=recipe.model.vocab_size, seq_len=recipe.train.seq_len, seed=recipe.train.seed
+        )
         return SyntheticTokens(**args), (SyntheticTokens(**args, held_out=True) if valid_samples else None)
     if recipe.data.kind == "blend":
         from megatron_octo.data.blend import build_blend_splits
@@ -168,8 +177,9 @@ def _check_divergence(history: List[StepResult], limit: int, run_dir: Path) -> N
         )
 
 
-def prepare_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
-                     parts: Optional[Components] = None) -> Callable[[], Dict[str, Any]]:
+def prepare_training(
+    recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, parts: Optional[Components] = None
+) -> Callable[[], Dict[str, Any]]:
     """Build the stage and restore where it starts (everything that can refuse the recipe); returns the session
     that trains to the last iteration (``stage.run_stage`` calls both)."""
     iters = train_iters(recipe)
@@ -177,21 +187,33 @@ def prepare_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
     start = resume(recipe, run_dir, parts, iters, ctx, TRAIN_STAGE)
     dataset, valid = make_datasets(recipe, iters)
     if ctx.is_main and valid is None and recipe.train.eval_interval and recipe.train.eval_iters:
-        print(f"[octo] no validation loss: data.split={recipe.data.split} holds no documents out for validation "
-              f"(e.g. data.split=98,1,1 does)", flush=True)
+        print(
+            f"[octo] no validation loss: data.split={recipe.data.split} holds no documents out for validation "
+            f"(e.g. data.split=98,1,1 does)",
+            flush=True,
+        )
     return lambda: _train(recipe, run_dir, ctx, parts, start, dataset, valid, iters)
 
 
-def run_training(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext,
-                 parts: Optional[Components] = None) -> Dict[str, Any]:
+def run_training(
+    recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, parts: Optional[Components] = None
+) -> Dict[str, Any]:
     """Train ``recipe`` to its last iteration, starting where ``resume.restore`` says; the main rank writes
     ``run_dir/metrics.jsonl``; checkpoints go to ``run_dir/checkpoints``. Returns a summary; its ``exit_code`` is
     ``REQUEUE_EXIT_CODE`` when a stop signal ended the run (after saving) before its last step."""
     return prepare_training(recipe, run_dir, ctx, parts)()
 
 
-def _train(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, parts: Components, start: Start, dataset,
-           valid, iters: int) -> Dict[str, Any]:
+def _train(
+    recipe: RecipeConfig,
+    run_dir: Path,
+    ctx: ParallelContext,
+    parts: Components,
+    start: Start,
+    dataset,
+    valid,
+    iters: int,
+) -> Dict[str, Any]:
     tokens_per_step = recipe.train.global_batch * recipe.train.seq_len
     writer = metrics_writer(ctx, run_dir, iters, recipe)
     peak = peak_flops(ctx.device, fp8=bool(getattr(parts.config, "fp8", None)))  # what precision.fp8 resolved to
@@ -212,11 +234,18 @@ def _train(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, parts: Com
                 if writer is not None:
                     tokens_per_s = tokens_per_step / result.seconds
                     record = {
-                        "step": step + 1, "loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm,
-                        "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tokens_per_s,
-                        "step_time_s": result.seconds, "skipped_steps": sum(r.skipped for r in history),
-                        "model_tflops": tokens_per_s * flops_per_token(recipe.model, recipe.train.seq_len)
-                        / ctx.world_size / 1e12,  # per GPU
+                        "step": step + 1,
+                        "loss": result.loss,
+                        "lr": result.lr,
+                        "grad_norm": result.grad_norm,
+                        "tokens": (step + 1) * tokens_per_step,
+                        "tokens_per_s": tokens_per_s,
+                        "step_time_s": result.seconds,
+                        "skipped_steps": sum(r.skipped for r in history),
+                        "model_tflops": tokens_per_s
+                        * flops_per_token(recipe.model, recipe.train.seq_len)
+                        / ctx.world_size
+                        / 1e12,  # per GPU
                     }
                     if parts.params_dtype == torch.float16:  # Megatron-LM logs the scale and the skipped iterations
                         record.update(loss_scale=result.loss_scale, overflow_steps=sum(r.overflow for r in history))
@@ -236,12 +265,17 @@ def _train(recipe: RecipeConfig, run_dir: Path, ctx: ParallelContext, parts: Com
     return {**manager.summary(), **_summary(history, iters, tokens_per_step, ctx)}
 
 
-def _summary(history: List[StepResult], iters: int, tokens_per_step: int,
-             ctx: ParallelContext) -> Dict[str, Any]:
+def _summary(history: List[StepResult], iters: int, tokens_per_step: int, ctx: ParallelContext) -> Dict[str, Any]:
     seconds = sum(r.seconds for r in history)
     return {
         "tokens": iters * tokens_per_step,
-        "first_loss": history[0].loss if history else None, "final_loss": history[-1].loss if history else None,
-        "seconds": seconds, "tokens_per_s": len(history) * tokens_per_step / seconds if seconds else None,
-        "world_size": ctx.world_size, "tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
+        "first_loss": history[0].loss if history else None,
+        "final_loss": history[-1].loss if history else None,
+        "seconds": seconds,
+        "tokens_per_s": len(history) * tokens_per_step / seconds if seconds else None,
+        "world_size": ctx.world_size,
+        "tp": ctx.tp,
+        "pp": ctx.pp,
+        "cp": ctx.cp,
+        "dp": ctx.dp,
     }

@@ -15,16 +15,14 @@ from megatron_octo.errors import OctoError
 from megatron_octo.utils.progress import format_duration
 
 
-
 class MetricsWriter:
     """Writes what the main rank measures. Only the main rank constructs one."""
 
-    def __init__(self, run_dir: Path, total_steps: int, tensorboard: bool, log_interval: int = 1,
-                 stream=sys.stdout):
+    def __init__(self, run_dir: Path, total_steps: int, tensorboard: bool, log_interval: int = 1, stream=None):
         self.path = run_dir / "metrics.jsonl"
         self.total_steps = total_steps
         self.log_interval = log_interval
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stdout  # the current stdout, not the one at import
         self._file = open(self.path, "a", buffering=1)
         self._tb = None
         self._start = time.monotonic()
@@ -58,14 +56,17 @@ class MetricsWriter:
             self._first_step = step - 1
         elapsed = time.monotonic() - self._start
         eta = elapsed / (step - self._first_step) * (self.total_steps - step)
-        return (f"step {step}/{self.total_steps} | {self._fields(record)} | elapsed {format_duration(elapsed)} | "
-                f"ETA {format_duration(eta)}")
+        return (
+            f"step {step}/{self.total_steps} | {self._fields(record)} | elapsed {format_duration(elapsed)} | "
+            f"ETA {format_duration(eta)}"
+        )
 
     def _fields(self, record: Dict[str, float]) -> str:
         """The stage's own part of the progress line."""
         return (
             f"loss {record['loss']:.4f} | lr {record['lr']:.3e} | grad_norm {record['grad_norm']:.3f} | "
-            f"{record['tokens_per_s']:.0f} tokens/s" + (f" | MFU {100 * record['mfu']:.1f}%" if "mfu" in record else "")
+            f"{record['tokens_per_s']:.0f} tokens/s"
+            + (f" | MFU {100 * record['mfu']:.1f}%" if "mfu" in record else "")
             + (f" | val loss {record['val_loss']:.4f}" if "val_loss" in record else "")
         )
 
@@ -92,8 +93,9 @@ def _parse(path: Path, drop_torn_tail: bool) -> list:
         except ValueError:
             if drop_torn_tail and number == len(lines):
                 break  # a write cut short by a kill: the step it records was never checkpointed
-            raise MetricsFileError(f"{path}:{number}: not a JSON record ({line.strip()[:60]!r}): fix or delete the "
-                                   f"line") from None
+            raise MetricsFileError(
+                f"{path}:{number}: not a JSON record ({line.strip()[:60]!r}): fix or delete the line"
+            ) from None
     return records
 
 
@@ -113,7 +115,8 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def maybe_writer(is_main: bool, run_dir: Path, total_steps: int, tensorboard: bool,
-                 log_interval: int) -> Optional[MetricsWriter]:
+def maybe_writer(
+    is_main: bool, run_dir: Path, total_steps: int, tensorboard: bool, log_interval: int
+) -> Optional[MetricsWriter]:
     """A writer on the main rank, None elsewhere."""
     return MetricsWriter(run_dir, total_steps, tensorboard, log_interval) if is_main else None

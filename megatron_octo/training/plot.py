@@ -1,4 +1,5 @@
-"""``octo plot``: loss (training, and validation where logged) and learning rate against tokens for one or more runs, as a PNG.
+"""``octo plot``: loss (training, and validation where logged) and learning rate against tokens for one or more
+runs, as a PNG.
 
 A branch (a run whose checkpoints record a lineage) is drawn from where its source left off: its tokens are offset
 by the source checkpoint's tokens, so a stable run and its decay branches read as one Stable-then-Decay picture.
@@ -44,8 +45,10 @@ def _check_metrics(run: Path) -> None:
             except ValueError:
                 record = None
             if not isinstance(record, dict) or not all(k in record for k in ("tokens", "loss", "lr")):
-                raise PlotError(f"{path}:{number} is not a metrics record (a run killed while writing it?): "
-                                "delete that line, or resume the run")
+                raise PlotError(
+                    f"{path}:{number} is not a metrics record (a run killed while writing it?): "
+                    "delete that line, or resume the run"
+                )
 
 
 def _curves(run_dirs: Sequence[str]) -> List[tuple]:
@@ -77,7 +80,7 @@ def plot_runs(run_dirs: Sequence[str], output: str, overwrite: bool = False) -> 
 
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
     for name, tokens, loss, lr, val in curves:
-        line, = ax_loss.plot(tokens, loss, label=name)
+        (line,) = ax_loss.plot(tokens, loss, label=name)
         if val:  # held-out validation loss (train.eval_interval), in the run's colour
             ax_loss.plot(*zip(*val), "o--", color=line.get_color(), markersize=4, label=f"{name} (validation)")
         ax_lr.plot(tokens, lr, label=name)

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.training import checkpoint as ckpt
+from megatron_octo.training.start import prepare_source
 
 
 @dataclass
@@ -40,8 +41,12 @@ def schedule_params(recipe: RecipeConfig, iters: int) -> Dict:
     """The LR schedule as stored in a checkpoint and compared on resume."""
     s = recipe.schedule
     return {
-        "style": s.style, "lr": s.lr, "min_lr": s.min_lr, "warmup_iters": s.warmup_iters,
-        "decay_iters": s.decay_iters if s.decay_iters is not None else iters, "iters": iters,
+        "style": s.style,
+        "lr": s.lr,
+        "min_lr": s.min_lr,
+        "warmup_iters": s.warmup_iters,
+        "decay_iters": s.decay_iters if s.decay_iters is not None else iters,
+        "iters": iters,
     }
 
 
@@ -56,8 +61,9 @@ def check_schedule(saved: Dict, wanted: Dict, ckpt_dir: Path, override: bool) ->
 
 
 def _ancestry(meta: ckpt.CheckpointMeta, path: Path) -> List[dict]:
-    return meta.lineage + [{"path": str(path.resolve()), "step": meta.step, "tokens": meta.tokens,
-                            "recipe": meta.recipe}]
+    return meta.lineage + [
+        {"path": str(path.resolve()), "step": meta.step, "tokens": meta.tokens, "recipe": meta.recipe}
+    ]
 
 
 def checkpoint_problem(ckpt_dir: Path) -> Optional[str]:
@@ -98,8 +104,9 @@ def checkpoint_problem(ckpt_dir: Path) -> Optional[str]:
     return None
 
 
-def usable_checkpoint(root: Path, log: Callable[[str], None] = print,
-                      set_aside: bool = True) -> Tuple[Optional[Path], List[Tuple[Path, str]]]:
+def usable_checkpoint(
+    root: Path, log: Callable[[str], None] = print, set_aside: bool = True
+) -> Tuple[Optional[Path], List[Tuple[Path, str]]]:
     """The newest complete checkpoint under ``root`` whose files are whole, and the (path, reason) of each newer
     one passed over. When one is found and ``set_aside``, each passed-over one is renamed ``iter_N.corrupt`` (so
     that saving and pruning no longer count it) and ``log`` says so; when none is, nothing is renamed. Call it on
@@ -142,13 +149,15 @@ def _own_checkpoint(run_dir: Path, ctx, log) -> Tuple[Optional[Path], List[Tuple
     skipped: List[Tuple[Path, str]] = choice[1]  # type: ignore[assignment]
     if found is None and skipped:
         reasons = "; ".join(f"{p.name}: {why}" for p, why in skipped)
-        raise ckpt.CheckpointError(f"no usable checkpoint under {root} ({reasons}): restore one from a backup, or "
-                                   f"start over with --overwrite")
+        raise ckpt.CheckpointError(
+            f"no usable checkpoint under {root} ({reasons}): restore one from a backup, or start over with --overwrite"
+        )
     return found, skipped
 
 
-def restore(recipe: RecipeConfig, run_dir: Path, parts, iters: int, ctx=None,
-            log: Callable[[str], None] = print) -> Start:
+def restore(
+    recipe: RecipeConfig, run_dir: Path, parts, iters: int, ctx=None, log: Callable[[str], None] = print
+) -> Start:
     """Load whatever the stage starts from into ``parts`` (collective); return the start. ``ctx`` (the
     ParallelContext): rank 0 checks the run's own checkpoints and tells the others which one to load; unusable
     newer ones are set aside only once the resume has loaded (a refused resume changes nothing)."""
@@ -157,8 +166,9 @@ def restore(recipe: RecipeConfig, run_dir: Path, parts, iters: int, ctx=None,
     if own is not None:
         check_schedule(ckpt.read_meta(own).schedule, schedule_params(recipe, iters), own, c.override_schedule)
         meta = ckpt.load(own, parts, with_optimizer=True)
-        start = Start(step=meta.step, tokens=meta.tokens, lineage=meta.lineage,
-                      source=f"resumed from {own} (step {meta.step})")
+        start = Start(
+            step=meta.step, tokens=meta.tokens, lineage=meta.lineage, source=f"resumed from {own} (step {meta.step})"
+        )
         if (ctx is None or ctx.is_main) and skipped:
             for bad, why in skipped:
                 _set_aside(bad, why, log)
@@ -172,8 +182,14 @@ def restore(recipe: RecipeConfig, run_dir: Path, parts, iters: int, ctx=None,
         _refuse_own_run(source, run_dir)
         meta = ckpt.load(source, parts, with_optimizer=True)
         start = Start(lineage=_ancestry(meta, source), source=f"branched from {source} (step {meta.step})")
-    elif c.load:
-        source = ckpt.resolve(c.load)
+    elif c.load:  # ours, or an HF / Megatron-LM model converted once into RUN_DIR/init
+        source = prepare_source(
+            c.load,
+            run_dir,
+            tp=recipe.parallel.tp,
+            pp=recipe.parallel.pp,
+            divisible=recipe.model.make_vocab_size_divisible_by,
+        )
         meta = ckpt.load(source, parts, with_optimizer=False)
         parts.optimizer.reload_model_params()  # main (fp32) params take the loaded weights
         start = Start(lineage=_ancestry(meta, source), source=f"weights from {source} (step {meta.step})")

@@ -51,15 +51,19 @@ class StopRequest:
         if signum == signal.SIGINT:
             self._interrupts += 1
             if self._interrupts > 1:
-                self._say("octo: interrupted again: stopped at once without saving; the newest complete checkpoint "
-                          "in the run directory is where the same command resumes")
+                self._say(
+                    "octo: interrupted again: stopped at once without saving; the newest complete checkpoint "
+                    "in the run directory is where the same command resumes"
+                )
                 import multiprocessing
 
                 for child in multiprocessing.active_children():  # e.g. the checkpoint write helper: no orphans
                     child.kill()
                 os._exit(INTERRUPTED_EXIT_CODE)
-            self._say("[octo] Ctrl-C: saving a checkpoint after this step, then exiting (Ctrl-C again stops at once "
-                      "without saving)")
+            self._say(
+                "[octo] Ctrl-C: saving a checkpoint after this step, then exiting (Ctrl-C again stops at once "
+                "without saving)"
+            )
         self.received["flag"] = True
         self.signal_name = self.signal_name or signal.Signals(signum).name
 

@@ -61,8 +61,18 @@ TRAIN_STAGE = StageSpec(command="train", summary_file="train_summary.json")
 
 # ----------------------------------------------------------------------------------------------- run directory
 
-_MODEL_IDENTITY = ("family", "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads",
-                   "num_query_groups", "kv_channels", "vocab_size", "tie_word_embeddings", "add_qkv_bias")
+_MODEL_IDENTITY = (
+    "family",
+    "num_layers",
+    "hidden_size",
+    "ffn_hidden_size",
+    "num_attention_heads",
+    "num_query_groups",
+    "kv_channels",
+    "vocab_size",
+    "tie_word_embeddings",
+    "add_qkv_bias",
+)
 """The model fields a resume must keep (with the recipe's name): they decide which tensors a checkpoint holds.
 Others (RoPE scaling, position limit, init, layer spec) may change on resume."""
 
@@ -109,23 +119,27 @@ def check_run_dir(run_dir: Path, recipe: RecipeConfig, overwrite: bool, spec: St
         return
     clash = _identity_clash(run_dir, recipe)
     if clash:
-        raise OutputExistsError(f"run directory {run_dir} holds a run of {clash}: resume it with the recipe it was "
-                                f"started with, pick a new --run-dir, or pass --overwrite")
+        raise OutputExistsError(
+            f"run directory {run_dir} holds a run of {clash}: resume it with the recipe it was "
+            f"started with, pick a new --run-dir, or pass --overwrite"
+        )
     if ckpt.complete_checkpoints(run_dir / "checkpoints"):
         return
     if (run_dir / spec.summary_file).exists():
-        raise OutputExistsError(f"run directory {run_dir} holds a finished run ({spec.summary_file}) without "
-                                f"checkpoints to resume from: pick a new --run-dir or pass --overwrite")
+        raise OutputExistsError(
+            f"run directory {run_dir} holds a finished run ({spec.summary_file}) without "
+            f"checkpoints to resume from: pick a new --run-dir or pass --overwrite"
+        )
 
 
 def _check_writable(run_dir: Path) -> None:
     existing = next((p for p in [run_dir, *run_dir.parents] if p.exists()), None)
     if existing is not None and not existing.is_dir():
-        raise OutputExistsError(f"--run-dir {run_dir}: {existing} is a file, not a directory: pick another "
-                                f"--run-dir")
+        raise OutputExistsError(f"--run-dir {run_dir}: {existing} is a file, not a directory: pick another --run-dir")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputExistsError(f"--run-dir {run_dir}: {existing} is not writable: pick another --run-dir or fix "
-                                f"its permissions")
+        raise OutputExistsError(
+            f"--run-dir {run_dir}: {existing} is not writable: pick another --run-dir or fix its permissions"
+        )
 
 
 def prepare_run_dir(run_dir: Path, spec: StageSpec, overwrite: bool) -> None:
@@ -166,9 +180,14 @@ Session = Callable[[], Summary]
 """A set-up stage: running it takes the steps and returns the summary."""
 
 
-def run_stage(spec: StageSpec, recipe: RecipeConfig, run_dir: Path, overwrite: bool,
-              setup: Callable[["ParallelContext"], Session],
-              finish: Optional[Callable[[Summary], None]] = None) -> Summary:
+def run_stage(
+    spec: StageSpec,
+    recipe: RecipeConfig,
+    run_dir: Path,
+    overwrite: bool,
+    setup: Callable[["ParallelContext"], Session],
+    finish: Optional[Callable[[Summary], None]] = None,
+) -> Summary:
     """Run one stage in this process (one rank of a torchrun world, or a world of one).
 
     ``setup(ctx)`` builds and restores (collective) and returns the session; ``finish(summary)`` runs on the main
@@ -201,8 +220,9 @@ def run_stage(spec: StageSpec, recipe: RecipeConfig, run_dir: Path, overwrite: b
         parallel.destroy(ctx)
 
 
-def resume(recipe: RecipeConfig, run_dir: Path, parts, iters: int, ctx, spec: StageSpec,
-           log: Callable[[str], None] = print) -> Start:
+def resume(
+    recipe: RecipeConfig, run_dir: Path, parts, iters: int, ctx, spec: StageSpec, log: Callable[[str], None] = print
+) -> Start:
     """Where the stage starts (``resume.restore``), said on the main rank; records of later steps in
     ``metrics.jsonl`` (and a torn last line) are dropped."""
     from megatron_octo.training.metrics import truncate_metrics
@@ -212,8 +232,10 @@ def resume(recipe: RecipeConfig, run_dir: Path, parts, iters: int, ctx, spec: St
         if start.source:
             log(f"{spec.tag} {start.source}")
         elif not ckpt.complete_checkpoints(run_dir / "checkpoints") and (run_dir / "metrics.jsonl").exists():
-            log(f"{spec.tag} {run_dir} holds no complete checkpoint (the last run stopped before its first save): "
-                f"starting at step 0")
+            log(
+                f"{spec.tag} {run_dir} holds no complete checkpoint (the last run stopped before its first save): "
+                f"starting at step 0"
+            )
         truncate_metrics(run_dir / "metrics.jsonl", start.step)
     return start
 
@@ -223,6 +245,7 @@ def _quiet(_: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ checkpoint manager
+
 
 @dataclass
 class StepOutcome:
@@ -325,8 +348,9 @@ class CheckpointManager:
             done = f"saved step {step}" if saved else self._not_saved(can_save)
             self.log(f"{self.spec.tag} {self.stop.signal_name or 'a stop signal'} received: {done}, exiting")
         reason = (self.stop.signal_name or "signal") if signalled else ("exit_interval" if exiting else "")
-        self.outcome = StepOutcome(saved=saved, stop=exiting or signalled,
-                                   exit_code=REQUEUE_EXIT_CODE if preempted else 0, reason=reason)
+        self.outcome = StepOutcome(
+            saved=saved, stop=exiting or signalled, exit_code=REQUEUE_EXIT_CODE if preempted else 0, reason=reason
+        )
         return self.outcome
 
     def _not_saved(self, can_save: bool) -> str:
@@ -338,11 +362,30 @@ class CheckpointManager:
         """The metadata of a checkpoint of ``step`` (``recipe``: a companion's)."""
         recipe = recipe or self.recipe
         ctx = self.ctx
-        layout = {"tp": ctx.tp, "pp": ctx.pp, "cp": ctx.cp, "dp": ctx.dp,
-                  "distributed_optimizer": recipe.parallel.distributed_optimizer, **self.layout_extra}
-        return ckpt.CheckpointMeta(step=step, tokens=self.tokens, recipe=recipe.name,
-                                   schedule=schedule_params(recipe, self.iters), lineage=self.start.lineage,
-                                   model=asdict(recipe.model), layout=layout)
+        layout = {
+            "tp": ctx.tp,
+            "pp": ctx.pp,
+            "cp": ctx.cp,
+            "dp": ctx.dp,
+            "distributed_optimizer": recipe.parallel.distributed_optimizer,
+            **self.layout_extra,
+        }
+        t = recipe.train  # Megatron-LM's args record the batch geometry of a training stage (not RL's)
+        batch = (
+            {"global_batch": t.global_batch, "micro_batch": t.micro_batch, "seq_len": t.seq_len}
+            if self.spec.command == "train"
+            else {}
+        )
+        return ckpt.CheckpointMeta(
+            step=step,
+            tokens=self.tokens,
+            recipe=recipe.name,
+            schedule=schedule_params(recipe, self.iters),
+            lineage=self.start.lineage,
+            model=asdict(recipe.model),
+            layout=layout,
+            batch=batch,
+        )
 
     def save(self, step: int, parts) -> Path:
         """Save ``parts`` (and the companions, first) as the checkpoint of ``step``."""
@@ -352,9 +395,15 @@ class CheckpointManager:
 
     def summary(self) -> Dict[str, Any]:
         """The fields every stage's summary carries."""
-        return {"steps": self.iters, "start_step": self.start.step, "steps_run": self.steps_run,
-                "tokens_consumed": self.tokens, "preempted": self.outcome.exit_code == REQUEUE_EXIT_CODE,
-                "exit_code": self.outcome.exit_code, "lineage": self.start.lineage}
+        return {
+            "steps": self.iters,
+            "start_step": self.start.step,
+            "steps_run": self.steps_run,
+            "tokens_consumed": self.tokens,
+            "preempted": self.outcome.exit_code == REQUEUE_EXIT_CODE,
+            "exit_code": self.outcome.exit_code,
+            "lineage": self.start.lineage,
+        }
 
 
 def exit_code(summary: Dict) -> int:
@@ -369,4 +418,3 @@ def metrics_writer(ctx, run_dir: Path, iters: int, recipe: RecipeConfig, writer_
     if not ctx.is_main:
         return None
     return (writer_cls or MetricsWriter)(run_dir, iters, recipe.logging.tensorboard, recipe.logging.log_interval)
-

@@ -53,8 +53,16 @@ class Validator:
     ``ManualGC``.
     """
 
-    def __init__(self, recipe: RecipeConfig, ctx: ParallelContext, dataset, iters: int, forward_step: Callable,
-                 reduce: Callable, collector=None):
+    def __init__(
+        self,
+        recipe: RecipeConfig,
+        ctx: ParallelContext,
+        dataset,
+        iters: int,
+        forward_step: Callable,
+        reduce: Callable,
+        collector=None,
+    ):
         self.recipe, self.ctx, self.dataset, self.iters, self.collector = recipe, ctx, dataset, iters, collector
         self.forward_step, self.reduce = forward_step, reduce
 
@@ -86,13 +94,18 @@ class Validator:
                 for batch_index in range(first, first + t.eval_iters):
                     batches = loader.step(batch_index)
                     losses += get_forward_backward_func()(
-                        forward_step_func=self.forward_step, data_iterator=iter(batches), model=parts.model,
-                        num_microbatches=len(batches), seq_length=t.seq_len // ctx.cp, micro_batch_size=t.micro_batch,
-                        forward_only=True, p2p_communicator=parts.p2p, pg_collection=ctx.pgs,
+                        forward_step_func=self.forward_step,
+                        data_iterator=iter(batches),
+                        model=parts.model,
+                        num_microbatches=len(batches),
+                        seq_length=t.seq_len // ctx.cp,
+                        micro_batch_size=t.micro_batch,
+                        forward_only=True,
+                        p2p_communicator=parts.p2p,
+                        pg_collection=ctx.pgs,
                     )
         finally:
             loader.close()
             for chunk in parts.model:
                 chunk.train()
         return self.reduce(losses, ctx)
-

@@ -26,8 +26,11 @@ class WandbLogger:
         self.run = run
 
     def log(self, record: Dict[str, float], step: int) -> None:
-        data = {(f"validation/{k[4:]}" if k.startswith("val_") else f"train/{k}"): v for k, v in record.items()
-                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        data = {
+            (f"validation/{k[4:]}" if k.startswith("val_") else f"train/{k}"): v
+            for k, v in record.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         self.run.log(data, step=step)
 
     def close(self) -> None:
@@ -51,12 +54,21 @@ def open_wandb(run_dir: Path) -> Optional[WandbLogger]:
     try:
         import wandb
     except ImportError:
-        raise ConfigError("logging.wandb_project is set but wandb is not installed: pip install 'megatron-octo[wandb]'"
-                          " (or unset logging.wandb_project)") from None
+        raise ConfigError(
+            "logging.wandb_project is set but wandb is not installed: pip install 'megatron-octo[wandb]'"
+            " (or unset logging.wandb_project)"
+        ) from None
     id_file = Path(run_dir) / "wandb_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:16]
     id_file.write_text(run_id + "\n")
-    run = wandb.init(project=cfg["wandb_project"], entity=cfg.get("wandb_entity"),
-                     name=cfg.get("wandb_name") or Path(run_dir).resolve().name, id=run_id, resume="allow",
-                     dir=str(run_dir), mode=mode, config=recipe)
+    run = wandb.init(
+        project=cfg["wandb_project"],
+        entity=cfg.get("wandb_entity"),
+        name=cfg.get("wandb_name") or Path(run_dir).resolve().name,
+        id=run_id,
+        resume="allow",
+        dir=str(run_dir),
+        mode=mode,
+        config=recipe,
+    )
     return WandbLogger(run)

@@ -9,6 +9,8 @@ import torch
 TORCH_DTYPES: Dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 """``precision.dtype`` / ``--dtype`` names (``auto`` aside) -> torch dtypes."""
 HF_DTYPE_NAMES: Dict[torch.dtype, str] = {
-    torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16",
+    torch.float32: "float32",
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
 }
 """torch dtypes -> the names Hugging Face ``config.json`` files use (``torch_dtype``)."""

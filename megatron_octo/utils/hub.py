@@ -33,8 +33,9 @@ def is_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and not name.startswith((".", "/", "~"))
 
 
-def resolve_model_path(name_or_path: Union[str, Path], what: str = "model",
-                       allow_patterns: Optional[Sequence[str]] = None) -> Path:
+def resolve_model_path(
+    name_or_path: Union[str, Path], what: str = "model", allow_patterns: Optional[Sequence[str]] = None
+) -> Path:
     """The local directory for ``name_or_path``: an existing path unchanged, else the cached snapshot of a Hub
     repository ``org/name[@revision]`` (downloaded unless ``HF_HUB_OFFLINE=1``). ``what`` names the thing in
     errors (``model``, ``tokenizer``); ``allow_patterns`` limits the files fetched (default MODEL_FILES).
@@ -50,18 +51,23 @@ def resolve_model_path(name_or_path: Union[str, Path], what: str = "model",
     except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
         raise HubError(f"{what} {text} is not a local directory and huggingface_hub is not installed") from None
     try:
-        local = snapshot_download(repo, revision=revision or None,
-                                  allow_patterns=list(allow_patterns or MODEL_FILES))
+        local = snapshot_download(repo, revision=revision or None, allow_patterns=list(allow_patterns or MODEL_FILES))
     except LocalEntryNotFoundError:
-        raise HubError(f"{what} {text} is not a local directory and not in the Hugging Face cache (offline: "
-                       "HF_HUB_OFFLINE is set or the Hub is unreachable); download it once with network access, "
-                       "or pass a local directory") from None
+        raise HubError(
+            f"{what} {text} is not a local directory and not in the Hugging Face cache (offline: "
+            "HF_HUB_OFFLINE is set or the Hub is unreachable); download it once with network access, "
+            "or pass a local directory"
+        ) from None
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         reason = type(exc).__name__.replace("NotFoundError", "").lower()
-        raise HubError(f"{what} {text}: no such {reason} on the Hugging Face Hub (or it is gated: log in with "
-                       "`hf auth login`); pass a local directory or a valid ORG/NAME[@REVISION]") from None
+        raise HubError(
+            f"{what} {text}: no such {reason} on the Hugging Face Hub (or it is gated: log in with "
+            "`hf auth login`); pass a local directory or a valid ORG/NAME[@REVISION]"
+        ) from None
     except OSError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise HubError(f"{what} {text}: cannot fetch it from the Hugging Face Hub ({first}); pass a local "
-                       "directory, or set HF_HUB_OFFLINE=1 to use the cache") from None
+        raise HubError(
+            f"{what} {text}: cannot fetch it from the Hugging Face Hub ({first}); pass a local "
+            "directory, or set HF_HUB_OFFLINE=1 to use the cache"
+        ) from None
     return Path(local)

@@ -18,8 +18,10 @@ FALLBACK = re.compile(r"(Transformer Engine and Apex are|Apex is) not installed"
 """Megatron-Core's fallback warnings (mixed_precision, optimizer, clip_grads, backends, gpt_layer_specs)."""
 IGNORED = (re.compile(r"full scope is deprecated\. Use empty cuda_graph_scope"),)
 """Megatron-Core 0.16's warning about its own default, not about anything a recipe sets."""
-NOTE = ("octo: note: NVIDIA apex / Transformer Engine not installed; Megatron-Core uses its PyTorch fallbacks "
-        "(expected on CPU; on GPU use the NGC container)")
+NOTE = (
+    "octo: note: NVIDIA apex / Transformer Engine not installed; Megatron-Core uses its PyTorch fallbacks "
+    "(expected on CPU; on GPU use the NGC container)"
+)
 
 
 _SEEN: List[str] = []

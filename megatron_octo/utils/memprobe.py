@@ -115,7 +115,8 @@ class RSSSampler:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         self.peak = max(self.peak, rss_bytes())
 
     @property

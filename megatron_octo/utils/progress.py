@@ -49,9 +49,20 @@ class Progress:
     ``interval`` seconds. ``quiet`` prints nothing.
     """
 
-    def __init__(self, total: int, label: str, unit: Optional[str] = "items", *, initial: int = 0,
-                 stream: Optional[TextIO] = None, bar: Optional[bool] = None, interval: float = 10.0,
-                 every: Optional[int] = None, show_rate: bool = True, quiet: bool = False):
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        unit: Optional[str] = "items",
+        *,
+        initial: int = 0,
+        stream: Optional[TextIO] = None,
+        bar: Optional[bool] = None,
+        interval: float = 10.0,
+        every: Optional[int] = None,
+        show_rate: bool = True,
+        quiet: bool = False,
+    ):
         self.total, self.label, self.unit = int(total), label, unit
         self.done = self.initial = int(initial)
         self.stream = stream if stream is not None else sys.stderr
@@ -64,9 +75,18 @@ class Progress:
         if not quiet and (bar if bar is not None else is_terminal(self.stream)):
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, initial=self.initial, desc=label, unit=unit or "it",
-                             unit_scale=unit == "B", unit_divisor=1024, file=self.stream, dynamic_ncols=True,
-                             mininterval=0.5, leave=True)
+            self._bar = tqdm(
+                total=self.total,
+                initial=self.initial,
+                desc=label,
+                unit=unit or "it",
+                unit_scale=unit == "B",
+                unit_divisor=1024,
+                file=self.stream,
+                dynamic_ncols=True,
+                mininterval=0.5,
+                leave=True,
+            )
 
     def __call__(self, n: int = 1) -> None:
         self.update(n)

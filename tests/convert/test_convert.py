@@ -220,7 +220,7 @@ def test_a_killed_conversions_hidden_output_is_removed_by_the_next_run(hf_models
     stale.mkdir()
     (stale / "__0_0.distcp").write_bytes(b"partial")
     hf_to_mcore(hf_models["llama-tied"], out, quiet=True)
-    assert [p.name for p in tmp_path.iterdir()] == ["out"] and read_meta(out).kind == "model"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and read_meta(resolve(str(out))).kind == "model"
 
 
 @pytest.mark.parametrize("argv, fragment", [

@@ -4,6 +4,8 @@ the logits Megatron-LM's own model gave (fp32, 1e-5).
 
 - ``torch_dist``: TP=2, GQA (4 heads, 2 groups), untied, RMSNorm eps 1e-5, SwiGLU, RoPE base 500000.
 - ``legacy``: the ``torch`` format at TP=2 x PP=2 (four rank files), tied, QKV biases, RMSNorm eps 1e-6, base 20000.
+- ``zarr``: the torch_dist fixture's weights and args written again by Megatron-Core 0.8's zarr strategy (read here
+  through TensorStore); the same logits.
 
 The arguments each was written with are in its command.json; the numbers below restate them by hand.
 """
@@ -11,7 +13,11 @@ The arguments each was written with are in its command.json; the numbers below r
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +35,7 @@ ATOL = 1e-5
 EXPECTED = {
     "torch_dist": ("llama", False, False, 500000.0, 1e-5, 4, 32, 96, 4, 2, 8, 300),
     "legacy": ("qwen2", True, True, 20000.0, 1e-6, 4, 32, 96, 4, 2, 8, 300),
+    "zarr": ("llama", False, False, 500000.0, 1e-5, 4, 32, 96, 4, 2, 8, 300),
 }
 
 
@@ -129,3 +136,157 @@ def test_incomplete_legacy_checkpoint_is_one_line(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["convert", "--from", "mcore", "--to", "hf", "--input", str(save), "--output", str(out)]) == 2
     assert_one_line_error(capsys, "the args say TP=2 x PP=2 but the rank directories are")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Out: Megatron-LM's own load_checkpoint reads what we write (needs a checkout of its core_v0.16.1 tag)
+# --------------------------------------------------------------------------------------------------------------------
+
+MEGATRON_LM = os.environ.get("MEGATRON_LM_DIR")
+needs_megatron_lm = pytest.mark.skipif(
+    not MEGATRON_LM or not (Path(MEGATRON_LM) / "megatron" / "training" / "checkpointing.py").is_file(),
+    reason="set MEGATRON_LM_DIR to a checkout of Megatron-LM's core_v0.16.1 tag (its training code is not in the "
+           "megatron-core wheel)")
+HARNESS = Path(__file__).resolve().parents[2] / "tools" / "megatron_lm_cpu.py"
+# Megatron-LM's run: the model comes from our checkpoint's args (--use-checkpoint-args, its load_args_from_checkpoint)
+RUN_ARGS = ["--use-checkpoint-args", "--tokenizer-type", "NullTokenizer", "--seed", "1234",
+            "--distributed-backend", "gloo", "--transformer-impl", "local", "--no-gradient-accumulation-fusion",
+            "--no-masked-softmax-fusion", "--no-bias-swiglu-fusion", "--no-rope-fusion", "--no-persist-layer-norm",
+            "--use-cpu-initialization", "--attention-backend", "unfused", "--save-interval", "1000",
+            "--ckpt-format", "torch_dist"]
+
+
+def not_restored_by_megatron_lm(ckpt: Path) -> list:
+    """The model args Megatron-LM's load_args_from_checkpoint does not restore (it has no _set_arg for them), given
+    explicitly from the args we recorded: the norm epsilon and RoPE scaling."""
+    from megatron_octo.training.checkpoint import resolve
+
+    args = torch.load(resolve(str(ckpt)) / "common.pt", weights_only=False)["args"]
+    extra = ["--norm-epsilon", str(args.norm_epsilon)]
+    if args.use_rope_scaling:
+        extra += ["--use-rope-scaling", "--rope-scaling-factor", str(args.rope_scaling_factor)]
+    return extra
+
+
+def megatron_lm(tmp_path: Path, tokens: torch.Tensor, vocab: int, args, save_iteration=None) -> tuple:
+    """Megatron-LM's setup_model_and_optimizer (with its load_checkpoint) in one CPU process: (report, logits)."""
+    torch.save(tokens, tmp_path / "tokens.pt")
+    extra = ["--save-iteration", str(save_iteration)] if save_iteration is not None else []
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", str(HARNESS),
+           "--megatron-lm", MEGATRON_LM, "--tokens", str(tmp_path / "tokens.pt"), "--logits",
+           str(tmp_path / "logits.pt"), "--vocab", str(vocab), "--report", str(tmp_path / "report.json"), *extra,
+           "--", *RUN_ARGS, *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(HARNESS.parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    loaded = re.findall(r"successfully loaded checkpoint from .* at iteration (\d+)", proc.stdout + proc.stderr)
+    assert loaded, "Megatron-LM did not report a loaded checkpoint:\n" + proc.stdout[-3000:]
+    return json.loads((tmp_path / "report.json").read_text()), torch.load(tmp_path / "logits.pt")
+
+
+def dcp_tensors(ckpt: Path) -> dict:
+    """Every tensor of a torch_dist checkpoint, whole."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    out = ckpt.parent / f"{ckpt.name}.pt"
+    dcp_to_torch_save(str(ckpt), str(out))
+    return {k: v for k, v in torch.load(out, weights_only=False).items() if isinstance(v, torch.Tensor)}
+
+
+@needs_megatron_lm
+def test_megatron_lm_loads_our_converted_weights_as_release(hf_models, tmp_path):
+    """hf -> mcore output (tracker 'release'): Megatron-LM's --load starts from it at iteration 0 with the HF model's
+    logits (Qwen2 with QKV biases, untied, 300 tokens padded to 384)."""
+    from megatron_octo.convert import hf_to_mcore
+
+    out = hf_to_mcore(hf_models["qwen2-untied-v300"], tmp_path / "mcore", quiet=True).output
+    ids = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(1))
+    report, logits = megatron_lm(tmp_path, ids, 300, [
+        "--load", str(out), "--vocab-size", "300", "--micro-batch-size", "1", "--global-batch-size", "1",
+        "--seq-length", "16", "--train-iters", "1", "--lr", "1e-4", *not_restored_by_megatron_lm(out)])
+    assert report["iteration"] == 0
+    assert (logits - hf_logits(hf_models["qwen2-untied-v300"], ids)).abs().max() <= ATOL
+
+
+@needs_megatron_lm
+def test_megatron_lm_resumes_our_training_checkpoint(tmp_path):
+    """`octo train` (tiny-cpu, 2 steps of 8 x 64 tokens) -> Megatron-LM's load_checkpoint resumes it: iteration 2,
+    16 consumed samples, its scheduler at sample 16 with our schedule (it asserts every field equal), the same
+    logits; what it saves back holds our weights and Adam moments bit for bit."""
+    from megatron_octo.convert import mcore_to_hf
+
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "megatron_octo", "train", "--recipe", "tiny-cpu", "--run-dir",
+                           str(run), "train.iters=2", "schedule.warmup_iters=1", "logging.tensorboard=false",
+                           "model.rope_scaling_factor=null"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(2))
+    report, logits = megatron_lm(tmp_path, ids, 256, [
+        "--load", str(run / "checkpoints"), "--save", str(tmp_path / "resave"), "--vocab-size", "256",
+        "--micro-batch-size", "2", "--global-batch-size", "8", "--seq-length", "64", "--train-iters", "2",
+        "--lr", "3e-3", "--min-lr", "3e-4", "--lr-decay-style", "cosine", "--lr-warmup-iters", "1",
+        "--weight-decay", "0.1", *not_restored_by_megatron_lm(run)], save_iteration=2)
+    assert (report["iteration"], report["consumed_train_samples"], report["scheduler_num_steps"]) == (2, 16, 16)
+    assert report["flops"] > 0
+    hf = mcore_to_hf(run, tmp_path / "hf", quiet=True).output
+    assert (logits - hf_logits(hf, ids)).abs().max() <= ATOL
+    ours = dcp_tensors(run / "checkpoints" / "iter_0000002")
+    theirs = dcp_tensors(tmp_path / "resave" / "iter_0000002")
+    assert any(k.startswith("optimizer.state.exp_avg_sq.") for k in ours)
+    for key, tensor in ours.items():
+        assert torch.equal(theirs[key], tensor), key
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shapes from the checkpoint: checkpoint.load / branch_from / rl.init / model.from_hf decide the model
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_checkpoint_load_takes_the_model_of_a_megatron_lm_checkpoint(name):
+    from megatron_octo.config.loader import load_recipe
+
+    family, tied, bias, base, eps, layers, hidden, ffn, heads, groups, head_dim, vocab = EXPECTED[name]
+    m = load_recipe("tiny-cpu", [f"checkpoint.load={DATA / name / 'save'}"]).model
+    assert (m.family, m.tie_word_embeddings, m.add_qkv_bias, m.rotary_base, m.norm_epsilon) == (
+        family, tied, bias, base, eps)
+    assert (m.num_layers, m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.num_query_groups,
+            m.kv_channels, m.vocab_size) == (layers, hidden, ffn, heads, groups, head_dim, vocab)
+    assert m.rope_scaling_factor is None and m.preset is None  # tiny-llama's scaling and name are gone
+
+
+def test_model_from_hf_and_rl_init_take_the_hf_config(hf_models):
+    from megatron_octo.config.loader import load_recipe
+
+    m = load_recipe("tiny-cpu", [f"model.from_hf={hf_models['qwen2-untied-v300']}"]).model
+    assert (m.family, m.vocab_size, m.add_qkv_bias, m.tie_word_embeddings) == ("qwen2", 300, True, False)
+    r = load_recipe("tiny-cpu-grpo", [f"rl.init={hf_models['llama-untied']}"])
+    assert (r.model.family, r.model.tie_word_embeddings) == ("llama", False)
+
+
+def test_explicit_model_fields_must_agree_with_the_checkpoint(capsys, tmp_path):
+    save = DATA / "torch_dist" / "save"
+    argv = ["train", "--recipe", "tiny-cpu", "--run-dir", str(tmp_path / "run"), f"checkpoint.load={save}",
+            "model.rotary_base=10000", "model.norm_epsilon=1e-6", "model.hidden_size=32"]
+    assert main(argv) == 2
+    assert_one_line_error(capsys, "model.rotary_base: recipe 10000, checkpoint 500000.0; model.norm_epsilon: recipe "
+                                  "1e-06, checkpoint 1e-05: drop these model fields to take the checkpoint's")
+    assert not (tmp_path / "run").exists()
+
+
+def test_octo_train_from_a_legacy_megatron_lm_checkpoint(tmp_path):
+    """`octo train --recipe tiny-cpu checkpoint.load=<legacy TP=2 x PP=2 save>` with no model overrides: the run
+    converts it into RUN_DIR/init and trains that model (at LR 1e-12 the weights stay Megatron-LM's: its logits)."""
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "megatron_octo", "train", "--recipe", "tiny-cpu", "--run-dir",
+                           str(run), f"checkpoint.load={DATA / 'legacy' / 'save'}", "train.iters=1",
+                           "train.seq_len=16", "schedule.lr=1e-12", "schedule.min_lr=1e-12", "schedule.warmup_iters=0",
+                           "optimizer.weight_decay=0", "logging.tensorboard=false"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "init" / "latest_checkpointed_iteration.txt").read_text() == "release"
+    hf = mcore_to_hf(run, tmp_path / "hf", quiet=True).output
+    ids, expected = torch.load(DATA / "legacy" / "tokens.pt"), torch.load(DATA / "legacy" / "logits.pt")
+    assert (hf_logits(hf, ids) - expected).abs().max() <= ATOL

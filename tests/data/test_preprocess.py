@@ -167,7 +167,8 @@ def test_existing_output_needs_overwrite_and_a_failed_overwrite_keeps_it(tmp_pat
     with pytest.raises(DataError):
         preprocess([bad], prefix, tokenizer_dir, "text", overwrite=True, log=None)
     assert [p.read_bytes() for p in output_paths(prefix)] == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "good.jsonl", "out.bin", "out.idx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "good.jsonl", "out.bin", "out.idx",
+                                                          "out.tokens.json"]
     assert preprocess([bad], prefix, tokenizer_dir, "text", overwrite=True, skip_bad_lines=True,
                       log=None).documents == 1
 
@@ -181,7 +182,7 @@ def test_a_killed_runs_hidden_outputs_are_removed_by_the_next_run(tmp_path, toke
         path.write_bytes(b"partial")
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": "one two three"}])
     preprocess([src], str(tmp_path / "out"), tokenizer_dir, "text", log=None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.bin", "out.idx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.bin", "out.idx", "out.tokens.json"]
 
 
 def test_progress_reports_docs_and_tokens_per_second(tmp_path, tokenizer_dir):

@@ -34,6 +34,20 @@ RECIPE_ACTOR = {
     "model.global_batch_size": 64 * 16,  # PPO mini-batch of 64 prompts
 }
 STOP = ["User:", "Assistant:", "Question:", "Answer:"]
+# RECIPE.md, Stage 3 -> NeMo-Aligner 0.7.0 gpt_reinforce_actor.yaml keys (the GRPO-like RLOO run, no critic).
+RECIPE_REINFORCE = {
+    "model.optim.lr": 1e-6, "model.optim.sched.min_lr": 1e-6,
+    "trainer.reinforce.initial_policy_kl_penalty": 0.0,
+    "trainer.reinforce.num_rollouts_per_prompt": 16,  # 16 rollouts a prompt
+    "model.reinforce.num_rollout_samples": 128,  # 128 prompts a step
+    "model.global_batch_size": 64 * 16,  # mini-batch of 64 prompts (x 16 rollouts)
+    "trainer.reinforce.gradient_clip_val": 1.0,
+    "model.reinforce.sampling_params.temperature": 1.0, "model.reinforce.sampling_params.top_p": 1.0,
+    "model.reinforce.length_params.max_length": 4096,
+    "trainer.reinforce.trt_llm.max_input_len": 400,
+}
+MATH500 = 500  # problems in the validation set (shared/data/eval/math500_test.jsonl)
+RL_STEPS = 400  # RECIPE.md: the response-length schedule runs to step 400
 
 
 def _load(name):
@@ -80,14 +94,68 @@ def _leaves(cfg, prefix=""):
             yield f"{prefix}{key}"
 
 
-@pytest.mark.parametrize("ours, theirs", [("actor.yaml", "gpt_ppo_actor.yaml"), ("critic.yaml", "gpt_ppo_critic.yaml")])
+def test_reinforce_yaml_carries_the_recipe_rl_numbers():
+    run = _load("reinforce.yaml")
+    assert run["defaults"] == ["gpt_reinforce_actor", "_self_"]
+    for key, value in RECIPE_REINFORCE.items():
+        assert _at(run, key) == pytest.approx(value), key
+    assert _at(run, "model.reinforce.sampling_params.end_strings")[:4] == STOP
+
+
+def actor_data_parallel_size() -> int:
+    """The actor's ranks in launch_ppo.sbatch (its last het group: nodes x tasks per node); TP = PP = 1 (the
+    adapter's requirement), so this is the data-parallel size NeMo's samplers divide by."""
+    groups = [line for line in (EXAMPLES / "launch_ppo.sbatch").read_text().splitlines()
+              if line.startswith("#SBATCH -N")]
+    fields = groups[-1].split()
+    return int(fields[fields.index("-N") + 1]) * int(fields[fields.index("--ntasks-per-node") + 1])
+
+
+def check_sampler_rules(cfg: dict, algo: str, dp: int) -> list:
+    """NeMo's rules for a composed actor config at data-parallel size ``dp`` (BaseMegatronSampler: a global batch
+    divides into micro-batch x DP; the trainers split each step's rollouts into model mini-batches); the broken
+    ones, as text."""
+    block, broken = cfg["model"][algo], []
+    rollouts = block["num_rollout_samples"] * cfg["trainer"][algo].get("num_rollouts_per_prompt", 1)
+    rules = {
+        "rollout": (block["num_rollout_samples"], block["rollout_micro_batch_size"] * dp),
+        "validation": (block["num_val_samples"], block["val_rollout_micro_batch_size"] * dp),
+        "model batch": (cfg["model"]["global_batch_size"], cfg["model"]["micro_batch_size"] * dp),
+        "mini-batches a step": (rollouts, cfg["model"]["global_batch_size"]),
+    }
+    for name, (total, unit) in rules.items():
+        if total % unit:
+            broken.append(f"{name}: {total} % {unit} != 0")
+    if block["num_val_samples"] > MATH500:
+        broken.append(f"validation: {block['num_val_samples']} samples from {MATH500} problems")
+    return broken
+
+
+@pytest.mark.parametrize("name, algo", [("actor.yaml", "ppo"), ("reinforce.yaml", "reinforce")])
+def test_batch_sizes_divide_at_the_shipped_layout(name, algo):
+    """Written configs only (the values NeMo-Aligner's defaults would add are checked after composition below)."""
+    cfg = _load(name)
+    assert check_sampler_rules(cfg, algo, actor_data_parallel_size()) == []
+    assert cfg["trainer"][algo]["max_steps"] == RL_STEPS
+    assert _at(cfg, f"model.{algo}.vllm.greedy_validation") is True
+
+
+def test_the_old_validation_sizes_are_caught():
+    """The rule check on the configuration that crashed at the first validation (500 samples, 64 a micro-batch)."""
+    cfg = _load("actor.yaml")
+    cfg["model"]["ppo"].update(num_val_samples=500, val_rollout_micro_batch_size=64)
+    assert check_sampler_rules(cfg, "ppo", 16) == ["validation: 500 % 1024 != 0"]
+
+
+@pytest.mark.parametrize("ours, theirs", [("actor.yaml", "gpt_ppo_actor.yaml"), ("critic.yaml", "gpt_ppo_critic.yaml"),
+                                          ("reinforce.yaml", "gpt_reinforce_actor.yaml")])
 def test_every_key_exists_in_nemo_aligner_config(ours, theirs):
     """Our keys are NeMo-Aligner 0.7.0's (a misspelt key would be added silently by Hydra's composition), except
     the adapter's own model.ppo.vllm block. Needs NeMo-Aligner's examples/nlp/gpt/conf (NEMO_ALIGNER_CONF, default
     /opt/NeMo-Aligner/examples/nlp/gpt/conf as in the aligner image)."""
     base = yaml.safe_load((_nemo_aligner_conf() / theirs).read_text())
     mine = {k: v for k, v in _load(ours).items() if k != "defaults"}
-    missing = [key for key in _leaves(mine) if not key.startswith("model.ppo.vllm.")
+    missing = [key for key in _leaves(mine) if not key.startswith(("model.ppo.vllm.", "model.reinforce.vllm."))
                and not _has(base, key)]
     assert missing == []
 
@@ -114,6 +182,14 @@ def test_configs_compose_over_nemo_aligner_with_hydra():
     with initialize_config_dir(config_dir=str(EXAMPLES), version_base=None):
         actor = compose(config_name="actor", overrides=[search, "model.ppo.vllm.model_dir=/m"])
         critic = compose(config_name="critic", overrides=[search])
+        reinforce = compose(config_name="reinforce", overrides=[search, "model.reinforce.vllm.model_dir=/m"])
+    dp = actor_data_parallel_size()
+    for cfg, algo in ((actor, "ppo"), (reinforce, "reinforce")):
+        resolved = {part: OmegaConf.to_container(cfg[part], resolve=True) for part in ("model", "trainer")}
+        assert check_sampler_rules(resolved, algo, dp) == []
+        assert resolved["trainer"]["max_steps"] == RL_STEPS  # NeMo's trainer reads the top-level copy
+    for key, value in RECIPE_REINFORCE.items():
+        assert OmegaConf.select(reinforce, key) == pytest.approx(value), key
     for key, value in RECIPE_ACTOR.items():
         assert OmegaConf.select(actor, key) == pytest.approx(value), key
     assert actor.model.ppo.trt_llm.max_input_len == 400  # the actor reads trt_llm through model.ppo

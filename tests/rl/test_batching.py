@@ -1,6 +1,7 @@
 """Token-budget micro-batches (``rl.max_tokens_per_micro_batch``): the grouping rule by hand, and on long-tailed
 rollouts the same per-token log-probs, loss (surrogate + KL) and gradients as the padded path to 1e-6, one process
-and a two-stage pipeline (micro-batches of different shapes through Megatron-Core's P2P), with far fewer tokens."""
+and a two-stage pipeline (micro-batches of different shapes through Megatron-Core's P2P), with far fewer tokens;
+the same for THD sequence packing (``rl.sequence_packing``), also under TP=2 x PP=2."""
 
 from __future__ import annotations
 
@@ -42,3 +43,13 @@ def test_token_budget_equals_padded_one_process():
 
 def test_token_budget_equals_padded_through_a_pipeline():
     _run(2, ["parallel.pp=2"])
+
+
+def test_packed_thd_rows_equal_padded_one_process():
+    """Sequence packing: each token-budget group as one THD row (Megatron-Core's packed-sequence RoPE, one causal
+    attention per sequence) gives the padded path's numbers."""
+    _run(1, ["--packed"])
+
+
+def test_packed_thd_rows_equal_padded_under_tp2_pp2():
+    _run(4, ["--packed", "parallel.tp=2", "parallel.pp=2"])

@@ -19,6 +19,11 @@ def test_octothinker_3b_grpo_numbers():
     assert rl.prompts.max_prompt_tokens == 400 and rl.prompts.path.endswith("rl/math8k_train.jsonl")
     assert rl.validation.benchmarks == ["math500", "gsm8k", "olympiadbench", "amc23"]
     assert r.model.preset == "llama-3.2-3b"
+    # issue 18 on GPU: token-budget batches (the padded worst case, 2 x 4,496 tokens), vLLM sharded inside the
+    # trainer's processes, sleep level 2 (a refit follows every wake), current weights under overlapped gathers
+    assert rl.max_tokens_per_micro_batch == 9216 >= 2 * r.train.seq_len and rl.sequence_packing
+    assert (rl.rollout.tensor_parallel, rl.rollout.sleep_level) == (True, 2)
+    assert r.parallel.distributed_optimizer and r.parallel.overlap_param_gather
     validate_rl(r, dp=8)
 
 
@@ -36,6 +41,10 @@ def test_long_schedule_2048_4096_8192():
     (["rl.init=x", "rl.algorithm=dpo"], "rl.algorithm='dpo' is not one of"),
     (["rl.init=x", "rl.rollout.engine=trtllm"], "rl.rollout.engine='trtllm'"),
     (["rl.init=x", "rl.prompts.max_prompt_tokens=200000"], "exceeds model.max_position_embeddings"),
+    (["rl.init=x", "rl.rollout.engine=transformers"], "tensor_parallel=true needs rl.rollout.engine=vllm"),
+    (["rl.init=x", "rl.rollout.sleep_level=3"], "sleep_level=3 must be 1 or 2"),
+    (["rl.init=x", "rl.max_tokens_per_micro_batch=0"], "max_tokens_per_micro_batch=0 must be >= 1"),
+    (["rl.init=x", "rl.max_tokens_per_micro_batch=null"], "sequence_packing=true needs rl.max_tokens_per_micro_batch"),
 ])
 def test_validate_rl_errors(overrides, message):
     r = load_recipe("octothinker-3b-grpo", overrides)

@@ -14,7 +14,20 @@ from tests.rl.conftest import run_octo_rl
 pytestmark = pytest.mark.vllm
 
 
-def test_vllm_engine_follows_the_trainer(tmp_path):
+LAYOUTS = {
+    "tp1-engine": (1, []),
+    # the engine sharded like the trainer: vLLM's external launcher, one TP rank inside each trainer process; the
+    # sync broadcasts every bucket over the model-parallel group into both shards
+    "tp2-engine-in-trainer-tp-group": (2, ["parallel.tp=2", "rl.rollout.tensor_parallel=true",
+                                           "rl.rollout.sync_bucket_mb=1"]),
+    # DP=2 with an in-process TP=1 engine in each trainer process (the OctoThinker GPU layout: vLLM's
+    # data-parallel engines under the external launcher, stepping together)
+    "dp2-in-process-engines": (2, ["rl.rollout.tensor_parallel=true"]),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_vllm_engine_follows_the_trainer(tmp_path, layout):
     from tests.rollout.conftest import need_vllm, tiny_llama
 
     need_vllm()
@@ -31,7 +44,8 @@ def test_vllm_engine_follows_the_trainer(tmp_path):
                  "rl.prompts.template=user_assistant", "rl.reward=tests.rl.toy:word_count", "rl.rollout.engine=vllm",
                  "train.iters=2", "schedule.lr=1e-3", "schedule.min_lr=1e-3", "checkpoint.save=false",
                  "logging.tensorboard=false"]
-    _, records = run_octo_rl(tmp_path / "run", overrides)
+    nproc, extra = LAYOUTS[layout]
+    _, records = run_octo_rl(tmp_path / "run", overrides + extra, nproc=nproc)
     assert len(records) == 2
     assert records[0]["grad_norm"] > 0  # the first update changed the weights the second step samples with
     for r in records:

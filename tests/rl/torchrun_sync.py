@@ -13,7 +13,7 @@ def main(model_dir: Path, work: Path) -> None:
     from megatron_octo import parallel
     from megatron_octo.config.loader import load_recipe
     from megatron_octo.rl.engines import TransformersEngine
-    from megatron_octo.rl.setup import _hf_config, prepare_start
+    from megatron_octo.rl.setup import _hf_config, load_tokenizer, materialize, starting_point
     from megatron_octo.rl.sync import gather_hf_state
     from megatron_octo.training.build import build
     from megatron_octo.training.resume import restore
@@ -22,7 +22,9 @@ def main(model_dir: Path, work: Path) -> None:
                                            "parallel.tp=2"])
     ctx = parallel.initialize(recipe.parallel, seed=recipe.train.seed)
     try:
-        start, tokenizer = prepare_start(recipe, work, ctx, print)
+        point = starting_point(recipe)
+        tokenizer = load_tokenizer(recipe, point)
+        start = materialize(recipe, point, work, ctx, print)
         parts = build(start, ctx, recipe.train.iters)
         restore(start, work, parts, recipe.train.iters)
         state = gather_hf_state(parts.model, recipe.model, ctx.pgs.mp)

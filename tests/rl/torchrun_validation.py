@@ -12,7 +12,7 @@ def main(model_dir: Path, work: Path, data: Path) -> None:
     from megatron_octo import parallel
     from megatron_octo.config.loader import load_recipe
     from megatron_octo.eval import run_eval
-    from megatron_octo.rl.setup import make_engine, make_weight_sync, prepare_start
+    from megatron_octo.rl.setup import make_engine, make_weight_sync, load_tokenizer, materialize, starting_point
     from megatron_octo.rl.validation import EngineGenerator, validate_policy
     from megatron_octo.training.build import build
     from megatron_octo.training.resume import restore
@@ -23,7 +23,9 @@ def main(model_dir: Path, work: Path, data: Path) -> None:
         f"rl.validation.data_dir={data}", "rl.prompts.template=raw"])
     ctx = parallel.initialize(recipe.parallel, seed=recipe.train.seed)
     try:
-        start, tokenizer = prepare_start(recipe, work, ctx, print)
+        point = starting_point(recipe)
+        tokenizer = load_tokenizer(recipe, point)
+        start = materialize(recipe, point, work, ctx, print)
         parts = build(start, ctx, recipe.train.iters)
         restore(start, work, parts, recipe.train.iters)
         engine = make_engine(recipe, ctx, tokenizer, work)

@@ -49,7 +49,7 @@ def main(model_dir: Path, work: Path, mode: str, overrides) -> None:
     from megatron_octo.rl import policy
     from megatron_octo.rl.engines import TransformersEngine
     from megatron_octo.rl.loop import _old_logprobs
-    from megatron_octo.rl.setup import _hf_config, prepare_start
+    from megatron_octo.rl.setup import _hf_config, load_tokenizer, materialize, starting_point
     from megatron_octo.rl.sync import WeightSync, gather_hf_state
     from megatron_octo.training.build import build
     from megatron_octo.training.resume import restore
@@ -59,7 +59,9 @@ def main(model_dir: Path, work: Path, mode: str, overrides) -> None:
                                            "schedule.lr=1e-2", *overrides])
     ctx = parallel.initialize(recipe.parallel, seed=recipe.train.seed)
     try:
-        start, tokenizer = prepare_start(recipe, work, ctx, print)
+        point = starting_point(recipe)
+        tokenizer = load_tokenizer(recipe, point)
+        start = materialize(recipe, point, work, ctx, print)
         parts = build(start, ctx, recipe.train.iters)
         restore(start, work, parts, recipe.train.iters)
         mp_rank = dist.get_rank(ctx.pgs.mp)

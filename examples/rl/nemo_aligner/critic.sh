@@ -3,6 +3,10 @@
 # Needs GPFS (NeMo-Aligner source), HERE (this directory), CRITIC_NEMO, CRITIC_PORT, RESULTS_DIR.
 set -euo pipefail
 : "${GPFS:?}" "${HERE:?}" "${CRITIC_NEMO:?}" "${CRITIC_PORT:?}" "${RESULTS_DIR:?}"
+# An exported checkpoint names its bundled tokenizer by the absolute path it was written to; point NeMo at the
+# tokenizer folder where the checkpoint is now (a .nemo file keeps its own).
+TOKENIZER_OVERRIDE=()
+if [ -d "$CRITIC_NEMO/tokenizer" ]; then TOKENIZER_OVERRIDE=("++model.tokenizer.type=$CRITIC_NEMO/tokenizer"); fi
 cd "$GPFS"
 export PYTHONPATH="$GPFS:${PYTHONPATH:-}" HYDRA_FULL_ERROR=1
 exec python -u "$GPFS/examples/nlp/gpt/serve_ppo_critic.py" \
@@ -10,4 +14,5 @@ exec python -u "$GPFS/examples/nlp/gpt/serve_ppo_critic.py" \
     trainer.devices=8 trainer.num_nodes="${SLURM_JOB_NUM_NODES_HET_GROUP_0:-1}" \
     trainer.ppo.port="$CRITIC_PORT" \
     pretrained_checkpoint.restore_from_path="$CRITIC_NEMO" \
+    ${TOKENIZER_OVERRIDE[@]+"${TOKENIZER_OVERRIDE[@]}"} \
     exp_manager.explicit_log_dir="$RESULTS_DIR/critic"
