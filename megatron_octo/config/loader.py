@@ -203,6 +203,15 @@ def _exists(spec: str) -> bool:
     return Path(spec).exists() or Path(spec.rsplit(":", 1)[0]).exists() or is_repo_id(spec)
 
 
+def _pending(spec: str, exc: Exception) -> bool:
+    """Whether ``spec`` is a directory that holds no checkpoint yet: the run directory of a stage that is queued or
+    running (`octo launch slurm --dependency afterok:JOB` renders the next stage before the first one saves)."""
+    from megatron_octo.training.checkpoint import CheckpointError
+
+    path = Path(spec.rsplit(":", 1)[0]) if not Path(spec).exists() else Path(spec)
+    return isinstance(exc, CheckpointError) and path.is_dir() and str(exc).startswith("no complete checkpoint")
+
+
 def _explicit_model_fields(layers: List[dict]) -> Dict:
     """Model fields the recipe files (except the preset and its family) and the overrides set themselves."""
     out: Dict = {}
@@ -236,7 +245,7 @@ def _checkpoint_model(source: tuple, layers: List[dict], recipe: RecipeConfig) -
     try:
         found, kind = model_config_of(spec)
     except (ConvertError, CheckpointError) as exc:
-        if is_repo_id(spec):  # maybe a relative path that a previous stage has yet to write: the stage will tell
+        if is_repo_id(spec) or _pending(spec, exc):  # a previous stage has yet to write it: the stage will tell
             return [_preset_layer(layers)] + layers
         raise ConfigError(f"{field}={spec}: {_first_line(exc)}") from None
     explicit = _explicit_model_fields(layers)

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from megatron_octo.cli import main
+from megatron_octo.config import ConfigError
 from megatron_octo.convert import mcore_to_hf, mcore_to_mcore
 
 from .conftest import hf_logits
@@ -274,6 +275,22 @@ def test_explicit_model_fields_must_agree_with_the_checkpoint(capsys, tmp_path):
     assert_one_line_error(capsys, "model.rotary_base: recipe 10000, checkpoint 500000.0; model.norm_epsilon: recipe "
                                   "1e-06, checkpoint 1e-05: drop these model fields to take the checkpoint's")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_stage_rendered_before_its_source_saved_keeps_the_recipe_model(tmp_path):
+    """`octo launch slurm --dependency afterok:JOB checkpoint.branch_from=STABLE` renders the branch while STABLE is
+    a run directory with no checkpoint yet: the recipe's model stands (the job takes the checkpoint's when it starts);
+    a directory that holds something unreadable is still an error."""
+    from megatron_octo.config.loader import load_recipe
+
+    stable = tmp_path / "stable"
+    (stable / "checkpoints").mkdir(parents=True)
+    for field in ("checkpoint.branch_from", "checkpoint.load"):
+        m = load_recipe("tiny-cpu", [f"{field}={stable}"]).model
+        assert (m.preset, m.num_layers) == ("tiny-llama", 4)  # tiny-cpu.yaml's preset
+    (stable / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"^checkpoint.load="):
+        load_recipe("tiny-cpu", [f"checkpoint.load={stable}"])
 
 
 def test_octo_train_from_a_legacy_megatron_lm_checkpoint(tmp_path):
