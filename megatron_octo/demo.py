@@ -59,14 +59,14 @@ FULL: Dict[str, Any] = {
     "task": {"min_ops": 2, "max_ops": 3, "max_value": 9},
     "corpus": None,
     "layout_steps": 10,
-    "stable_steps": 900,
+    "stable_steps": 800,
     "decay_steps": 150,
     "eval_items": 300,
     "eval_tokens": 160,
     "rl_branches": BRANCHES,
-    "rl_steps": 40,
+    "rl_steps": 30,
     "rl_tokens": 160,
-    "rl_lr": 3e-4,
+    "rl_lr": 2e-4,
     "rl_val_interval": 10,
 }
 """The full demo. Sizes tuned so that a branch reaches clearly non-zero held-out accuracy after decay with room left
@@ -74,7 +74,7 @@ for RL (README: measured accuracies and time)."""
 QUICK: Dict[str, Any] = {
     "task": {"min_ops": 2, "max_ops": 3, "max_value": 9},
     "corpus": {"web": 40, "qa": 60, "long_cot": 40, "chat": 40, "eval": 6, "rl": 20},
-    "layout_steps": 2,
+    "layout_steps": 0,
     "stable_steps": 3,
     "decay_steps": 2,
     "eval_items": 6,
@@ -85,7 +85,8 @@ QUICK: Dict[str, Any] = {
     "rl_lr": 3e-4,
     "rl_val_interval": 1,
 }
-"""``--quick``: every stage at the smallest size that runs it (tests)."""
+"""``--quick``: every stage of the experiment at the smallest size that runs it (tests); the layout check is left
+out (``layout_steps`` 0: five process starts; tests/training/test_layouts.py covers TP x PP equivalence)."""
 STAGE_GEOMETRY = {"global_batch": 16, "micro_batch": 8, "seq_len": 128}
 """Batch geometry of the demo's stable and decay stages: 2,048 tokens a step."""
 RL_GEOMETRY = ["rl.prompts_per_step=8", "rl.mini_batch_prompts=8", "rl.rollout.n=8"]
@@ -392,8 +393,10 @@ def _validations(run_dir: Path) -> List[Dict[str, Any]]:
         r = json.loads((step_dir / "results.json").read_text())["benchmarks"]["custom"]
         with open(step_dir / "predictions" / "custom.jsonl") as f:
             verdicts = {rec["id"]: bool(rec["correct"]) for rec in map(json.loads, f)}
-        out.append({"step": int(step_dir.name[5:]), **{k: r[k] for k in ("n", "correct", "accuracy", "stderr")}}
-                   | {"verdicts": verdicts})
+        out.append(
+            {"step": int(step_dir.name[5:]), **{k: r[k] for k in ("n", "correct", "accuracy", "stderr")}}
+            | {"verdicts": verdicts}
+        )
     return out
 
 
@@ -453,7 +456,7 @@ def run_demo(workdir: str, overwrite: bool = False, quick: bool = False, plan: O
         "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
         "data": {k: data[k] for k in ("vocab_size", "documents", "tokens")},
         "train": {
-            "layouts": layout_check(root, plan["layout_steps"]),
+            "layouts": layout_check(root, plan["layout_steps"]) if plan["layout_steps"] else None,
             "stable_then_decay": stable_then_decay(root, data, plan),
         },
     }

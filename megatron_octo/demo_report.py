@@ -12,8 +12,10 @@ from typing import Any, Dict, List, Optional
 
 MOVING_AVERAGE = 10
 """Window (RL steps) of the training-reward moving average."""
-PAPER = "RECIPE.md's published figures (3B: 13-benchmark mean after decay Long 45.5 / Short 46.8 / Hybrid 47.6; " \
+PAPER = (
+    "RECIPE.md's published figures (3B: 13-benchmark mean after decay Long 45.5 / Short 46.8 / Hybrid 47.6; "
     "MATH500 after RL Long 65.2 / Hybrid 58.0 / Short 56.6)"
+)
 
 
 def moving_average(values: List[float], window: int = MOVING_AVERAGE) -> List[float]:
@@ -144,8 +146,10 @@ def findings(cmp: Dict[str, Any], chance: float) -> List[str]:
     for r in (r for r in rows if r["gain"] is not None):
         z = r["gain_z"]
         size = "no measurable change" if z is None else f"{abs(z):.1f} paired standard errors"
-        verdict = "a significant gain" if z is not None and z > 3 else (
-            "a significant loss" if z is not None and z < -3 else "within noise (under 3 standard errors)"
+        verdict = (
+            "a significant gain"
+            if z is not None and z > 3
+            else ("a significant loss" if z is not None and z < -3 else "within noise (under 3 standard errors)")
         )
         out.append(
             f"RL from {r['branch']}: {r['rl_before']:.1f}% -> {r['rl_after']:.1f}% greedy on the held-out problems, "
@@ -170,25 +174,34 @@ def plot_comparison(summary: Dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     ax = axes[0][0]
     x, width = range(len(rows)), 0.27
-    bars = [("few_shot", "few_shot_stderr", "decay, few-shot"), ("zero_shot", "zero_shot_stderr", "decay, zero-shot"),
-            ("rl_after", "rl_after_stderr", "after RL")]
+    bars = [
+        ("few_shot", "few_shot_stderr", "decay, few-shot"),
+        ("zero_shot", "zero_shot_stderr", "decay, zero-shot"),
+        ("rl_after", "rl_after_stderr", "after RL"),
+    ]
     for k, (key, se, label) in enumerate(bars):
         vals = [float("nan") if r[key] is None else r[key] for r in rows]  # no bar where RL did not run
-        ax.bar([i + (k - 1) * width for i in x], vals, width, yerr=[r[se] or 0.0 for r in rows], label=label,
-               capsize=3)
+        ax.bar([i + (k - 1) * width for i in x], vals, width, yerr=[r[se] or 0.0 for r in rows], label=label, capsize=3)
     ax.set_xticks(list(x), [r["branch"] for r in rows])
     ax.set(ylabel="held-out accuracy (%)", title="accuracy by branch (± 1 SE)", ylim=(0, 100))
     for name, run in rl.items():
         label = name.removeprefix("decay-")
         v = run["validation"]
-        axes[0][1].errorbar([p["step"] for p in v], [p["accuracy"] for p in v], yerr=[p["stderr"] for p in v],
-                            marker="o", capsize=3, label=label)
+        axes[0][1].errorbar(
+            [p["step"] for p in v],
+            [p["accuracy"] for p in v],
+            yerr=[p["stderr"] for p in v],
+            marker="o",
+            capsize=3,
+            label=label,
+        )
         steps = list(range(1, len(run["reward"]) + 1))
         axes[1][0].plot(steps, run["response_length"], label=label)
         line = axes[1][1].plot(steps, run["reward"], alpha=0.3)[0]
         axes[1][1].plot(steps, moving_average(run["reward"]), color=line.get_color(), label=f"{label} (moving avg)")
-    axes[0][1].set(xlabel="RL step", ylabel="accuracy (%)", title="greedy validation on the held-out problems",
-                   ylim=(0, 100))
+    axes[0][1].set(
+        xlabel="RL step", ylabel="accuracy (%)", title="greedy validation on the held-out problems", ylim=(0, 100)
+    )
     axes[1][0].set(xlabel="RL step", ylabel="tokens", title="mean response length")
     axes[1][1].set(xlabel="RL step", ylabel="mean reward", title=f"training reward ({MOVING_AVERAGE}-step moving avg)")
     for a in axes.flat:
@@ -203,8 +216,10 @@ def plot_comparison(summary: Dict[str, Any], path: Path) -> None:
 
 def _eval_rows(summary: Dict[str, Any]) -> str:
     ev = summary["eval"]
-    lines = ["| branch | mode | accuracy ± SE | 95% Wilson interval | no answer | mean response tokens |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| branch | mode | accuracy ± SE | 95% Wilson interval | no answer | mean response tokens |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for name in summary["convert"]:
         for mode in ("few_shot", "zero_shot"):
             r = ev[name][mode]
@@ -215,6 +230,28 @@ def _eval_rows(summary: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _layout_section(layouts: Optional[Dict[str, Any]]) -> str:
+    if layouts is None:  # --quick leaves the layout check out
+        return ""
+    rows = "\n".join(
+        f"| {n} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {r['tokens_per_s']:.0f} |"
+        for n, r in layouts["runs"].items()
+    )
+    diff = layouts["max_relative_loss_difference_between_layouts"]
+    return f"""## Train: one run, two parallel layouts
+Recipe `tiny-cpu`, {layouts["steps"]} steps, from the same initial weights on each layout.
+
+| layout | first loss | final loss | tokens/s (CPU) |
+|---|---|---|---|
+{rows}
+
+Largest relative loss difference between layouts at any step: {diff:.2e}.
+
+![loss on two layouts]({layouts["plot"]})
+
+"""
+
+
 def report(summary: Dict[str, Any]) -> str:
     """report.md, every figure and sentence from ``summary``."""
     data, layouts, std = summary["data"], summary["train"]["layouts"], summary["train"]["stable_then_decay"]
@@ -222,12 +259,9 @@ def report(summary: Dict[str, Any]) -> str:
     task = plan["task"]
     chance = 100.0 / (task["max_value"] + 1)
     kinds = ", ".join(f"{k} {n:,} docs / {data['tokens'][k]:,} tokens" for k, n in data["documents"].items())
-    layout_rows = "\n".join(
-        f"| {n} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {r['tokens_per_s']:.0f} |"
-        for n, r in layouts["runs"].items()
-    )
     stage_rows = "\n".join(
-        f"| {n} | {r['steps']} | {r['tokens']:,} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {r['final_lr']:.2e} |"
+        f"| {n} | {r['steps']} | {r['tokens']:,} | {r['first_loss']:.4f} | {r['final_loss']:.4f} "
+        f"| {r['final_lr']:.2e} |"
         for n, r in std.items()
         if isinstance(r, dict)
     )
@@ -263,18 +297,7 @@ recipe's four kinds of data ({kinds}); BPE tokenizer of {data["vocab_size"]} tok
 work chains in prose or as `Q:`/`A:` exercises without `\\boxed{{}}`; Short (QA) data answers in one line per step;
 Long data thinks at length in `<think>` (steps restated, then checked by undoing them), about three times the tokens.
 
-## Train: one run, two parallel layouts
-Recipe `tiny-cpu`, {layouts["steps"]} steps, from the same initial weights on each layout.
-
-| layout | first loss | final loss | tokens/s (CPU) |
-|---|---|---|---|
-{layout_rows}
-
-Largest relative loss difference between layouts at any step: {layouts["max_relative_loss_difference_between_layouts"]:.2e}.
-
-![loss on two layouts]({layouts["plot"]})
-
-## Train: Stable-then-Decay
+{_layout_section(layouts)}## Train: Stable-then-Decay
 The stable stage (constant LR, the web-heavy stable mixture), then the Long, Short and Hybrid decay branches from its
 last checkpoint (cosine to 10% of the LR, each on its own mixture), as OctoThinker runs them at 200B + 20B tokens.
 

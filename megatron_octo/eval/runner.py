@@ -56,11 +56,11 @@ def _prepare_tasks(
     """Load every benchmark's items and prompt set (all user mistakes surface here, before the model loads)."""
     zs = zero_shot_prompt(template) if zero_shot else None
     if items is not None:
-        prompt = zs if zs is not None else _custom_prompt_set(prompts_path, custom_prompt)
+        custom = zs if zs is not None else _custom_prompt_set(prompts_path, custom_prompt)
         loaded = custom_items(items)
         if not loaded:
             raise EvalError("no custom items given; pass at least one {question, answer} item")
-        return [_Task(CUSTOM, custom_format, loaded[:limit] if limit else loaded, prompt)]
+        return [_Task(CUSTOM, custom_format, loaded[:limit] if limit else loaded, custom)]
     benches: List[Benchmark] = resolve_benchmarks(benchmarks)
     if source == "local" and data_dir is None:
         raise EvalError(

@@ -52,7 +52,7 @@ def test_splits_do_not_overlap():
     for split, questions in parts.items():
         assert {split_of(q) for q in questions} == {split}
     # every problem of the space falls in exactly one split, in roughly the advertised shares
-    shares = {s: 0 for s in SPLITS}
+    shares = dict.fromkeys(SPLITS, 0)
     for q in {sample(random.Random(i), spec).question for i in range(4000)}:
         shares[split_of(q)] += 1
     total = sum(shares.values())
