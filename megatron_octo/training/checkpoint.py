@@ -17,19 +17,21 @@ does not hold everything a resume must check).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import shutil
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import torch.distributed as dist
 
 from megatron_octo.errors import OctoError
 from megatron_octo.training.params import model_state, unwrap
-from megatron_octo.utils.io import atomic_write_text
+from megatron_octo.utils.io import DiskFullError, atomic_write_text, disk_full_reason, free_space
 
 META_FILE = "octo_checkpoint.json"
 LATEST_FILE = "latest_checkpointed_iteration.txt"
@@ -235,6 +237,20 @@ def start_write_helper() -> None:
             signal.signal(sig, handler)
 
 
+class _NoSpaceRecords(logging.Filter):
+    """Drops Megatron-Core's writer log line about a full disk: the save reports it as ``DiskFullError`` (one line),
+    and without a configured handler Python's last-resort handler would print it to stderr as well."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return disk_full_reason(Exception(record.getMessage())) is None
+
+
+def _quiet_disk_full_worker_log() -> None:
+    log = logging.getLogger("megatron.core.dist_checkpointing.strategies.filesystem_async")
+    if not any(isinstance(f, _NoSpaceRecords) for f in log.filters):
+        log.addFilter(_NoSpaceRecords())
+
+
 class Saver:
     """Writes complete checkpoints under ``root``, synchronously or in the background.
 
@@ -247,39 +263,65 @@ class Saver:
     def __init__(self, root: Path, keep_last: int, ctx, async_save: bool = False, save: bool = True):
         self.root, self.keep_last, self.ctx = Path(root), keep_last, ctx
         self.queue = None
+        self._in_flight: Optional[tuple] = None  # (step, tmp) of the background save not yet published
         if save:
             start_write_helper()
+            _quiet_disk_full_worker_log()
         if async_save:
             from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
             self.queue = AsyncCallsQueue()
 
     def save(self, meta: CheckpointMeta, parts) -> Path:
-        """Start (async) or do (sync) the save of ``parts`` at ``meta.step``; returns the final directory."""
+        """Start (async) or do (sync) the save of ``parts`` at ``meta.step``; returns the final directory.
+
+        A full disk (or quota) raises ``DiskFullError`` (one line: which directory, how much is free) after removing
+        the partial save; the checkpoints saved before stay complete."""
         from megatron.core import dist_checkpointing
 
         final, tmp = iter_dir(self.root, meta.step), Path(f"{iter_dir(self.root, meta.step)}.tmp")
-        if self.queue is not None:
-            self.queue.maybe_finalize_async_calls(blocking=True)  # one save in flight at a time
-        if self.ctx.is_main:
-            if tmp.exists():
-                shutil.rmtree(tmp)  # a save that was killed earlier
-            tmp.mkdir(parents=True)
-        dist.barrier()
-        state = sharded_state(parts, with_optimizer=True, is_loading=False)
-        state.update(megatron_lm_state(meta, parts))
-        if self.queue is None:
-            dist_checkpointing.save(state, str(tmp), content_metadata=_OPTIMIZER_METADATA)
+        self._finalize(blocking=True)  # one save in flight at a time
+        with self._disk_full_is_one_line(meta.step, tmp):
+            if self.ctx.is_main:
+                if tmp.exists():
+                    shutil.rmtree(tmp)  # a save that was killed earlier
+                tmp.mkdir(parents=True)
             dist.barrier()
-            self._publish(meta, tmp, final)
-            dist.barrier()
-        else:
-            request = dist_checkpointing.save(
-                state, str(tmp), async_sharded_save=True, content_metadata=_OPTIMIZER_METADATA
-            )
-            request.add_finalize_fn(lambda: self._publish(meta, tmp, final))
-            self.queue.schedule_async_request(request)
+            state = sharded_state(parts, with_optimizer=True, is_loading=False)
+            state.update(megatron_lm_state(meta, parts))
+            if self.queue is None:
+                dist_checkpointing.save(state, str(tmp), content_metadata=_OPTIMIZER_METADATA)
+                dist.barrier()
+                self._publish(meta, tmp, final)
+                dist.barrier()
+            else:
+                request = dist_checkpointing.save(
+                    state, str(tmp), async_sharded_save=True, content_metadata=_OPTIMIZER_METADATA
+                )
+                request.add_finalize_fn(lambda: self._publish(meta, tmp, final))
+                self.queue.schedule_async_request(request)
+                self._in_flight = (meta.step, tmp)
         return final
+
+    @contextlib.contextmanager
+    def _disk_full_is_one_line(self, step: int, tmp: Path) -> Iterator[None]:
+        """Turn a full disk during the save of ``step`` into ``DiskFullError``; the partial save in ``tmp`` is
+        removed (the main rank), which also gives back the space it took."""
+        try:
+            yield
+        except BaseException as exc:  # torch.distributed.checkpoint's CheckpointException is a BaseException
+            reason = disk_full_reason(exc)
+            if reason is None:
+                raise
+            if self.ctx.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            latest = latest_checkpoint(self.root)
+            kept = f"the newest complete checkpoint, {latest.name}, is intact" if latest else "no earlier checkpoint"
+            raise DiskFullError(
+                f"disk full ({reason}) saving the checkpoint of step {step} into {self.root}, which has "
+                f"{free_space(self.root)} free: the partial save was removed and {kept}; free space (or lower "
+                f"checkpoint.keep_last) and rerun the same command to resume"
+            ) from None
 
     def _publish(self, meta: CheckpointMeta, tmp: Path, final: Path) -> None:
         """Runs once every rank's tensors are on disk: metadata, rename into place, prune (main rank)."""
@@ -292,15 +334,24 @@ class Saver:
         atomic_write_text(self.root / LATEST_FILE, f"{meta.step}\n")
         _prune(self.root, self.keep_last)
 
+    def _finalize(self, blocking: bool) -> None:
+        """Publish a finished background save (wait for it with ``blocking``); a full disk is ``DiskFullError``."""
+        if self.queue is None or self._in_flight is None:
+            return
+        step, tmp = self._in_flight
+        with self._disk_full_is_one_line(step, tmp):
+            self.queue.maybe_finalize_async_calls(blocking=blocking)
+        if not self.queue.get_num_unfinalized_calls():
+            self._in_flight = None
+
     def poll(self) -> None:
         """Publish background saves that have finished (cheap when none is in flight)."""
-        if self.queue is not None:
-            self.queue.maybe_finalize_async_calls(blocking=False)
+        self._finalize(blocking=False)
 
     def close(self) -> None:
         """Wait for a background save to finish and publish it."""
         if self.queue is not None:
-            self.queue.maybe_finalize_async_calls(blocking=True)
+            self._finalize(blocking=True)
             self.queue.close()
 
 
