@@ -33,7 +33,7 @@ from megatron_octo.data.tokenizer import DocumentEncoder, load_tokenizer, make_e
 from megatron_octo.utils.io import (
     DiskFullError,
     OutputExistsError,
-    check_output_dir,
+    check_writable_dir,
     disk_full_reason,
     free_space,
     remove_stale_temps,
@@ -192,7 +192,7 @@ def check_output(prefix: str, overwrite: bool) -> None:
             f"--output-prefix {text!r} names a directory; give a file prefix inside it, e.g. "
             f"{os.path.join(text or '.', 'corpus')} (writes corpus.bin and corpus.idx there)"
         )
-    check_output_dir(Path(text).absolute().parent, "--output-prefix", given=text)
+    check_writable_dir(Path(text).absolute().parent, "--output-prefix", given=text)
     existing = [str(p) for p in output_paths(prefix) if p.exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{' and '.join(existing)} already exist: pass --overwrite or another --output-prefix")

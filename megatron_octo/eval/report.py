@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from megatron_octo.eval.registry import BENCHMARKS, PAPER_BENCHMARKS, EvalError
-from megatron_octo.utils.io import OutputExistsError, atomic_write_text, check_output_dir
+from megatron_octo.utils.io import OutputExistsError, atomic_write_text, check_writable_dir
 
 RESULTS_JSON, RESULTS_MD, PREDICTIONS_DIR = "results.json", "results.md", "predictions"
 SETTINGS_JSON = "settings.json"
@@ -191,7 +191,7 @@ def check_output_dir(output_dir, overwrite: bool, resume: bool = False) -> Path:
     """The output directory, refused (OutputExistsError naming --resume and --overwrite) when it holds an earlier
     run, complete or interrupted, and neither is given; refused (OutputPathError) when it cannot be written."""
     out = Path(output_dir)
-    check_output_dir(out, "--output")
+    check_writable_dir(out, "--output")
     if (out / RESULTS_JSON).exists() or (out / PREDICTIONS_DIR).exists():
         if not (overwrite or resume):
             raise OutputExistsError(

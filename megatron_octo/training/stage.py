@@ -25,7 +25,7 @@ from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.resume import Start, restore, schedule_params
 from megatron_octo.training.signals import REQUEUE_EXIT_CODE, StopRequest
-from megatron_octo.utils.io import OutputExistsError, atomic_write_text, check_output_dir
+from megatron_octo.utils.io import OutputExistsError, atomic_write_text, check_writable_dir
 
 if TYPE_CHECKING:  # the stage entry is imported by the CLI before torch.distributed is needed
     from megatron_octo.parallel import ParallelContext
@@ -114,7 +114,7 @@ def check_run_dir(run_dir: Path, recipe: RecipeConfig, overwrite: bool, spec: St
     ``--overwrite``: one that is not a writable directory, one that holds another recipe's or model's run, or one
     whose run finished without a checkpoint (its outputs are results). A run that stopped before its first save
     restarts from step 0; one with a complete checkpoint resumes."""
-    check_output_dir(run_dir, "--run-dir")
+    check_writable_dir(run_dir, "--run-dir")
     if overwrite:
         return
     clash = _identity_clash(run_dir, recipe)

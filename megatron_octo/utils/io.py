@@ -26,7 +26,7 @@ class DiskFullError(OctoError):
     how much space is left, and that nothing was left under the output's final name."""
 
 
-def check_output_dir(path: Union[str, Path], flag: str, given: Optional[str] = None) -> None:
+def check_writable_dir(path: Union[str, Path], flag: str, given: Optional[str] = None) -> None:
     """Refuse, before anything is written, a directory output ``path`` (the value of ``flag``; ``given``: what the
     user typed, when ``path`` was derived from it) that cannot be created or written: it is a file, one of its
     parents is a file, or the nearest existing one of them is not writable by this process.
@@ -68,9 +68,9 @@ def _related(exc: BaseException) -> list:
 
 
 def disk_full_reason(exc: BaseException) -> Optional[str]:
-    """"No space left on device" / "Disk quota exceeded" when that is what is behind ``exc``, else None: an
-    ``OSError`` with ENOSPC/EDQUOT anywhere behind it, or (an error that crossed a process boundary as text only,
-    e.g. from Megatron-Core's checkpoint writer workers) a message that says so."""
+    """The reason ("No space left on device" / "Disk quota exceeded") when that is what is behind ``exc``, else
+    None: an ``OSError`` with ENOSPC/EDQUOT anywhere behind it, or (an error that crossed a process boundary as text
+    only, e.g. from Megatron-Core's checkpoint writer workers) a message that says so."""
     related = _related(exc)
     for e in related:
         if isinstance(e, OSError) and e.errno in _NO_SPACE:
