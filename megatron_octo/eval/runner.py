@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
+from megatron_octo.config.choices import EVAL_SOURCES
 from megatron_octo.eval import report
 from megatron_octo.eval.backends import check_model_dir, make_backend
 from megatron_octo.eval.loaders import custom_items, load_benchmark
@@ -226,8 +227,8 @@ def run_eval(
     Raises EvalError / OutputExistsError on user mistakes, before loading the model.
     """
     _check_numbers(limit, max_new_tokens, timeout)
-    if source not in ("local", "hf"):
-        raise EvalError(f"unknown source '{source}'; choose local or hf")
+    if source not in EVAL_SOURCES:
+        raise EvalError(f"unknown source '{source}'; choose from {', '.join(EVAL_SOURCES)}")
     if output_dir is not None:
         report.check_output_dir(output_dir, overwrite, resume)
     tasks = _prepare_tasks(
