@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from megatron_octo.config.choices import CONVERT_FORMATS
 from megatron_octo.convert import sources
 from megatron_octo.convert.errors import ConvertError, VerifyError
-from megatron_octo.config.choices import CONVERT_FORMATS
 from megatron_octo.convert.options import DEFAULT_MAX_SHARD, ConvertResult, Options, parse_size
 
 DEFAULT_DIVISIBLE_BY = sources.DEFAULT_DIVISIBLE_BY
