@@ -248,13 +248,17 @@ def run_eval(
         if model_dir is None:
             raise EvalError("no model given; pass --model with a Hugging Face model directory or Hub ID")
         local_model = check_model_dir(resolve_model_path(model_dir))
-    done = _resume_or_start(output_dir, resume, settings, tasks, log)  # the first write into output_dir
     pub_key = report.match_published(
         report.model_names(model_dir) + report.model_names(local_model), setting, published
     )
+    # A resume is checked against the earlier run before the model loads; a fresh run (--overwrite) clears the
+    # earlier run's partial predictions only once the model has loaded, so a refused backend costs nothing.
+    done = _resume_or_start(output_dir, resume, settings, tasks, log) if resume else {}
     if generator is None:
         log(f"loading {model_dir} with {backend}")
         generator = make_backend(backend, local_model, **dict(backend_kwargs or {}))
+    if not resume:
+        _resume_or_start(output_dir, resume, settings, tasks, log)  # a fresh run's first write into output_dir
     gen_kwargs = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     results: Dict[str, Any] = {
         **settings,
