@@ -30,6 +30,7 @@ import subprocess
 from pathlib import Path
 from typing import List, Optional
 
+from megatron_octo.config.choices import SLURM_LAUNCHERS
 from megatron_octo.launch.config import NCCL_DEFAULTS, JobSpec, LaunchError, SlurmConfig, time_limit_seconds
 from megatron_octo.launch.layout import Layout, rank_command
 from megatron_octo.training.signals import REQUEUE_EXIT_CODE
@@ -70,8 +71,8 @@ def check_slurm(cfg: SlurmConfig) -> None:
             f"--ranks-per-node {cfg.ranks} differs from --gpus-per-node {cfg.gpus_per_node}: a GPU job "
             f"runs one rank per GPU (drop --ranks-per-node, or pass --gpus-per-node 0 for a CPU job)"
         )
-    if cfg.launcher not in ("srun", "torchrun"):
-        raise LaunchError(f"--launcher {cfg.launcher!r} is not one of: srun, torchrun")
+    if cfg.launcher not in SLURM_LAUNCHERS:
+        raise LaunchError(f"--launcher {cfg.launcher!r} is not one of: {', '.join(SLURM_LAUNCHERS)}")
     limit = time_limit_seconds(cfg.time)
     if not 60 <= cfg.signal_lead_s < limit:
         raise LaunchError(
