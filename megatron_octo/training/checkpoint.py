@@ -31,7 +31,8 @@ import torch.distributed as dist
 
 from megatron_octo.errors import OctoError
 from megatron_octo.training.params import model_state, unwrap
-from megatron_octo.utils.io import DiskFullError, atomic_write_text, disk_full_reason, free_space
+from megatron_octo.utils.io import DiskFullError, atomic_write_text, disk_full_reason, free_bytes, free_space
+from megatron_octo.utils.progress import human_bytes
 
 META_FILE = "octo_checkpoint.json"
 LATEST_FILE = "latest_checkpointed_iteration.txt"
@@ -237,18 +238,54 @@ def start_write_helper() -> None:
             signal.signal(sig, handler)
 
 
-class _NoSpaceRecords(logging.Filter):
-    """Drops Megatron-Core's writer log line about a full disk: the save reports it as ``DiskFullError`` (one line),
-    and without a configured handler Python's last-resort handler would print it to stderr as well."""
+def _agreed_reason(exc: BaseException, found: Optional[str], guessed: Optional[str]) -> Optional[str]:
+    """Why the save failed as a full disk (``found`` in the error, else ``guessed`` from the free space), agreed by
+    every rank. torch.distributed.checkpoint raises ``CheckpointException`` on all ranks together, but only the
+    coordinator's carries the ranks' errors: the ranks share what they found (a collective, safe only there), so
+    each reports the full disk in one line rather than the others in a traceback."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    if not isinstance(exc, CheckpointException) or not dist.is_initialized() or dist.get_world_size() == 1:
+        return found or guessed
+    views: List[Optional[tuple]] = [None] * dist.get_world_size()
+    dist.all_gather_object(views, (found, guessed))
+    return next((f for f, _ in views if f), None) or next((g for _, g in views if g), None)
+
+
+def _short_of_space(exc: BaseException, root: Path, latest: Optional[Path]) -> Optional[str]:
+    """Why a failed save was probably a full disk although its error does not say so, or None.
+
+    A tensor that torch.save streams into a shard file loses the write's ENOSPC: the zip writer's clean-up raises
+    its own error ("unexpected pos"), and only that text crosses from Megatron-Core's writer process. Such a write
+    failure, with less space left than the newest complete checkpoint takes, is reported as a full disk."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    if latest is None or not isinstance(exc, (CheckpointException, OSError)):
+        return None
+    free = free_bytes(root)
+    needed = sum(p.stat().st_size for p in latest.rglob("*") if p.is_file())
+    if free is None or free >= needed:
+        return None
+    failures = getattr(exc, "failures", None) or {}
+    first = next(iter(failures.values()), exc)
+    first = first[0] if isinstance(first, tuple) else first
+    text = (str(first).strip().splitlines() or [type(first).__name__])[0][:160]
+    return f"probably: the write failed with {text!r} and {latest.name} took {human_bytes(needed)}"
+
+
+class _WriterFailureRecords(logging.Filter):
+    """Drops Megatron-Core's log line about a failed checkpoint write ("Local process N encountered an error: ..."):
+    the save raises the same error (a full disk as ``DiskFullError``, in one line), and without a configured
+    handler Python's last-resort handler would print it to stderr besides."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return disk_full_reason(Exception(record.getMessage())) is None
+        return "encountered an error" not in record.getMessage()
 
 
-def _quiet_disk_full_worker_log() -> None:
+def _quiet_writer_failure_log() -> None:
     log = logging.getLogger("megatron.core.dist_checkpointing.strategies.filesystem_async")
-    if not any(isinstance(f, _NoSpaceRecords) for f in log.filters):
-        log.addFilter(_NoSpaceRecords())
+    if not any(isinstance(f, _WriterFailureRecords) for f in log.filters):
+        log.addFilter(_WriterFailureRecords())
 
 
 class Saver:
@@ -266,7 +303,7 @@ class Saver:
         self._in_flight: Optional[tuple] = None  # (step, tmp) of the background save not yet published
         if save:
             start_write_helper()
-            _quiet_disk_full_worker_log()
+            _quiet_writer_failure_log()
         if async_save:
             from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
@@ -310,12 +347,12 @@ class Saver:
         try:
             yield
         except BaseException as exc:  # torch.distributed.checkpoint's CheckpointException is a BaseException
-            reason = disk_full_reason(exc)
+            latest = latest_checkpoint(self.root)
+            reason = _agreed_reason(exc, disk_full_reason(exc), _short_of_space(exc, self.root, latest))
             if reason is None:
                 raise
             if self.ctx.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
-            latest = latest_checkpoint(self.root)
             kept = f"the newest complete checkpoint, {latest.name}, is intact" if latest else "no earlier checkpoint"
             raise DiskFullError(
                 f"disk full ({reason}) saving the checkpoint of step {step} into {self.root}, which has "

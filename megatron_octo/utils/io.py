@@ -82,17 +82,22 @@ def disk_full_reason(exc: BaseException) -> Optional[str]:
     return None
 
 
-def free_space(path: Union[str, Path]) -> str:
-    """How much space is free on the file system of ``path`` (or of its nearest existing parent), e.g.
-    ``12.0 KiB``; ``unknown`` when it cannot be asked."""
-    from megatron_octo.utils.progress import human_bytes
-
+def free_bytes(path: Union[str, Path]) -> Optional[int]:
+    """Bytes free on the file system of ``path`` (or of its nearest existing parent); None when it cannot be asked."""
     path = Path(path).absolute()
     existing = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
     try:
-        return human_bytes(shutil.disk_usage(existing).free)
+        return shutil.disk_usage(existing).free
     except OSError:
-        return "unknown"
+        return None
+
+
+def free_space(path: Union[str, Path]) -> str:
+    """``free_bytes`` spelled for a message, e.g. ``12.0 KiB``; ``unknown`` when it cannot be asked."""
+    from megatron_octo.utils.progress import human_bytes
+
+    free = free_bytes(path)
+    return "unknown" if free is None else human_bytes(free)
 
 
 def _umask() -> int:
