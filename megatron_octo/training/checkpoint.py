@@ -256,11 +256,12 @@ def _short_of_space(exc: BaseException, root: Path, latest: Optional[Path]) -> O
     """Why a failed save was probably a full disk although its error does not say so, or None.
 
     A tensor that torch.save streams into a shard file loses the write's ENOSPC: the zip writer's clean-up raises
-    its own error ("unexpected pos"), and only that text crosses from Megatron-Core's writer process. Such a write
-    failure, with less space left than the newest complete checkpoint takes, is reported as a full disk."""
+    its own error ("unexpected pos"), and only that text crosses from Megatron-Core's writer process; torch.save of
+    ``common.pt`` to a path says only "file write failed". Such a failure (a CheckpointException, OSError or
+    RuntimeError), with less space left than the newest complete checkpoint takes, is reported as a full disk."""
     from torch.distributed.checkpoint.api import CheckpointException
 
-    if latest is None or not isinstance(exc, (CheckpointException, OSError)):
+    if latest is None or not isinstance(exc, (CheckpointException, OSError, RuntimeError)):
         return None
     free = free_bytes(root)
     needed = sum(p.stat().st_size for p in latest.rglob("*") if p.is_file())
