@@ -18,12 +18,13 @@ def prepare_source(spec: str, run_dir: Path, *, tp: int, pp: int, divisible: int
     """One of our checkpoint directories for ``spec`` (collective over all ranks): ours, resolved; a Hugging Face
     directory or Hub model ID, or a Megatron-LM checkpoint (any format), converted once by global rank 0 into
     ``RUN_DIR/init`` for ``tp`` x ``pp`` (a resumed or restarted run finds it there)."""
-    from megatron_octo.convert import hf_io, hub, megatron_lm
+    from megatron_octo.convert import hf_io, megatron_lm
+    from megatron_octo.utils.hub import is_hub_id
 
     try:
         return ckpt.resolve(spec)
     except ckpt.CheckpointError:
-        if hub.is_repo_id(spec) or (Path(spec) / hf_io.CONFIG).is_file():
+        if is_hub_id(spec) or (Path(spec) / hf_io.CONFIG).is_file():
             kind = "hf"
         elif megatron_lm.locate(spec) is not None:
             kind = "mcore"
