@@ -59,7 +59,7 @@ FULL: Dict[str, Any] = {
     "task": {"min_ops": 2, "max_ops": 3, "max_value": 9},
     "corpus": None,
     "layout_steps": 10,
-    "stable_steps": 800,
+    "stable_steps": 700,
     "decay_steps": 150,
     "eval_items": 300,
     "eval_tokens": 160,
@@ -441,29 +441,39 @@ def rl_stage(workdir: Path, data: Dict, plan: Dict) -> Dict:
 
 def run_demo(workdir: str, overwrite: bool = False, quick: bool = False, plan: Optional[Dict] = None) -> Path:
     """Run every stage into ``workdir``; return the path of ``report.md``. ``quick`` shrinks it for tests; ``plan``
-    replaces entries of the plan (FULL or QUICK)."""
+    replaces entries of the plan (FULL or QUICK). ``summary.json``'s ``stage_seconds`` says where the time went."""
     import time
 
     from megatron_octo.demo_report import comparison, plot_comparison, report
 
-    start = time.monotonic()
+    start = last = time.monotonic()
+    stage_seconds: Dict[str, float] = {}
+
+    def timed(name: str, value):
+        nonlocal last
+        stage_seconds[name], last = round(time.monotonic() - last, 1), time.monotonic()
+        return value
+
     root, plan = Path(workdir), {**(QUICK if quick else FULL), **(plan or {})}
     _prepare(root, overwrite)
-    data = data_stage(root, plan)
+    data = timed("data", data_stage(root, plan))
+    layouts = timed("layouts", layout_check(root, plan["layout_steps"]) if plan["layout_steps"] else None)
     summary: Dict[str, Any] = {
         "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
         "data": {k: data[k] for k in ("vocab_size", "documents", "tokens")},
         "train": {
-            "layouts": layout_check(root, plan["layout_steps"]) if plan["layout_steps"] else None,
-            "stable_then_decay": stable_then_decay(root, data, plan),
+            "layouts": layouts,
+            "stable_then_decay": timed("stable_then_decay", stable_then_decay(root, data, plan)),
         },
     }
-    summary["convert"] = convert_stage(root, data)
-    summary["eval"] = eval_stage(root, data, plan)
-    summary["rl"] = rl_stage(root, data, plan)
+    summary["convert"] = timed("convert", convert_stage(root, data))
+    summary["eval"] = timed("eval", eval_stage(root, data, plan))
+    summary["rl"] = timed("rl", rl_stage(root, data, plan))
     summary["comparison"] = comparison(summary)
     plot_comparison(summary, root / "comparison.png")
-    summary["seconds"] = round(time.monotonic() - start, 1)
+    summary["seconds"], summary["stage_seconds"] = round(time.monotonic() - start, 1), stage_seconds
+    # the wall-clock figure depends on what else the machine ran meanwhile: its size and load are recorded beside it
+    summary["machine"] = {"cpus": os.cpu_count(), "jobs": _jobs(), "load_average_15min": round(os.getloadavg()[2], 2)}
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(root / "report.md", report(summary))
     return root / "report.md"

@@ -230,6 +230,13 @@ def _eval_rows(summary: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _machine(summary: Dict[str, Any]) -> str:
+    m = summary.get("machine") or {}
+    if not m:
+        return "this machine"
+    return f"{m['cpus']} CPU cores ({m['jobs']} runs side by side; 15-minute load average {m['load_average_15min']})"
+
+
 def _layout_section(layouts: Optional[Dict[str, Any]]) -> str:
     if layouts is None:  # --quick leaves the layout check out
         return ""
@@ -275,8 +282,8 @@ def report(summary: Dict[str, Any]) -> str:
     found = "\n".join(f"- {s}" for s in findings(cmp, chance))
     return f"""# megatron-octo demo: OctoThinker in miniature
 
-Measured in {summary["seconds"] / 60:.1f} minutes. Every number below comes from `summary.json`; the sentences are
-generated from them.
+Measured in {summary["seconds"] / 60:.1f} minutes on {_machine(summary)}. Every number below comes from
+`summary.json`; the sentences are generated from them.
 
 ## Findings
 {found}
