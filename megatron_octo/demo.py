@@ -56,16 +56,16 @@ TEMPLATE = "user_assistant"
 """The RL template (``User: {question}\nAssistant:``, the decay data's QA layout): RL prompts, RL validation and
 the zero-shot evaluation all use it."""
 FULL: Dict[str, Any] = {
-    "task": {"min_ops": 2, "max_ops": 3, "max_value": 9},
+    "task": {"min_ops": 2, "max_ops": 3, "max_value": 19},
     "corpus": None,
     "layout_steps": 10,
     "stable_steps": 700,
     "decay_steps": 150,
     "eval_items": 300,
-    "eval_tokens": 160,
+    "eval_tokens": 192,
     "rl_branches": BRANCHES,
     "rl_steps": 30,
-    "rl_tokens": 160,
+    "rl_tokens": 192,
     "rl_lr": 2e-4,
     "rl_val_interval": 10,
 }

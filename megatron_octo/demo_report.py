@@ -66,7 +66,16 @@ def comparison(summary: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _check(claim: str, holds: Optional[bool], measured: str) -> Dict[str, Any]:
+    """``holds``: True / False, or None where the branches tie (nothing to compare)."""
     return {"claim": claim, "holds": holds, "measured": measured}
+
+
+def _long_ahead(long: float, others: List[float], higher: bool = True) -> Optional[bool]:
+    """Whether ``long`` is above (``higher``) or below every other value; None when it ties the nearest one."""
+    nearest = max(others) if higher else min(others)
+    if long == nearest:
+        return None
+    return long > nearest if higher else long < nearest
 
 
 def _checks(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -78,7 +87,7 @@ def _checks(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         out.append(
             _check(
                 "after decay (few-shot), the Long branch scores below the others",
-                all(by["long"]["few_shot"] < r["few_shot"] for r in others),
+                _long_ahead(by["long"]["few_shot"], [r["few_shot"] for r in others], higher=False),
                 ", ".join(f"{r['branch']} {r['few_shot']:.1f}%" for r in rows),
             )
         )
@@ -88,21 +97,23 @@ def _checks(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         out.append(
             _check(
                 "after RL, the Long branch scores highest",
-                all(long["rl_after"] > r["rl_after"] for r in others),
+                _long_ahead(long["rl_after"], [r["rl_after"] for r in others]),
                 ", ".join(f"{r['branch']} {r['rl_after']:.1f}%" for r in with_rl),
             )
         )
         out.append(
             _check(
                 "RL gains most from the Long branch",
-                all(long["gain"] > r["gain"] for r in others),
+                _long_ahead(long["gain"], [r["gain"] for r in others]),
                 ", ".join(f"{r['branch']} {r['gain']:+.1f}" for r in with_rl),
             )
         )
         out.append(
             _check(
                 "the Long branch writes the longest responses during RL (long-CoT verbosity)",
-                all(long["response_tokens_rl_last"] > r["response_tokens_rl_last"] for r in others),
+                _long_ahead(
+                    round(long["response_tokens_rl_last"]), [round(r["response_tokens_rl_last"]) for r in others]
+                ),
                 ", ".join(f"{r['branch']} {r['response_tokens_rl_last']:.0f} tokens" for r in with_rl),
             )
         )
@@ -146,19 +157,23 @@ def findings(cmp: Dict[str, Any], chance: float) -> List[str]:
     for r in (r for r in rows if r["gain"] is not None):
         z = r["gain_z"]
         size = "no measurable change" if z is None else f"{abs(z):.1f} paired standard errors"
-        verdict = (
-            "a significant gain"
-            if z is not None and z > 3
-            else ("a significant loss" if z is not None and z < -3 else "within noise (under 3 standard errors)")
-        )
+        if r["rl_before"] >= 100.0:
+            verdict = "no room to gain: already 100% before RL"
+        elif z is not None and abs(z) > 3:
+            verdict = "a gain beyond 3 standard errors" if z > 0 else "a loss beyond 3 standard errors"
+        else:
+            verdict = "within noise (under 3 standard errors)"
         out.append(
             f"RL from {r['branch']}: {r['rl_before']:.1f}% -> {r['rl_after']:.1f}% greedy on the held-out problems, "
             f"{r['gain']:+.1f} points, {size}: {verdict}; mean response length "
             f"{r['response_tokens_rl_first']:.0f} -> {r['response_tokens_rl_last']:.0f} tokens."
         )
     for c in cmp["checks"]:
-        state = "matches" if c["holds"] else "does not match"
-        out.append(f"Paper: {c['claim']}. Measured: {c['measured']}; this {state} the paper's direction.")
+        state = {True: "this matches", False: "this does not match", None: "a tie, which neither matches nor"}[
+            c["holds"]
+        ]
+        tail = " contradicts" if c["holds"] is None else ""
+        out.append(f"Paper: {c['claim']}. Measured: {c['measured']}; {state}{tail} the paper's direction.")
     return out
 
 
