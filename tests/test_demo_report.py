@@ -14,7 +14,8 @@ def _summary(long_few, long_zero, long_rl, short_rl_after, long_len, short_len):
 
     return {
         "convert": {"decay-long": {}, "decay-short": {}, "decay-hybrid": {}},
-        "eval": {"decay-long": ev(long_few, long_zero), "decay-short": ev(50.0, 45.0), "decay-hybrid": ev(55.0, 52.0)},
+        "eval": {"decay-long": ev(long_few, long_zero), "decay-short": ev(50.0, 45.0),
+                 "decay-hybrid": ev(55.0, 52.0)},
         "rl": {"decay-long": rl(long_zero, long_rl, 2.0, long_len), "decay-short": rl(45.0, short_rl_after, 2.0,
                                                                                       short_len)},
     }
