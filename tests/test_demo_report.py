@@ -48,7 +48,8 @@ def test_sentences_say_when_the_paper_direction_fails_or_ties():
     assert checks["the Long branch writes the longest responses during RL (long-CoT verbosity)"] is None  # 30 = 30
     text = "\n".join(findings(cmp, chance=5.0))
     assert "+2.0 points, 1.0 paired standard errors: within noise (under 3 standard errors)" in text
-    assert "this does not match the paper's direction" in text and "a tie, which neither matches nor contradicts" in text
+    assert "this does not match the paper's direction" in text
+    assert "a tie, which neither matches nor contradicts" in text
 
 
 def test_moving_average():
