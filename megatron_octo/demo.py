@@ -59,7 +59,7 @@ FULL: Dict[str, Any] = {
     "task": {"min_ops": 2, "max_ops": 3, "max_value": 19},
     "corpus": None,
     "layout_steps": 10,
-    "stable_steps": 700,
+    "stable_steps": 450,
     "decay_steps": 150,
     "eval_items": 300,
     "eval_tokens": 192,

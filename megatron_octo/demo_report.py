@@ -6,6 +6,7 @@ errors, whether the paper's direction holds), so the report cannot say more than
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -40,6 +41,7 @@ def comparison(summary: Dict[str, Any]) -> Dict[str, Any]:
             "zero_shot": ev["zero_shot"]["accuracy"],
             "zero_shot_stderr": ev["zero_shot"]["stderr"],
             "response_tokens_decay": ev["zero_shot"]["response_tokens"],
+            "zero_shot_no_answer": ev["zero_shot"].get("no_answer", 0),
             "rl_before": None,
             "rl_after": None,
             "rl_after_stderr": None,
@@ -70,53 +72,52 @@ def _check(claim: str, holds: Optional[bool], measured: str) -> Dict[str, Any]:
     return {"claim": claim, "holds": holds, "measured": measured}
 
 
-def _long_ahead(long: float, others: List[float], higher: bool = True) -> Optional[bool]:
-    """Whether ``long`` is above (``higher``) or below every other value; None when it ties the nearest one."""
-    nearest = max(others) if higher else min(others)
-    if long == nearest:
+LENGTH_TIE = 0.10
+"""Mean response lengths within this fraction of each other count as equal (no standard error is kept for them)."""
+
+
+def _long_ahead(rows: List[Dict[str, Any]], key: str, se_key: Optional[str], higher: bool = True) -> Optional[bool]:
+    """Whether the Long row's ``key`` is above (``higher``) or below every other row's: True / False, or None when
+    the nearest other row is within noise (2 standard errors of the difference; for lengths ``LENGTH_TIE``)."""
+    long = next(r for r in rows if r["branch"] == "long")
+    others = [r for r in rows if r["branch"] != "long"]
+    nearest = (max if higher else min)(others, key=lambda r: r[key])
+    diff = long[key] - nearest[key]
+    if se_key is None:
+        noise = LENGTH_TIE * max(abs(long[key]), abs(nearest[key]))
+    else:
+        noise = 2.0 * math.sqrt(long[se_key] ** 2 + nearest[se_key] ** 2)
+    if abs(diff) <= noise:
         return None
-    return long > nearest if higher else long < nearest
+    return diff > 0 if higher else diff < 0
 
 
 def _checks(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The paper's directions, each with whether the measured rows follow it (None: not measurable here)."""
-    by = {r["branch"]: r for r in rows}
+    """The paper's directions, each with whether the measured rows follow it (None: within noise)."""
     out = []
-    if "long" in by and len(by) > 1:
-        others = [r for b, r in by.items() if b != "long"]
+    if "long" in {r["branch"] for r in rows} and len(rows) > 1:
         out.append(
             _check(
                 "after decay (few-shot), the Long branch scores below the others",
-                _long_ahead(by["long"]["few_shot"], [r["few_shot"] for r in others], higher=False),
+                _long_ahead(rows, "few_shot", "few_shot_stderr", higher=False),
                 ", ".join(f"{r['branch']} {r['few_shot']:.1f}%" for r in rows),
             )
         )
     with_rl = [r for r in rows if r["rl_after"] is not None]
     if "long" in {r["branch"] for r in with_rl} and len(with_rl) > 1:
-        long, others = by["long"], [r for r in with_rl if r["branch"] != "long"]
-        out.append(
-            _check(
-                "after RL, the Long branch scores highest",
-                _long_ahead(long["rl_after"], [r["rl_after"] for r in others]),
-                ", ".join(f"{r['branch']} {r['rl_after']:.1f}%" for r in with_rl),
-            )
-        )
-        out.append(
-            _check(
-                "RL gains most from the Long branch",
-                _long_ahead(long["gain"], [r["gain"] for r in others]),
-                ", ".join(f"{r['branch']} {r['gain']:+.1f}" for r in with_rl),
-            )
-        )
-        out.append(
-            _check(
+        claims = [
+            ("after RL, the Long branch scores highest", "rl_after", "rl_after_stderr", "{:.1f}%"),
+            ("RL gains most from the Long branch", "gain", "gain_stderr", "{:+.1f}"),
+            (
                 "the Long branch writes the longest responses during RL (long-CoT verbosity)",
-                _long_ahead(
-                    round(long["response_tokens_rl_last"]), [round(r["response_tokens_rl_last"]) for r in others]
-                ),
-                ", ".join(f"{r['branch']} {r['response_tokens_rl_last']:.0f} tokens" for r in with_rl),
-            )
-        )
+                "response_tokens_rl_last",
+                None,
+                "{:.0f} tokens",
+            ),
+        ]
+        for claim, key, se_key, fmt in claims:
+            measured = ", ".join(f"{r['branch']} {fmt.format(r[key])}" for r in with_rl)
+            out.append(_check(claim, _long_ahead(with_rl, key, se_key), measured))
     return out
 
 
@@ -154,6 +155,15 @@ def findings(cmp: Dict[str, Any], chance: float) -> List[str]:
         f"Best held-out accuracy after decay: {best['branch']} with {top:.1f}% "
         f"({'above' if top > chance else 'not above'} the {chance:.0f}% a uniform guess of the answer would score)."
     )
+    for r in rows:  # the RL template against the few-shot prompt, where they differ beyond noise
+        noise = 2.0 * math.sqrt(r["few_shot_stderr"] ** 2 + r["zero_shot_stderr"] ** 2)
+        if abs(r["zero_shot"] - r["few_shot"]) > noise:
+            side = "below" if r["zero_shot"] < r["few_shot"] else "above"
+            out.append(
+                f"{r['branch']}: zero-shot with the RL template {r['zero_shot']:.1f}%, {side} its few-shot "
+                f"{r['few_shot']:.1f}% beyond 2 standard errors ({r['zero_shot_no_answer']} responses without an "
+                f"answer; mean zero-shot response {r['response_tokens_decay']:.0f} tokens)."
+            )
     for r in (r for r in rows if r["gain"] is not None):
         z = r["gain_z"]
         size = "no measurable change" if z is None else f"{abs(z):.1f} paired standard errors"
@@ -169,11 +179,12 @@ def findings(cmp: Dict[str, Any], chance: float) -> List[str]:
             f"{r['response_tokens_rl_first']:.0f} -> {r['response_tokens_rl_last']:.0f} tokens."
         )
     for c in cmp["checks"]:
-        state = {True: "this matches", False: "this does not match", None: "a tie, which neither matches nor"}[
-            c["holds"]
-        ]
-        tail = " contradicts" if c["holds"] is None else ""
-        out.append(f"Paper: {c['claim']}. Measured: {c['measured']}; {state}{tail} the paper's direction.")
+        state = {
+            True: "this matches the paper's direction",
+            False: "this does not match the paper's direction",
+            None: "the difference is within noise, so it neither matches nor contradicts the paper's direction",
+        }[c["holds"]]
+        out.append(f"Paper: {c['claim']}. Measured: {c['measured']}; {state}.")
     return out
 
 
