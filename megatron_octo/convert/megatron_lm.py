@@ -271,7 +271,8 @@ def loading_caveat(cfg: ModelConfig) -> Optional[str]:
     and what to pass it, or None. Its ``load_args_from_checkpoint`` restores neither ``use_rope_scaling`` nor the
     norm epsilon (no ``_set_arg`` for them), so ``--use-checkpoint-args`` alone builds the model without RoPE scaling
     and with epsilon 1e-5; a llama3 scaling other than ``MEGATRON_LM_ROPE_SCALING`` no flag reproduces."""
-    scaled = cfg.rope_scaling_factor is not None
+    factor = cfg.rope_scaling_factor
+    scaled = factor is not None
     eps = float(cfg.norm_epsilon)
     other_eps = eps != MEGATRON_LM_NORM_EPSILON
     if not scaled and not other_eps:
@@ -284,9 +285,9 @@ def loading_caveat(cfg: ModelConfig) -> Optional[str]:
         f"--use-checkpoint-args builds the model {' and '.join(built)} (load_args_from_checkpoint does not "
         f"restore {'them' if len(built) > 1 else 'it'}): pass {' '.join(flags)}"
     )
-    if scaled:
+    if factor is not None:
         ours = (
-            float(cfg.rope_scaling_factor),
+            float(factor),
             float(cfg.rope_low_freq_factor),
             float(cfg.rope_high_freq_factor),
             int(cfg.rope_original_max_position),
