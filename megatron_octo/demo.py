@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from megatron_octo.training.metrics import read_metrics
-from megatron_octo.utils.io import OutputExistsError, atomic_write_text
+from megatron_octo.utils.io import OutputExistsError, atomic_write_text, check_writable_dir
 
 DEMO_OUTPUTS = (
     "report.md",
@@ -77,9 +77,7 @@ RL_GEOMETRY = ["rl.prompts_per_step=4", "rl.mini_batch_prompts=4", "rl.rollout.n
 
 
 def _prepare(workdir: Path, overwrite: bool) -> None:
-    blocker = next((p for p in [workdir, *workdir.absolute().parents] if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise OutputExistsError(f"--workdir {workdir}: {blocker} is a file, not a directory: pick another --workdir")
+    check_writable_dir(workdir, "--workdir")
     existing = [name for name in DEMO_OUTPUTS if (workdir / name).exists()]
     if existing and not overwrite:
         raise OutputExistsError(

@@ -103,3 +103,17 @@ def test_train_with_a_bad_override_fails_before_training(tmp_path, capsys, monke
     assert main(["train", "--recipe", "tiny-cpu", "--run-dir", str(tmp_path / "r"), "train.iters=abc"]) == 2
     assert "train.iters" in _single_error_line(capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
+
+
+def test_overwrite_with_a_bad_override_keeps_the_old_run(tmp_path, capsys, monkeypatch):
+    from megatron_octo import parallel
+
+    monkeypatch.setattr(parallel, "initialize", lambda *a, **k: pytest.fail("parallel.initialize was called"))
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "iter_0000002").mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n')
+    argv = ["train", "--recipe", "tiny-cpu", "--run-dir", str(run_dir), "--overwrite", "train.iterz=2"]
+    assert main(argv) == 2
+    assert "train.iterz" in _single_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "metrics.jsonl"]
+    assert (run_dir / "checkpoints" / "iter_0000002").is_dir()

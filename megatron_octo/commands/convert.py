@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from megatron_octo.commands.common import positive_int
-from megatron_octo.config.choices import DTYPES
+from megatron_octo.config.choices import CONVERT_FORMATS, DTYPES
 
 HELP = {
     "convert": "convert checkpoints: Hugging Face <-> Megatron-Core (any TP/PP) <-> NeMo, resharding",
@@ -72,8 +72,8 @@ def add_parsers(sub) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--from", dest="src", required=True, choices=("hf", "mcore", "nemo"), help="input format")
-    p.add_argument("--to", dest="dst", required=True, choices=("hf", "mcore", "nemo"), help="output format")
+    p.add_argument("--from", dest="src", required=True, choices=CONVERT_FORMATS, help="input format")
+    p.add_argument("--to", dest="dst", required=True, choices=CONVERT_FORMATS, help="output format")
     p.add_argument(
         "--input",
         required=True,

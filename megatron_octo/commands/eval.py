@@ -7,6 +7,7 @@ import os
 import sys
 
 from megatron_octo.commands.common import positive_float, positive_int
+from megatron_octo.config.choices import EVAL_BACKENDS, EVAL_SOURCES
 
 HELP = {
     "eval": "math benchmarks (the 13 of OctoThinker, AIME24) on a Hugging Face model",
@@ -81,7 +82,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--data-dir", help="directory of benchmark JSONL files (layout of shared/data/eval)")
     p.add_argument(
         "--source",
-        choices=("local", "hf"),
+        choices=EVAL_SOURCES,
         default="local",
         help="local: files in --data-dir; hf: Hugging Face datasets (downloads; needs the eval extra) (default: local)",
     )
@@ -108,7 +109,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument(
         "--backend",
-        choices=("transformers", "vllm"),
+        choices=EVAL_BACKENDS,
         default="transformers",
         help="generation backend (default: transformers)",
     )

@@ -9,6 +9,7 @@ import sys
 from typing import List
 
 from megatron_octo.commands.common import add_overrides, add_recipe, default_of, positive_int
+from megatron_octo.config.choices import SLURM_LAUNCHERS, STAGE_COMMANDS
 
 HELP = {
     "launch": "run a stage as a Slurm job or with torchrun on this node",
@@ -99,7 +100,7 @@ def _add_launch_common(p) -> None:
         "--command",
         dest="stage",
         default="train",
-        choices=("train", "rl"),
+        choices=STAGE_COMMANDS,
         help="octo subcommand the ranks run (default: train)",
     )
     p.add_argument("--dry-run", action="store_true", help="print what would run; write and start nothing")
@@ -168,7 +169,7 @@ def _add_slurm_parser(launch_sub) -> None:
     p.add_argument(
         "--launcher",
         default=d("launcher"),
-        choices=("srun", "torchrun"),
+        choices=SLURM_LAUNCHERS,
         help="srun: one task per GPU; torchrun: one task per node running torchrun (default: %(default)s)",
     )
     p.add_argument(

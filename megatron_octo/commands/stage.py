@@ -80,7 +80,8 @@ def _add_train_parser(sub) -> None:
     )
     add_stage_arguments(
         p,
-        "delete an earlier run's outputs (checkpoints included) in --run-dir and start afresh",
+        "start afresh over an earlier run in --run-dir: its outputs (checkpoints included) are removed once the new "
+        "run has passed its setup (kept if the new recipe is refused)",
         "parallel.tp=2 train.iters=10 train.global_batch=16",
     )
     p.add_argument(
@@ -110,7 +111,8 @@ def _add_rl_parser(sub) -> None:
     )
     add_stage_arguments(
         p,
-        "delete an earlier run's outputs in --run-dir and start afresh",
+        "start afresh over an earlier run in --run-dir: its outputs are removed once the new run has passed its "
+        "setup (kept if the new recipe is refused)",
         "rl.init=HF_DIR rl.rollout.n=8 train.iters=100",
     )
     p.set_defaults(func=_cmd_rl)

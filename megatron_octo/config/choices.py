@@ -1,9 +1,14 @@
-"""The allowed values of every enumerated recipe field, each set in one place.
+"""The allowed values of every enumerated recipe field and command option, each set in one place.
 
 ``config.validate`` checks a recipe against ``CHOICES`` (training fields) and ``RL_CHOICES`` (``octo rl`` only);
 the code that dispatches on a field imports its set from here (``rl.algorithms`` its KL estimators and loss
 aggregations). ``model.family`` is not listed: its set is the family registry, ``megatron_octo.models.FAMILIES``.
+The sets of options that are no recipe field (``octo convert --from/--to``, ``octo eval --source/--backend``,
+``octo launch --command/--launcher``) are at the end: the command's parser offers them as its ``choices`` and the
+library function behind it refuses any other value with the same list.
 The order of each tuple is the order an error message lists the values in.
+
+This module imports nothing heavy (no torch), so building ``octo``'s parsers stays fast.
 """
 
 from __future__ import annotations
@@ -66,3 +71,17 @@ RL_CHOICES: Dict[str, Tuple[Optional[str], ...]] = {
     "rl.rollout.engine": ROLLOUT_ENGINES,
 }
 """Dotted recipe field -> its allowed values, checked by ``octo rl`` only (training stages ignore ``rl``)."""
+
+CONVERT_FORMATS = ("hf", "mcore", "nemo")
+"""``octo convert --from/--to`` (``convert.convert``'s ``src`` / ``dst``): a Hugging Face directory, a Megatron-Core
+checkpoint (ours or Megatron-LM's), a NeMo checkpoint."""
+EVAL_SOURCES = ("local", "hf")
+"""``octo eval --source`` (``eval.runner.run_eval``'s ``source``): JSONL files in ``--data-dir``, Hugging Face
+datasets."""
+EVAL_BACKENDS = ("transformers", "vllm")
+"""``octo eval --backend`` (``eval.backends.make_backend``)."""
+STAGE_COMMANDS = ("train", "rl")
+"""``octo launch --command`` (``launch.JobSpec.command``): the ``octo`` subcommand the ranks run."""
+SLURM_LAUNCHERS = ("srun", "torchrun")
+"""``octo launch slurm --launcher`` (``launch.SlurmConfig.launcher``): one task per rank, or one torchrun per
+node."""

@@ -198,9 +198,9 @@ def _exists(spec: str) -> bool:
     """Whether ``spec`` names something here (a path, ``DIR:STEP``, or a Hub model ID). A checkpoint that does not
     exist yet (a later stage rendered before the earlier one ran) leaves the recipe's model as it is; the stage
     itself reports a missing checkpoint when it starts."""
-    from megatron_octo.convert.hub import is_repo_id
+    from megatron_octo.utils.hub import is_hub_id
 
-    return Path(spec).exists() or Path(spec.rsplit(":", 1)[0]).exists() or is_repo_id(spec)
+    return Path(spec).exists() or Path(spec.rsplit(":", 1)[0]).exists() or is_hub_id(spec)
 
 
 def _pending(spec: str, exc: Exception) -> bool:
@@ -236,16 +236,16 @@ def _checkpoint_model(source: tuple, layers: List[dict], recipe: RecipeConfig) -
     from dataclasses import asdict, replace
 
     from megatron_octo.convert.errors import ConvertError
-    from megatron_octo.convert.hub import is_repo_id
     from megatron_octo.convert.sources import model_config_of
     from megatron_octo.models.shapes import head_dim, query_groups
     from megatron_octo.training.checkpoint import CheckpointError
+    from megatron_octo.utils.hub import is_hub_id
 
     field, spec = source
     try:
         found, kind = model_config_of(spec)
     except (ConvertError, CheckpointError) as exc:
-        if is_repo_id(spec) or _pending(spec, exc):  # a previous stage has yet to write it: the stage will tell
+        if is_hub_id(spec) or _pending(spec, exc):  # a previous stage has yet to write it: the stage will tell
             return [_preset_layer(layers)] + layers
         raise ConfigError(f"{field}={spec}: {_first_line(exc)}") from None
     explicit = _explicit_model_fields(layers)

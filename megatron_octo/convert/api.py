@@ -14,9 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from megatron_octo.config.choices import CONVERT_FORMATS
 from megatron_octo.convert import megatron_lm, sources
 from megatron_octo.convert.errors import ConvertError, VerifyError
-from megatron_octo.convert.options import DEFAULT_MAX_SHARD, FORMATS, ConvertResult, Options, parse_size
+from megatron_octo.convert.options import DEFAULT_MAX_SHARD, ConvertResult, Options, parse_size
+from megatron_octo.utils.io import check_writable_dir
 
 DEFAULT_DIVISIBLE_BY = sources.DEFAULT_DIVISIBLE_BY
 
@@ -42,8 +44,8 @@ def convert(
     """
     opts = Options(**{k: v for k, v in options.items() if v is not None})
     for name, fmt in (("--from", src), ("--to", dst)):
-        if fmt not in FORMATS:
-            raise ConvertError(f"{name} {fmt} is not a format: use {', '.join(FORMATS)}")
+        if fmt not in CONVERT_FORMATS:
+            raise ConvertError(f"{name} {fmt} is not a format: use {', '.join(CONVERT_FORMATS)}")
     if dst == "hf" and (tp, pp) != (1, 1):
         raise ConvertError(f"--tp {tp} --pp {pp} describe a Megatron-Core layout: they apply to --to mcore only")
     if opts.critic and dst != "nemo":
@@ -52,6 +54,7 @@ def convert(
         raise ConvertError("--from hf --to hf is not a conversion: copy the directory")
     if dst == "hf":
         parse_size(max_shard_size)  # a bad --max-shard-size is refused before anything is read or written
+    check_writable_dir(output_path, "--output")  # before a .nemo input is unpacked beside it
     output = Path(output_path).absolute()
     with sources.open_source(
         src, input_path, output.parent, tp=tp, divisible=make_vocab_size_divisible_by, tokenizer_dir=tokenizer_dir

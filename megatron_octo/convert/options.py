@@ -1,7 +1,7 @@
 """What every conversion accepts besides its input and output, every tolerance and default, and what it returns.
 
 The one place for the converter's defaults: the CLI, the Python API, the readers and writers and ``--verify`` all
-take them from here.
+take them from here. The formats (``--from`` / ``--to``) are ``config.choices.CONVERT_FORMATS``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ DEFAULT_MAX_SHARD = "5GB"
 HF_ASSETS = "hf_assets"
 """Subdirectory of a converted Megatron-Core checkpoint keeping the HF config.json, generation_config.json and
 tokenizer files, so that converting back restores them."""
-FORMATS = ("hf", "mcore", "nemo")
-"""The formats ``--from`` / ``--to`` name (``mcore`` reads ours and Megatron-LM's checkpoints alike)."""
 
 
 @dataclass

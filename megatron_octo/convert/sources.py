@@ -22,12 +22,13 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 
 from megatron_octo.config.schema import ModelConfig
-from megatron_octo.convert import hf_io, hub, megatron_lm, nemo_format
+from megatron_octo.convert import hf_io, megatron_lm, nemo_format
 from megatron_octo.convert.dist_io import check_model_tensors
 from megatron_octo.convert.errors import ConvertError
 from megatron_octo.convert.hf_io import tokenizer_in
 from megatron_octo.convert.layout import McoreTensor, WeightPlan, build_plan, row_blocks
 from megatron_octo.convert.options import HF_ASSETS
+from megatron_octo.utils.hub import HubError, is_hub_id, resolve_model_path
 
 DEFAULT_DIVISIBLE_BY = ModelConfig.make_vocab_size_divisible_by
 
@@ -166,10 +167,19 @@ def find_tokenizer(ckpt_dir: Path, explicit) -> Optional[Path]:
 def open_hf(path: Path, make_vocab_size_divisible_by: int) -> Tuple[hf_io.HFCheckpoint, ModelConfig]:
     """An HF model directory (or Hub model ID) and its ModelConfig, with every tensor's presence and shape checked
     against it."""
-    hf = hf_io.HFCheckpoint(hub.local_model_dir(path))
+    hf = hf_io.HFCheckpoint(hf_dir(path))
     cfg = replace(hf_model_config(hf.config, hf.path), make_vocab_size_divisible_by=make_vocab_size_divisible_by)
     _check_hf_tensors(hf, build_plan(cfg))
     return hf, cfg
+
+
+def hf_dir(spec) -> Path:
+    """The local directory of an HF model directory or Hub model ID (``utils.hub.resolve_model_path``: an existing
+    path as it is); the Hub's refusal as a ConvertError, the converter's one error class for bad input."""
+    try:
+        return resolve_model_path(spec)
+    except HubError as exc:
+        raise ConvertError(str(exc)) from None
 
 
 def hf_model_config(config: dict, where: Path) -> ModelConfig:
@@ -192,8 +202,8 @@ def model_config_of(spec) -> Tuple[ModelConfig, str]:
     from megatron_octo.training import checkpoint
 
     spec = str(spec)
-    if hub.is_repo_id(spec) or (Path(spec) / hf_io.CONFIG).is_file():
-        path = hub.local_model_dir(spec)
+    if is_hub_id(spec) or (Path(spec) / hf_io.CONFIG).is_file():
+        path = hf_dir(spec)
         return hf_model_config(hf_io.read_json(path / hf_io.CONFIG, "config.json"), path), "hf"
     found = megatron_lm.locate(spec)
     if found is not None:

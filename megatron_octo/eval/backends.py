@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
+from megatron_octo.config.choices import EVAL_BACKENDS
 from megatron_octo.eval.extraction import truncate_at_stop
 from megatron_octo.eval.registry import EvalError
 
-BACKENDS = ("transformers", "vllm")
 Progress = Callable[[int], None]  # called with the number of prompts just finished
 
 
@@ -232,7 +232,7 @@ def make_backend(name: str, model_dir, **kwargs):
         kwargs.pop("batch_size", None)
         kwargs.pop("device", None)
         return VLLMBackend(model_dir, **kwargs)
-    raise EvalError(f"unknown backend '{name}'; choose from {', '.join(BACKENDS)}")
+    raise EvalError(f"unknown backend '{name}'; choose from {', '.join(EVAL_BACKENDS)}")
 
 
 class ProgressLine:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
+from megatron_octo.config.choices import EVAL_SOURCES
 from megatron_octo.eval import report
 from megatron_octo.eval.backends import check_model_dir, make_backend
 from megatron_octo.eval.loaders import custom_items, load_benchmark
@@ -226,8 +227,8 @@ def run_eval(
     Raises EvalError / OutputExistsError on user mistakes, before loading the model.
     """
     _check_numbers(limit, max_new_tokens, timeout)
-    if source not in ("local", "hf"):
-        raise EvalError(f"unknown source '{source}'; choose local or hf")
+    if source not in EVAL_SOURCES:
+        raise EvalError(f"unknown source '{source}'; choose from {', '.join(EVAL_SOURCES)}")
     if output_dir is not None:
         report.check_output_dir(output_dir, overwrite, resume)
     tasks = _prepare_tasks(
@@ -247,13 +248,17 @@ def run_eval(
         if model_dir is None:
             raise EvalError("no model given; pass --model with a Hugging Face model directory or Hub ID")
         local_model = check_model_dir(resolve_model_path(model_dir))
-    done = _resume_or_start(output_dir, resume, settings, tasks, log)  # the first write into output_dir
     pub_key = report.match_published(
         report.model_names(model_dir) + report.model_names(local_model), setting, published
     )
+    # A resume is checked against the earlier run before the model loads; a fresh run (--overwrite) clears the
+    # earlier run's partial predictions only once the model has loaded, so a refused backend costs nothing.
+    done = _resume_or_start(output_dir, resume, settings, tasks, log) if resume else {}
     if generator is None:
         log(f"loading {model_dir} with {backend}")
         generator = make_backend(backend, local_model, **dict(backend_kwargs or {}))
+    if not resume:
+        _resume_or_start(output_dir, resume, settings, tasks, log)  # a fresh run's first write into output_dir
     gen_kwargs = dict(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     results: Dict[str, Any] = {
         **settings,

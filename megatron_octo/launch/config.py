@@ -40,7 +40,7 @@ class JobSpec:
     run_dir: Path
     """Absolute run directory; the same for every attempt of a requeued job, so an attempt resumes the last one."""
     command: str = "train"
-    """``octo`` subcommand the ranks run: ``train`` or ``rl``."""
+    """``octo`` subcommand the ranks run: one of ``config.choices.STAGE_COMMANDS`` (``train``, ``rl``)."""
     overrides: List[str] = field(default_factory=list)
     """``key=value`` recipe overrides passed through unchanged."""
     python: str = "python"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence
 
+from megatron_octo.config.choices import STAGE_COMMANDS
 from megatron_octo.config.validate import train_iters
 from megatron_octo.launch.config import JobSpec, LaunchError
 
@@ -105,6 +106,8 @@ def check_layout(job: JobSpec, world: int, gpus: str, unit: str = "GPUs") -> Lay
     Raises ``LaunchError`` or ``ConfigError``."""
     from megatron_octo.config.loader import load_recipe
 
+    if job.command not in STAGE_COMMANDS:
+        raise LaunchError(f"--command {job.command!r} is not one of: {', '.join(STAGE_COMMANDS)}")
     recipe = load_recipe(job.recipe, job.overrides)
     check_stage(job, recipe)
     p, t = recipe.parallel, recipe.train

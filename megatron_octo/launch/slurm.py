@@ -30,10 +30,11 @@ import subprocess
 from pathlib import Path
 from typing import List, Optional
 
+from megatron_octo.config.choices import SLURM_LAUNCHERS
 from megatron_octo.launch.config import NCCL_DEFAULTS, JobSpec, LaunchError, SlurmConfig, time_limit_seconds
 from megatron_octo.launch.layout import Layout, rank_command
 from megatron_octo.training.signals import REQUEUE_EXIT_CODE
-from megatron_octo.utils.io import OutputExistsError, atomic_write_text
+from megatron_octo.utils.io import OutputExistsError, atomic_write_text, check_writable_dir
 from megatron_octo.version import __version__
 
 PORT_BASE, PORT_SPAN = 20000, 20000
@@ -70,8 +71,8 @@ def check_slurm(cfg: SlurmConfig) -> None:
             f"--ranks-per-node {cfg.ranks} differs from --gpus-per-node {cfg.gpus_per_node}: a GPU job "
             f"runs one rank per GPU (drop --ranks-per-node, or pass --gpus-per-node 0 for a CPU job)"
         )
-    if cfg.launcher not in ("srun", "torchrun"):
-        raise LaunchError(f"--launcher {cfg.launcher!r} is not one of: srun, torchrun")
+    if cfg.launcher not in SLURM_LAUNCHERS:
+        raise LaunchError(f"--launcher {cfg.launcher!r} is not one of: {', '.join(SLURM_LAUNCHERS)}")
     limit = time_limit_seconds(cfg.time)
     if not 60 <= cfg.signal_lead_s < limit:
         raise LaunchError(
@@ -326,6 +327,10 @@ def render(job: JobSpec, cfg: SlurmConfig, layout: Layout) -> str:
 def write_script(text: str, job: JobSpec, cfg: SlurmConfig, overwrite: bool) -> Path:
     """Write the script to ``LOG_DIR/<job name>.sbatch`` (temp name + rename); refuse to replace one."""
     path = log_dir(job, cfg) / f"{job_name(job, cfg)}.sbatch"
+    if cfg.log_dir:
+        check_writable_dir(path.parent, "--log-dir")
+    else:
+        check_writable_dir(job.run_dir, "--run-dir")
     if path.exists() and not overwrite:
         raise OutputExistsError(
             f"{path} already exists (a job was rendered for this run): pass --overwrite to "

@@ -9,8 +9,9 @@ Each sampled token's log-probability is the one the engine sampled it from. ``VL
 processed log-probs: temperature applied and, with ``top_p < 1``, the nucleus renormalized. ``TransformersEngine``
 reports the temperature-scaled full distribution (top-p truncation not reflected). The trainer recomputes the
 temperature-scaled full distribution, so the two agree exactly only at ``top_p = 1``; their per-token disagreement
-is the mismatch metric. Stop strings end a response and are not part of it; an EOS token is kept (the policy learns
-to stop). Both engines return ``megatron_octo.rollout.vllm_engine.Sample`` and satisfy ``RolloutEngine``.
+is the mismatch metric. Requests are checked, and stop strings cut from text and tokens, by ``rollout.sampling`` for
+both engines (a stop string is not part of the response; an EOS token is kept: the policy learns to stop). Both
+return ``megatron_octo.rollout.sampling.Sample`` and satisfy ``RolloutEngine``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Iterable, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 
-from megatron_octo.rollout.vllm_engine import Sample
+from megatron_octo.rollout.sampling import Sample, check_request, stopped_sample, text_before_stop
 
 
 class RolloutEngine(Protocol):
@@ -44,22 +45,6 @@ class RolloutEngine(Protocol):
     def wake_up(self) -> None: ...
 
     def shutdown(self) -> None: ...
-
-
-def cut_at_stop(tokenizer, token_ids: List[int], stop: Sequence[str]) -> Tuple[int, bool]:
-    """How many leading tokens of ``token_ids`` to keep so that no stop string (nor its completing token) is kept;
-    and whether a stop string was found. The cut falls on the last token boundary at or before the stop string."""
-    text = tokenizer.decode(token_ids, skip_special_tokens=False)
-    hits = [text.find(s) for s in stop if s and s in text]
-    if not hits:
-        return len(token_ids), False
-    at = min(hits)
-    keep = 0
-    for k in range(1, len(token_ids) + 1):
-        if len(tokenizer.decode(token_ids[:k], skip_special_tokens=False)) > at:
-            break
-        keep = k
-    return keep, True
 
 
 class TransformersEngine:
@@ -108,6 +93,7 @@ class TransformersEngine:
         seed: Optional[int] = None,
     ) -> List[List[Sample]]:
         """``n`` samples for each prompt, in prompt order; deterministic for a given ``seed`` and weights."""
+        prompts = check_request(prompts, n, temperature, top_p, max_tokens)
         batch, mask = self._left_pad(prompts)  # [p, s] each
         greedy = temperature == 0  # greedy decoding (validation); log-probs then of the unscaled distribution
         sampling = (
@@ -143,16 +129,20 @@ class TransformersEngine:
         return ids.to(self.device), mask.to(self.device)
 
     def _sample(self, tokens: List[int], logprobs: List[float], stop: Sequence[str]) -> Sample:
+        """One response of ``generate`` (which runs on past stop strings and pads after EOS) cut as
+        ``rollout.sampling`` says."""
         eos = self.tokenizer.eos_token_id
         length, finish = len(tokens), "length"
         if eos in tokens:  # generate pads after EOS; keep the EOS itself
             length, finish = tokens.index(eos) + 1, "stop"
-        keep, stopped = cut_at_stop(self.tokenizer, tokens[:length], stop)
+        tokens, logprobs = tokens[:length], logprobs[:length]
+        text, stopped = text_before_stop(self._decode(tokens), stop)
         if stopped:
-            length, finish = keep, "stop"
-        kept = tokens[:length]
-        text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        return Sample(token_ids=kept, logprobs=logprobs[:length], text=text, finish_reason=finish)
+            return stopped_sample(tokens, logprobs, text, self._decode)
+        return Sample(token_ids=tokens, logprobs=logprobs, text=text, finish_reason=finish)
+
+    def _decode(self, ids: List[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def sleep(self) -> None:
         """Nothing to free: the model lives in host memory beside the trainer."""

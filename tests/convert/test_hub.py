@@ -53,5 +53,5 @@ def test_offline_and_not_cached_is_one_line(hub_cache, tmp_path, capsys):
     argv = ["convert", "--from", "hf", "--to", "mcore", "--input", "octo-test/not-there", "--output",
             str(tmp_path / "out")]
     assert main(argv) == 2
-    assert_one_line_error(capsys, "octo-test/not-there: no such local directory, and as a Hub model ID "
-                                  "HF_HUB_OFFLINE is set and it is not in the cache")
+    assert_one_line_error(capsys, "model octo-test/not-there is not a local directory and not in the Hugging Face "
+                                  "cache (offline: HF_HUB_OFFLINE is set")

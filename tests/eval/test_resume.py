@@ -68,3 +68,23 @@ def test_resume_with_other_settings_is_refused(tmp_path, monkeypatch):
     with pytest.raises(EvalError, match="max_new_tokens 1024 -> 8"):
         _run(out, Counting(), resume=True, max_new_tokens=8)
     assert (out / "predictions" / "custom.partial.jsonl").read_text() == before
+
+
+def test_overwrite_keeps_the_earlier_run_until_the_model_loads(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "CHUNK_SIZE", 3)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        _run(out, Counting(fail_after=4))
+    before = {p.name: p.read_text() for p in out.rglob("*") if p.is_file()}
+
+    def refused(name, model_dir, **kwargs):
+        raise EvalError("the vllm backend needs vLLM; use --backend transformers")
+
+    monkeypatch.setattr(runner, "check_model_dir", lambda path: path)
+    monkeypatch.setattr(runner, "make_backend", refused)
+    with pytest.raises(EvalError, match="needs vLLM"):
+        _run(out, None, overwrite=True, max_new_tokens=8)
+    assert {p.name: p.read_text() for p in out.rglob("*") if p.is_file()} == before  # resumable as it was
+    gen = Counting()
+    _run(out, gen, resume=True)
+    assert gen.seen == ["q3", "q4", "q5", "q6", "q7", "q8", "q9"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from megatron_octo.rl.engines import TransformersEngine, cut_at_stop
+from megatron_octo.rl.engines import TransformersEngine
 from megatron_octo.rl.setup import _hf_config
 
 
@@ -60,15 +60,21 @@ def test_seeded_sampling_repeats(setup):
 
 
 def test_stop_strings_are_cut(setup):
+    """Text before the stop string; tokens covering it (a token holding the text's end and the stop string's start
+    stays), as rollout.sampling says (tests/rollout/test_sampling.py holds both engines to the BPE cases)."""
     engine, _, tok = setup
-    ids = tok("w10 w11 w12 w13", add_special_tokens=False)["input_ids"]
-    assert cut_at_stop(tok, ids, ["w12"]) == (2, True)  # keeps "w10 w11"
-    assert cut_at_stop(tok, ids, ["w99"]) == (4, False)
-    full = engine.generate(PROMPTS[:1], n=1, temperature=0.0, top_p=1.0, max_tokens=6)[0][0]
-    word = full.text.split()[2]
-    cut = engine.generate(PROMPTS[:1], n=1, temperature=0.0, top_p=1.0, max_tokens=6, stop=[word])[0][0]
-    assert word not in cut.text and cut.finish_reason == "stop"
-    assert cut.token_ids == full.token_ids[:len(cut.token_ids)] and len(cut.logprobs) == len(cut.token_ids)
+
+    def greedy(stop=()):
+        return engine.generate(PROMPTS[:1], n=1, temperature=0.0, top_p=1.0, max_tokens=6, stop=stop)[0][0]
+
+    full = greedy()
+    first, second = full.text.split()[:2]  # word-level tokens, decoded with a space between them
+    whole = greedy([f" {second}"])  # begins at a token boundary: the first token alone
+    assert (whole.text, whole.finish_reason) == (first, "stop")
+    assert whole.token_ids == full.token_ids[:1] and whole.logprobs == full.logprobs[:1]
+    inside = greedy([f"{first[1:]} "])  # begins inside the first token, which stays
+    assert (inside.text, inside.token_ids, inside.logprobs) == (first[0], full.token_ids[:1], full.logprobs[:1])
+    assert greedy(["w999"]) == full
 
 
 def test_load_weights_refuses_a_partial_state(setup):

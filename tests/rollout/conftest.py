@@ -41,3 +41,18 @@ def tiny_llamas(tmp_path_factory):
     """(model A, model B): same shape and tokenizer, different weights."""
     root = tmp_path_factory.mktemp("rollout-models")
     return tiny_llama(root / "a", seed=0), tiny_llama(root / "b", seed=1)
+
+
+def stop_cases(tok, ids):
+    """(stop string, expected token count, expected text) for a stop string made of whole tokens and for one that
+    begins inside a token, each chosen so that it does not occur earlier in the text."""
+    dec = lambda m: tok.decode(ids[:m], skip_special_tokens=True)  # noqa: E731
+    cases = {}
+    for k in range(1, len(ids) - 2):
+        piece = dec(k + 1)[len(dec(k)):]
+        whole, inside = dec(k + 2)[len(dec(k)):], dec(k + 2)[len(dec(k)) + 1:]
+        if "whole" not in cases and whole and whole not in dec(k + 2)[: len(dec(k)) + len(whole) - 1]:
+            cases["whole"] = (whole, k, dec(k))
+        if "inside" not in cases and len(piece) >= 2 and inside not in dec(k + 2)[: len(dec(k)) + len(inside)]:
+            cases["inside"] = (inside, k + 1, dec(k) + piece[0])
+    return cases

@@ -13,10 +13,8 @@ import time
 import pytest
 import torch
 
-from megatron_octo.rollout.vllm_engine import (
-    RolloutError, VLLMEngine, VLLMEngineConfig, _buckets, _unpack, tokens_covering,
-)
-from tests.rollout.conftest import need_vllm
+from megatron_octo.rollout.vllm_engine import RolloutError, VLLMEngine, VLLMEngineConfig, _buckets, _unpack
+from tests.rollout.conftest import need_vllm, stop_cases
 
 # Long enough (> one KV block) that the prefix cache holds blocks of it: a refit must not reuse them.
 PROMPTS = [
@@ -40,16 +38,6 @@ def test_building_without_vllm_names_the_extras(monkeypatch, tmp_path):
 def test_config_refuses_bad_values(field, value):
     with pytest.raises(RolloutError, match=field.replace("llm_kwargs", "logprobs_mode")):
         VLLMEngineConfig(model_dir="m", **{field: value})
-
-
-def test_tokens_covering_drops_only_tokens_inside_the_stop_string():
-    pieces = {1: "The", 2: " answer", 3: " is", 4: " 6.\n", 5: "\n", 6: "Q"}
-    decode = lambda ids: "".join(pieces[i] for i in ids)  # noqa: E731
-    # stop "\n\nQ" begins inside token 4: token 4 stays (it holds " 6."), 5 and 6 lie inside the stop string
-    assert tokens_covering([1, 2, 3, 4, 5, 6], "The answer is 6.", decode) == 4
-    assert tokens_covering([1, 2, 3, 4, 5], "The answer is 6.\n\n", decode) == 5  # nothing to cut
-    assert tokens_covering([5, 6], "", decode) == 0  # the stop string opened the response
-    assert tokens_covering([1, 2], "Other", decode) == 2  # disagreeing detokenizers: keep everything
 
 
 def test_weights_travel_bit_exact_in_bounded_buckets():
@@ -153,26 +141,11 @@ def test_greedy_equals_transformers_with_unscaled_logprobs(engine, prompt_ids, h
         assert s.logprobs == pytest.approx(hf_logprobs(model, prompt, s.token_ids, 0.0), abs=2e-3)
 
 
-def _stop_cases(tok, ids):
-    """(stop string, expected token count, expected text) for a stop string made of whole tokens and for one that
-    begins inside a token, each chosen so that it does not occur earlier in the text."""
-    dec = lambda m: tok.decode(ids[:m], skip_special_tokens=True)  # noqa: E731
-    cases = {}
-    for k in range(1, len(ids) - 2):
-        piece = dec(k + 1)[len(dec(k)):]
-        whole, inside = dec(k + 2)[len(dec(k)):], dec(k + 2)[len(dec(k)) + 1:]
-        if "whole" not in cases and whole and whole not in dec(k + 2)[: len(dec(k)) + len(whole) - 1]:
-            cases["whole"] = (whole, k, dec(k))
-        if "inside" not in cases and len(piece) >= 2 and inside not in dec(k + 2)[: len(dec(k)) + len(inside)]:
-            cases["inside"] = (inside, k + 1, dec(k) + piece[0])
-    return cases
-
-
 @pytest.mark.vllm
 def test_stop_strings_are_cut_from_text_and_tokens(engine, prompt_ids, hf):
     tok = hf[1]
     full = greedy(engine, prompt_ids[:1])[0]
-    cases = _stop_cases(tok, full.token_ids)
+    cases = stop_cases(tok, full.token_ids)
     assert set(cases) == {"whole", "inside"}, f"greedy output {full.text!r} offers no stop-string case"
     for kind, (stop, count, text) in cases.items():
         s = greedy(engine, prompt_ids[:1], stop=[stop])[0]

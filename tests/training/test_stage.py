@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from megatron_octo.training.checkpoint import complete_checkpoints, read_meta
+from megatron_octo.training.checkpoint import complete_checkpoints
 from megatron_octo.training.metrics import MetricsFileError, read_metrics, truncate_metrics
 from megatron_octo.training.resume import checkpoint_problem, usable_checkpoint
 from megatron_octo.training.signals import INTERRUPTED_EXIT_CODE, REQUEUE_EXIT_CODE
@@ -212,6 +212,81 @@ def test_a_setup_mistake_writes_no_recipe(tmp_path):
     ok(octo(run, iters=2))  # the corrected command needs no --overwrite
 
 
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_set_up(saved_run, tmp_path):
+    run = copy_run(saved_run, tmp_path)
+    (run / "init").mkdir()  # a converted checkpoint.load of the old run: the new one may load another
+    before = digest(run)
+    line = one_line_error(octo(run, f"checkpoint.load={tmp_path / 'missing'}", extra_args=["--overwrite"]))
+    assert "no complete checkpoint under" in line
+    assert digest(run) == before  # every file back in place, nothing left aside
+
+
+def test_run_stage_sets_the_old_run_aside_until_setup_passes(tmp_path, monkeypatch):
+    """run_stage's --overwrite in one process, the parallel context stubbed: setup sees no old output; a refused
+    setup puts everything back; an accepted one removes the old run once recipe.yaml is written."""
+    import types
+
+    import torch.distributed as dist
+
+    from megatron_octo import parallel
+    from megatron_octo.config import ConfigError
+    from megatron_octo.config.loader import load_recipe
+    from megatron_octo.training import stage
+
+    monkeypatch.setattr(parallel, "initialize", lambda *a, **k: types.SimpleNamespace(is_main=True))
+    monkeypatch.setattr(parallel, "destroy", lambda ctx: None)
+    monkeypatch.setattr(dist, "barrier", lambda: None)
+    recipe = load_recipe("tiny-cpu")
+    run = tmp_path / "run"
+    (run / "checkpoints" / "iter_0000006").mkdir(parents=True)
+    for name in ("metrics.jsonl", "recipe.yaml", "train_summary.json"):
+        (run / name).write_text(f"old {name}\n")
+    before = digest(run)
+
+    def refused(ctx):
+        assert sorted(p.name for p in run.iterdir()) == [stage.ASIDE]
+        (run / "metrics.jsonl").write_text("new\n")
+        raise ConfigError("data.mixture=typo: no such mixture")
+
+    with pytest.raises(ConfigError, match="typo"):
+        stage.run_stage(stage.TRAIN_STAGE, recipe, run, True, refused)
+    assert digest(run) == before
+
+    def accepted(ctx):
+        def session():
+            assert sorted(p.name for p in run.iterdir()) == ["recipe.yaml"]  # the old run is gone only now
+            return {"steps_run": 1}
+        return session
+
+    stage.run_stage(stage.TRAIN_STAGE, recipe, run, True, accepted)
+    assert sorted(p.name for p in run.iterdir()) == ["recipe.yaml", "train_summary.json"]
+    assert "tiny-cpu" in (run / "recipe.yaml").read_text()
+
+
+def test_an_interrupted_overwrite_keeps_the_old_run(tmp_path):
+    """What `--overwrite` does to the run directory when the process dies in setup (SIGKILL: no handler runs)."""
+    from megatron_octo.config.loader import load_recipe
+    from megatron_octo.training.stage import ASIDE, TRAIN_STAGE, check_run_dir, prepare_run_dir
+    from megatron_octo.utils.io import OutputExistsError
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "iter_0000006").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("old\n")
+    (run / "recipe.yaml").write_text("old\n")
+    (run / "notes.txt").write_text("mine\n")  # not a stage output: never moved
+    prepare_run_dir(run, TRAIN_STAGE, overwrite=True)  # then killed during setup; the new run wrote metrics
+    (run / "metrics.jsonl").write_text("new\n")
+    assert sorted(p.name for p in run.iterdir()) == [ASIDE, "metrics.jsonl", "notes.txt"]
+    with pytest.raises(OutputExistsError, match="interrupted.*pass --overwrite again.*move its contents back"):
+        check_run_dir(run, load_recipe("tiny-cpu"), False, TRAIN_STAGE)
+    aside = prepare_run_dir(run, TRAIN_STAGE, overwrite=True)  # again: the aside still holds the old run
+    assert sorted(p.name for p in run.iterdir()) == [ASIDE, "notes.txt"]
+    assert (aside / "metrics.jsonl").read_text() == "old\n" and (aside / "checkpoints" / "iter_0000006").is_dir()
+    (run / "recipe.yaml").write_text("new\n")  # this time the new run started: the old one may go
+    prepare_run_dir(run, TRAIN_STAGE, overwrite=False)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt", "recipe.yaml"]
+
+
 def test_a_no_op_resume_keeps_the_last_real_summary(saved_run, tmp_path):
     run = copy_run(saved_run, tmp_path)
     before = (run / "train_summary.json").read_text()
@@ -235,8 +310,5 @@ def test_resuming_with_another_model_or_recipe_is_one_line(saved_run, tmp_path, 
     assert digest(run) == before
 
 
-def test_a_run_dir_that_is_a_file_is_one_line(tmp_path):
-    target = tmp_path / "file"
-    target.write_text("x")
-    assert "is a file, not a directory" in one_line_error(octo(target / "run"))
-    assert target.read_text() == "x"
+
+# A run directory that is a file, lies under a file or is read-only: tests/test_bad_input.py (in process).

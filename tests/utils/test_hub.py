@@ -55,7 +55,7 @@ def test_a_local_directory_wins_and_a_missing_id_is_one_line(hub_cache, monkeypa
     local = tmp_path / "org" / "name"
     local.mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    assert resolve_model_path("org/name") == Path("org/name")
+    assert resolve_model_path("org/name") == Path("org/name") and not is_hub_id("org/name")
     with pytest.raises(HubError, match="not in the Hugging Face cache"):
         resolve_model_path("octo-test/absent-model")
 
