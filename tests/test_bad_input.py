@@ -120,6 +120,27 @@ CASES = {
     "plot with a bad run dir and an existing output": (["plot", "{ws}/afile", "--output", "{ws}/out.png"],
                                                        "has no metrics.jsonl"),
     "demo --workdir that is a file": (["demo", "--workdir", "{ws}/afile"], "is a file"),
+    "demo --workdir inside a file": (["demo", "--workdir", "{ws}/afile/demo"], "afile is a file, not a directory"),
+    "train --run-dir that is a file": (["train", "--recipe", "tiny-cpu", "--run-dir", "{ws}/afile"],
+                                       "--run-dir {ws}/afile: {ws}/afile is a file, not a directory"),
+    "train --run-dir inside a file": (["train", "--recipe", "tiny-cpu", "--run-dir", "{ws}/afile/run"],
+                                      "--run-dir {ws}/afile/run: {ws}/afile is a file, not a directory"),
+    "rl --run-dir that is a file": (["rl", "--recipe", "tiny-cpu-grpo", "--run-dir", "{ws}/afile",
+                                     "rl.init={ws}/model", "rl.prompts.path={ws}/eval/amc23_test.jsonl"],
+                                    "--run-dir {ws}/afile: {ws}/afile is a file"),
+    "rl --run-dir inside a file": (["rl", "--recipe", "tiny-cpu-grpo", "--run-dir", "{ws}/afile/run",
+                                    "rl.init={ws}/model", "rl.prompts.path={ws}/eval/amc23_test.jsonl"],
+                                   "--run-dir {ws}/afile/run: {ws}/afile is a file"),
+    "eval --output that is a file": (["eval", "--model", "{ws}/model", "--output", "{ws}/afile"],
+                                     "--output {ws}/afile: {ws}/afile is a file, not a directory"),
+    "eval --output inside a file": (["eval", "--model", "{ws}/model", "--output", "{ws}/afile/e"],
+                                    "--output {ws}/afile/e: {ws}/afile is a file, not a directory"),
+    "convert --output that is a file": (["convert", "--from", "hf", "--to", "mcore", "--input", "{ws}/model",
+                                         "--output", "{ws}/afile", "--overwrite"], "{ws}/afile is a file"),
+    "convert --output inside a file": (["convert", "--from", "hf", "--to", "mcore", "--input", "{ws}/model",
+                                        "--output", "{ws}/afile/c"], "{ws}/afile is a file, not a directory"),
+    "launch local --run-dir inside a file": (["launch", "local", "--recipe", "tiny-cpu", "--nproc", "1",
+                                              "--run-dir", "{ws}/afile/run"], "{ws}/afile is a file"),
     "convert a truncated Megatron-Core checkpoint": (["convert", "--from", "mcore", "--to", "hf", "--input",
                                                       "{ckpt}", "--output", "{ws}/h1"], "truncated or damaged"),
     "convert a .nemo that is not a tar": (["convert", "--from", "nemo", "--to", "hf", "--input", "{ws}/binary.yaml",
@@ -137,6 +158,7 @@ def test_bad_input_is_one_line_and_changes_nothing(name, ws, capsys):
     fill = {"ws": str(ws), "tok": str(_tok(ws)) if "{tok}" in joined else "",
             "ckpt": str(_ckpt(ws)) if "{ckpt}" in joined else ""}
     argv = [a.format(**fill) for a in argv]
+    fragment = fragment.format(**fill)
     before = _tree(ws)
     capsys.readouterr()
     try:
@@ -149,3 +171,105 @@ def test_bad_input_is_one_line_and_changes_nothing(name, ws, capsys):
     assert len(lines) == 1 and lines[0].startswith("octo: error: ") and "Traceback" not in err, err
     assert fragment in lines[0], lines[0]
     assert _tree(ws) == before, name
+
+
+READ_ONLY = {
+    "train --run-dir": ["train", "--recipe", "tiny-cpu", "--run-dir", "{ro}/run"],
+    "rl --run-dir": ["rl", "--recipe", "tiny-cpu-grpo", "--run-dir", "{ro}", "rl.init={ws}/model",
+                     "rl.prompts.path={ws}/eval/amc23_test.jsonl"],
+    "eval --output": ["eval", "--model", "{ws}/model", "--output", "{ro}/e"],
+    "convert --output": ["convert", "--from", "hf", "--to", "mcore", "--input", "{ws}/model", "--output", "{ro}/c"],
+    "demo --workdir": ["demo", "--workdir", "{ro}/demo"],
+    "preprocess --output-prefix": ["preprocess", "--input", "{ws}/num.jsonl", "--output-prefix", "{ro}/corpus",
+                                   "--tokenizer", "{ws}/nothing-read-before-the-check"],
+    "launch local --run-dir": ["launch", "local", "--recipe", "tiny-cpu", "--nproc", "1", "--run-dir", "{ro}/run"],
+}
+
+
+@pytest.fixture
+def read_only_dir(ws, monkeypatch):
+    """``ws/ro`` with mode 0o555. Root passes permission bits, so when the tests run as root (CI) ``os.access``
+    answers for this directory as the kernel does for anyone else; the real kernel check by a non-root user is
+    test_check_writable_dir_as_a_user_without_write_permission."""
+    import os
+
+    ro = ws / "ro"
+    ro.mkdir(exist_ok=True)
+    ro.chmod(0o555)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: (not mode & os.W_OK or Path(p) != ro)
+                            and real(p, mode, **kw))
+    yield ro
+    ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("name", list(READ_ONLY))
+def test_read_only_output_is_one_line_and_changes_nothing(name, ws, read_only_dir, capsys):
+    argv = [a.format(ws=ws, ro=read_only_dir) for a in READ_ONLY[name]]
+    flag = name.split()[-1]
+    before = _tree(ws)
+    capsys.readouterr()
+    assert main(argv) == 2, name
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"octo: error: {flag} {read_only_dir}"), lines[0]
+    assert f": {read_only_dir} is not writable (permissions or a read-only file system): pick another {flag}" \
+        in lines[0], lines[0]
+    assert _tree(ws) == before and not any(read_only_dir.iterdir())
+
+
+def _as_user(uid, fn):
+    """``fn()``'s result (or the message of what it raised), run in a forked child under ``uid`` (None: as is)."""
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            os.close(read)
+            if uid is not None:
+                os.setgid(uid)
+                os.setuid(uid)
+            try:
+                out = str(fn())
+            except Exception as exc:  # the message is the result
+                out = f"{type(exc).__name__}: {exc}"
+            os.write(write, out.encode())
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as f:
+        out = f.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    return out
+
+
+def test_check_writable_dir_as_a_user_without_write_permission():
+    """The kernel's answer, not a patched one: the check runs as a user who is not root (``nobody`` in a forked
+    child when the tests run as root) against directories with mode 0o555 and 0o777."""
+    import os
+    import shutil
+    import tempfile
+
+    from megatron_octo.utils.io import check_writable_dir
+
+    root = Path(tempfile.mkdtemp(prefix="octo-ro-", dir="/tmp"))  # pytest's tmp_path is root's, mode 0o700
+    try:
+        root.chmod(0o755)
+        (root / "ro").mkdir()
+        (root / "ro").chmod(0o555)
+        (root / "rw").mkdir()
+        (root / "rw").chmod(0o777)
+        uid = 65534 if os.geteuid() == 0 else None
+        assert _as_user(uid, lambda: check_writable_dir(root / "rw" / "run", "--run-dir")) == "None"
+        assert _as_user(uid, lambda: check_writable_dir(root / "ro" / "run", "--run-dir")) == (
+            f"OutputPathError: --run-dir {root}/ro/run: {root}/ro is not writable (permissions or a read-only file "
+            f"system): pick another --run-dir or make it writable")
+    finally:
+        (root / "ro").chmod(0o755)
+        shutil.rmtree(root)

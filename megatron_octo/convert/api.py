@@ -18,6 +18,7 @@ from megatron_octo.config.choices import CONVERT_FORMATS
 from megatron_octo.convert import sources
 from megatron_octo.convert.errors import ConvertError, VerifyError
 from megatron_octo.convert.options import DEFAULT_MAX_SHARD, ConvertResult, Options, parse_size
+from megatron_octo.utils.io import check_writable_dir
 
 DEFAULT_DIVISIBLE_BY = sources.DEFAULT_DIVISIBLE_BY
 
@@ -53,6 +54,7 @@ def convert(
         raise ConvertError("--from hf --to hf is not a conversion: copy the directory")
     if dst == "hf":
         parse_size(max_shard_size)  # a bad --max-shard-size is refused before anything is read or written
+    check_writable_dir(output_path, "--output")  # before a .nemo input is unpacked beside it
     output = Path(output_path).absolute()
     with sources.open_source(
         src, input_path, output.parent, tp=tp, divisible=make_vocab_size_divisible_by, tokenizer_dir=tokenizer_dir

@@ -304,11 +304,36 @@ def extracted(path: Path, scratch: Path) -> Iterator[Path]:
     scratch.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".nemo-extract-", dir=scratch))
     try:
-        with tarfile.open(path, "r:*") as tar:
-            tar.extractall(tmp, filter="data")
+        _unpack(path, tmp)
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_TAR_END = 2 * tarfile.BLOCKSIZE
+"""A tar archive ends with two zero blocks after its last member (POSIX; Python's and GNU tar's writers)."""
+
+
+def _unpack(path: Path, into: Path) -> None:
+    """Extract the .nemo tar ``path`` into ``into``; a truncated or corrupt archive is a one-line ``ConvertError``.
+
+    A cut inside a member is an error of tarfile (or of gzip for a compressed .nemo); a cut between members reads
+    as a shorter, valid-looking archive, caught by the missing end-of-archive blocks (uncompressed tars)."""
+    import gzip
+    import io
+    import zlib
+
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            tar.extractall(into, filter="data")
+            plain = isinstance(tar.fileobj, io.BufferedReader)  # not gzip/bz2/xz: sizes are the archive's own
+            if plain and path.stat().st_size < tar.offset + _TAR_END:
+                raise tarfile.ReadError(f"no end-of-archive marker after {tar.offset} bytes")
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ConvertError(
+            f"--input {path} is a truncated or corrupt .nemo tar ({exc}): copy it again or repack it from its "
+            f"directory (tar -cf MODEL.nemo -C DIR .)"
+        ) from None
 
 
 def readable_by_transformers4(tokenizer_dir: Path) -> None:

@@ -30,7 +30,14 @@ from megatron_octo.data.formatters import Formatter, RecordError, make_formatter
 from megatron_octo.data.readers import Chunk, input_kind, read_chunks, total_bytes
 from megatron_octo.data.token_range import write_max_token_id
 from megatron_octo.data.tokenizer import DocumentEncoder, load_tokenizer, make_encoder, single_threaded_tokenizers
-from megatron_octo.utils.io import OutputExistsError, remove_stale_temps
+from megatron_octo.utils.io import (
+    DiskFullError,
+    OutputExistsError,
+    check_writable_dir,
+    disk_full_reason,
+    free_space,
+    remove_stale_temps,
+)
 
 INFLIGHT_PER_WORKER = 4
 """Chunks queued per worker: enough to keep workers busy, few enough to bound memory."""
@@ -178,16 +185,14 @@ def _temp_paths(prefix: str) -> Tuple[Path, Path]:
 
 def check_output(prefix: str, overwrite: bool) -> None:
     """Refuse a prefix that names a directory (``adir/`` would write hidden ``adir/.bin``), a parent that is a
-    file, and an existing output without ``overwrite``."""
+    file or not writable, and an existing output without ``overwrite``."""
     text = str(prefix)
     if not text or text.endswith(("/", os.sep)) or Path(text).is_dir() or Path(text).name in ("", ".", ".."):
         raise DataError(
             f"--output-prefix {text!r} names a directory; give a file prefix inside it, e.g. "
             f"{os.path.join(text or '.', 'corpus')} (writes corpus.bin and corpus.idx there)"
         )
-    parent = next((p for p in Path(text).absolute().parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise DataError(f"--output-prefix {text}: {parent} is a file, not a directory; pick another prefix")
+    check_writable_dir(Path(text).absolute().parent, "--output-prefix", given=text)
     existing = [str(p) for p in output_paths(prefix) if p.exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{' and '.join(existing)} already exist: pass --overwrite or another --output-prefix")
@@ -235,6 +240,22 @@ def _rename_into_place(tmp_bin: Path, tmp_idx: Path, prefix: str) -> None:
         idx_path.unlink()  # an old .idx beside a new .bin would look finished
     os.replace(tmp_bin, bin_path)
     os.replace(tmp_idx, idx_path)
+
+
+def _write_error(exc: OSError, prefix: str, tmp_bin: Path) -> Exception:
+    """One line for an OSError while the output was written: which path, and for a full disk how much is free."""
+    where = exc.filename or tmp_bin
+    reason = disk_full_reason(exc)
+    if reason is not None:
+        return DiskFullError(
+            f"disk full ({reason}) writing {where}: {Path(where).parent} has {free_space(where)} free; free space "
+            f"or pick another --output-prefix (the partial output was removed; nothing was written under "
+            f"{prefix}.bin/.idx)"
+        )
+    return DataError(
+        f"cannot write {where}: {exc.strerror or exc}; pick another --output-prefix (the partial output was "
+        f"removed; nothing was written under {prefix}.bin/.idx)"
+    )
 
 
 STDERR: Any = object()
@@ -314,10 +335,7 @@ def _run(
     except OSError as exc:  # disk full, quota, read-only file system: one line; the finally removes the temp files
         if isinstance(exc, OutputExistsError):
             raise
-        raise DataError(
-            f"cannot write {stats.output_prefix}.bin/.idx: {exc.strerror or exc}; free space or pick "
-            "another --output-prefix (nothing was written under its name)"
-        ) from None
+        raise _write_error(exc, stats.output_prefix, tmp_bin) from None
     finally:
         if builder is not None:
             builder.data_file.close()  # finalize closes it too; closing twice is harmless

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from megatron_octo.eval.registry import BENCHMARKS, PAPER_BENCHMARKS, EvalError
-from megatron_octo.utils.io import OutputExistsError, atomic_write_text
+from megatron_octo.utils.io import OutputExistsError, atomic_write_text, check_writable_dir
 
 RESULTS_JSON, RESULTS_MD, PREDICTIONS_DIR = "results.json", "results.md", "predictions"
 SETTINGS_JSON = "settings.json"
@@ -189,10 +189,9 @@ def results_markdown(results: Mapping[str, Any]) -> str:
 
 def check_output_dir(output_dir, overwrite: bool, resume: bool = False) -> Path:
     """The output directory, refused (OutputExistsError naming --resume and --overwrite) when it holds an earlier
-    run, complete or interrupted, and neither is given."""
+    run, complete or interrupted, and neither is given; refused (OutputPathError) when it cannot be written."""
     out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise EvalError(f"--output {out} is a file; choose a directory")
+    check_writable_dir(out, "--output")
     if (out / RESULTS_JSON).exists() or (out / PREDICTIONS_DIR).exists():
         if not (overwrite or resume):
             raise OutputExistsError(

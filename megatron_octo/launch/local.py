@@ -16,6 +16,7 @@ from typing import List
 from megatron_octo.launch.config import JobSpec, LaunchError, LocalConfig
 from megatron_octo.launch.layout import rank_command
 from megatron_octo.training.signals import INTERRUPTED_EXIT_CODE, REQUEUE_EXIT_CODE, SIGNALS
+from megatron_octo.utils.io import check_writable_dir
 
 
 def local_command(job: JobSpec, cfg: LocalConfig) -> List[str]:
@@ -34,6 +35,7 @@ def _ignore_usr1() -> None:  # runs in the child before exec: torchrun must not 
 
 def run_local(job: JobSpec, cfg: LocalConfig) -> int:
     """Run the stage; returns its exit status (``REQUEUE_EXIT_CODE`` when a forwarded signal stopped it)."""
+    check_writable_dir(job.run_dir, "--run-dir")
     job.run_dir.mkdir(parents=True, exist_ok=True)
     child = subprocess.Popen(
         local_command(job, cfg), start_new_session=True, preexec_fn=_ignore_usr1, env=dict(os.environ)

@@ -34,7 +34,7 @@ from megatron_octo.config.choices import SLURM_LAUNCHERS
 from megatron_octo.launch.config import NCCL_DEFAULTS, JobSpec, LaunchError, SlurmConfig, time_limit_seconds
 from megatron_octo.launch.layout import Layout, rank_command
 from megatron_octo.training.signals import REQUEUE_EXIT_CODE
-from megatron_octo.utils.io import OutputExistsError, atomic_write_text
+from megatron_octo.utils.io import OutputExistsError, atomic_write_text, check_writable_dir
 from megatron_octo.version import __version__
 
 PORT_BASE, PORT_SPAN = 20000, 20000
@@ -327,6 +327,10 @@ def render(job: JobSpec, cfg: SlurmConfig, layout: Layout) -> str:
 def write_script(text: str, job: JobSpec, cfg: SlurmConfig, overwrite: bool) -> Path:
     """Write the script to ``LOG_DIR/<job name>.sbatch`` (temp name + rename); refuse to replace one."""
     path = log_dir(job, cfg) / f"{job_name(job, cfg)}.sbatch"
+    if cfg.log_dir:
+        check_writable_dir(path.parent, "--log-dir")
+    else:
+        check_writable_dir(job.run_dir, "--run-dir")
     if path.exists() and not overwrite:
         raise OutputExistsError(
             f"{path} already exists (a job was rendered for this run): pass --overwrite to "

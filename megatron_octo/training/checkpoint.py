@@ -17,19 +17,22 @@ does not hold everything a resume must check).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import shutil
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import torch.distributed as dist
 
 from megatron_octo.errors import OctoError
 from megatron_octo.training.params import model_state, unwrap
-from megatron_octo.utils.io import atomic_write_text
+from megatron_octo.utils.io import DiskFullError, atomic_write_text, disk_full_reason, free_bytes, free_space
+from megatron_octo.utils.progress import human_bytes
 
 META_FILE = "octo_checkpoint.json"
 LATEST_FILE = "latest_checkpointed_iteration.txt"
@@ -235,6 +238,57 @@ def start_write_helper() -> None:
             signal.signal(sig, handler)
 
 
+def _agreed_reason(exc: BaseException, found: Optional[str], guessed: Optional[str]) -> Optional[str]:
+    """Why the save failed as a full disk (``found`` in the error, else ``guessed`` from the free space), agreed by
+    every rank. torch.distributed.checkpoint raises ``CheckpointException`` on all ranks together, but only the
+    coordinator's carries the ranks' errors: the ranks share what they found (a collective, safe only there), so
+    each reports the full disk in one line rather than the others in a traceback."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    if not isinstance(exc, CheckpointException) or not dist.is_initialized() or dist.get_world_size() == 1:
+        return found or guessed
+    views: List[Optional[tuple]] = [None] * dist.get_world_size()
+    dist.all_gather_object(views, (found, guessed))
+    return next((f for f, _ in views if f), None) or next((g for _, g in views if g), None)
+
+
+def _short_of_space(exc: BaseException, root: Path, latest: Optional[Path]) -> Optional[str]:
+    """Why a failed save was probably a full disk although its error does not say so, or None.
+
+    A tensor that torch.save streams into a shard file loses the write's ENOSPC: the zip writer's clean-up raises
+    its own error ("unexpected pos"), and only that text crosses from Megatron-Core's writer process; torch.save of
+    ``common.pt`` to a path says only "file write failed". Such a failure (a CheckpointException, OSError or
+    RuntimeError), with less space left than the newest complete checkpoint takes, is reported as a full disk."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    if latest is None or not isinstance(exc, (CheckpointException, OSError, RuntimeError)):
+        return None
+    free = free_bytes(root)
+    needed = sum(p.stat().st_size for p in latest.rglob("*") if p.is_file())
+    if free is None or free >= needed:
+        return None
+    failures = getattr(exc, "failures", None) or {}
+    first = next(iter(failures.values()), exc)
+    first = first[0] if isinstance(first, tuple) else first
+    text = (str(first).strip().splitlines() or [type(first).__name__])[0][:160]
+    return f"probably: the write failed with {text!r} and {latest.name} took {human_bytes(needed)}"
+
+
+class _WriterFailureRecords(logging.Filter):
+    """Drops Megatron-Core's log line about a failed checkpoint write ("Local process N encountered an error: ..."):
+    the save raises the same error (a full disk as ``DiskFullError``, in one line), and without a configured
+    handler Python's last-resort handler would print it to stderr besides."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "encountered an error" not in record.getMessage()
+
+
+def _quiet_writer_failure_log() -> None:
+    log = logging.getLogger("megatron.core.dist_checkpointing.strategies.filesystem_async")
+    if not any(isinstance(f, _WriterFailureRecords) for f in log.filters):
+        log.addFilter(_WriterFailureRecords())
+
+
 class Saver:
     """Writes complete checkpoints under ``root``, synchronously or in the background.
 
@@ -247,39 +301,65 @@ class Saver:
     def __init__(self, root: Path, keep_last: int, ctx, async_save: bool = False, save: bool = True):
         self.root, self.keep_last, self.ctx = Path(root), keep_last, ctx
         self.queue = None
+        self._in_flight: Optional[tuple] = None  # (step, tmp) of the background save not yet published
         if save:
             start_write_helper()
+            _quiet_writer_failure_log()
         if async_save:
             from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
             self.queue = AsyncCallsQueue()
 
     def save(self, meta: CheckpointMeta, parts) -> Path:
-        """Start (async) or do (sync) the save of ``parts`` at ``meta.step``; returns the final directory."""
+        """Start (async) or do (sync) the save of ``parts`` at ``meta.step``; returns the final directory.
+
+        A full disk (or quota) raises ``DiskFullError`` (one line: which directory, how much is free) after removing
+        the partial save; the checkpoints saved before stay complete."""
         from megatron.core import dist_checkpointing
 
         final, tmp = iter_dir(self.root, meta.step), Path(f"{iter_dir(self.root, meta.step)}.tmp")
-        if self.queue is not None:
-            self.queue.maybe_finalize_async_calls(blocking=True)  # one save in flight at a time
-        if self.ctx.is_main:
-            if tmp.exists():
-                shutil.rmtree(tmp)  # a save that was killed earlier
-            tmp.mkdir(parents=True)
-        dist.barrier()
-        state = sharded_state(parts, with_optimizer=True, is_loading=False)
-        state.update(megatron_lm_state(meta, parts))
-        if self.queue is None:
-            dist_checkpointing.save(state, str(tmp), content_metadata=_OPTIMIZER_METADATA)
+        self._finalize(blocking=True)  # one save in flight at a time
+        with self._disk_full_is_one_line(meta.step, tmp):
+            if self.ctx.is_main:
+                if tmp.exists():
+                    shutil.rmtree(tmp)  # a save that was killed earlier
+                tmp.mkdir(parents=True)
             dist.barrier()
-            self._publish(meta, tmp, final)
-            dist.barrier()
-        else:
-            request = dist_checkpointing.save(
-                state, str(tmp), async_sharded_save=True, content_metadata=_OPTIMIZER_METADATA
-            )
-            request.add_finalize_fn(lambda: self._publish(meta, tmp, final))
-            self.queue.schedule_async_request(request)
+            state = sharded_state(parts, with_optimizer=True, is_loading=False)
+            state.update(megatron_lm_state(meta, parts))
+            if self.queue is None:
+                dist_checkpointing.save(state, str(tmp), content_metadata=_OPTIMIZER_METADATA)
+                dist.barrier()
+                self._publish(meta, tmp, final)
+                dist.barrier()
+            else:
+                request = dist_checkpointing.save(
+                    state, str(tmp), async_sharded_save=True, content_metadata=_OPTIMIZER_METADATA
+                )
+                request.add_finalize_fn(lambda: self._publish(meta, tmp, final))
+                self.queue.schedule_async_request(request)
+                self._in_flight = (meta.step, tmp)
         return final
+
+    @contextlib.contextmanager
+    def _disk_full_is_one_line(self, step: int, tmp: Path) -> Iterator[None]:
+        """Turn a full disk during the save of ``step`` into ``DiskFullError``; the partial save in ``tmp`` is
+        removed (the main rank), which also gives back the space it took."""
+        try:
+            yield
+        except BaseException as exc:  # torch.distributed.checkpoint's CheckpointException is a BaseException
+            latest = latest_checkpoint(self.root)
+            reason = _agreed_reason(exc, disk_full_reason(exc), _short_of_space(exc, self.root, latest))
+            if reason is None:
+                raise
+            if self.ctx.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            kept = f"the newest complete checkpoint, {latest.name}, is intact" if latest else "no earlier checkpoint"
+            raise DiskFullError(
+                f"disk full ({reason}) saving the checkpoint of step {step} into {self.root}, which has "
+                f"{free_space(self.root)} free: the partial save was removed and {kept}; free space (or lower "
+                f"checkpoint.keep_last) and rerun the same command to resume"
+            ) from None
 
     def _publish(self, meta: CheckpointMeta, tmp: Path, final: Path) -> None:
         """Runs once every rank's tensors are on disk: metadata, rename into place, prune (main rank)."""
@@ -292,15 +372,24 @@ class Saver:
         atomic_write_text(self.root / LATEST_FILE, f"{meta.step}\n")
         _prune(self.root, self.keep_last)
 
+    def _finalize(self, blocking: bool) -> None:
+        """Publish a finished background save (wait for it with ``blocking``); a full disk is ``DiskFullError``."""
+        if self.queue is None or self._in_flight is None:
+            return
+        step, tmp = self._in_flight
+        with self._disk_full_is_one_line(step, tmp):
+            self.queue.maybe_finalize_async_calls(blocking=blocking)
+        if not self.queue.get_num_unfinalized_calls():
+            self._in_flight = None
+
     def poll(self) -> None:
         """Publish background saves that have finished (cheap when none is in flight)."""
-        if self.queue is not None:
-            self.queue.maybe_finalize_async_calls(blocking=False)
+        self._finalize(blocking=False)
 
     def close(self) -> None:
         """Wait for a background save to finish and publish it."""
         if self.queue is not None:
-            self.queue.maybe_finalize_async_calls(blocking=True)
+            self._finalize(blocking=True)
             self.queue.close()
 
 

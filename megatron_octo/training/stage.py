@@ -27,7 +27,7 @@ from megatron_octo.config.schema import RecipeConfig
 from megatron_octo.training import checkpoint as ckpt
 from megatron_octo.training.resume import Start, restore, schedule_params
 from megatron_octo.training.signals import REQUEUE_EXIT_CODE, StopRequest
-from megatron_octo.utils.io import OutputExistsError, atomic_write_text
+from megatron_octo.utils.io import OutputExistsError, atomic_write_text, check_writable_dir
 
 if TYPE_CHECKING:  # the stage entry is imported by the CLI before torch.distributed is needed
     from megatron_octo.parallel import ParallelContext
@@ -121,7 +121,7 @@ def check_run_dir(run_dir: Path, recipe: RecipeConfig, overwrite: bool, spec: St
     ``--overwrite``: one that is not a writable directory, one that holds another recipe's or model's run, or one
     whose run finished without a checkpoint (its outputs are results). A run that stopped before its first save
     restarts from step 0; one with a complete checkpoint resumes."""
-    _check_writable(run_dir)
+    check_writable_dir(run_dir, "--run-dir")
     if overwrite:
         return
     if (run_dir / ASIDE).is_dir() and not (run_dir / "recipe.yaml").exists():
@@ -142,16 +142,6 @@ def check_run_dir(run_dir: Path, recipe: RecipeConfig, overwrite: bool, spec: St
         raise OutputExistsError(
             f"run directory {run_dir} holds a finished run ({spec.summary_file}) without "
             f"checkpoints to resume from: pick a new --run-dir or pass --overwrite"
-        )
-
-
-def _check_writable(run_dir: Path) -> None:
-    existing = next((p for p in [run_dir, *run_dir.parents] if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise OutputExistsError(f"--run-dir {run_dir}: {existing} is a file, not a directory: pick another --run-dir")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputExistsError(
-            f"--run-dir {run_dir}: {existing} is not writable: pick another --run-dir or fix its permissions"
         )
 
 

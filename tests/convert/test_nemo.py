@@ -115,6 +115,35 @@ def test_nemo_tar_file_and_mcore_paths(hf_models, nemo_exports, tmp_path):
     assert (tmp_path / "hf2" / "tokenizer.json").is_file()
 
 
+def _cut_in_half(packed: Path) -> None:
+    data = packed.read_bytes()
+    packed.write_bytes(data[: len(data) // 2])
+
+
+def _cut_between_members(packed: Path) -> None:
+    """Keep the members that fit in the first half whole and drop the rest with the end-of-archive blocks: a tar
+    that tarfile reads without complaint."""
+    with tarfile.open(packed) as tar:
+        ends = [m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE for m in tar.getmembers()]
+    size = packed.stat().st_size
+    keep = max(e for e in ends if e <= size // 2)
+    packed.write_bytes(packed.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize("cut", [_cut_in_half, _cut_between_members])
+def test_a_truncated_nemo_tar_is_one_line(cut, nemo_exports, tmp_path, capsys):
+    packed = tmp_path / "model.nemo"
+    with tarfile.open(packed, "w:") as tar:
+        tar.add(nemo_exports[("llama-tied", 2, 1)], arcname=".")
+    cut(packed)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["convert", "--from", "nemo", "--to", "hf", "--input", str(packed), "--output", str(out)]) == 2
+    assert_one_line_error(capsys, f"--input {packed} is a truncated or corrupt .nemo tar (")
+    assert_nothing_written(out)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".nemo-extract-")]
+
+
 def edit_yaml(path: Path, **changes) -> None:
     conf = yaml.safe_load((path / "model_config.yaml").read_text())
     conf.update(changes)

@@ -236,3 +236,26 @@ def test_tools_wrapper_is_octo_preprocess():
     result = subprocess.run([sys.executable, str(REPO / "tools" / "preprocess_data.py"), "--help"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("usage: octo preprocess")
+
+
+def test_disk_full_is_one_line_and_keeps_the_earlier_output(tmp_path, tokenizer_dir, capsys, monkeypatch):
+    """ENOSPC from the dataset writer's file write (tests/disk_full.py) after 1 KiB of the new .bin: one line naming
+    the file and the free space, exit 2, the earlier output unchanged and no temporary file left."""
+    from megatron.core.datasets import indexed_dataset
+
+    from tests.disk_full import filling_open
+
+    src = _corpus(tmp_path / "qa.jsonl", 50)
+    prefix = tmp_path / "out"
+    args = ["preprocess", "--input", str(src), "--output-prefix", str(prefix), "--tokenizer", str(tokenizer_dir),
+            "--format", "qa"]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(indexed_dataset, "open", filling_open(".out.bin.tmp-", room=1024), raising=False)
+    capsys.readouterr()
+    assert main(args + ["--overwrite"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    assert lines[0].startswith(f"octo: error: disk full (No space left on device) writing {tmp_path}/.out.bin.tmp-")
+    assert f": {tmp_path} has " in lines[0] and " free; free space or pick another --output-prefix" in lines[0]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from megatron_octo.training.checkpoint import complete_checkpoints, read_meta
+from megatron_octo.training.checkpoint import complete_checkpoints
 from megatron_octo.training.metrics import MetricsFileError, read_metrics, truncate_metrics
 from megatron_octo.training.resume import checkpoint_problem, usable_checkpoint
 from megatron_octo.training.signals import INTERRUPTED_EXIT_CODE, REQUEUE_EXIT_CODE
@@ -303,8 +303,5 @@ def test_resuming_with_another_model_or_recipe_is_one_line(saved_run, tmp_path, 
     assert digest(run) == before
 
 
-def test_a_run_dir_that_is_a_file_is_one_line(tmp_path):
-    target = tmp_path / "file"
-    target.write_text("x")
-    assert "is a file, not a directory" in one_line_error(octo(target / "run"))
-    assert target.read_text() == "x"
+
+# A run directory that is a file, lies under a file or is read-only: tests/test_bad_input.py (in process).
