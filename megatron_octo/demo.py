@@ -1,18 +1,25 @@
-"""``octo demo``: what megatron-octo can do, at toy scale on CPU, ending in a report.
+"""``octo demo``: OctoThinker's experiment in miniature, at toy scale on CPU, ending in a report.
 
 Stages (each adds one top-level object to ``summary.json`` and a section to ``report.md``):
-- ``data``: a generated math corpus in the recipe's four kinds, a BPE tokenizer trained on it, indexed datasets.
+- ``data``: a synthetic math task (``data.demo_task``: chains of additions and subtractions with worked steps,
+  tunable difficulty) split into training / held-out evaluation / RL problems with no overlap, written as the
+  recipe's four kinds of data; a BPE tokenizer trained on them; indexed datasets.
 - ``train``: (1) ``tiny-cpu`` in one process and on TP=2 x PP=2 (4 processes), from the same layout-invariant
-  initialization, so the loss curves must coincide; (2) a stable stage on the generated corpus and the three decay
-  branches (Long, Short, Hybrid) branched from its checkpoint, each on its own mixture.
+  initialization, so the loss curves must coincide; (2) the stable stage on the web-like mixture, then the Long,
+  Short and Hybrid decay branches (``checkpoint.branch_from`` its checkpoint, run side by side), each on its own
+  mixture: long ``<think>`` chains of thought, short ones, or both.
 - ``convert``: each decayed branch exported to Hugging Face format and loaded back with transformers.
-- ``eval``: each exported branch scored zero-shot on the corpus's held-out problems with the evaluation machinery.
-- ``rl``: a short GRPO run (``octo rl``, transformers engine) from the Short branch on those held-out problems with
-  the math reward; ``summary.json``'s ``rl`` holds ``reward_first`` / ``reward_last`` (means of the first and last
-  five steps), the report shows the reward and accuracy curves.
+- ``eval``: each branch on the same held-out problems, few-shot (4-shot ``Q:``/``A:``) and zero-shot with the RL
+  template, through ``megatron_octo.eval`` (math-verify scoring), with standard errors and Wilson intervals.
+- ``rl``: GRPO (``octo rl``, transformers engine, the math reward) from each branch of ``plan["rl_branches"]`` on
+  the RL split, with greedy validation on the held-out problems before the first step and every
+  ``rl_val_interval`` steps (``rl.validation.path`` / ``at_start``).
+- ``comparison``: one row per branch (accuracy after decay, after RL, the gain with its paired standard error,
+  response lengths) and the paper's directions checked against it; ``comparison.png``.
 
-Every training run is an ``octo train`` child process (under torchrun for several processes), exactly as a user
-runs it. Outputs: ``WORKDIR/report.md`` with PNG plots beside it, ``WORKDIR/summary.json``, and the runs.
+Every training and RL run is an ``octo train`` / ``octo rl`` child process (under torchrun for several processes),
+exactly as a user runs it. Outputs: ``WORKDIR/report.md`` with PNG plots beside it, ``WORKDIR/summary.json``, the
+runs. The report's sentences are made from the measured numbers (``demo_report``).
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from megatron_octo.training.metrics import read_metrics
 from megatron_octo.utils.io import OutputExistsError, atomic_write_text, check_writable_dir
@@ -39,41 +48,49 @@ DEMO_OUTPUTS = (
     "rl",
     "train_loss.png",
     "stable_then_decay.png",
-    "rl_reward.png",
+    "comparison.png",
 )
 BRANCHES = ("long", "short", "hybrid")
 LAYOUTS = {"single": (1, []), "tp2-pp2": (4, ["parallel.tp=2", "parallel.pp=2"])}
+TEMPLATE = "user_assistant"
+"""The RL template (``User: {question}\nAssistant:``, the decay data's QA layout): RL prompts, RL validation and
+the zero-shot evaluation all use it."""
 FULL: Dict[str, Any] = {
-    "layout_steps": 20,
-    "stable_steps": 700,
-    "decay_steps": 60,
+    "task": {"min_ops": 2, "max_ops": 3, "max_value": 9},
     "corpus": None,
-    "eval_items": 50,
-    "eval_tokens": 48,
-    "rl_steps": 40,
-    "rl_tokens": 16,
-    "rl_lr": 1e-3,
+    "layout_steps": 10,
+    "stable_steps": 800,
+    "decay_steps": 150,
+    "eval_items": 300,
+    "eval_tokens": 160,
+    "rl_branches": BRANCHES,
+    "rl_steps": 30,
+    "rl_tokens": 160,
+    "rl_lr": 2e-4,
+    "rl_val_interval": 10,
 }
-"""700 stable steps of 2,048 tokens: about the point where the tiny model has half learned to copy a result into
-``\\boxed{}`` (its RL prompts' one skill); at 300 it guesses, at 1,500 it is always right, so RL has nothing to do."""
+"""The full demo. Sizes tuned so that a branch reaches clearly non-zero held-out accuracy after decay with room left
+for RL (README: measured accuracies and time)."""
 QUICK: Dict[str, Any] = {
-    "layout_steps": 3,
-    "stable_steps": 4,
+    "task": {"min_ops": 2, "max_ops": 3, "max_value": 9},
+    "corpus": {"web": 40, "qa": 60, "long_cot": 40, "chat": 40, "eval": 6, "rl": 20},
+    "layout_steps": 0,
+    "stable_steps": 3,
     "decay_steps": 2,
-    "corpus": {"web": 40, "qa": 60, "long_cot": 40, "chat": 40, "eval": 20},
-    "eval_items": 4,
+    "eval_items": 6,
     "eval_tokens": 8,
+    "rl_branches": ("short",),
     "rl_steps": 2,
     "rl_tokens": 8,
-    "rl_lr": 1e-3,
+    "rl_lr": 3e-4,
+    "rl_val_interval": 1,
 }
+"""``--quick``: every stage of the experiment at the smallest size that runs it (tests); the layout check is left
+out (``layout_steps`` 0: five process starts; tests/training/test_layouts.py covers TP x PP equivalence)."""
 STAGE_GEOMETRY = {"global_batch": 16, "micro_batch": 8, "seq_len": 128}
-"""Batch geometry of the demo's stable and decay stages: 2,048 tokens a step, enough for the tiny model to learn
-the corpus's answer format in a few minutes."""
-RL_BRANCH = "decay-short"
-RL_GEOMETRY = ["rl.prompts_per_step=4", "rl.mini_batch_prompts=4", "rl.rollout.n=16"]
-"""4 prompts x 16 samples a step: with rare successes, bigger groups give more of them a non-zero advantage."""
-"""The branch the demo's RL stage starts from."""
+"""Batch geometry of the demo's stable and decay stages: 2,048 tokens a step."""
+RL_GEOMETRY = ["rl.prompts_per_step=8", "rl.mini_batch_prompts=8", "rl.rollout.n=8"]
+"""8 prompts x 8 samples a step, one update."""
 
 
 def _prepare(workdir: Path, overwrite: bool) -> None:
@@ -89,24 +106,30 @@ def _prepare(workdir: Path, overwrite: bool) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
 
 
-def _octo(command: str, recipe: str, run_dir: Path, overrides: List[str], nproc: int = 1) -> List[dict]:
-    """One ``octo train`` / ``octo rl`` child process (under torchrun for several), as a user runs it; its progress
-    streams to this terminal. Returns its metrics."""
+def _jobs() -> int:
+    """Child processes run side by side: one per core this process may use (each runs one thread)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _command(command: str, recipe: str, run_dir: Path, overrides: List[str], nproc: int = 1) -> List[str]:
+    """The ``octo train`` / ``octo rl`` command line (under torchrun for several processes)."""
     octo = [sys.executable, "-m", "megatron_octo"]
     if nproc > 1:
-        octo = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={nproc}",
-            "-m",
-            "megatron_octo",
-        ]
-    cmd = octo + [command, "--recipe", recipe, "--run-dir", str(run_dir), "logging.tensorboard=false", *overrides]
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        octo = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+        octo += ["-m", "megatron_octo"]
+    return octo + [command, "--recipe", recipe, "--run-dir", str(run_dir), "logging.tensorboard=false", *overrides]
+
+
+def _env() -> Dict[str, str]:
+    return dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+
+
+def _octo(command: str, recipe: str, run_dir: Path, overrides: List[str], nproc: int = 1) -> List[dict]:
+    """One ``octo train`` / ``octo rl`` child process, as a user runs it; its progress streams to this terminal.
+    Returns its metrics."""
+    cmd = _command(command, recipe, run_dir, overrides, nproc)
     print(f"[demo] octo {' '.join(cmd[cmd.index(command) :])}", flush=True)
-    result = subprocess.run(cmd, env=env)
+    result = subprocess.run(cmd, env=_env())
     if result.returncode != 0:
         raise RuntimeError(f"demo run failed (exit {result.returncode}): {' '.join(cmd)}")
     return read_metrics(run_dir / "metrics.jsonl")
@@ -114,6 +137,31 @@ def _octo(command: str, recipe: str, run_dir: Path, overrides: List[str], nproc:
 
 def _octo_train(recipe: str, run_dir: Path, overrides: List[str], nproc: int = 1) -> List[dict]:
     return _octo("train", recipe, run_dir, overrides, nproc)
+
+
+_PRINT = threading.Lock()
+
+
+def _run_labelled(label: str, cmd: List[str]) -> int:
+    """Run ``cmd``, each line of its output printed with ``[label]`` in front; its exit status."""
+    print(f"[demo] {label}: octo {' '.join(cmd[cmd.index('--recipe') - 1 :])}", flush=True)
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        with _PRINT:
+            print(f"[{label}] {line}", end="", flush=True)
+    return proc.wait()
+
+
+def _octo_many(runs: Sequence[Tuple[str, str, str, Path, List[str]]]) -> Dict[str, List[dict]]:
+    """Several independent ``octo`` runs (label, command, recipe, run dir, overrides), ``_jobs()`` at a time, their
+    output lines labelled. Returns each run's metrics by label; RuntimeError naming every run that failed."""
+    with ThreadPoolExecutor(max_workers=min(_jobs(), len(runs))) as pool:
+        codes = list(pool.map(lambda r: _run_labelled(r[0], _command(r[1], r[2], r[3], r[4])), runs))
+    failed = [f"{r[0]} (exit {c})" for r, c in zip(runs, codes) if c != 0]
+    if failed:
+        raise RuntimeError(f"demo runs failed: {', '.join(failed)}; their output above says why")
+    return {r[0]: read_metrics(r[3] / "metrics.jsonl") for r in runs}
 
 
 def _plot_layouts(curves: Dict[str, list], path: Path) -> None:
@@ -139,12 +187,13 @@ def _plot_layouts(curves: Dict[str, list], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def data_stage(workdir: Path, sizes) -> Dict:
-    """Generate the corpus, train the tokenizer, preprocess each kind into an indexed dataset."""
+def data_stage(workdir: Path, plan: Dict) -> Dict:
+    """Generate the task's problems as the four kinds of data, train the tokenizer, preprocess each kind."""
     from megatron_octo.data.demo_corpus import build_demo_data
+    from megatron_octo.data.demo_task import TaskSpec
 
-    print("[demo] generating the math corpus, training its BPE tokenizer, preprocessing", flush=True)
-    return build_demo_data(workdir / "data", sizes=sizes)
+    print("[demo] generating the math task's corpus, training its BPE tokenizer, preprocessing", flush=True)
+    return build_demo_data(workdir / "data", sizes=plan["corpus"], spec=TaskSpec(**plan["task"]))
 
 
 def _stage_recipe(workdir: Path, base: str, mixture: str, data: Dict) -> str:
@@ -200,19 +249,23 @@ def layout_check(workdir: Path, steps: int) -> Dict:
 
 
 def stable_then_decay(workdir: Path, data: Dict, plan: Dict) -> Dict:
-    """The stable stage on the generated corpus, then the three decay branches from its final checkpoint."""
+    """The stable stage on the web-like mixture, then the three decay branches from its final checkpoint."""
     from megatron_octo.training.plot import plot_runs
 
     runs = workdir / "train"
     stable = _stage_recipe(workdir, "tiny-cpu-stable", "stable", data)
     records = {"stable": _octo_train(stable, runs / "stable", [f"train.iters={plan['stable_steps']}"])}
-    for branch in BRANCHES:
-        recipe = _stage_recipe(workdir, f"tiny-cpu-decay-{branch}", f"decay-{branch}", data)
-        records[f"decay-{branch}"] = _octo_train(
-            recipe,
+    decays = [
+        (
+            f"decay-{branch}",
+            "train",
+            _stage_recipe(workdir, f"tiny-cpu-decay-{branch}", f"decay-{branch}", data),
             runs / f"decay-{branch}",
             [f"train.iters={plan['decay_steps']}", f"checkpoint.branch_from={runs / 'stable'}"],
         )
+        for branch in BRANCHES
+    ]
+    records.update(_octo_many(decays))
     plot_runs([str(runs / name) for name in records], str(workdir / "stable_then_decay.png"), overwrite=True)
     return {
         name: {
@@ -255,185 +308,162 @@ def convert_stage(workdir: Path, data: Dict) -> Dict:
     return out
 
 
+def _held_out(data: Dict, n: int) -> List[Dict[str, str]]:
+    with open(data["corpus"]["eval"]) as f:
+        return [{"question": r["prompt"], "answer": r["answer"]} for r in map(json.loads, f)][:n]
+
+
+def _response_tokens(tokenizer, completions: Sequence[str]) -> float:
+    """Mean length in tokens of the completions."""
+    lengths = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in completions]
+    return sum(lengths) / max(len(lengths), 1)
+
+
 def eval_stage(workdir: Path, data: Dict, plan: Dict) -> Dict:
-    """Score the exported branches on the held-out split of the generated corpus (zero-shot, \\boxed{} answers)."""
+    """Every exported branch on the same held-out problems: few-shot (the demo's 4-shot prompt set) and zero-shot
+    with the RL template; accuracy with its standard error and Wilson interval, mean response length."""
+    from transformers import AutoTokenizer
+
+    from megatron_octo.data.demo_corpus import DEMO_PROMPT_SET
     from megatron_octo.eval import run_eval
 
-    with open(data["corpus"]["eval"]) as f:
-        items = [{"question": r["prompt"], "answer": r["answer"]} for r in map(json.loads, f)][: plan["eval_items"]]
-    out = {}
+    items, tokenizer = _held_out(data, plan["eval_items"]), AutoTokenizer.from_pretrained(data["tokenizer"])
+    modes = {
+        "few_shot": {"prompts_path": data["prompts"], "custom_prompt": DEMO_PROMPT_SET},
+        "zero_shot": {"zero_shot": True, "template": TEMPLATE},
+    }
+    out: Dict[str, Any] = {"n": len(items), "template": TEMPLATE, "prompt_set": DEMO_PROMPT_SET}
     for branch in BRANCHES:
-        print(f"[demo] evaluating decay-{branch} on {len(items)} held-out problems", flush=True)
-        results = run_eval(
-            str(workdir / "hf" / f"decay-{branch}"),
-            items=items,
-            zero_shot=True,
-            max_new_tokens=plan["eval_tokens"],
-            output_dir=str(workdir / "eval" / f"decay-{branch}"),
-            show_progress=False,
-            log=lambda line: None,
-        )
-        out[f"decay-{branch}"] = {"n": len(items), "accuracy": results["average"]}
+        print(f"[demo] evaluating decay-{branch} on {len(items)} held-out problems (few-shot, zero-shot)", flush=True)
+        out[f"decay-{branch}"] = {}
+        for mode, kwargs in modes.items():
+            where = workdir / "eval" / f"decay-{branch}" / mode
+            results = run_eval(
+                str(workdir / "hf" / f"decay-{branch}"),
+                items=items,
+                max_new_tokens=plan["eval_tokens"],
+                output_dir=str(where),
+                show_progress=False,
+                log=lambda line: None,
+                **kwargs,
+            )
+            r = results["benchmarks"]["custom"]
+            with open(where / "predictions" / "custom.jsonl") as f:
+                completions = [json.loads(line)["completion"] for line in f]
+            out[f"decay-{branch}"][mode] = {
+                **{k: r[k] for k in ("n", "correct", "accuracy", "stderr", "ci95", "no_answer")},
+                "response_tokens": _response_tokens(tokenizer, completions),
+                "dir": str(where.relative_to(workdir)),
+            }
     return out
 
 
-def _moving_average(values: List[float], window: int) -> List[float]:
-    """Mean of the last ``window`` values at each position (fewer at the start)."""
-    return [sum(values[max(0, i + 1 - window) : i + 1]) / (i + 1 - max(0, i + 1 - window)) for i in range(len(values))]
-
-
-def _plot_rl(records: List[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["step"] for r in records]
-    fig, (ax_r, ax_a) = plt.subplots(1, 2, figsize=(10, 4))
-    rewards, accuracy = [r["reward_mean"] for r in records], [100 * r["accuracy"] for r in records]
-    ax_r.plot(steps, rewards, marker=".", alpha=0.6)
-    ax_r.plot(steps, _moving_average(rewards, 10), "--", color="tab:blue")
-    ax_r.set(xlabel="RL step", ylabel="mean reward", title="GRPO: reward")
-    ax_a.plot(steps, accuracy, marker=".", color="tab:green", alpha=0.6)
-    ax_a.plot(steps, _moving_average(accuracy, 10), "--", color="tab:green")
-    ax_a.set(xlabel="RL step", ylabel="accuracy (%)", title="GRPO: correct answers")
-    for ax in (ax_r, ax_a):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def rl_stage(workdir: Path, data: Dict, plan: Dict) -> Dict:
-    """A short GRPO run from the Short branch on the corpus's RL prompts (identity problems with their worked steps;
-    the response copies the result) with the math reward and the transformers engine."""
-    recipe = _write_recipe(
-        workdir / "recipes" / "tiny-cpu-grpo.yaml",
+def _rl_recipe(workdir: Path, data: Dict, plan: Dict, branch: str) -> str:
+    """GRPO from the decayed ``branch`` on the RL split, validated greedily on the held-out problems."""
+    return _write_recipe(
+        workdir / "recipes" / f"tiny-cpu-grpo-{branch}.yaml",
         {
             "base": "tiny-cpu-grpo",
             "model": {"vocab_size": data["vocab_size"]},
             "data": {"tokenizer": data["tokenizer"]},
+            "train": {"seq_len": 64 + plan["rl_tokens"]},
             "schedule": {"lr": plan["rl_lr"], "min_lr": plan["rl_lr"]},
             "rl": {
-                "init": str(workdir / "train" / RL_BRANCH),
-                "prompts": {"path": data["corpus"]["rl"], "template": "User: {question}"},
+                "init": str(workdir / "train" / f"decay-{branch}"),
+                "prompts": {"path": data["corpus"]["rl"], "template": TEMPLATE, "max_prompt_tokens": 64},
+                "rollout": {"max_response_tokens": plan["rl_tokens"]},
+                "validation": {
+                    "path": data["corpus"]["eval"],
+                    "limit": plan["eval_items"],
+                    "max_new_tokens": plan["eval_tokens"],
+                    "interval": plan["rl_val_interval"],
+                    "at_start": True,
+                },
             },
         },
     )
-    records = _octo(
-        "rl",
-        recipe,
-        workdir / "rl",
-        [f"train.iters={plan['rl_steps']}", f"rl.rollout.max_response_tokens={plan['rl_tokens']}", *RL_GEOMETRY],
-    )
-    _plot_rl(records, workdir / "rl_reward.png")
-    first, last = records[:5], records[-5:]
-    mean = lambda part, key: sum(r[key] for r in part) / len(part)  # noqa: E731
+
+
+def _validations(run_dir: Path) -> List[Dict[str, Any]]:
+    """The run's greedy validations in step order: accuracy, standard error, and per-problem verdicts."""
+    out = []
+    for step_dir in sorted((run_dir / "validation").glob("step_*")):
+        r = json.loads((step_dir / "results.json").read_text())["benchmarks"]["custom"]
+        with open(step_dir / "predictions" / "custom.jsonl") as f:
+            verdicts = {rec["id"]: bool(rec["correct"]) for rec in map(json.loads, f)}
+        out.append(
+            {"step": int(step_dir.name[5:]), **{k: r[k] for k in ("n", "correct", "accuracy", "stderr")}}
+            | {"verdicts": verdicts}
+        )
+    return out
+
+
+def _rl_summary(records: List[dict], validations: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Validation before / after with the paired standard error of the gain; the per-step curves."""
+    from megatron_octo.eval.stats import paired_difference_standard_error
+
+    first, last = validations[0], validations[-1]
+    ids = sorted(first["verdicts"])
+    gain_se = paired_difference_standard_error([first["verdicts"][i] for i in ids], [last["verdicts"][i] for i in ids])
     return {
-        "start": RL_BRANCH,
         "steps": len(records),
         "responses_per_step": records[0]["responses"],
-        "reward_first": mean(first, "reward_mean"),
-        "reward_last": mean(last, "reward_mean"),
-        "accuracy_first": mean(first, "accuracy"),
-        "accuracy_last": mean(last, "accuracy"),
+        "val_before": {k: first[k] for k in ("step", "n", "correct", "accuracy", "stderr")},
+        "val_after": {k: last[k] for k in ("step", "n", "correct", "accuracy", "stderr")},
+        "gain": last["accuracy"] - first["accuracy"],
+        "gain_stderr": gain_se,
+        "validation": [{k: v[k] for k in ("step", "accuracy", "stderr")} for v in validations],
+        "reward": [r["reward_mean"] for r in records],
+        "response_length": [r["response_length_mean"] for r in records],
         "logprob_mismatch_max": max(r["logprob_mismatch"] for r in records),
-        "run_dir": "rl",
-        "plot": "rl_reward.png",
     }
 
 
-def _report(summary: Dict) -> str:
-    data, layouts, std = summary["data"], summary["train"]["layouts"], summary["train"]["stable_then_decay"]
-    rl = summary["rl"]
-    kinds = ", ".join(f"{k} {n:,} docs / {data['tokens'][k]:,} tokens" for k, n in data["documents"].items())
-    layout_rows = "\n".join(
-        f"| {n} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {r['tokens_per_s']:.0f} |"
-        for n, r in layouts["runs"].items()
-    )
-    max_layout_diff = layouts["max_relative_loss_difference_between_layouts"]
-    convert_rows = "\n".join(
-        f"| {name} | `{c['hf_dir']}` | {c['parameters']:,} | {summary['eval'][name]['accuracy']:.1f}% "
-        f"(n={summary['eval'][name]['n']}) |"
-        for name, c in summary["convert"].items()
-    )
-    stage_rows = "\n".join(
-        f"| {n} | {r['steps']} | {r['tokens']:,} | {r['first_loss']:.4f} | {r['final_loss']:.4f} "
-        f"| {r['final_lr']:.2e} |"
-        for n, r in std.items()
-        if isinstance(r, dict)
-    )
-    return f"""# megatron-octo demo
-
-## Data
-Generated math corpus ({kinds}); BPE tokenizer of {data["vocab_size"]} tokens trained on it.
-
-## Train: one run, two parallel layouts
-Recipe `tiny-cpu`, {layouts["steps"]} steps, from the same initial weights on each layout.
-
-| layout | first loss | final loss | tokens/s (CPU) |
-|---|---|---|---|
-{layout_rows}
-
-Largest relative loss difference between layouts at any step: {max_layout_diff:.2e}.
-
-![loss on two layouts]({layouts["plot"]})
-
-## Train: Stable-then-Decay
-The stable stage (constant LR, stable mixture), then the Long, Short and Hybrid decay branches from its last
-checkpoint (cosine to 10% of the LR, each on its own mixture), as OctoThinker runs them at 200B + 20B tokens.
-
-| run | steps | tokens | first loss | final loss | final LR |
-|---|---|---|---|---|---|
-{stage_rows}
-
-![Stable-then-Decay]({std["plot"]})
-
-## Convert and evaluate
-Each decayed branch exported to Hugging Face format (loaded back with transformers) and scored zero-shot on the
-held-out split of the generated corpus. Models this small and this briefly trained are not expected to solve the
-problems: the numbers show the machinery end to end.
-
-| branch | HF directory | parameters | accuracy |
-|---|---|---|---|
-{convert_rows}
-
-## RL: GRPO from the {rl["start"]} branch
-`octo rl` with the transformers rollout engine: {rl["steps"]} steps of {rl["responses_per_step"]:.0f} responses
-(4 problems x 16 samples), the math reward (+1 correct, -1 wrong or no `\\boxed{{}}`), weights synced into the
-engine after every update (largest engine/trainer log-prob mismatch {rl["logprob_mismatch_max"]:.5f}; 1 is exact).
-The prompts are the corpus's identity problems (`What is 7 * 1?`) with their worked steps, so a response only has
-to copy the result into a box: the one skill a model this size picks up in minutes of pre-training, and one it has
-only partly learned after the stable and decay stages. RL turns the partly learned skill into a reliable one, in
-miniature what OctoThinker reports at scale: mid-training leaves the skill within reach and RL makes it reliable
-(dashed: 10-step moving average).
-
-| | first 5 steps | last 5 steps |
-|---|---|---|
-| mean reward | {rl["reward_first"]:+.3f} | {rl["reward_last"]:+.3f} |
-| accuracy | {100 * rl["accuracy_first"]:.1f}% | {100 * rl["accuracy_last"]:.1f}% |
-
-![GRPO reward and accuracy]({rl["plot"]})
-"""
+def rl_stage(workdir: Path, data: Dict, plan: Dict) -> Dict:
+    """GRPO from each branch of ``plan["rl_branches"]`` (side by side), with validation before and during."""
+    runs = [
+        (
+            f"rl-{branch}",
+            "rl",
+            _rl_recipe(workdir, data, plan, branch),
+            workdir / "rl" / branch,
+            [f"train.iters={plan['rl_steps']}", *RL_GEOMETRY],
+        )
+        for branch in plan["rl_branches"]
+    ]
+    records = _octo_many(runs)
+    return {
+        f"decay-{branch}": _rl_summary(records[f"rl-{branch}"], _validations(workdir / "rl" / branch))
+        | {"run_dir": f"rl/{branch}"}
+        for branch in plan["rl_branches"]
+    }
 
 
-def run_demo(workdir: str, overwrite: bool = False, quick: bool = False) -> Path:
-    """Run every stage into ``workdir``; return the path of ``report.md``. ``quick`` shrinks it for tests."""
-    root, plan = Path(workdir), QUICK if quick else FULL
+def run_demo(workdir: str, overwrite: bool = False, quick: bool = False, plan: Optional[Dict] = None) -> Path:
+    """Run every stage into ``workdir``; return the path of ``report.md``. ``quick`` shrinks it for tests; ``plan``
+    replaces entries of the plan (FULL or QUICK)."""
+    import time
+
+    from megatron_octo.demo_report import comparison, plot_comparison, report
+
+    start = time.monotonic()
+    root, plan = Path(workdir), {**(QUICK if quick else FULL), **(plan or {})}
     _prepare(root, overwrite)
-    data = data_stage(root, plan["corpus"])
-    summary = {
+    data = data_stage(root, plan)
+    summary: Dict[str, Any] = {
+        "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
         "data": {k: data[k] for k in ("vocab_size", "documents", "tokens")},
         "train": {
-            "layouts": layout_check(root, plan["layout_steps"]),
+            "layouts": layout_check(root, plan["layout_steps"]) if plan["layout_steps"] else None,
             "stable_then_decay": stable_then_decay(root, data, plan),
         },
     }
     summary["convert"] = convert_stage(root, data)
     summary["eval"] = eval_stage(root, data, plan)
     summary["rl"] = rl_stage(root, data, plan)
+    summary["comparison"] = comparison(summary)
+    plot_comparison(summary, root / "comparison.png")
+    summary["seconds"] = round(time.monotonic() - start, 1)
     atomic_write_text(root / "summary.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(root / "report.md", _report(summary))
+    atomic_write_text(root / "report.md", report(summary))
     return root / "report.md"

@@ -8,7 +8,7 @@ from megatron_octo.commands.common import add_overrides
 
 HELP = {
     "recipe": "list and show the shipped recipes",
-    "demo": "the whole pipeline at toy scale on CPU, with a report",
+    "demo": "OctoThinker in miniature on CPU (stable, decay branches, eval, RL), with a report",
 }
 """One line per command for `octo --help` (the command's parser is built only when it runs)."""
 
@@ -56,10 +56,12 @@ def add_parsers(sub) -> None:
         "demo",
         help=HELP["demo"],
         description=(
-            "Run what megatron-octo can do at toy scale on CPU: generate a math corpus and train its tokenizer, "
-            "train a tiny Llama on one process and on TP=2 x PP=2 (the same loss curve), run a stable stage and "
-            "the three decay branches on the corpus, convert to Hugging Face, evaluate, run a short GRPO stage, "
-            "and write DIR/report.md with plots and DIR/summary.json."
+            "OctoThinker's experiment in miniature, on CPU: generate a synthetic math task (training, held-out and "
+            "RL problems that never overlap) and train its tokenizer, train a tiny Llama on one process and on "
+            "TP=2 x PP=2 (the same loss curve), run a stable stage and the Long / Short / Hybrid decay branches, "
+            "convert to Hugging Face, evaluate each branch on the held-out problems (few-shot and zero-shot), run "
+            "GRPO from each branch with validation before and during RL, and write DIR/report.md (comparison "
+            "table and figures) and DIR/summary.json."
         ),
     )
     p.add_argument("--workdir", default="octo-demo", help="directory for the demo's outputs (default: octo-demo)")

@@ -375,6 +375,13 @@ class RLValidationConfig:
     """Problems per benchmark (None: all)."""
     max_new_tokens: int = 4096
     """Greedy generation cap for validation."""
+    path: Optional[str] = None
+    """JSONL of held-out problems (``prompt`` / ``answer``, the layout of ``rl.prompts.path``) validated instead of
+    ``benchmarks``, reported as ``val_custom``; environment variables are expanded."""
+    at_start: bool = False
+    """Also validate the starting policy before the first step of a fresh run (verl's ``val_before_train``): the
+    accuracy RL starts from, in ``RUN_DIR/validation/step_0000000`` and ``rl_summary.json``'s
+    ``validation_start``."""
 
 
 @dataclass

@@ -6,7 +6,8 @@
 - ``mixtures``: the OctoThinker mixtures (``config/mixtures/*.yaml``); ``blend``: a recipe's mixture as
   Megatron-Core's blended GPTDataset (``data.kind: blend``); ``audit``: target vs realized shares
   (``octo data audit``).
-- ``demo_corpus``: the generated math corpus and BPE tokenizer of ``octo demo``.
+- ``demo_task``, ``demo_corpus``: the synthetic math task of ``octo demo`` (splits that never overlap), written as
+  the four kinds of data, with its BPE tokenizer.
 
 Submodules are imported where used, so importing this package stays cheap.
 """

@@ -1,148 +1,126 @@
-"""The demo corpus: a deterministic synthetic math corpus in the recipe's four kinds of data, a small BPE tokenizer
-trained on it, and its indexed datasets. Nothing is downloaded.
+"""The demo corpus: the demo task's problems (``data.demo_task``: chains of additions and subtractions) written as
+the recipe's four kinds of data, a small BPE tokenizer trained on them, their indexed datasets, and the held-out
+evaluation and RL prompt files. Nothing is downloaded.
 
-Problems have checkable integer answers: arithmetic (``a + b``, ``a - b``, ``a * b``), linear equations
-(``a x + b = c`` with an integer root), two-step word problems (``n`` plus ``k`` groups of ``m``) and identities
-(``a + 0``, ``a - 0``, ``a * 1``). Each kind of
-data renders problems its own way:
+Each kind renders problems its own way, as the OctoThinker sources differ:
 
-- ``web`` (format ``text``): explanatory articles working through a few problems;
-- ``qa`` (format ``qa``): question and a short chain of thought ending in ``\\boxed{answer}``;
-- ``long_cot`` (format ``long_cot``): question, step-by-step reasoning with a check, then the boxed answer;
-- ``chat`` (format ``chat``): a user asking and the assistant solving, sometimes with a follow-up turn.
+- ``web`` (format ``text``): web-like pages of a few worked chains each, in prose or as ``Q: ... A: ... The answer
+  is N.`` exercises (the few-shot layout), between generic sentences; no ``\\boxed{}``;
+- ``qa`` (format ``qa``, the Short branch): the question and a short chain of thought, one line per operation's
+  result, ending in ``The answer is \\boxed{N}.``;
+- ``long_cot`` (format ``long_cot``, the Long branch): R1-style transcripts, the question in a ``User:`` turn and
+  the ``Assistant:`` thinking at length in ``<think>`` (each step stated and restated, then checked by undoing
+  every operation) before the boxed answer; about three times the tokens of a ``qa`` solution;
+- ``chat`` (format ``chat``, instruction data): a user asking and the assistant answering as in ``qa``, sometimes
+  with a follow-up turn.
 
-Every record keeps its problem's ``final_answer`` (decimal text) so answers can be checked. A held-out set of
-problems that no training record contains is written as ``eval.jsonl`` with ``prompt`` / ``answer`` fields (the
-layout of MATH8K), for evaluation. ``rl.jsonl`` holds RL prompts for models far too small to solve the problems:
-identity problems of the training data with their worked steps (``{question}\nAssistant: {steps}``, for the
-template ``User: {question}``), so the response only has to copy the result into ``\boxed{}``.
+Training records come from the task's ``train`` split only. ``eval.jsonl`` holds held-out problems (``prompt`` /
+``answer``, the layout of MATH8K) from the ``eval`` split, ``rl.jsonl`` RL prompts from the ``rl`` split, and
+``few_shot_prompts.json`` a 4-shot prompt set (``DEMO_PROMPT_SET``, training problems as exemplars) in the layout of
+the OctoThinker evaluation's prompt file.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
+
+from megatron_octo.data.demo_task import Problem, TaskSpec, distinct, problems
+
+__all__ = ["Problem", "TaskSpec", "problems", "generate", "build_demo_data", "demo_mixture_sources"]
 
 KINDS = {"web": "text", "qa": "qa", "long_cot": "long_cot", "chat": "chat"}
 """Demo kind -> the ``octo preprocess`` format that reads it."""
-DEFAULT_SIZES = {"web": 300, "qa": 1500, "long_cot": 500, "chat": 500, "eval": 200, "rl": 200}
-"""Records per kind (web: articles of several problems each), held-out evaluation problems, and RL prompts."""
+DEFAULT_SIZES = {"web": 1500, "qa": 3000, "long_cot": 1500, "chat": 1000, "eval": 300, "rl": 400}
+"""Records per kind (web: pages of several problems each), held-out evaluation problems, and RL prompts."""
 SPECIAL_TOKENS = {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>", "pad_token": "<|pad|>"}
 """The demo tokenizer's special tokens (Llama-3 names for BOS/EOS)."""
 DEMO_VOCAB_SIZE = 512
 """Vocabulary of the demo BPE tokenizer (256 byte symbols, 3 special tokens, the rest merges)."""
+DEMO_PROMPT_SET = "demo_chain_4shot"
+"""The few-shot prompt set of the demo's ``few_shot_prompts.json``."""
+FEW_SHOT_EXEMPLARS = 4
 
-
-@dataclass(frozen=True)
-class Problem:
-    """A math problem with its worked steps and integer answer."""
-
-    question: str
-    steps: List[str]
-    answer: int
-    topic: str
-
-
-def _arithmetic(rng: random.Random) -> Problem:
-    op = rng.choice("+-*")
-    a, b = (rng.randint(2, 99), rng.randint(2, 99)) if op == "*" else (rng.randint(10, 999), rng.randint(10, 999))
-    value = {"+": a + b, "-": a - b, "*": a * b}[op]
-    name = {"+": "sum", "-": "difference", "*": "product"}[op]
-    steps = [f"We need the {name} of {a} and {b}.", f"{a} {op} {b} = {value}."]
-    return Problem(f"What is {a} {op} {b}?", steps, value, "arithmetic")
-
-
-def _linear(rng: random.Random) -> Problem:
-    a, x, b = rng.randint(2, 12), rng.randint(-20, 20), rng.randint(-50, 50)
-    c = a * x + b
-    sign, mag = ("+", b) if b >= 0 else ("-", -b)
-    undo = f"subtract {mag} from" if b >= 0 else f"add {mag} to"
-    steps = [
-        f"Start from {a}x {sign} {mag} = {c}.",
-        f"{undo.capitalize()} both sides: {a}x = {c - b}.",
-        f"Divide both sides by {a}: x = {x}.",
-    ]
-    return Problem(f"Solve for x: {a}x {sign} {mag} = {c}.", steps, x, "linear equation")
-
-
-def _word(rng: random.Random) -> Problem:
-    who, item = (
-        rng.choice(["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima"]),
-        rng.choice(["apples", "books", "coins", "marbles", "pencils"]),
-    )
-    n, k, m = rng.randint(2, 50), rng.randint(2, 9), rng.randint(2, 12)
-    total = n + k * m
-    steps = [
-        f"{who} starts with {n} {item}.",
-        f"{k} boxes of {m} hold {k} * {m} = {k * m} {item}.",
-        f"In total: {n} + {k * m} = {total}.",
-    ]
-    question = f"{who} has {n} {item} and buys {k} boxes with {m} {item} each. How many {item} does {who} have now?"
-    return Problem(question, steps, total, "word problem")
-
-
-def _identity(rng: random.Random) -> Problem:
-    """``a + 0``, ``a - 0``, ``a * 1`` for a one-digit ``a``: solvable by copying one digit, which a model of the
-    demo's size can learn within minutes of RL (the demo's RL stage trains on them)."""
-    a = rng.randint(2, 9)
-    op, unit, name, rule = rng.choice(
-        [
-            ("+", 0, "sum", "Adding 0 changes nothing."),
-            ("-", 0, "difference", "Subtracting 0 changes nothing."),
-            ("*", 1, "product", "Multiplying by 1 changes nothing."),
-        ]
-    )
-    steps = [f"We need the {name} of {a} and {unit}.", rule, f"{a} {op} {unit} = {a}."]
-    return Problem(f"What is {a} {op} {unit}?", steps, a, "identity")
-
-
-_GENERATORS: List[Callable[[random.Random], Problem]] = [_arithmetic, _linear, _word, _identity]
-
-
-def problems(rng: random.Random) -> Iterator[Problem]:
-    """An endless stream of problems drawn from ``rng``."""
-    while True:
-        yield rng.choice(_GENERATORS)(rng)
+_OPS = {"+": ("add", "to"), "-": ("subtract", "from")}
 
 
 def boxed(answer: int) -> str:
     return f"The answer is \\boxed{{{answer}}}."
 
 
-def _web(group: List[Problem], rng: random.Random) -> Dict:
-    topic = group[0].topic
-    intro = rng.choice([f"A short guide to {topic}s.", f"Worked examples: {topic}s.", f"Notes on {topic}s."])
-    parts = [intro]
+def short_solution(p: Problem) -> str:
+    """The short chain of thought: one ``a op b = c.`` per operation."""
+    return " ".join(p.steps)
+
+
+def long_reasoning(p: Problem) -> str:
+    """The long chain of thought: each step stated and restated, then a check that undoes every operation."""
+    lines = ["Let me work through this one operation at a time.", f"I start with {p.start}."]
+    value = p.start
+    for (op, b), step in zip(p.ops, p.steps):
+        verb, prep = _OPS[op]
+        value = value + b if op == "+" else value - b
+        lines.append(f"Next I {verb} {b}: {step} Now I have {value}.")
+    undo = []
+    for op, b in reversed(p.ops):
+        back = value - b if op == "+" else value + b
+        undo.append(f"{value} {'-' if op == '+' else '+'} {b} = {back}.")
+        value = back
+    lines.append("Let me double-check by undoing each step: " + " ".join(undo) + f" I am back at {p.start}, good.")
+    lines.append(f"So the final result is {p.answer}.")
+    return "\n".join(lines)
+
+
+_INTROS = [
+    "Mental arithmetic, part {n}: chains of additions and subtractions.",
+    "Practice page {n}. Work left to right and write down every running total.",
+    "Homework help, lesson {n}: adding and taking away one number at a time.",
+    "Arithmetic drills for today. Keep a running total as you go.",
+]
+_FILLER = [
+    "Going one operation at a time keeps mistakes out of the final answer.",
+    "Teachers recommend writing each running total down.",
+    "Adding makes the total bigger; subtracting makes it smaller.",
+    "Check your work by undoing the steps in reverse.",
+    "These exercises take about ten minutes a day.",
+]
+
+
+def _web_example(p: Problem, rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        return f"Q: {p.question}\nA: {short_solution(p)} The answer is {p.answer}."
+    return f"Example: {p.question} Step by step: {short_solution(p)} So the result is {p.answer}."
+
+
+def _web(group: List[Problem], rng: random.Random, n: int) -> Dict:
+    parts = [rng.choice(_INTROS).format(n=n + 1)]
     for p in group:
-        parts.append(f"Example: {p.question} " + " ".join(p.steps) + f" So the result is {p.answer}.")
-    parts.append("Checking each step keeps mistakes out of the final answer.")
+        parts.append(_web_example(p, rng))
+        if rng.random() < 0.3:
+            parts.append(rng.choice(_FILLER))
     return {"text": "\n\n".join(parts), "final_answer": [str(p.answer) for p in group]}
 
 
 def _qa(p: Problem) -> Dict:
-    return {"question": p.question, "answer": " ".join(p.steps) + " " + boxed(p.answer), "final_answer": str(p.answer)}
+    return {"question": p.question, "answer": f"{short_solution(p)} {boxed(p.answer)}", "final_answer": str(p.answer)}
 
 
 def _long_cot(p: Problem) -> Dict:
-    reasoning = "\n".join(
-        [f"Let me think about this {p.topic}."]
-        + p.steps
-        + [
-            f"Let me double-check: the steps give {p.answer}, and redoing them gives {p.answer} again.",
-            "So I am confident.",
-        ]
-    )
-    return {"question": p.question, "reasoning": reasoning, "answer": boxed(p.answer), "final_answer": str(p.answer)}
+    return {
+        "question": f"User: {p.question}\nAssistant:",
+        "reasoning": long_reasoning(p),
+        "answer": boxed(p.answer),
+        "final_answer": str(p.answer),
+    }
 
 
 def _chat(p: Problem, rng: random.Random) -> Dict:
-    ask = rng.choice(["Can you help me with this? ", "Please solve: ", "I am stuck on a problem. "])
+    ask = rng.choice(["", "Can you help me with this? ", "Please solve: ", "Quick question. "])
     messages = [
         {"role": "user", "content": ask + p.question},
-        {"role": "assistant", "content": " ".join(p.steps) + " " + boxed(p.answer)},
+        {"role": "assistant", "content": f"{short_solution(p)} {boxed(p.answer)}"},
     ]
     if rng.random() < 0.3:
         messages += [
@@ -152,42 +130,40 @@ def _chat(p: Problem, rng: random.Random) -> Dict:
     return {"messages": messages, "final_answer": str(p.answer)}
 
 
-def generate(seed: int = 0, sizes: Optional[Dict[str, int]] = None) -> Dict[str, List[Dict]]:
-    """Records per kind (``web``, ``qa``, ``long_cot``, ``chat``) and ``eval``; the same for the same seed.
+def few_shot_prompts(exemplars: List[Problem]) -> Dict:
+    """The demo's few-shot prompt file (the layout of the OctoThinker evaluation's ``few_shot_prompts.json``):
+    one GSM8K-style ``Q:`` / ``A:`` prompt set over training problems."""
+    shots = "\n\n\n".join(f"Q: {p.question}\nA: {short_solution(p)} The answer is {p.answer}." for p in exemplars)
+    return {
+        DEMO_PROMPT_SET: {
+            "description": "4-shot chain-of-thought prompt over the demo task's training problems (Q:/A: format)",
+            "prompt_template": "{few_shot_prompt}\n\n\nQ: {task_input}\nA: {task_output}",
+            "returned_as": "prompt.rstrip()",
+            "stop_words": ["\nQ:", "\n\n"],
+            "few_shot_prompt": shots,
+        }
+    }
 
-    Evaluation problems are drawn first from their own stream and no training record repeats their question.
-    """
-    sizes = {**DEFAULT_SIZES, **(sizes or {})}
-    held_out: Dict[str, Problem] = {}
-    stream = problems(random.Random(f"demo-eval-{seed}"))
-    while len(held_out) < sizes["eval"]:
-        p = next(stream)
-        if p.topic != "identity":  # only 24 exist: held out, they would all be missing from training
-            held_out.setdefault(p.question, p)
+
+def generate(seed: int = 0, sizes: Optional[Dict[str, int]] = None, spec: Optional[TaskSpec] = None) -> Dict:
+    """Records per kind (``web``, ``qa``, ``long_cot``, ``chat``), ``eval`` and ``rl`` problems, and the few-shot
+    prompt file under ``few_shot``; the same for the same seed. Training records are drawn from the task's
+    ``train`` split, ``eval`` / ``rl`` are distinct problems of their own splits."""
+    sizes, spec = {**DEFAULT_SIZES, **(sizes or {})}, spec or TaskSpec()
     rng = random.Random(f"demo-train-{seed}")
-    train = (p for p in problems(rng) if p.question not in held_out)
-    out: Dict[str, List[Dict]] = {"web": [], "qa": [], "long_cot": [], "chat": []}
-    for _ in range(sizes["web"]):
-        first = next(train)
-        group = [first] + [p for p in (next(train) for _ in range(6)) if p.topic == first.topic][:2]
-        out["web"].append(_web(group, rng))
+    train = problems(rng, spec, "train")
+    out: Dict = {"web": [], "qa": [], "long_cot": [], "chat": []}
+    for i in range(sizes["web"]):
+        out["web"].append(_web([next(train) for _ in range(rng.randint(2, 4))], rng, i))
     out["qa"] = [_qa(next(train)) for _ in range(sizes["qa"])]
     out["long_cot"] = [_long_cot(next(train)) for _ in range(sizes["long_cot"])]
     out["chat"] = [_chat(next(train), rng) for _ in range(sizes["chat"])]
-    out["eval"] = [
-        {"id": f"demo-{i}", "prompt": p.question, "answer": str(p.answer), "source": "demo"}
-        for i, p in enumerate(held_out.values())
-    ]
-    rl = (p for p in problems(random.Random(f"demo-rl-{seed}")) if p.topic == "identity")
-    out["rl"] = [
-        {
-            "id": f"demo-rl-{i}",
-            "prompt": f"{p.question}\nAssistant: {' '.join(p.steps)}",
-            "answer": str(p.answer),
-            "source": "demo",
-        }
-        for i, p in zip(range(sizes["rl"]), rl)
-    ]
+    for split in ("eval", "rl"):
+        out[split] = [
+            {"id": f"demo-{split}-{i}", "prompt": p.question, "answer": str(p.answer), "source": "demo"}
+            for i, p in enumerate(distinct(split, sizes[split], f"demo-{split}-{seed}", spec))
+        ]
+    out["few_shot"] = few_shot_prompts([next(train) for _ in range(FEW_SHOT_EXEMPLARS)])
     return out
 
 
@@ -249,18 +225,28 @@ def _write_jsonl(path: Path, records: List[Dict]) -> None:
 
 
 def build_demo_data(
-    workdir: Path, seed: int = 0, sizes: Optional[Dict[str, int]] = None, overwrite: bool = True, log=None
+    workdir: Path,
+    seed: int = 0,
+    sizes: Optional[Dict[str, int]] = None,
+    overwrite: bool = True,
+    log=None,
+    spec: Optional[TaskSpec] = None,
 ) -> Dict:
     """Write the demo corpus, its tokenizer and indexed datasets under ``workdir``; return their paths.
 
-    Layout: ``corpus/{web,qa,long_cot,chat,eval}.jsonl``, ``tokenizer/`` (HF directory), ``datasets/<kind>``
-    (indexed-dataset prefixes). Returns ``{"corpus": {kind: path}, "tokenizer": path, "datasets": {kind: prefix},
-    "vocab_size": int, "documents": {kind: n}, "tokens": {kind: n}}``; paths are ``str``.
+    Layout: ``corpus/{web,qa,long_cot,chat,eval,rl}.jsonl``, ``corpus/few_shot_prompts.json``, ``tokenizer/`` (HF
+    directory), ``datasets/<kind>`` (indexed-dataset prefixes). Returns ``{"corpus": {kind: path}, "prompts": path,
+    "tokenizer": path, "datasets": {kind: prefix}, "vocab_size": int, "documents": {kind: n}, "tokens": {kind: n}}``;
+    paths are ``str``.
     """
     from megatron_octo.data.preprocess import preprocess
+    from megatron_octo.utils.io import atomic_write_text
 
     workdir = Path(workdir)
-    records = generate(seed, sizes)
+    records = generate(seed, sizes, spec)
+    prompts = workdir / "corpus" / "few_shot_prompts.json"
+    prompts.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(prompts, json.dumps(records.pop("few_shot"), indent=2) + "\n")
     corpus = {}
     for kind, rows in records.items():
         corpus[kind] = workdir / "corpus" / f"{kind}.jsonl"
@@ -275,6 +261,7 @@ def build_demo_data(
 
     return {
         "corpus": {k: str(v) for k, v in corpus.items()},
+        "prompts": str(prompts),
         "tokenizer": str(tokenizer_dir),
         "datasets": datasets,
         "vocab_size": vocab_size(load_tokenizer(tokenizer_dir)),

@@ -22,6 +22,7 @@ from megatron_octo.eval.pool import DeadlinePool
 from megatron_octo.eval.prompts import PromptSet, find_prompt_file, load_prompt_sets, zero_shot_prompt
 from megatron_octo.eval.registry import Benchmark, EvalError, EvalItem, get_benchmark, resolve_benchmarks
 from megatron_octo.eval.scoring import DEFAULT_TIMEOUT, extract_prediction, score_predictions
+from megatron_octo.eval.stats import standard_error, wilson_interval
 from megatron_octo.utils.hub import resolve_model_path
 from megatron_octo.utils.progress import Progress
 
@@ -41,17 +42,26 @@ class _Task:
 
 
 def _prepare_tasks(
-    benchmarks, items, data_dir, source, hf_datasets, limit, zero_shot, template, prompts_path, custom_format
+    benchmarks,
+    items,
+    data_dir,
+    source,
+    hf_datasets,
+    limit,
+    zero_shot,
+    template,
+    prompts_path,
+    custom_format,
+    custom_prompt=None,
 ) -> List[_Task]:
     """Load every benchmark's items and prompt set (all user mistakes surface here, before the model loads)."""
     zs = zero_shot_prompt(template) if zero_shot else None
     if items is not None:
-        if zs is None:
-            raise EvalError("custom items are evaluated zero-shot: pass zero_shot=True (--zero-shot) and a template")
+        custom = zs if zs is not None else _custom_prompt_set(prompts_path, custom_prompt)
         loaded = custom_items(items)
         if not loaded:
             raise EvalError("no custom items given; pass at least one {question, answer} item")
-        return [_Task(CUSTOM, custom_format, loaded[:limit] if limit else loaded, zs)]
+        return [_Task(CUSTOM, custom_format, loaded[:limit] if limit else loaded, custom)]
     benches: List[Benchmark] = resolve_benchmarks(benchmarks)
     if source == "local" and data_dir is None:
         raise EvalError(
@@ -78,6 +88,19 @@ def _prepare_tasks(
         assert prompt is not None  # zero-shot has zs; few-shot has prompt_sets
         tasks.append(_Task(b.name, b.answer_format, loaded, prompt))
     return tasks
+
+
+def _custom_prompt_set(prompts_path, custom_prompt) -> PromptSet:
+    """The few-shot prompt set that renders custom items: ``custom_prompt`` of the prompt file ``prompts_path``."""
+    if prompts_path is None or custom_prompt is None:
+        raise EvalError(
+            "custom items are evaluated zero-shot (zero_shot=True and a template) or few-shot with a prompt file "
+            "and the name of its prompt set (prompts_path, custom_prompt)"
+        )
+    sets = load_prompt_sets(find_prompt_file(None, prompts_path))
+    if custom_prompt not in sets:
+        raise EvalError(f"prompt set {custom_prompt} is not in {prompts_path}; choose from {', '.join(sets)}")
+    return sets[custom_prompt]
 
 
 def _evaluate_task(
@@ -131,6 +154,8 @@ def _evaluate_task(
         "n": n,
         "correct": correct,
         "accuracy": round(100.0 * correct / n, 2) if n else 0.0,
+        "stderr": round(standard_error(correct, n), 2),
+        "ci95": [round(x, 2) for x in wilson_interval(correct, n)],
         "no_answer": sum(1 for r in records if r["prediction"] is None),
         "prompt_set": task.prompt.key,
         "generation_s": round(gen_s, 2),
@@ -190,6 +215,7 @@ def run_eval(
     *,
     items: Optional[Sequence[Mapping[str, Any]]] = None,
     custom_format: str = "math",
+    custom_prompt: Optional[str] = None,
     data_dir: Optional[str] = None,
     source: str = "local",
     hf_datasets: Optional[Mapping[str, str]] = None,
@@ -213,14 +239,15 @@ def run_eval(
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> Dict[str, Any]:
     """Evaluate a Hugging Face model directory on benchmarks, or on custom ``items`` ({question, answer} dicts,
-    scored with ``custom_format``, zero-shot).
+    scored with ``custom_format``; zero-shot, or few-shot with the prompt set ``custom_prompt`` of ``prompts_path``).
 
     Few-shot by default (the exact OctoThinker prompts from ``prompts_path`` or beside ``data_dir``); ``zero_shot``
     uses ``template`` and reads answers from the last ``\\boxed{}``. Greedy, ``max_new_tokens`` new tokens. A
     ``generator`` object (``generate(prompts, max_new_tokens, stop, temperature, seed, progress)``) replaces the
     backend (``model_dir`` is then only a label). Returns the results dict (``benchmarks``: per benchmark n,
-    correct, accuracy in %, no_answer; ``average``; ``published`` comparison when the model is one of
-    OctoThinker's or ``published`` names an entry); with ``output_dir`` also writes the report files.
+    correct, accuracy in %, its standard error ``stderr`` and 95% Wilson interval ``ci95`` in %, no_answer;
+    ``average``; ``published`` comparison when the model is one of OctoThinker's or ``published`` names an entry);
+    with ``output_dir`` also writes the report files.
     ``model_dir`` may be a Hub model ID (``org/name[@revision]``, through the Hugging Face cache). ``resume``
     continues an interrupted run in ``output_dir``: the predictions it wrote (complete benchmarks and the chunks of
     an unfinished one) are kept and only the remaining items are generated; its settings must match.
@@ -232,7 +259,17 @@ def run_eval(
     if output_dir is not None:
         report.check_output_dir(output_dir, overwrite, resume)
     tasks = _prepare_tasks(
-        benchmarks, items, data_dir, source, hf_datasets, limit, zero_shot, template, prompts_path, custom_format
+        benchmarks,
+        items,
+        data_dir,
+        source,
+        hf_datasets,
+        limit,
+        zero_shot,
+        template,
+        prompts_path,
+        custom_format,
+        custom_prompt,
     )
     setting = "zero-shot" if zero_shot else "few-shot"
     settings = {

@@ -338,10 +338,14 @@ def _loop(
         layout_extra={"rl": {"algorithm": rl.algorithm, "responses_per_step": rl.prompts_per_step * rl.rollout.n}},
     )
     history: List[Dict[str, float]] = []
+    at_start: Optional[Dict[str, float]] = None
     try:
         with manager:
             syncer = syncer or make_weight_sync(recipe, ctx, engine)
             _sync(parts, syncer, engine)
+            if rl.validation.at_start and start.step == 0:  # the starting policy, once per run
+                index, count, _ = engine_slot(recipe, ctx)
+                at_start = validate_policy(recipe, ctx, engine, tokenizer, run_dir, 0, log, index, count)
             for step in manager.steps():
                 stats = rl_step(
                     step, recipe, ctx, parts, engine, problems, reward_fn, reference, pad_id, critic, syncer
@@ -361,7 +365,7 @@ def _loop(
             writer.close()
         if engine is not None:
             engine.shutdown()
-    return {**manager.summary(), **_summary(history)}
+    return {**manager.summary(), **_summary(history), "validation_start": at_start}
 
 
 def _write_examples(run_dir: Path, step: int, examples: List[dict]) -> None:

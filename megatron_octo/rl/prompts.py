@@ -32,14 +32,15 @@ class Problem:
     answer: str
 
 
-def read_problems(path: Optional[str]) -> List[dict]:
-    """Rows of a prompt JSONL; each needs ``prompt`` (or ``question``/``problem``) and ``answer``."""
+def read_problems(path: Optional[str], field: str = "rl.prompts.path") -> List[dict]:
+    """Rows of a prompt JSONL; each needs ``prompt`` (or ``question``/``problem``) and ``answer``. ``field`` is the
+    recipe field that names the file (for messages)."""
     if path is None:
-        raise PromptError("rl.prompts.path is not set: give a JSONL of prompt/answer problems")
+        raise PromptError(f"{field} is not set: give a JSONL of prompt/answer problems")
     file = Path(os.path.expandvars(path)).expanduser()
     if not file.is_file():
         raise PromptError(
-            f"rl.prompts.path {file} does not exist: give a JSONL with prompt/answer fields "
+            f"{field} {file} does not exist: give a JSONL with prompt/answer fields "
             "(e.g. $OCTO_DATA/rl/math8k_train.jsonl)"
         )
     rows = []

@@ -72,13 +72,21 @@ class ReplayGenerator:
         return out
 
 
-def validation_requests(recipe) -> List[Request]:
-    """Every distinct (prompt, stop strings) the validation benchmarks ask for, in benchmark order."""
+def validation_items(recipe) -> Optional[List[Dict[str, str]]]:
+    """The held-out problems of ``rl.validation.path`` as eval items ({question, answer}), or None (benchmarks)."""
+    from megatron_octo.rl.prompts import read_problems
+
+    path = recipe.rl.validation.path
+    return None if path is None else read_problems(path, "rl.validation.path")
+
+
+def validation_requests(recipe, items: Optional[List[Dict[str, str]]] = None) -> List[Request]:
+    """Every distinct (prompt, stop strings) the validation benchmarks (or ``items``) ask for, in order."""
     from megatron_octo.eval.runner import _prepare_tasks
 
     v = recipe.rl.validation
     tasks = _prepare_tasks(
-        v.benchmarks, None, v.data_dir, "local", None, v.limit, True, recipe.rl.prompts.template, None, "math"
+        v.benchmarks, items, v.data_dir, "local", None, v.limit, True, recipe.rl.prompts.template, None, "math"
     )
     seen, out = set(), []
     for task in tasks:
@@ -118,14 +126,16 @@ def validate_policy(
     engine_index: Optional[int] = None,
     engine_count: Optional[int] = None,
 ) -> Dict[str, float]:
-    """Accuracy (%) per validation benchmark, ``val_<name>``, on every rank (collective over the world). Engines
-    are numbered ``engine_index`` of ``engine_count`` (default: one per data-parallel replica)."""
+    """Accuracy (%) per validation benchmark, ``val_<name>`` (``val_custom`` for ``rl.validation.path``), on every
+    rank (collective over the world). Engines are numbered ``engine_index`` of ``engine_count`` (default: one per
+    data-parallel replica)."""
     from megatron_octo.eval import run_eval
 
     v = recipe.rl.validation
     index = ctx.dp_rank if engine_index is None else engine_index
     count = ctx.dp if engine_count is None else engine_count
-    box: List[Any] = [validation_requests(recipe) if ctx.is_main else None]
+    items = validation_items(recipe) if ctx.is_main else None
+    box: List[Any] = [validation_requests(recipe, items) if ctx.is_main else None]
     dist.broadcast_object_list(box, src=0)
     share = generate_share(engine, tokenizer, box[0], index, count, v.max_new_tokens) if engine is not None else {}
     gathered: List[Any] = [None] * dist.get_world_size()
@@ -136,6 +146,7 @@ def validate_policy(
         results = run_eval(
             None,
             v.benchmarks,
+            items=items,
             data_dir=v.data_dir,
             zero_shot=True,
             template=recipe.rl.prompts.template,

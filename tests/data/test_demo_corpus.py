@@ -9,7 +9,7 @@ import pytest
 
 from megatron_octo.data.demo_corpus import build_demo_data, demo_mixture_sources, generate
 
-SMALL = {"web": 10, "qa": 40, "long_cot": 10, "chat": 10, "eval": 20}
+SMALL = {"web": 10, "qa": 40, "long_cot": 10, "chat": 10, "eval": 20, "rl": 20}
 
 
 @pytest.fixture(scope="module")
@@ -22,38 +22,43 @@ def test_same_seed_same_corpus_other_seed_other_corpus():
     assert generate(0, SMALL)["qa"] != generate(1, SMALL)["qa"]
 
 
-def _check(question: str, answer: int) -> None:
-    """Recompute the answer from the question text (independently of the generator)."""
-    if m := re.fullmatch(r"What is (\d+) ([-+*]) (\d+)\?", question):
-        a, op, b = int(m[1]), m[2], int(m[3])
-        assert answer == {"+": a + b, "-": a - b, "*": a * b}[op]
-    elif m := re.fullmatch(r"Solve for x: (\d+)x ([-+]) (\d+) = (-?\d+)\.", question):
-        a, sign, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
-        assert a * answer + (b if sign == "+" else -b) == c
-    else:
-        m = re.fullmatch(r"\w+ has (\d+) \w+ and buys (\d+) boxes with (\d+) \w+ each\. How many .*", question)
-        assert m, question
-        assert answer == int(m[1]) + int(m[2]) * int(m[3])
+def _solve(question: str) -> int:
+    """The answer recomputed from the question text (independently of the generator)."""
+    m = re.fullmatch(r"(?:User: )?What is (\d+)((?: [-+] \d+)+)\?(?:\nAssistant:)?", question)
+    assert m, question
+    value = int(m[1])
+    for op, b in re.findall(r" ([-+]) (\d+)", m[2]):
+        value = value + int(b) if op == "+" else value - int(b)
+    return value
 
 
-def test_answers_check_out_and_are_boxed():
+def test_answers_check_out_and_each_kind_has_its_format():
     data = generate(0, SMALL)
     for r in data["qa"]:
-        _check(r["question"], int(r["final_answer"]))
-        assert r["answer"].endswith(f"\\boxed{{{r['final_answer']}}}.")
+        assert int(r["final_answer"]) == _solve(r["question"])
+        assert r["answer"].endswith(f"The answer is \\boxed{{{r['final_answer']}}}.")
     for r in data["long_cot"]:
-        _check(r["question"], int(r["final_answer"]))
-    for r in data["eval"]:
-        _check(r["prompt"], int(r["answer"]))
+        assert int(r["final_answer"]) == _solve(r["question"])
+        assert r["question"].startswith("User: ") and "double-check" in r["reasoning"]
+    long = sum(len(r["reasoning"]) for r in data["long_cot"]) / len(data["long_cot"])
+    short = sum(len(r["answer"]) for r in data["qa"]) / len(data["qa"])
+    assert long > 2.5 * short  # the Long branch's reasoning is several times the Short one's
+    assert not any("boxed" in r["text"] for r in data["web"])
+    for r in data["eval"] + data["rl"]:
+        assert int(r["answer"]) == _solve(r["prompt"])
     assert {m["role"] for r in data["chat"] for m in r["messages"]} == {"user", "assistant"}
 
 
-def test_held_out_problems_are_not_in_training():
+def test_held_out_and_rl_problems_are_not_in_training():
+    from megatron_octo.data.demo_task import split_of
+
     data = generate(0, {**SMALL, "qa": 400})
-    held_out = {r["prompt"] for r in data["eval"]}
-    assert len(held_out) == SMALL["eval"]
-    seen = json.dumps({k: v for k, v in data.items() if k != "eval"})
-    assert not any(json.dumps(q)[1:-1] in seen for q in held_out)
+    held_out, rl = {r["prompt"] for r in data["eval"]}, {r["prompt"] for r in data["rl"]}
+    assert len(held_out) == SMALL["eval"] and len(rl) == SMALL["rl"] and not held_out & rl
+    seen = json.dumps({k: v for k, v in data.items() if k not in ("eval", "rl")})
+    questions = set(re.findall(r"What is \d+(?: [-+] \d+)+\?", seen))
+    assert questions and {split_of(q) for q in questions} == {"train"}
+    assert not questions & (held_out | rl)
 
 
 def test_build_demo_data_writes_corpus_tokenizer_and_datasets(demo):
@@ -69,7 +74,9 @@ def test_build_demo_data_writes_corpus_tokenizer_and_datasets(demo):
     first = json.loads(open(out["corpus"]["qa"]).readline())
     assert tok.decode(qa[0].tolist()) == (f"<|begin_of_text|>User: {first['question']}\nAssistant: "
                                           f"{first['answer']}<|end_of_text|>")
-    assert len(open(out["corpus"]["eval"]).readlines()) == 20
+    assert len(open(out["corpus"]["eval"]).readlines()) == 20 and len(open(out["corpus"]["rl"]).readlines()) == 20
+    prompt_set = json.loads(open(out["prompts"]).read())["demo_chain_4shot"]
+    assert prompt_set["few_shot_prompt"].count("Q: What is ") == 4
 
 
 def test_mixtures_on_the_demo_data(demo, tmp_path):

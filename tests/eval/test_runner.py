@@ -95,6 +95,28 @@ def test_custom_items_scored_from_their_boxes():
     assert res["benchmarks"]["custom"]["correct"] == 2
 
 
+def test_custom_items_few_shot_with_a_prompt_set(tmp_path):
+    prompts = tmp_path / "few_shot_prompts.json"
+    prompts.write_text(json.dumps({"toy_2shot": {
+        "prompt_template": "{few_shot_prompt}\n\nQ: {task_input}\nA: {task_output}", "returned_as": "prompt.rstrip()",
+        "stop_words": ["\nQ:"], "few_shot_prompt": "Q: 1 + 1?\nA: The answer is 2.\n\nQ: 2 + 2?\nA: The answer is 4."}}))
+    items = [{"question": "3 + 3?", "answer": "6"}, {"question": "4 + 4?", "answer": "8"},
+             {"question": "5 + 5?", "answer": "10"}, {"question": "6 + 6?", "answer": "12"}]
+    replies = {"3 + 3?": " The answer is 6.", "4 + 4?": " The answer is 9.", "5 + 5?": " The answer is 10.",
+               "6 + 6?": " I do not know."}
+    gen = ScriptedGenerator(replies)
+    res = run_eval("m", items=items, prompts_path=str(prompts), custom_prompt="toy_2shot", generator=gen,
+                   show_progress=False, log=lambda s: None)
+    r = res["benchmarks"]["custom"]
+    assert (res["mode"], r["n"], r["correct"], r["no_answer"]) == ("few-shot", 4, 2, 1)
+    assert gen.calls[0]["stop"] == ("\nQ:",)
+    # binomial standard error and Wilson interval of 2/4, by hand: sqrt(.5 * .5 / 4) = 0.25; Wilson at z = 1.96:
+    # centre (0.5 + 0.4802) / 1.9604 = 0.5, half 1.96 * sqrt(0.0625 + 0.0600) / 1.9604 = 0.3498
+    assert r["stderr"] == 25.0 and r["ci95"] == pytest.approx([15.0, 85.0], abs=0.05)
+    with pytest.raises(EvalError, match="prompt set nope is not in"):
+        run_eval("m", items=items, prompts_path=str(prompts), custom_prompt="nope", generator=gen)
+
+
 @pytest.mark.parametrize(
     "kwargs, error, fragment",
     [

@@ -29,3 +29,25 @@ def test_sharded_validation_equals_rank0_validation(toy_model, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=str(REPO))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "VALIDATION OK" in proc.stdout
+
+
+def test_validation_on_a_held_out_file(tmp_path):
+    """rl.validation.path: the file's problems, rendered with the RL template, replace the benchmarks."""
+    import pytest
+
+    from megatron_octo.config import load_recipe
+    from megatron_octo.rl.prompts import PromptError
+    from megatron_octo.rl.validation import validation_items, validation_requests
+
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text('{"prompt": "What is 1 + 2?", "answer": "3"}\n{"prompt": "What is 4 - 1?", "answer": 3}\n')
+    recipe = load_recipe("tiny-cpu-grpo", [f"rl.validation.path={held_out}", "rl.validation.at_start=true",
+                                           "rl.prompts.template=user_assistant"])
+    assert recipe.rl.validation.at_start
+    items = validation_items(recipe)
+    assert items == [{"question": "What is 1 + 2?", "answer": "3"}, {"question": "What is 4 - 1?", "answer": "3"}]
+    requests = validation_requests(recipe, items)
+    assert [p for p, _ in requests] == ["User: What is 1 + 2?\nAssistant:", "User: What is 4 - 1?\nAssistant:"]
+    missing = load_recipe("tiny-cpu-grpo", [f"rl.validation.path={tmp_path / 'nope.jsonl'}"])
+    with pytest.raises(PromptError, match="rl.validation.path .* does not exist"):
+        validation_items(missing)
