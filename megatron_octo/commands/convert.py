@@ -40,6 +40,8 @@ def _cmd_convert(args) -> int:
     )
     for note in result.notes:
         print(f"octo: note: {note}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"octo: warning: {warning}", file=sys.stderr)
     if result.verify is not None:
         print(result.verify.line())
     print(f"wrote {result.output}: {result.tensors} tensors, {human_bytes(result.bytes)} in {result.seconds:.1f} s")

@@ -431,8 +431,10 @@ class RLConfig:
     reward: str = "default"
     """Reward variant of ``megatron_octo.rl.reward`` (``default``: +1 correct, -1 wrong or no box)."""
     init: Optional[str] = None
-    """The starting policy: a Hugging Face model directory or a Megatron-Core checkpoint (``DIR[:STEP]``);
-    also the reference model when ``kl_coef > 0``. ``checkpoint.load`` is not used by RL."""
+    """The starting policy: one of our checkpoints (``DIR[:STEP]``, a run directory), a Hugging Face model directory
+    or Hub model ID, or a Megatron-LM checkpoint (save folder, ``iter_N`` / ``release`` folder, ``DIR:STEP``); what is
+    not ours is converted once into ``RUN_DIR/init``. It gives the model (see ``ModelConfig``), and the reference
+    model when ``kl_coef > 0``. ``checkpoint.load`` is not used by RL."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     validation: RLValidationConfig = field(default_factory=RLValidationConfig)

@@ -312,8 +312,8 @@ def validate_rl(recipe: RecipeConfig, dp: int = 1) -> None:
     _check_choices(recipe, RL_CHOICES)
     _require(
         rl.init is not None,
-        "rl.init is not set: give the starting policy (a Hugging Face model directory or a "
-        "Megatron-Core checkpoint DIR[:STEP])",
+        "rl.init is not set: give the starting policy (a Hugging Face model directory or Hub ID, or a "
+        "Megatron-Core checkpoint DIR[:STEP], ours or Megatron-LM's)",
     )
     _require(rl.prompts.path is not None, "rl.prompts.path is not set: give a JSONL of prompt/answer problems")
     _require(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from megatron_octo.config.choices import CONVERT_FORMATS
-from megatron_octo.convert import sources
+from megatron_octo.convert import megatron_lm, sources
 from megatron_octo.convert.errors import ConvertError, VerifyError
 from megatron_octo.convert.options import DEFAULT_MAX_SHARD, ConvertResult, Options, parse_size
 from megatron_octo.utils.io import check_writable_dir
@@ -67,6 +67,7 @@ def _write(
 ) -> ConvertResult:
     from megatron_octo.convert import writers
 
+    warnings: list = []
     with writers.staged_output(output, opts.overwrite, (input_path, source.path)) as tmp:
         if dst == "hf":
             tensors, nbytes, seconds, notes = writers.write_hf(source, tmp, opts, max_shard_size)
@@ -74,12 +75,14 @@ def _write(
         elif dst == "mcore":
             tensors, nbytes, seconds, notes = writers.write_mcore(source, tmp, opts, tp, pp)
             written = writers.mcore_checkpoint_dir(tmp)
+            caveat = megatron_lm.loading_caveat(source.cfg)  # the output is a Megatron-LM save folder
+            warnings += [caveat] if caveat else []
         else:
             from megatron_octo.convert.nemo import write_nemo
 
             tensors, nbytes, seconds, notes = write_nemo(source, tmp, output, opts, tp, pp)
             written = tmp
-        result = ConvertResult(output, tensors, nbytes, seconds, notes=list(source.notes) + notes)
+        result = ConvertResult(output, tensors, nbytes, seconds, notes=list(source.notes) + notes, warnings=warnings)
         if opts.verify:
             result.verify = _verified(source, dst, written, opts)
     return result

@@ -228,6 +228,7 @@ def model_args(cfg: ModelConfig, tp: int, pp: int) -> dict:
         rope_scaling_factor=float(cfg.rope_scaling_factor if cfg.rope_scaling_factor is not None else 8.0),
         normalization="RMSNorm",
         norm_epsilon=float(cfg.norm_epsilon),
+        layernorm_epsilon=float(cfg.norm_epsilon),  # the attribute Megatron-LM 0.16's --norm-epsilon sets
         apply_layernorm_1p=False,
         qk_layernorm=False,
         swiglu=True,
@@ -252,6 +253,58 @@ def model_args(cfg: ModelConfig, tp: int, pp: int) -> dict:
         context_parallel_size=1,
         ckpt_format="torch_dist",
     )
+
+
+# What Megatron-LM core_v0.16.1 does with a checkpoint's model that its args do not decide.
+MEGATRON_LM_ROPE_SCALING = (8.0, 1.0, 4.0, 8192)
+"""(factor, low_freq_factor, high_freq_factor, original_max_position_embeddings) of the llama3 RoPE scaling
+Megatron-LM core_v0.16.1's GPT model applies under ``--use-rope-scaling``, whatever else it is given: its
+gpt_builders.py passes GPTModel ``rope_scaling`` but no ``rope_scaling_factor`` (GPTModel's default 8.0;
+``--rope-scaling-factor`` reaches only the multimodal models), and ``RotaryEmbedding._apply_scaling`` is never
+given the other three (its defaults 1, 4, 8192)."""
+MEGATRON_LM_NORM_EPSILON = 1e-5
+"""Megatron-LM's ``--norm-epsilon`` default (TransformerConfig.layernorm_epsilon)."""
+
+
+def loading_caveat(cfg: ModelConfig) -> Optional[str]:
+    """One line on what Megatron-LM (core_v0.16.1) builds differently from ``cfg`` when it loads a checkpoint of it,
+    and what to pass it, or None. Its ``load_args_from_checkpoint`` restores neither ``use_rope_scaling`` nor the
+    norm epsilon (no ``_set_arg`` for them), so ``--use-checkpoint-args`` alone builds the model without RoPE scaling
+    and with epsilon 1e-5; a llama3 scaling other than ``MEGATRON_LM_ROPE_SCALING`` no flag reproduces."""
+    factor = cfg.rope_scaling_factor
+    scaled = factor is not None
+    eps = float(cfg.norm_epsilon)
+    other_eps = eps != MEGATRON_LM_NORM_EPSILON
+    if not scaled and not other_eps:
+        return None
+    built = (["without RoPE scaling"] if scaled else []) + (
+        [f"with norm epsilon {MEGATRON_LM_NORM_EPSILON:g}, not {eps:g}"] if other_eps else []
+    )
+    flags = (["--use-rope-scaling"] if scaled else []) + ([f"--norm-epsilon {eps:g}"] if other_eps else [])
+    restore = (
+        f"--use-checkpoint-args builds the model {' and '.join(built)} (load_args_from_checkpoint does not "
+        f"restore {'them' if len(built) > 1 else 'it'}): pass {' '.join(flags)}"
+    )
+    if factor is not None:
+        ours = (
+            float(factor),
+            float(cfg.rope_low_freq_factor),
+            float(cfg.rope_high_freq_factor),
+            int(cfg.rope_original_max_position),
+        )
+        if ours != MEGATRON_LM_ROPE_SCALING:
+            return (
+                f"Megatron-LM core_v0.16.1 will not reproduce this model: under --use-rope-scaling it applies "
+                f"llama3 RoPE scaling {_scaling(MEGATRON_LM_ROPE_SCALING)} (this model: {_scaling(ours)}) and no "
+                f"flag changes that (gpt_builders.py ignores --rope-scaling-factor; RotaryEmbedding._apply_scaling "
+                f"fixes the other three), so its logits will differ from ours; its {restore}"
+            )
+    return f"loading this checkpoint in Megatron-LM core_v0.16.1: {restore}"
+
+
+def _scaling(values) -> str:
+    factor, low, high, original = values
+    return f"factor {factor:g}, low {low:g}, high {high:g}, original max {original}"
 
 
 def common_state(

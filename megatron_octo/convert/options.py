@@ -63,6 +63,9 @@ class ConvertResult:
     """The ``verify.VerifyResult`` when ``verify`` was asked for."""
     notes: List[str] = field(default_factory=list)
     """Things the caller should tell the user (e.g. no tokenizer files were found)."""
+    warnings: List[str] = field(default_factory=list)
+    """Things the caller must warn the user about (e.g. what Megatron-LM builds differently from an --to mcore
+    output: ``megatron_lm.loading_caveat``)."""
 
 
 def target_dtype(opts: Options, source: torch.dtype) -> torch.dtype:

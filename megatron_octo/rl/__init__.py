@@ -28,11 +28,11 @@ def rl(recipe, run_dir: Path, overwrite: bool = False, reward_fn=None) -> Dict[s
 def export_policy(run_dir: Path, tokenizer_dir: Optional[str] = None) -> Path:
     """The newest checkpoint of ``run_dir`` as a Hugging Face model in ``RUN_DIR/hf`` (replacing an older export)."""
     from megatron_octo.convert import mcore_to_hf
-    from megatron_octo.rl.setup import INIT_DIR
     from megatron_octo.training.checkpoint import CheckpointError, resolve
+    from megatron_octo.training.start import INIT_DIR
 
     out = run_dir / "hf"
-    try:  # the tokenizer kept with the conversion of a Hugging Face rl.init (a save folder: tracker + release/)
+    try:  # the tokenizer kept with the conversion of an rl.init that is not ours (a save folder: tracker + release/)
         assets: Optional[Path] = resolve(str(run_dir / INIT_DIR)) / "hf_assets"
     except CheckpointError:
         assets = None

@@ -1,5 +1,6 @@
-"""What an RL run starts from: the starting weights (a Hugging Face directory, converted once into the run
-directory, or a Megatron-Core checkpoint), the tokenizer, the rollout engine, the reference model and the reward."""
+"""What an RL run starts from: the starting weights (one of our checkpoints, or a Hugging Face model or Megatron-LM
+checkpoint converted once into the run directory), the tokenizer, the rollout engine, the reference model and the
+reward."""
 
 from __future__ import annotations
 
@@ -16,103 +17,66 @@ from megatron_octo.errors import OctoError
 from megatron_octo.parallel import ParallelContext
 from megatron_octo.rl.engines import RolloutEngine, TransformersEngine, VLLMRolloutEngine
 from megatron_octo.training import checkpoint as ckpt
+from megatron_octo.training.start import HF, MEGATRON_LM, Origin, locate, prepare_source
 
 COLLECTIVE_TIMEOUT_S = 4 * 3600
 """How long a rank may wait in a collective: while a rollout rank generates (or rank 0 validates), the other ranks
 of its group wait in a broadcast, for much longer than training's 10 minutes at 4,096-8,192-token responses."""
-INIT_DIR = "init"
-"""``RUN_DIR/init``: the Megatron-Core conversion of a Hugging Face ``rl.init``."""
 
 
 class RLSetupError(OctoError, ValueError):
     """The RL run cannot start as configured; the message names the problem and the fix."""
 
 
-def _is_hf_dir(path: Path) -> bool:
-    return (path / "config.json").is_file()
-
-
-def _tokenizer_dir(recipe: RecipeConfig, init: Path, source: Optional[Path]) -> Path:
-    from megatron_octo.convert.sources import find_tokenizer as _find_tokenizer
-    from megatron_octo.convert.sources import tokenizer_in as _tokenizer_in
+def _tokenizer_dir(recipe: RecipeConfig, point: Origin) -> Path:
+    from megatron_octo.convert import megatron_lm
+    from megatron_octo.convert.sources import find_tokenizer, tokenizer_in
 
     for candidate in (recipe.rl.prompts.tokenizer, recipe.data.tokenizer):
         if candidate:
             return Path(candidate)
-    found = _tokenizer_in(init) if source is None else _find_tokenizer(source, None)
+    if point.kind == HF:
+        found = tokenizer_in(point.path)
+    else:  # ours (hf_assets, the run's recipe) or Megatron-LM's (the HF tokenizer its args name)
+        found = find_tokenizer(point.path, None)
+        if found is None and point.kind == MEGATRON_LM:
+            found = megatron_lm.named_tokenizer(point.path)
     if found is None:
-        raise RLSetupError(f"no tokenizer found beside {init}: set rl.prompts.tokenizer=DIR")
+        raise RLSetupError(f"no tokenizer found beside rl.init={recipe.rl.init}: set rl.prompts.tokenizer=DIR")
     return found
 
 
-@dataclasses.dataclass
-class StartingPoint:
-    """``rl.init`` resolved, before anything is written: a Hugging Face directory (``checkpoint`` None: converted
-    into ``RUN_DIR/init`` by ``materialize``) or a Megatron-Core ``checkpoint``."""
+def starting_point(recipe: RecipeConfig) -> Origin:
+    """Resolve ``rl.init`` (reads only): one of our checkpoints, a Hugging Face model directory or Hub ID, or a
+    Megatron-LM checkpoint (``training.start.locate``); a one-line RLSetupError when it names none."""
+    from megatron_octo.convert.errors import ConvertError
 
-    init: Path
-    checkpoint: Optional[Path]
-
-
-def starting_point(recipe: RecipeConfig) -> StartingPoint:
-    """Resolve ``rl.init`` (reads only)."""
-    init = Path(
-        str(recipe.rl.init).rsplit(":", 1)[0] if not Path(str(recipe.rl.init)).exists() else str(recipe.rl.init)
-    )
-    if _is_hf_dir(init):
-        return StartingPoint(init=init, checkpoint=None)
     try:
-        return StartingPoint(init=init, checkpoint=ckpt.resolve(str(recipe.rl.init)))
-    except ckpt.CheckpointError as exc:
+        return locate(str(recipe.rl.init))
+    except (ckpt.CheckpointError, ConvertError) as exc:
         raise RLSetupError(f"rl.init: {exc}") from None
 
 
-def load_tokenizer(recipe: RecipeConfig, point: StartingPoint):
+def load_tokenizer(recipe: RecipeConfig, point: Origin):
     """The tokenizer of the run: ``rl.prompts.tokenizer``, ``data.tokenizer``, or the one beside ``rl.init``."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(_tokenizer_dir(recipe, point.init, point.checkpoint)))
+    return AutoTokenizer.from_pretrained(str(_tokenizer_dir(recipe, point)))
 
 
-def _converted_from(init_dir: Path) -> Optional[str]:
-    """The Hugging Face directory ``RUN_DIR/init`` was converted from (its lineage), or None if unreadable."""
-    try:  # a conversion's output is a Megatron-LM save folder (tracker + release/)
-        lineage = ckpt.read_meta(ckpt.resolve(str(init_dir))).lineage
-    except (ckpt.CheckpointError, ValueError, TypeError):
-        return None
-    return lineage[0]["path"] if lineage else None
-
-
-def materialize(recipe: RecipeConfig, point: StartingPoint, run_dir: Path, ctx: ParallelContext, log) -> RecipeConfig:
-    """The recipe with ``checkpoint.load`` pointing at the starting weights (collective).
-
-    A Hugging Face ``rl.init`` is converted by rank 0 into ``RUN_DIR/init`` for this TP/PP, once: a resumed run
-    finds it there. An ``init`` converted from another directory (``rl.init`` changed before the first checkpoint)
-    is replaced."""
-    source = point.checkpoint
-    if source is None:
-        source = run_dir / INIT_DIR
-        if ctx.is_main:
-            was = _converted_from(source) if source.exists() else None
-            if was is None or was != str(point.init.resolve()):
-                from megatron_octo.convert import hf_to_mcore
-
-                if source.exists():
-                    log(
-                        f"[octo rl] {source} was converted from {was or 'an unknown source'}, not {point.init}: "
-                        "converting again"
-                    )
-                log(f"[octo rl] converting {point.init} to Megatron-Core ({source})")
-                hf_to_mcore(
-                    str(point.init),
-                    str(source),
-                    tp=ctx.tp,
-                    pp=ctx.pp,
-                    make_vocab_size_divisible_by=recipe.model.make_vocab_size_divisible_by,
-                    quiet=True,
-                    overwrite=source.exists(),
-                )
-        dist.barrier()
+def materialize(recipe: RecipeConfig, point: Origin, run_dir: Path, ctx: ParallelContext, log) -> RecipeConfig:
+    """The recipe with ``checkpoint.load`` pointing at the starting weights (collective): ``rl.init`` itself when
+    it is one of our checkpoints, else its conversion into ``RUN_DIR/init`` for this TP/PP, made once by rank 0
+    (``training.start.prepare_source``, the path ``checkpoint.load`` takes too: a resumed run finds it there; one
+    made from another source, ``rl.init`` changed before the first checkpoint, is replaced)."""
+    source = prepare_source(
+        str(recipe.rl.init),
+        run_dir,
+        tp=ctx.tp,
+        pp=ctx.pp,
+        divisible=recipe.model.make_vocab_size_divisible_by,
+        log=log,
+    )
     return dataclasses.replace(
         recipe, checkpoint=dataclasses.replace(recipe.checkpoint, load=str(source), branch_from=None)
     )

@@ -25,7 +25,7 @@ import shutil
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import torch.distributed as dist
 
@@ -247,7 +247,7 @@ def _agreed_reason(exc: BaseException, found: Optional[str], guessed: Optional[s
 
     if not isinstance(exc, CheckpointException) or not dist.is_initialized() or dist.get_world_size() == 1:
         return found or guessed
-    views: List[Optional[tuple]] = [None] * dist.get_world_size()
+    views: List[Any] = [None] * dist.get_world_size()  # each rank's (found, guessed)
     dist.all_gather_object(views, (found, guessed))
     return next((f for f, _ in views if f), None) or next((g for _, g in views if g), None)
 

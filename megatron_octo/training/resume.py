@@ -189,6 +189,7 @@ def restore(
             tp=recipe.parallel.tp,
             pp=recipe.parallel.pp,
             divisible=recipe.model.make_vocab_size_divisible_by,
+            log=log,
         )
         meta = ckpt.load(source, parts, with_optimizer=False)
         parts.optimizer.reload_model_params()  # main (fp32) params take the loaded weights

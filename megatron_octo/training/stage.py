@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
@@ -199,6 +200,15 @@ def write_summary(path: Path, summary: Dict) -> bool:
     return True
 
 
+def megatron_lm_warning(recipe: RecipeConfig) -> Optional[str]:
+    """What Megatron-LM builds differently from the model of the checkpoints this stage saves (they are Megatron-LM
+    save folders: ``convert.megatron_lm.loading_caveat``), or None (no checkpoints, or nothing to say). Said once,
+    when the stage has accepted its recipe, as ``octo convert --to mcore`` says it of its output."""
+    from megatron_octo.convert.megatron_lm import loading_caveat
+
+    return loading_caveat(recipe.model) if recipe.checkpoint.save else None
+
+
 def world_check(spec: StageSpec, recipe: RecipeConfig, world_size: int) -> int:
     """The data-parallel size for ``world_size`` processes, or a ``ConfigError``: the layout, then the stage's
     batch geometry (``train.global_batch`` for training, RL's own for RL)."""
@@ -253,6 +263,9 @@ def run_stage(
             atomic_write_text(run_dir / "recipe.yaml", to_yaml(recipe))
             if aside is not None:
                 keep_new_run(aside)
+            warning = megatron_lm_warning(recipe)
+            if warning:
+                print(f"octo: warning: {warning}", file=sys.stderr, flush=True)
         summary = session()
         if ctx.is_main:
             if finish is not None:

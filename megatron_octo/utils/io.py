@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 from megatron_octo.errors import OctoError
 
@@ -53,7 +53,9 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 def _related(exc: BaseException) -> list:
     """``exc`` and every exception behind it: ``__cause__``/``__context__`` and torch.distributed.checkpoint's
     ``CheckpointException.failures`` (each rank's exception, or (exception, traceback))."""
-    seen, todo, out = set(), [exc], []
+    seen: set = set()
+    todo: List[Optional[BaseException]] = [exc]
+    out: List[BaseException] = []
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:

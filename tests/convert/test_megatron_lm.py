@@ -158,15 +158,13 @@ RUN_ARGS = ["--use-checkpoint-args", "--tokenizer-type", "NullTokenizer", "--see
 
 
 def not_restored_by_megatron_lm(ckpt: Path) -> list:
-    """The model args Megatron-LM's load_args_from_checkpoint does not restore (it has no _set_arg for them), given
-    explicitly from the args we recorded: the norm epsilon and RoPE scaling."""
-    from megatron_octo.training.checkpoint import resolve
+    """The flags our warning (``megatron_lm.loading_caveat``) tells a Megatron-LM user to pass for the model args
+    its load_args_from_checkpoint does not restore (no _set_arg for them): the norm epsilon and RoPE scaling."""
+    from megatron_octo.convert.megatron_lm import loading_caveat
+    from megatron_octo.convert.sources import model_config_of
 
-    args = torch.load(resolve(str(ckpt)) / "common.pt", weights_only=False)["args"]
-    extra = ["--norm-epsilon", str(args.norm_epsilon)]
-    if args.use_rope_scaling:
-        extra += ["--use-rope-scaling", "--rope-scaling-factor", str(args.rope_scaling_factor)]
-    return extra
+    warning = loading_caveat(model_config_of(ckpt)[0])
+    return warning.rsplit(": pass ", 1)[1].split() if warning else []
 
 
 def megatron_lm(tmp_path: Path, tokens: torch.Tensor, vocab: int, args, save_iteration=None) -> tuple:
@@ -303,7 +301,115 @@ def test_octo_train_from_a_legacy_megatron_lm_checkpoint(tmp_path):
                            "optimizer.weight_decay=0", "logging.tensorboard=false"],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pass --norm-epsilon 1e-06" in proc.stderr  # the model's epsilon, which Megatron-LM would not restore
     assert (run / "init" / "latest_checkpointed_iteration.txt").read_text() == "release"
     hf = mcore_to_hf(run, tmp_path / "hf", quiet=True).output
     ids, expected = torch.load(DATA / "legacy" / "tokens.pt"), torch.load(DATA / "legacy" / "logits.pt")
     assert (hf_logits(hf, ids) - expected).abs().max() <= ATOL
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# What Megatron-LM builds differently from a model we write for it: a one-line warning, checked against its own code
+# --------------------------------------------------------------------------------------------------------------------
+
+# Megatron-LM core_v0.16.1 under --use-rope-scaling: factor 8 (GPTModel's default; gpt_builders.py passes no factor),
+# low 1, high 4, original 8192 (RotaryEmbedding._apply_scaling's defaults); --norm-epsilon defaults to 1e-5.
+MEGATRON_LM_SCALING = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                       "original_max_position_embeddings": 8192, "rope_type": "llama3"}
+
+
+def _model(**fields):
+    from megatron_octo.config.schema import ModelConfig
+
+    return ModelConfig(**{"family": "llama", "rope_scaling_factor": None, "norm_epsilon": 1e-5, **fields})
+
+
+@pytest.mark.parametrize("fields, says, not_said", [
+    ({"rope_scaling_factor": 32.0}, ["will not reproduce this model", "RoPE scaling factor 8, low 1, high 4, "
+      "original max 8192 (this model: factor 32, low 1, high 4, original max 8192)", "pass --use-rope-scaling"],
+     ["--norm-epsilon"]),
+    ({"rope_scaling_factor": 8.0, "rope_original_max_position": 64}, ["(this model: factor 8, low 1, high 4, "
+      "original max 64)"], []),
+    ({"rope_scaling_factor": 8.0, "norm_epsilon": 1e-6}, [
+        "builds the model without RoPE scaling and with norm epsilon 1e-05, not 1e-06",
+        "pass --use-rope-scaling --norm-epsilon 1e-06"], ["will not reproduce"]),
+    ({"norm_epsilon": 1e-6}, ["with norm epsilon 1e-05, not 1e-06", "pass --norm-epsilon 1e-06"],
+     ["RoPE", "--use-rope-scaling"]),
+])
+def test_what_megatron_lm_builds_differently_is_one_line(fields, says, not_said):
+    from megatron_octo.convert.megatron_lm import loading_caveat
+
+    line = loading_caveat(_model(**fields))
+    assert line is not None and "\n" not in line
+    for fragment in says:
+        assert fragment in line, line
+    for fragment in not_said:
+        assert fragment not in line, line
+
+
+def test_nothing_to_say_of_an_unscaled_model_with_megatron_lms_epsilon():
+    from megatron_octo.convert.megatron_lm import loading_caveat
+
+    assert loading_caveat(_model()) is None
+
+
+def test_convert_to_mcore_warns_once_and_to_hf_not(hf_models, tmp_path, capsys):
+    """tiny-llama's scaling (factor 4, original 64) is not Megatron-LM's: `--to mcore` warns in one line."""
+    src = hf_models["llama-tied"]
+    assert main(["convert", "--from", "hf", "--to", "mcore", "--input", str(src), "--output",
+                 str(tmp_path / "mcore")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("octo: warning: ")]
+    assert len(warnings) == 1 and "(this model: factor 4, low 1, high 4, original max 64)" in warnings[0]
+    assert main(["convert", "--from", "mcore", "--to", "hf", "--input", str(tmp_path / "mcore"), "--output",
+                 str(tmp_path / "hf")]) == 0
+    assert "octo: warning:" not in capsys.readouterr().err
+
+
+def test_a_stage_warns_of_the_checkpoints_it_saves():
+    from megatron_octo.config.loader import load_recipe
+    from megatron_octo.training.stage import megatron_lm_warning
+
+    assert "(this model: factor 4, low 1, high 4, original max 64)" in megatron_lm_warning(load_recipe("tiny-cpu"))
+    assert megatron_lm_warning(load_recipe("tiny-cpu", ["checkpoint.save=false"])) is None
+    assert megatron_lm_warning(load_recipe("tiny-cpu", ["model.rope_scaling_factor=null"])) is None
+
+
+def _with_rope_scaling(src: Path, out: Path, scaling: dict) -> Path:
+    """A copy of the HF model ``src`` with another llama3 RoPE scaling (transformers 5 writes ``rope_parameters``,
+    the theta included; the Hub's older files ``rope_scaling``)."""
+    shutil.copytree(src, out)
+    config = json.loads((out / "config.json").read_text())
+    key = "rope_parameters" if "rope_parameters" in config else "rope_scaling"
+    config[key] = {**(config.get(key) or {}), **scaling}
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+@needs_megatron_lm
+@pytest.mark.parametrize("scaling", ["megatron-lm's", "tiny-llama's"])
+def test_megatron_lm_builds_what_the_warning_says(scaling, hf_models, tmp_path):
+    """The tiny Llama with Megatron-LM's own llama3 scaling, converted: with the flags the warning names, Megatron-LM
+    gives its logits. With tiny-llama's scaling (factor 4, original 64) and the factor passed too
+    (--rope-scaling-factor 4), Megatron-LM gives the logits of the same weights under factor 8 / 1 / 4 / 8192."""
+    from megatron_octo.convert import hf_to_mcore
+
+    hf = hf_models["llama-tied"]
+    if scaling == "megatron-lm's":
+        hf = _with_rope_scaling(hf, tmp_path / "hf", MEGATRON_LM_SCALING)
+    result = hf_to_mcore(hf, tmp_path / "mcore", quiet=True)
+    (warning,) = result.warnings
+    flags = warning.rsplit(": pass ", 1)[1].split()
+    assert flags == ["--use-rope-scaling"]
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(3))
+    _, logits = megatron_lm(tmp_path, ids, 256, [
+        "--load", str(result.output), "--vocab-size", "256", "--micro-batch-size", "1", "--global-batch-size", "1",
+        "--seq-length", "16", "--train-iters", "1", "--lr", "1e-4", *flags, "--rope-scaling-factor", "4"])
+    ours = hf_logits(hf, ids)
+    if scaling == "megatron-lm's":
+        assert "will not reproduce" not in warning
+        assert (logits - ours).abs().max() <= ATOL
+    else:
+        assert "will not reproduce" in warning
+        assert (logits - ours).abs().max() > 100 * ATOL  # not this model ...
+        theirs = hf_logits(_with_rope_scaling(hf, tmp_path / "as-megatron", MEGATRON_LM_SCALING), ids)
+        assert (logits - theirs).abs().max() <= ATOL  # ... but Megatron-LM's scaling of its weights

@@ -22,8 +22,6 @@ def make_toy_model(out: Path, seed: int = 0, vocab_size: int = 0) -> Path:
     """The toy model; ``vocab_size`` (0: the preset's 256) other than a multiple of 128 makes Megatron-Core pad
     the vocabulary, which the trainer's log-probs must ignore."""
     import transformers
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     from megatron_octo.models import llama
 
@@ -32,6 +30,15 @@ def make_toy_model(out: Path, seed: int = 0, vocab_size: int = 0) -> Path:
     config = transformers.LlamaConfig(**{**fields, "bos_token_id": 1, "eos_token_id": 2})
     torch.manual_seed(seed)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    return make_toy_tokenizer(out, vocab_size)
+
+
+def make_toy_tokenizer(out: Path, vocab_size: int) -> Path:
+    """``out`` with the word-level tokenizer over ``vocab_size`` tokens (``<unk>`` 0, ``<s>`` 1, ``</s>`` 2, then
+    ``w3`` ...) and ``prompts.jsonl``, the toy task's 64 prompts."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -212,18 +212,10 @@ def test_a_setup_mistake_writes_no_recipe(tmp_path):
     ok(octo(run, iters=2))  # the corrected command needs no --overwrite
 
 
-def test_overwrite_keeps_the_old_run_until_the_new_one_has_set_up(saved_run, tmp_path):
-    run = copy_run(saved_run, tmp_path)
-    (run / "init").mkdir()  # a converted checkpoint.load of the old run: the new one may load another
-    before = digest(run)
-    line = one_line_error(octo(run, f"checkpoint.load={tmp_path / 'missing'}", extra_args=["--overwrite"]))
-    assert "no complete checkpoint under" in line
-    assert digest(run) == before  # every file back in place, nothing left aside
-
-
 def test_run_stage_sets_the_old_run_aside_until_setup_passes(tmp_path, monkeypatch):
-    """run_stage's --overwrite in one process, the parallel context stubbed: setup sees no old output; a refused
-    setup puts everything back; an accepted one removes the old run once recipe.yaml is written."""
+    """run_stage's --overwrite in one process, the parallel context stubbed (a real setup refusing a recipe is
+    test_a_setup_mistake_writes_no_recipe): setup sees no old output; a refused setup puts everything back; an
+    accepted one removes the old run once recipe.yaml is written."""
     import types
 
     import torch.distributed as dist
@@ -239,6 +231,7 @@ def test_run_stage_sets_the_old_run_aside_until_setup_passes(tmp_path, monkeypat
     recipe = load_recipe("tiny-cpu")
     run = tmp_path / "run"
     (run / "checkpoints" / "iter_0000006").mkdir(parents=True)
+    (run / "init").mkdir()  # a converted checkpoint.load of the old run: the new one may load another
     for name in ("metrics.jsonl", "recipe.yaml", "train_summary.json"):
         (run / name).write_text(f"old {name}\n")
     before = digest(run)
