@@ -67,6 +67,7 @@ FULL: Dict[str, Any] = {
     "rl_steps": 30,
     "rl_tokens": 192,
     "rl_lr": 1e-4,
+    "rl_temperature": 0.7,
     "rl_val_interval": 10,
 }
 """The full demo. Tuned on the shared 2-core machine: with numbers up to 19 and 450 stable steps the decayed branches
@@ -86,6 +87,7 @@ QUICK: Dict[str, Any] = {
     "rl_steps": 2,
     "rl_tokens": 8,
     "rl_lr": 3e-4,
+    "rl_temperature": 0.7,
     "rl_val_interval": 1,
 }
 """``--quick``: every stage of the experiment at the smallest size that runs it (tests); the layout check is left
@@ -374,7 +376,7 @@ def _rl_recipe(workdir: Path, data: Dict, plan: Dict, branch: str) -> str:
             "rl": {
                 "init": str(workdir / "train" / f"decay-{branch}"),
                 "prompts": {"path": data["corpus"]["rl"], "template": TEMPLATE, "max_prompt_tokens": 64},
-                "rollout": {"max_response_tokens": plan["rl_tokens"]},
+                "rollout": {"max_response_tokens": plan["rl_tokens"], "temperature": plan["rl_temperature"]},
                 "validation": {
                     "path": data["corpus"]["eval"],
                     "limit": plan["eval_items"],

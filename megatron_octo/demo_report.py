@@ -355,10 +355,11 @@ from the last `\\boxed{{}}`), greedy, at most {plan["eval_tokens"]} new tokens.
 
 ## RL: GRPO from {", ".join(n.removeprefix("decay-").capitalize() for n in rl_runs) or "no branch"}
 `octo rl` with the transformers rollout engine from each decayed checkpoint: {rl_steps} steps of 8 RL-split problems
-x 8 samples, the math reward (+1 correct, -1 wrong or no `\\boxed{{}}`), LR {plan["rl_lr"]:g}, weights synced into the
-engine after every update (largest engine/trainer log-prob mismatch {mismatch:.5f}; 1 is exact). Greedy validation
-on the held-out problems before the first step and every {plan["rl_val_interval"]} steps; the figure above shows
-it, the mean response length, and the training reward with its {MOVING_AVERAGE}-step moving average.
+x 8 samples at temperature {plan.get("rl_temperature", 1.0):g}, the math reward (+1 correct, -1 wrong or no
+`\\boxed{{}}`), LR {plan["rl_lr"]:g}, weights synced into the engine after every update (largest engine/trainer
+log-prob mismatch {mismatch:.5f}; 1 is exact). Greedy validation on the held-out problems before the first step
+and every {plan["rl_val_interval"]} steps; the figure above shows it, the mean response length, and the training
+reward with its {MOVING_AVERAGE}-step moving average.
 
 Reference: {PAPER}.
 """
