@@ -10,6 +10,10 @@ Contract:
   returns whether it is on; calling it again is a no-op. It must never change behaviour on a CUDA machine.
 - ``disable()`` undoes everything (used by tests).
 - ``torch.cuda.is_available()`` keeps returning False, so code that branches on it still takes its CPU path.
+- While the layer is on, TorchDynamo is off (``torch._dynamo.config.disable``): Megatron-Core wraps its fused
+  elementwise functions (bias-GeLU, SwiGLU, RoPE, ...) in ``torch.compile`` (``megatron.core.jit.jit_fuser``), and on
+  a CPU each first call makes Inductor generate and build C++ in worker processes: 10-15 s of every process's start
+  for kernels that exist to save GPU memory bandwidth. Eager runs the same functions.
 """
 
 from __future__ import annotations
@@ -147,7 +151,13 @@ def enable() -> bool:
     if _state["mode"] is not None:
         return True
     saved = []
-    for module, replacements in ((torch.cuda, _cuda_replacements()), (torch.cuda.random, _cuda_random_replacements())):
+    from torch._dynamo import config as dynamo_config
+
+    for module, replacements in (
+        (torch.cuda, _cuda_replacements()),
+        (torch.cuda.random, _cuda_random_replacements()),
+        (dynamo_config, {"disable": True}),
+    ):
         for name, value in replacements.items():
             saved.append((module, name, getattr(module, name, None)))
             setattr(module, name, value)

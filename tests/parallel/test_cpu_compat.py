@@ -172,3 +172,25 @@ def test_enable_changes_nothing_where_cuda_is_available(originals, monkeypatch):
     assert torch.ones(2).type() == "torch.FloatTensor"
     with pytest.raises((AssertionError, RuntimeError)):
         torch.zeros(1, device="cuda")
+
+
+def test_megatron_fused_functions_run_eagerly_while_on(originals):
+    """Megatron-Core's ``jit_fuser`` is ``torch.compile``: with the layer on, calling a function it wrapped compiles
+    nothing (Dynamo converts no frame) and gives the eager result; with the layer off again, Dynamo is back."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from megatron.core.jit import jit_fuser
+
+    @jit_fuser
+    def gelu_bias(x, b):  # [n]
+        return torch.nn.functional.gelu(x + b)
+
+    x, b = torch.linspace(-2, 2, 7), torch.full((7,), 0.5)
+    torch._dynamo.reset()
+    counters.clear()
+    cpu_compat.enable()
+    assert torch.equal(gelu_bias(x, b), torch.nn.functional.gelu(x + b))
+    assert counters["frames"]["total"] == 0
+    cpu_compat.disable()
+    assert torch._dynamo.config.disable is False
