@@ -25,7 +25,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 help:
 	@echo "make venv   create or refresh $(VENV) (pip install -e '.[test]' with PIP_CONSTRAINT=constraints.txt)"
-	@echo "make test   run the test suite in $(VENV) (extra pytest args: PYTEST_ARGS=...)"
+	@echo "make test   run the test suite in $(VENV) on TEST_WORKERS=2 xdist workers (extra pytest args: PYTEST_ARGS=...)"
 	@echo "make lint   ruff check, ruff format --check and mypy over megatron_octo/ (the 'lint' extra, pinned)"
 	@echo "make test-slurm  launch tests against a real one-node Slurm (installs munge/slurmd/slurmctld via apt as root)"
 	@echo "make test-serve  the reward server's tests in $(SERVE_VENV) (PyTriton; requirements/serve.txt)"
@@ -54,8 +54,11 @@ $(STAMP): setup.py pyproject.toml constraints.txt
 	$(VENV_PY) -c 'import torch, megatron.core, megatron_octo; print("torch", torch.__version__, "| megatron-core", megatron.core.__version__, "| megatron-octo", megatron_octo.__version__)'
 	@echo "$(VENV_ABS)" > $@
 
+# Test files spread over TEST_WORKERS pytest-xdist workers (one file stays on one worker, so its module fixtures
+# are built once); every test process runs one OpenMP thread (tests/conftest.py). TEST_WORKERS=0: no xdist.
+TEST_WORKERS ?= 2
 test: venv
-	$(VENV_PY) -m pytest tests -q $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest tests -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # `octo launch slurm` against a real Slurm: tests/launch/slurm/run.sh installs munge, slurmctld and slurmd when missing
 # (apt-get, as root; otherwise the tests skip with the reason), starts a one-node cluster under a temporary directory,

@@ -66,7 +66,7 @@ EXTRAS_REQUIRE = {
     "eval": ["datasets"],
     # logging.wandb_project: Weights & Biases beside metrics.jsonl and TensorBoard.
     "wandb": ["wandb"],
-    "test": ["pytest", "pytest-timeout", "wandb"],
+    "test": ["pytest", "pytest-timeout", "pytest-xdist", "wandb"],
     # `make lint`: pinned so that a new release cannot turn CI red by itself.
     "lint": ["ruff==0.17.5", "mypy==2.4.1", "types-PyYAML==6.0.12.20261122", "types-tqdm==4.70.0.20261106"],
 }

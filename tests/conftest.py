@@ -13,6 +13,9 @@ import os
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import torch  # noqa: E402  (after the environment it reads)
-
-torch.set_num_threads(1)
+try:  # after the environment it reads; the reward server's venv (make test-serve) has no torch
+    import torch
+except ImportError:
+    torch = None
+if torch is not None:
+    torch.set_num_threads(1)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
@@ -264,8 +263,8 @@ def run_stage(
             if aside is not None:
                 keep_new_run(aside)
             warning = megatron_lm_warning(recipe)
-            if warning:
-                print(f"octo: warning: {warning}", file=sys.stderr, flush=True)
+            if warning:  # the run's log, not stderr: a later error there stays the only line
+                print(f"note: {warning}", flush=True)
         summary = session()
         if ctx.is_main:
             if finish is not None:

@@ -301,7 +301,7 @@ def test_octo_train_from_a_legacy_megatron_lm_checkpoint(tmp_path):
                            "optimizer.weight_decay=0", "logging.tensorboard=false"],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "pass --norm-epsilon 1e-06" in proc.stderr  # the model's epsilon, which Megatron-LM would not restore
+    assert "pass --norm-epsilon 1e-06" in proc.stdout  # the model's epsilon, which Megatron-LM would not restore
     assert (run / "init" / "latest_checkpointed_iteration.txt").read_text() == "release"
     hf = mcore_to_hf(run, tmp_path / "hf", quiet=True).output
     ids, expected = torch.load(DATA / "legacy" / "tokens.pt"), torch.load(DATA / "legacy" / "logits.pt")

@@ -16,10 +16,12 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def pool():
-    """One two-worker verification pool for the session (the machine has two cores)."""
+    """One two-worker verification pool for the session (the machine has two cores). A 5 s deadline: a worker's
+    first parse builds math-verify's LaTeX grammar, which took over 2 s when the suite's other processes (xdist's
+    second worker, torchrun ranks) held both cores."""
     from megatron_octo.eval.pool import DeadlinePool
 
-    with DeadlinePool(workers=2, timeout=2.0) as p:
+    with DeadlinePool(workers=2, timeout=5.0) as p:
         yield p
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -121,8 +122,11 @@ def test_ctrl_c_before_the_loop_is_one_line(tmp_path):
            "import megatron_octo.training.loop as loop; loop.build = build\n"
            "from megatron_octo.cli import main; sys.exit(main(sys.argv[1:]))",
            "train", "--recipe", "tiny-cpu", "--run-dir", str(run), *BASE]
+    # As from a terminal: SIGINT at its default disposition, which Python turns into KeyboardInterrupt (pytest-xdist's
+    # workers ignore SIGINT, and a child inherits an ignored signal).
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"))
+                          env=dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1"),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert one_line_error(proc, code=130) == "octo: interrupted (Ctrl-C)"
     assert not (run / "recipe.yaml").exists()
 
