@@ -52,7 +52,7 @@ def test_extras(setup_kwargs):
         "serve": ["nvidia-pytriton"],
         "eval": ["datasets"],
         "wandb": ["wandb"],
-        "test": ["pytest", "pytest-timeout", "wandb"],
+        "test": ["pytest", "pytest-timeout", "pytest-xdist", "wandb"],
         "lint": ["ruff==0.17.5", "mypy==2.4.1", "types-PyYAML==6.0.12.20261122", "types-tqdm==4.70.0.20261106"],
     }
 
