@@ -88,6 +88,16 @@ def nemo_model_config(cfg: ModelConfig, target: NemoTarget, tokenizer_dir: Optio
         "transformer_engine": bool(target.transformer_engine),
         "precision": target.precision,
         "megatron_amp_O2": False,
+        # read unguarded by NeMo's MegatronTrainerBuilder, which NeMo-Aligner's train scripts build the trainer with
+        # (a missing key is a ConfigAttributeError there); NeMo's GPT config default
+        "gradient_as_bucket_view": True,
+        # read unguarded when NeMo-Aligner's actor switches to inference (_reset_activation_checkpointing_args);
+        # no recomputation, NeMo's GPT config default
+        "activations_checkpoint_granularity": None,
+        "activations_checkpoint_method": None,
+        "activations_checkpoint_num_layers": None,
+        "activations_checkpoint_layers_per_pipeline": None,
+        "num_micro_batches_with_partial_activation_checkpoints": None,
         "micro_batch_size": 1,
         "global_batch_size": 1,
         "tensor_model_parallel_size": target.tp,
@@ -152,6 +162,16 @@ def nemo_model_config(cfg: ModelConfig, target: NemoTarget, tokenizer_dir: Optio
             "use_fast": True,
         },
         "optim": {"name": "fused_adam", "lr": 1e-6, "weight_decay": 0.0, "betas": [0.9, 0.98]},
+        # NeMo's MegatronGPTModel.setup reads model.data unguarded (NeMo-Aligner's critic server sets no data of its
+        # own); no dataset: a run's config names its data (NeMo-Aligner's actor replaces this block)
+        "data": {
+            "data_prefix": None,
+            "seq_length": seq,
+            "num_workers": 0,
+            "reset_position_ids": False,
+            "reset_attention_mask": False,
+            "eod_mask_loss": False,
+        },
     }
 
 

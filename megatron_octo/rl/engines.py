@@ -20,7 +20,14 @@ from typing import Iterable, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 
-from megatron_octo.rollout.sampling import Sample, check_request, stopped_sample, text_before_stop
+from megatron_octo.rollout.sampling import (
+    Sample,
+    check_request,
+    kept_stop_sample,
+    stopped_sample,
+    text_before_stop,
+    text_through_stop,
+)
 
 
 class RolloutEngine(Protocol):
@@ -55,7 +62,9 @@ class TransformersEngine:
         from transformers import AutoConfig, AutoModelForCausalLM
 
         config = AutoConfig.for_model(**hf_config)
-        self.model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
+        # built in the default dtype, then cast: ``from_config``'s dtype keyword differs between transformers 4
+        # (NeMo-Aligner's environment: torch_dtype) and 5 (dtype)
+        self.model = AutoModelForCausalLM.from_config(config).to(device=device, dtype=dtype).eval()
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -91,8 +100,10 @@ class TransformersEngine:
         max_tokens: int,
         stop: Sequence[str] = (),
         seed: Optional[int] = None,
+        keep_stop: bool = False,
     ) -> List[List[Sample]]:
-        """``n`` samples for each prompt, in prompt order; deterministic for a given ``seed`` and weights."""
+        """``n`` samples for each prompt, in prompt order; deterministic for a given ``seed`` and weights.
+        ``keep_stop``: a stop string stays in the sample (``rollout.sampling``), as ``VLLMEngine`` does."""
         prompts = check_request(prompts, n, temperature, top_p, max_tokens)
         batch, mask = self._left_pad(prompts)  # [p, s] each
         greedy = temperature == 0  # greedy decoding (validation); log-probs then of the unscaled distribution
@@ -116,7 +127,7 @@ class TransformersEngine:
         new = out.sequences[:, batch.shape[1] :]  # [p * n, t]
         logits = torch.stack(out.logits, dim=1).float() / (1.0 if greedy else temperature)  # [p * n, t, vocab]
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # [p * n, t]
-        samples = [self._sample(new[i].tolist(), logprobs[i].tolist(), stop) for i in range(new.shape[0])]
+        samples = [self._sample(new[i].tolist(), logprobs[i].tolist(), stop, keep_stop) for i in range(new.shape[0])]
         return [samples[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _left_pad(self, prompts: Sequence[Sequence[int]]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -128,7 +139,7 @@ class TransformersEngine:
             mask[i, width - len(p) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _sample(self, tokens: List[int], logprobs: List[float], stop: Sequence[str]) -> Sample:
+    def _sample(self, tokens: List[int], logprobs: List[float], stop: Sequence[str], keep_stop: bool = False) -> Sample:
         """One response of ``generate`` (which runs on past stop strings and pads after EOS) cut as
         ``rollout.sampling`` says."""
         eos = self.tokenizer.eos_token_id
@@ -136,6 +147,11 @@ class TransformersEngine:
         if eos in tokens:  # generate pads after EOS; keep the EOS itself
             length, finish = tokens.index(eos) + 1, "stop"
         tokens, logprobs = tokens[:length], logprobs[:length]
+        if keep_stop:
+            text, stopped = text_through_stop(self._decode(tokens), stop)
+            if stopped:
+                return kept_stop_sample(tokens, logprobs, text, self._decode)
+            return Sample(token_ids=tokens, logprobs=logprobs, text=text, finish_reason=finish)
         text, stopped = text_before_stop(self._decode(tokens), stop)
         if stopped:
             return stopped_sample(tokens, logprobs, text, self._decode)
@@ -144,11 +160,16 @@ class TransformersEngine:
     def _decode(self, ids: List[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def sleep(self) -> None:
-        """Nothing to free: the model lives in host memory beside the trainer."""
+    def sleep(self, level: int = 1) -> None:
+        """Nothing to free: the model lives in host memory beside the trainer (``level`` as ``VLLMEngine``'s)."""
 
-    def wake_up(self) -> None:
+    def wake_up(self, tags: Optional[Sequence[str]] = None) -> None:
         """See ``sleep``."""
+
+    @property
+    def is_sleeping(self) -> bool:
+        """Never: see ``sleep`` (what ``serve.generation.GenerationService`` asks before a refit)."""
+        return False
 
     def shutdown(self) -> None:
         self.model = None

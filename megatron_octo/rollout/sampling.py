@@ -9,6 +9,9 @@ returned, the checks of a request, and how a stop string ends a response. ``roll
   string is kept (cutting it would lose text the reward reads). An end-of-sequence token stays in ``token_ids`` (not
   in ``text``): the trainer learns to stop. **logprobs** are cut with them, one per token.
 - **finish_reason** is ``stop`` (EOS or a stop string) or ``length`` (``max_tokens`` reached).
+- With ``keep_stop`` (NeMo-Aligner's actor, which counts a response as properly ended when its text ends with an end
+  string, as TensorRT-LLM keeps stop words), the stop string stays: ``text`` runs to the end of the earliest stop
+  string and ``token_ids`` to the token completing it (``kept_stop_sample``).
 """
 
 from __future__ import annotations
@@ -65,6 +68,12 @@ def text_before_stop(text: str, stop: Sequence[str]) -> Tuple[str, bool]:
     return (text[: min(hits)], True) if hits else (text, False)
 
 
+def text_through_stop(text: str, stop: Sequence[str]) -> Tuple[str, bool]:
+    """``text`` cut after the earliest-ending occurrence of any stop string (kept), and whether one occurred."""
+    ends = [text.find(s) + len(s) for s in stop if s and s in text]
+    return (text[: min(ends)], True) if ends else (text, False)
+
+
 def tokens_covering(token_ids: Sequence[int], text: str, decode: Callable[[List[int]], str]) -> int:
     """The length of the shortest prefix of ``token_ids`` whose decoded text starts with ``text``. When even the
     whole list does not decode to something starting with ``text`` (a detokenizer disagreeing with the engine's
@@ -84,5 +93,14 @@ def stopped_sample(
 ) -> Sample:
     """The sample of a response that a stop string ended: ``text`` is already cut before it, the tokens (and their
     log-probs) are cut to the ones covering ``text``."""
+    keep = tokens_covering(token_ids, text, decode)
+    return Sample(token_ids=list(token_ids[:keep]), logprobs=list(logprobs[:keep]), text=text, finish_reason="stop")
+
+
+def kept_stop_sample(
+    token_ids: Sequence[int], logprobs: Sequence[float], text: str, decode: Callable[[List[int]], str]
+) -> Sample:
+    """The sample of a response that a stop string ended, the stop string kept: ``text`` already runs through it
+    (``text_through_stop``); the tokens (and their log-probs) are cut after the one completing it."""
     keep = tokens_covering(token_ids, text, decode)
     return Sample(token_ids=list(token_ids[:keep]), logprobs=list(logprobs[:keep]), text=text, finish_reason="stop")

