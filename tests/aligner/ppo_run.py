@@ -83,11 +83,13 @@ def actor_config(fx: Path, out: Path, algo: str):
                   "critic": {"name": {"train": "critic_train", "infer": "critic_infer", "save": "critic_save"},
                              "ip": "localhost", "port": 5556}}
     else:
-        steps_cfg |= {"num_rollouts_per_prompt": 2, "model_gbs": 4, "model_mbs": 2}  # 2 prompts x 2 samples
+        # 2 prompts x 2 samples; micro-batch 1: NeMo-Aligner 0.7's REINFORCE loss multiplies [batch, seq] log-probs
+        # by a [batch] advantage, which broadcasts only for one row (its own config's micro_batch_size)
+        steps_cfg |= {"num_rollouts_per_prompt": 2, "model_gbs": 4, "model_mbs": 1}
         algo_cfg |= {"num_rollout_samples": 2}
         client = {"pad_to_length": 32, "reward_model": {"name": "reward_model", "ip": "localhost", "port": 5555}}
     model = _cpu_model_overrides(LR) | {
-        "micro_batch_size": 2, "global_batch_size": 4, "seed": 1234, algo: algo_cfg,
+        "micro_batch_size": 2 if algo == "ppo" else 1, "global_batch_size": 4, "seed": 1234, algo: algo_cfg,
         "peft": {"peft_scheme": "none", "restore_from_path": None},
         "data": {"data_impl": "jsonl", "splits_string": None, "seq_length": 64, "skip_warmup": True,
                  "num_workers": 0, "reset_position_ids": False, "reset_attention_mask": False,
@@ -216,6 +218,7 @@ def _watch_refits(actor, probe: torch.Tensor, record: list) -> None:
 
 def run_actor(fx: Path, out: Path, algo: str, probe: torch.Tensor) -> dict:
     """NeMo-Aligner's PPO (with the critic) or REINFORCE actor for 2 steps; what the test checks."""
+    from megatron.core.num_microbatches_calculator import unset_num_microbatches_calculator
     from megatron.core.utils import divide
     from nemo_aligner.data.nlp.builders import (
         build_dataloader, build_train_valid_test_rlhf_datasets, collate_with_pad_to_max_batch,
@@ -242,6 +245,9 @@ def run_actor(fx: Path, out: Path, algo: str, probe: torch.Tensor) -> dict:
         from nemo_aligner.models.nlp.gpt.reward_critic_clients import RemoteGPTRMClient as Client
 
     aligner_adapter._mark_validation()
+    # Each NeMo-Aligner script has a process of its own; here an earlier model's global micro-batch calculator would
+    # trip NeMo's check that a new model's batch sizes match it. The critic reconfigures it before each use.
+    unset_num_microbatches_calculator()
     cfg = actor_config(fx, out, algo)
     trainer, actor = _load(Actor, cfg, algo)
     init_peft(actor, cfg.model)
