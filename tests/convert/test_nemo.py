@@ -64,6 +64,10 @@ def test_model_config_of_the_tied_tiny_llama(nemo_exports):
     assert conf["tokenizer"]["type"] == str(out / "tokenizer")
     assert sorted(p.name for p in (out / "tokenizer").iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
     assert "optim" in conf  # MegatronGPTModel reads cfg.optim unguarded
+    # read unguarded by NeMo-Aligner's training path: the trainer builder, MegatronGPTModel.setup (model.data) and
+    # the actor's switch to inference (activation checkpointing; none here)
+    assert conf["gradient_as_bucket_view"] is True and conf["data"]["data_prefix"] is None
+    assert all(conf[f"activations_checkpoint_{k}"] is None for k in ("granularity", "method", "num_layers"))
     # transformers 5 saves the class as TokenizersBackend, which NeMo's transformers 4.x cannot resolve
     tok_config = json.loads((out / "tokenizer" / "tokenizer_config.json").read_text())
     assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast"

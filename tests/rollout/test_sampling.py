@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from megatron_octo.rollout.sampling import (
-    RolloutError, Sample, check_request, stopped_sample, text_before_stop, tokens_covering,
+    RolloutError, Sample, check_request, stopped_sample, text_before_stop, text_through_stop, tokens_covering,
 )
 from tests.rollout.conftest import stop_cases, tiny_llama
 
@@ -90,3 +90,28 @@ def test_the_transformers_engine_cuts_stop_strings_as_vllm_does(transformers_eng
             assert tok.decode(s.token_ids[:-1]) != s.text
     with pytest.raises(RolloutError, match="prompt 0 has no tokens"):
         engine.generate([[]], n=1, temperature=0.0, top_p=1.0, max_tokens=4)
+
+
+def test_text_through_stop_keeps_the_earliest_ending_stop_string():
+    assert text_through_stop("a \\boxed{2} b}", ["}"]) == ("a \\boxed{2}", True)
+    assert text_through_stop("x User: y Assistant:", ["Assistant:", "User:"]) == ("x User:", True)
+    assert text_through_stop("no stop here", ["}"]) == ("no stop here", False)
+
+
+def test_the_transformers_engine_keeps_stop_strings_when_asked(transformers_engine):
+    """keep_stop (NeMo-Aligner's actor): the response runs through the stop string, tokens to the one completing
+    it, as VLLMEngine's include_stop_str_in_output."""
+    engine, tok = transformers_engine
+    prompt = tok("User: What is 12 + 30?\nAssistant:")["input_ids"]
+
+    def greedy(**kw):
+        return engine.generate([prompt], n=1, temperature=0.0, top_p=1.0, max_tokens=16, **kw)[0][0]
+
+    full = greedy()
+    stop, count, text = stop_cases(tok, full.token_ids)["whole"]  # stop = tokens count..count+1 of the response
+    s = greedy(stop=[stop], keep_stop=True)
+    assert (s.text, s.finish_reason) == (text + stop, "stop")
+    assert s.token_ids == full.token_ids[: count + 2] and s.logprobs == full.logprobs[: count + 2]
+    assert engine.is_sleeping is False
+    engine.sleep(level=2)  # nothing to free: the call is accepted as VLLMEngine's
+    engine.wake_up(tags=["weights"])

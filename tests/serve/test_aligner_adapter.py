@@ -147,3 +147,65 @@ def test_real_nemo_aligner_actor_gets_vllm_and_its_constructor_call_fits(monkeyp
     accepted = set(inspect.signature(aa.VLLMGenerate.__init__).parameters)
     for call in calls:
         assert not call.args and {k.arg for k in call.keywords} <= accepted
+
+
+def test_unknown_backend_is_refused():
+    cfg = {"ppo": {"vllm": {"model_dir": "/models/llama", "backend": "trtllm"}}}
+    with pytest.raises(aa.AdapterError, match="backend='trtllm': choose vllm or transformers"):
+        _adapter(model_cfg=cfg)
+
+
+def test_transformers_backend_refits_from_the_actors_mcore_weights(tmp_path):
+    """The CPU path: the adapter's engine is a transformers model whose weights come from the actor's Megatron-Core
+    state dict (here the HF model's, mapped by the family's weight map, with the output layer scaled by 1.5); after
+    the refit its lm_head is 1.5 x the HF one, and rows keep the end string as NeMo-Aligner counts them."""
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from megatron_octo.convert.sources import open_hf
+    from megatron_octo.models import get_family
+    from tests.convert.conftest import load_safetensors_dir
+    from tests.rollout.conftest import tiny_llama
+
+    path = tiny_llama(tmp_path / "model", seed=0)
+    hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    _, cfg = open_hf(path, 128)
+    state = get_family(cfg.family).state_dict_from_hf(load_safetensors_dir(path), cfg, use_te=False, tp=1)
+    state["output_layer.weight"] = state["output_layer.weight"] * 1.5
+    actor = torch.nn.Module()
+    actor.state_dict = lambda: {"module." + k: v for k, v in state.items()}  # NeMo's Float16Module naming
+    tok = AutoTokenizer.from_pretrained(str(path))
+    model_cfg = {"ppo": {"vllm": {"model_dir": str(path), "backend": "transformers", "dtype": "float32"}}}
+    adapter = aa.VLLMGenerate(model_cfg=model_cfg, end_strings=["\n"], tokenizer=type("T", (), {"eos_id": 2})(),
+                              use_greedy=True, max_generation_length=12, max_input_len=32)
+    adapter.refit(actor)
+    engine = adapter.service.engine.model
+    vocab = hf.config.vocab_size
+    assert torch.equal(engine.lm_head.weight[:vocab], 1.5 * hf.lm_head.weight[:vocab])
+    assert torch.equal(engine.model.embed_tokens.weight, hf.model.embed_tokens.weight)
+    prompt = tok("User: What is 12 + 30?\nAssistant:")["input_ids"]
+    rows = adapter.generate((torch.tensor([prompt]), torch.tensor([len(prompt)])))
+    length = int(rows["response_lengths"][0])
+    assert length > len(prompt) and rows["response_tokens"].shape == (1, length)
+    text = tok.decode(rows["response_tokens"][0, len(prompt):length].tolist(), skip_special_tokens=True)
+    assert text.endswith("\n") or length == len(prompt) + 12  # ended on the kept end string, or ran to the limit
+
+
+def test_fix_critic_server_gives_values_alone_a_rewards_placeholder(monkeypatch):
+    """NeMo-Aligner 0.7's CriticServerTrainer unpacks (rewards, values) from its inference function, which returns
+    the values alone when rewards come from another server; after the fix it returns (zeros [batch, 1], values)."""
+    torch = pytest.importorskip("torch")
+    import types
+
+    class CriticServerTrainer:  # what the fix relies on: the two attributes __init__ sets
+        def __init__(self, combine):
+            self.combine_rm_and_critic_server = combine
+            self.infer_fn = lambda inputs: torch.ones(3, 5)
+
+    module = types.ModuleType(aa.CRITIC_SERVER[0])
+    module.CriticServerTrainer = CriticServerTrainer
+    monkeypatch.setitem(sys.modules, aa.CRITIC_SERVER[0], module)
+    assert aa.fix_critic_server() and aa.fix_critic_server()  # idempotent
+    rewards, values = CriticServerTrainer(combine=False).infer_fn(inputs=None)
+    assert rewards.shape == (3, 1) and torch.count_nonzero(rewards) == 0 and torch.equal(values, torch.ones(3, 5))
+    assert torch.equal(CriticServerTrainer(combine=True).infer_fn(None), torch.ones(3, 5))  # combined mode untouched
