@@ -13,6 +13,8 @@ import os
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+import megatron_octo  # noqa: E402,F401  (first: Megatron-Core's fusions skip torch.compile on CPU, megatron_octo._jit_hook)
+
 try:  # after the environment it reads; the reward server's venv (make test-serve) has no torch
     import torch
 except ImportError:
