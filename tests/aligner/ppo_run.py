@@ -134,6 +134,7 @@ def _load(cls, cfg, pop_key):
 
 def start_critic(fx: Path, out: Path):
     """NeMo-Aligner's critic "server" (``CriticServerTrainer``) bound to the in-process transport."""
+    from megatron.core.num_microbatches_calculator import unset_num_microbatches_calculator
     from nemo_aligner.algorithms.critic_server_trainer import CriticServerTrainer
     from nemo_aligner.models.nlp.gpt.megatron_gpt_critic import MegatronGPTCriticModel
     from nemo_aligner.utils.text_generation_utils import tokenize_batch
@@ -145,6 +146,7 @@ def start_critic(fx: Path, out: Path):
     from megatron_octo.serve import aligner_adapter
 
     assert aligner_adapter.fix_critic_server()  # what the launcher applies to serve_ppo_critic.py
+    unset_num_microbatches_calculator()  # see run_actor
     cfg = critic_config(fx, out)
     trainer, model = _load(MegatronGPTCriticModel, cfg, "ppo")
     init_distributed(trainer, model, False)
@@ -156,7 +158,6 @@ def start_critic(fx: Path, out: Path):
         tokenize_func=partial(tokenize_batch, tokenizer=model.tokenizer, max_len=cfg.model.encoder_seq_length,
                               add_BOS=False, add_EOS=False),
         gbs=cfg.model.global_batch_size, model_forward_micro_batch_size=cfg.model.forward_micro_batch_size)
-    names = cfg.trainer.ppo  # noqa: F841 (the names the actor's client uses are in actor_config)
     nemo_cpu.SERVERS.update(critic_infer=critic.server_infer, critic_train=critic.server_train,
                             critic_save=critic.server_save)
     return critic
@@ -245,8 +246,9 @@ def run_actor(fx: Path, out: Path, algo: str, probe: torch.Tensor) -> dict:
         from nemo_aligner.models.nlp.gpt.reward_critic_clients import RemoteGPTRMClient as Client
 
     aligner_adapter._mark_validation()
-    # Each NeMo-Aligner script has a process of its own; here an earlier model's global micro-batch calculator would
-    # trip NeMo's check that a new model's batch sizes match it. The critic reconfigures it before each use.
+    # Each NeMo-Aligner script has a process of its own; here an earlier model's global micro-batch calculator (the
+    # critic's, or another test's) would trip NeMo's check that a new model's batch sizes match it. The critic and
+    # the actors reconfigure it before each use (configure_batch_sizes).
     unset_num_microbatches_calculator()
     cfg = actor_config(fx, out, algo)
     trainer, actor = _load(Actor, cfg, algo)

@@ -168,7 +168,7 @@ def test_transformers_backend_refits_from_the_actors_mcore_weights(tmp_path):
     from tests.rollout.conftest import tiny_llama
 
     path = tiny_llama(tmp_path / "model", seed=0)
-    hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_pretrained(str(path)).float()  # no dtype keyword: transformers 4 and 5 differ
     _, cfg = open_hf(path, 128)
     state = get_family(cfg.family).state_dict_from_hf(load_safetensors_dir(path), cfg, use_te=False, tp=1)
     state["output_layer.weight"] = state["output_layer.weight"] * 1.5
