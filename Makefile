@@ -55,10 +55,12 @@ $(STAMP): setup.py pyproject.toml constraints.txt
 	@echo "$(VENV_ABS)" > $@
 
 # Test files spread over TEST_WORKERS pytest-xdist workers (one file stays on one worker, so its module fixtures
-# are built once); every test process runs one OpenMP thread (tests/conftest.py). TEST_WORKERS=0: no xdist.
+# are built once), in collection order: tests/conftest.py puts the files of multi-process runs first (xdist's default
+# reorder, by test count, left them for last and one worker alone at the end); every test process runs one OpenMP
+# thread (tests/conftest.py). TEST_WORKERS=0: no xdist.
 TEST_WORKERS ?= 2
 test: venv
-	$(VENV_PY) -m pytest tests -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest tests -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) $(PYTEST_ARGS)
 
 # `octo launch slurm` against a real Slurm: tests/launch/slurm/run.sh installs munge, slurmctld and slurmd when missing
 # (apt-get, as root; otherwise the tests skip with the reason), starts a one-node cluster under a temporary directory,

@@ -245,6 +245,7 @@ def run_stage(
 
     world_check(spec, recipe, int(os.environ.get("WORLD_SIZE", "1")))
     check_run_dir(run_dir, recipe, overwrite, spec)
+    ckpt.start_write_helper()  # before torch.distributed opens sockets: a forked helper (CPU) must not hold them
     ctx = parallel.initialize(recipe.parallel, seed=recipe.train.seed, timeout_s=spec.collective_timeout_s)
     aside: Optional[Path] = None
     try:

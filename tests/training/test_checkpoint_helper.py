@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.launch.helpers import ROOT
 
 PROGRAM = textwrap.dedent("""
@@ -18,8 +20,8 @@ PROGRAM = textwrap.dedent("""
 
         signal.signal(signal.SIGUSR1, lambda *_: None)  # as training's StopRequest does
         signal.signal(signal.SIGTERM, lambda *_: None)
-        if sys.argv[1] == "shielded":
-            start_write_helper()
+        if sys.argv[1] in ("spawn", "fork"):
+            start_write_helper(sys.argv[1])
         else:
             filesystem_async._get_write_results_queue()  # what the first save does by itself
         queue = filesystem_async._results_queue
@@ -49,8 +51,9 @@ def run(mode, tmp_path):
     return proc.stdout.split("\n")
 
 
-def test_write_helper_started_early_survives_slurm_signals_and_handlers_are_restored(tmp_path):
-    lines = run("shielded", tmp_path)
+@pytest.mark.parametrize("context", ["spawn", "fork"])  # GPU machines spawn it, CPU ones fork it
+def test_write_helper_started_early_survives_slurm_signals_and_handlers_are_restored(context, tmp_path):
+    lines = run(context, tmp_path)
     assert lines[0] == "alive" and lines[1] == "handlers True True"
 
 

@@ -35,9 +35,10 @@ def reference(tmp_path_factory):
     return run_train(tmp_path_factory.mktemp("single"), 1, [])
 
 
+# DP, TP x PP, and all three with the distributed optimizer (a DP-only 4-rank run added nothing to these: dropped
+# for CI time).
 LAYOUTS = {
     "dp2-defaults": (2, []),
-    "dp4-defaults": (4, []),
     "tp2-pp2": (4, ["parallel.tp=2", "parallel.pp=2"]),
     "tp2-pp2-dp2-distopt": (8, ["parallel.tp=2", "parallel.pp=2", "parallel.distributed_optimizer=true"]),
 }

@@ -71,10 +71,24 @@ def differing(a: dict, b: dict) -> list:
     return [k for k in a if not torch.equal(a[k], b[k])]
 
 
+@pytest.fixture(scope="module")
+def plain_runs(tmp_path_factory):
+    """The runs without the overlaps, one per layout, made once: the control reuses the dp2 one."""
+    made = {}
+
+    def get(layout):
+        if layout not in made:
+            nproc, extra = LAYOUTS[layout]
+            made[layout] = run(tmp_path_factory.mktemp(f"plain-{layout}"), nproc, extra + DISTOPT)
+        return made[layout]
+
+    return get
+
+
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_overlapped_param_gather_saves_exports_and_syncs_current_weights(layout, tmp_path):
+def test_overlapped_param_gather_saves_exports_and_syncs_current_weights(layout, plain_runs, tmp_path):
     nproc, extra = LAYOUTS[layout]
-    plain = run(tmp_path / "plain", nproc, extra + DISTOPT)
+    plain = plain_runs(layout)
     overlap = run(tmp_path / "overlap", nproc, extra + OVERLAP)
     plain_engines, overlap_engines = engines(plain), engines(overlap)
     # one engine per data-parallel replica (its model-parallel rank 0)
@@ -88,10 +102,10 @@ def test_overlapped_param_gather_saves_exports_and_syncs_current_weights(layout,
     assert differing(hf_export(plain), hf_export(overlap)) == []
 
 
-def test_without_the_fix_the_weights_are_one_update_stale(tmp_path):
+def test_without_the_fix_the_weights_are_one_update_stale(plain_runs, tmp_path):
     """Control: with ``make_params_current`` switched off, the same comparison finds stale tensors, in the engine
     and in the checkpoint (the bug this guards against)."""
-    plain = run(tmp_path / "plain", 2, DISTOPT)
+    plain = plain_runs("dp2")
     stale = run(tmp_path / "stale", 2, OVERLAP, disable_fix=True)
     for name, state in engines(plain).items():
         assert differing(state, engines(stale)[name]), name
