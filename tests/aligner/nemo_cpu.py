@@ -177,6 +177,22 @@ def cpu_overrides(cfg) -> None:
 SERVERS: dict = {}
 
 
+def in_cpu_mode(fn):
+    """``fn`` run under the CPU layer's device mode (``cpu_compat.CudaToCpuMode``) in whatever thread calls it: torch
+    function modes are per thread, and PyTriton calls a server's functions on threads of its own, where the
+    ``device="cuda"`` tensors NeMo-Aligner's server code makes would otherwise fail."""
+    import functools
+
+    from megatron_octo.parallel.cpu_compat import CudaToCpuMode
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        with CudaToCpuMode():
+            return fn(*args, **kwargs)
+
+    return call
+
+
 class _InProcessClient:
     """``pytriton.client.FuturesModelClient`` for a server function in ``SERVERS``."""
 

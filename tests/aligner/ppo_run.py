@@ -54,8 +54,9 @@ def _exp_manager(out: Path, name: str, monitor: str, top_k: int = 1) -> dict:
                                            "filename": "megatron_gpt-{step}", "model_parallel_size": 1}}
 
 
-def actor_config(fx: Path, out: Path, algo: str):
-    """The actor's config: NeMo-Aligner's PPO (``algo="ppo"``) or REINFORCE keys at tiny sizes, 2 steps."""
+def actor_config(fx: Path, out: Path, algo: str, ports=(5555, 5556)):
+    """The actor's config: NeMo-Aligner's PPO (``algo="ppo"``) or REINFORCE keys at tiny sizes, 2 steps; ``ports``:
+    (reward server, critic server)."""
     from omegaconf import OmegaConf
 
     prompts = str(fx / "prompts.jsonl")
@@ -79,15 +80,15 @@ def actor_config(fx: Path, out: Path, algo: str):
                       "model_gbs": 4, "model_mbs": 2}
         algo_cfg |= {"num_rollout_samples": 4}
         client = {"pad_to_length": 32, "combine_rm_and_critic_server": False,
-                  "reward_model": {"name": "reward_model", "ip": "localhost", "port": 5555},
+                  "reward_model": {"name": "reward_model", "ip": "localhost", "port": ports[0]},
                   "critic": {"name": {"train": "critic_train", "infer": "critic_infer", "save": "critic_save"},
-                             "ip": "localhost", "port": 5556}}
+                             "ip": "localhost", "port": ports[1]}}
     else:
         # 2 prompts x 2 samples; micro-batch 1: NeMo-Aligner 0.7's REINFORCE loss multiplies [batch, seq] log-probs
         # by a [batch] advantage, which broadcasts only for one row (its own config's micro_batch_size)
         steps_cfg |= {"num_rollouts_per_prompt": 2, "model_gbs": 4, "model_mbs": 1}
         algo_cfg |= {"num_rollout_samples": 2}
-        client = {"pad_to_length": 32, "reward_model": {"name": "reward_model", "ip": "localhost", "port": 5555}}
+        client = {"pad_to_length": 32, "reward_model": {"name": "reward_model", "ip": "localhost", "port": ports[0]}}
     model = _cpu_model_overrides(LR) | {
         "micro_batch_size": 2 if algo == "ppo" else 1, "global_batch_size": 4, "seed": 1234, algo: algo_cfg,
         "peft": {"peft_scheme": "none", "restore_from_path": None},
@@ -104,14 +105,14 @@ def actor_config(fx: Path, out: Path, algo: str):
     return OmegaConf.create(cfg)
 
 
-def critic_config(fx: Path, out: Path):
+def critic_config(fx: Path, out: Path, port: int = 5556):
     from omegaconf import OmegaConf
 
     model = _cpu_model_overrides(0.1) | {
         "micro_batch_size": 2, "global_batch_size": 4, "forward_micro_batch_size": 2, "loss_clip_val": 0.2,
         "offload_adam_states": False, "output_sequence": True, "seed": 1234,
         "reward_standardization": {"enable": False, "mean": None, "std": None}}
-    trainer = _trainer_cfg(10) | {"ppo": {"port": 5556, "combine_rm_and_critic_server": False, "max_steps": 10,
+    trainer = _trainer_cfg(10) | {"ppo": {"port": port, "combine_rm_and_critic_server": False, "max_steps": 10,
                                           "gradient_clip_val": 1.0, "inference_micro_batch_size": 2}}
     return OmegaConf.create({"trainer": trainer, "model": model,
                              "exp_manager": _exp_manager(out, "megatron_gpt_critic", "step", top_k=0),
@@ -132,8 +133,9 @@ def _load(cls, cfg, pop_key):
     return trainer, model
 
 
-def start_critic(fx: Path, out: Path):
-    """NeMo-Aligner's critic "server" (``CriticServerTrainer``) bound to the in-process transport."""
+def start_critic(fx: Path, out: Path, port: int = 5556):
+    """NeMo-Aligner's critic server (``CriticServerTrainer``), set up as ``serve_ppo_critic.py`` does; bound to the
+    in-process transport too (used when PyTriton is absent). Records its updates in OUT/critic_record.json."""
     from megatron.core.num_microbatches_calculator import unset_num_microbatches_calculator
     from nemo_aligner.algorithms.critic_server_trainer import CriticServerTrainer
     from nemo_aligner.models.nlp.gpt.megatron_gpt_critic import MegatronGPTCriticModel
@@ -147,7 +149,7 @@ def start_critic(fx: Path, out: Path):
 
     assert aligner_adapter.fix_critic_server()  # what the launcher applies to serve_ppo_critic.py
     unset_num_microbatches_calculator()  # see run_actor
-    cfg = critic_config(fx, out)
+    cfg = critic_config(fx, out, port)
     trainer, model = _load(MegatronGPTCriticModel, cfg, "ppo")
     init_distributed(trainer, model, False)
     init_using_ptl(trainer, model, None, None)
@@ -160,7 +162,28 @@ def start_critic(fx: Path, out: Path):
         gbs=cfg.model.global_batch_size, model_forward_micro_batch_size=cfg.model.forward_micro_batch_size)
     nemo_cpu.SERVERS.update(critic_infer=critic.server_infer, critic_train=critic.server_train,
                             critic_save=critic.server_save)
+    _record_critic_updates(critic, out / "critic_record.json")
     return critic
+
+
+def _record_critic_updates(critic, path: Path) -> None:
+    """After each ``run_training`` (what ``server_train`` calls): its loss, how much of the value head is nonzero
+    (the export's head is zero) and whether the final norm moved, appended to ``path`` (JSON list)."""
+    state = critic.model.model.state_dict()
+    norm0 = state["decoder.final_layernorm.weight"].detach().clone()
+    records = [{"loss": None, "head_nonzero": int(torch.count_nonzero(state["rm_head.weight"])), "norm_moved": False}]
+    original = critic.run_training
+
+    def run_training(**batch):
+        loss = original(**batch)
+        now = critic.model.model.state_dict()
+        records.append({"loss": float(loss), "head_nonzero": int(torch.count_nonzero(now["rm_head.weight"])),
+                        "norm_moved": not torch.equal(now["decoder.final_layernorm.weight"], norm0)})
+        path.write_text(json.dumps(records))
+        return loss
+
+    critic.run_training = run_training
+    path.write_text(json.dumps(records))
 
 
 def start_reward(fx: Path):
@@ -217,7 +240,7 @@ def _watch_refits(actor, probe: torch.Tensor, record: list) -> None:
     adapter.refit = refit
 
 
-def run_actor(fx: Path, out: Path, algo: str, probe: torch.Tensor) -> dict:
+def run_actor(fx: Path, out: Path, algo: str, probe: torch.Tensor, ports=(5555, 5556)) -> dict:
     """NeMo-Aligner's PPO (with the critic) or REINFORCE actor for 2 steps; what the test checks."""
     from megatron.core.num_microbatches_calculator import unset_num_microbatches_calculator
     from megatron.core.utils import divide
@@ -250,7 +273,7 @@ def run_actor(fx: Path, out: Path, algo: str, probe: torch.Tensor) -> dict:
     # critic's, or another test's) would trip NeMo's check that a new model's batch sizes match it. The critic and
     # the actors reconfigure it before each use (configure_batch_sizes).
     unset_num_microbatches_calculator()
-    cfg = actor_config(fx, out, algo)
+    cfg = actor_config(fx, out, algo, ports)
     trainer, actor = _load(Actor, cfg, algo)
     init_peft(actor, cfg.model)
     actor.init_policy_state_dict = retrieve_model_state_dict_in_cpu(actor, megatron_amp_O2=False)
@@ -278,6 +301,7 @@ def run_actor(fx: Path, out: Path, algo: str, probe: torch.Tensor) -> dict:
     _watch_refits(actor, probe, refits)
     logger = RecordingLogger(trainer.loggers)
     client = Client(cfg.remote_critic_rm if algo == "ppo" else cfg.remote_rm)
+    rewards = _record_rewards(client, "infer_rm_critic" if algo == "ppo" else "infer_rm")
     kwargs = {"rm_critic": client} if algo == "ppo" else {"rm": client}
     steps = Trainer(cfg=cfg.trainer[algo], model=actor, optimizer=optimizer, scheduler=scheduler,
                     train_dataloader_builder=loaders["train"], val_dataloader_builder=loaders["val"],
@@ -286,5 +310,50 @@ def run_actor(fx: Path, out: Path, algo: str, probe: torch.Tensor) -> dict:
                     run_timer=Timer(None), **kwargs)
     steps.fit()
     final = {k: v.detach().clone() for k, v in actor.model.state_dict().items() if v is not None}
+    client.communicator.close()  # as the scripts do at the end
     return {"trainer": steps, "actor": actor, "metrics": logger.metrics, "refits": refits, "initial": initial,
-            "final": final, "cfg": cfg}
+            "final": final, "cfg": cfg, "rewards": rewards}
+
+
+def _record_rewards(client, method: str) -> list:
+    """Every reward the actor's client receives (the futures' results, as the trainer reads them)."""
+    from nemo_aligner.utils.server_utils import FutureResult
+
+    seen: list = []
+    send = getattr(client, method)
+
+    class Recorded(FutureResult):  # the PPO trainer calls result() only on a FutureResult
+        def __init__(self, future):
+            self.future = future
+
+        def result(self):
+            out = self.future.result()
+            seen.extend((out[0] if isinstance(out, tuple) else out).flatten().tolist())
+            return out
+
+    def infer(rollout_batch):
+        return Recorded(send(rollout_batch))
+
+    setattr(client, method, infer)
+    return seen
+
+
+def serve_critic(fx: Path, out: Path, port: int) -> None:
+    """``python -m tests.aligner.ppo_run FX OUT PORT``: the critic server in its own process, served over PyTriton
+    (``CriticServerTrainer.run_server``) until terminated."""
+    from megatron_octo.serve.reward_server import _match_stub_libpython
+
+    # Triton's Python backend stub must load this interpreter's libpython (see the function): our reward server does
+    # the same before it starts Triton; NeMo-Aligner's critic server does not need to in its container.
+    _match_stub_libpython()
+    nemo_cpu.apply()
+    critic = start_critic(fx, out, port)
+    for name in ("server_infer", "server_train", "server_save"):  # bound by run_server, called on Triton's threads
+        setattr(critic, name, nemo_cpu.in_cpu_mode(getattr(critic, name)))
+    critic.run_server()
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_critic(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))

@@ -2,6 +2,11 @@
 scoring and our generation adapter (``tests/aligner/ppo_run.py`` wires them as NeMo-Aligner's scripts do; what is
 replaced and why is listed there and in ``nemo_cpu``).
 
+Transport: where PyTriton is installed (requirements/aligner.txt pins the last release that runs beside NeMo 2.2's
+protobuf 3.20), the reward server (``octo serve reward``) and the critic server (``CriticServerTrainer.run_server``)
+run as processes of their own and the actor reaches them over HTTP, as in a real job; without it, the same server
+functions are called in process (``nemo_cpu.inprocess_pytriton``).
+
 The policy (``make_ppo_fixture``) answers "What is a+b?" with one of three boxed numbers, one of them right, and the
 answer's closing brace is the end string, so rewards are +1 or -1 and responses end. Checked with numbers: rewards
 not all equal; NeMo-Aligner's own ``is_end`` share above 0; the critic's weights and values move after its update;
@@ -12,8 +17,15 @@ loads back (NeMo's own strategy) with the actor's final weights.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import signal
+import socket
 import subprocess
+import sys
+import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -50,24 +62,86 @@ def probe(fx):
     return torch.tensor([r + [tok.eos_token_id] * (width - len(r)) for r in rows])
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(port: int, model: str, proc, log, timeout: float = 600) -> None:
+    """Until Triton on ``port`` says ``model`` is ready (its HTTP readiness endpoint); fails when the server's
+    process ends first or the time runs out (the client would otherwise wait for it for 100 minutes)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"a server exited ({proc.returncode}): {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/{model}/ready", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"model {model} not ready on port {port} after {timeout} s: {log.read_text()[-3000:]}")
+
+
+@contextmanager
+def servers(fx, out):
+    """(reward port, critic port) of the reward and critic servers, each a process of its own serving over
+    PyTriton; stopped (their process groups: PyTriton's tritonserver included) on exit."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    ports = (_free_port(), _free_port())
+    commands = {
+        "reward": ["-m", "megatron_octo", "serve", "reward", "--answers", str(fx / "answers.jsonl"), "--tokenizer",
+                   str(fx / "hf"), "--response-marker", "A:", "--host", "127.0.0.1", "--port", str(ports[0]),
+                   "--workers", "1"],
+        "critic": ["-m", "tests.aligner.ppo_run", str(fx), str(out / "critic"), str(ports[1])],
+    }
+    procs = []
+    try:
+        for name, argv in commands.items():  # both start at once; then both are waited for
+            log = out / f"{name}.log"
+            with log.open("w") as f:
+                procs.append(subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stdout=f,
+                                              stderr=subprocess.STDOUT, start_new_session=True))
+        for proc, port, model, name in zip(procs, ports, ("reward_model", "critic_save"), commands):
+            _wait_for(port, model, proc, out / f"{name}.log")
+        yield ports
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.fixture(scope="module")
 def runs(fx, probe, tmp_path_factory):
-    """PPO (critic + reward + actor) then REINFORCE (reward + actor), one process: NeMo and Megatron-Core set up
-    once. Each run's observations, plus the critic's weights before its updates and the reward requests."""
+    """PPO (critic + reward + actor) then REINFORCE (reward + actor), the actors in this process (NeMo and
+    Megatron-Core set up once); each run's observations, and the critic's record of its updates."""
     nemo_cpu.apply()
-    nemo_cpu.inprocess_pytriton()
     out = tmp_path_factory.mktemp("ppo-runs")
-    scorer, rewards = ppo_run.start_reward(fx)
-    try:
-        critic = ppo_run.start_critic(fx, out / "critic")
-        critic_before = {k: v.detach().clone() for k, v in critic.model.model.state_dict().items() if v is not None}
-        ppo = ppo_run.run_actor(fx, out / "ppo", "ppo", probe)
-        ppo_rewards = list(rewards)
-        reinforce = ppo_run.run_actor(fx, out / "reinforce", "reinforce", probe)
-    finally:
-        scorer.close()
-    return {"ppo": ppo | {"rewards": ppo_rewards, "critic": critic, "critic_before": critic_before},
-            "reinforce": reinforce | {"rewards": rewards[len(ppo_rewards):]}, "out": out}
+    if importlib.util.find_spec("pytriton") is not None:
+        with servers(fx, out) as ports:
+            ppo = ppo_run.run_actor(fx, out / "ppo", "ppo", probe, ports)
+            reinforce = ppo_run.run_actor(fx, out / "reinforce", "reinforce", probe, ports)
+    else:
+        nemo_cpu.inprocess_pytriton()
+        scorer, _ = ppo_run.start_reward(fx)
+        try:
+            ppo_run.start_critic(fx, out / "critic")
+            ppo = ppo_run.run_actor(fx, out / "ppo", "ppo", probe)
+            reinforce = ppo_run.run_actor(fx, out / "reinforce", "reinforce", probe)
+        finally:
+            scorer.close()
+    critic = json.loads((out / "critic" / "critic_record.json").read_text())
+    return {"ppo": ppo, "reinforce": reinforce, "critic": critic, "out": out}
 
 
 def _metric(run, name):
@@ -79,7 +153,7 @@ def _metric(run, name):
 def test_two_steps_with_varied_rewards_and_ended_samples(runs, algo):
     run = runs[algo]
     assert run["trainer"].step == 2
-    rewards = [r for request in run["rewards"] for r in request]
+    rewards = run["rewards"]  # as the actor's client received them
     assert set(rewards) <= {-1.0, 1.0} and len(set(rewards)) == 2, rewards  # our math reward, right and wrong
     ended = _metric(run, "train_rollouts/fraction_of_samples_properly_ended")  # NeMo-Aligner's is_end share
     assert len(ended) == 2 and all(e > 0 for e in ended), ended
@@ -106,15 +180,14 @@ def test_actor_weights_moved(runs, algo):
 
 
 def test_critic_update(runs):
-    """NeMo-Aligner's critic trainer updated the critic: the value head left zero (the export's), the values it gave
-    the actor in step 2 are not all zero, and its loss was logged."""
-    run = runs["ppo"]
-    after = run["critic"].model.model.state_dict()
-    before = run["critic_before"]
-    assert torch.count_nonzero(before["rm_head.weight"]) == 0
-    assert torch.count_nonzero(after["rm_head.weight"]) > 0
-    assert not torch.equal(before["decoder.final_layernorm.weight"], after["decoder.final_layernorm.weight"])
-    values_std = _metric(run, "train_rollouts/values_std")
+    """NeMo-Aligner's critic trainer updated the critic once a step: the value head left zero (the export's) at the
+    first update, the trunk moved at the second (at the first its gradient is zero: it flows through the zero head),
+    and the values it gave the actor in step 2 are not all zero."""
+    record = runs["critic"]
+    assert record[0]["head_nonzero"] == 0 and len(record) == 3, record  # before, and after each of the 2 steps
+    assert all(r["head_nonzero"] > 0 and r["loss"] > 0 for r in record[1:]), record
+    assert [r["norm_moved"] for r in record] == [False, False, True], record
+    values_std = _metric(runs["ppo"], "train_rollouts/values_std")
     assert values_std[0] == 0 and values_std[1] > 0, values_std  # zero head at step 1, trained at step 2
 
 
