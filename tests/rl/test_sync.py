@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.rl.conftest import REPO
@@ -74,16 +75,23 @@ def _run(model: Path, work: Path, mode: str, nproc: int, layout):
            str(model), str(work), mode, *layout]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=str(REPO))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert "WEIGHT SYNC OK" in proc.stdout
     return proc.stdout
 
 
-def test_sync_tp2_pp2_dp2_distopt_overlap_into_the_leaders_engine(toy_model, tmp_path):
-    out = _run(toy_model, tmp_path, "leader", 8, LAYOUT)
-    assert out.count("stale before sync: True") == 16  # 8 ranks x 2 updates: the forced gather was needed
+@pytest.fixture(scope="module")
+def both_modes(toy_model, tmp_path_factory):
+    """One 8-rank launch syncing in both modes, one after the other (two updates each)."""
+    return _run(toy_model, tmp_path_factory.mktemp("sync"), "leader,group", 8, LAYOUT)
 
 
-def test_sync_broadcasts_buckets_to_every_engine_rank(toy_model, tmp_path):
+def test_sync_tp2_pp2_dp2_distopt_overlap_into_the_leaders_engine(both_modes):
+    assert "WEIGHT SYNC OK leader" in both_modes
+    lines = [line for line in both_modes.splitlines() if line.startswith("[leader] ")]
+    assert sum("stale before sync: True" in line for line in lines) == 16  # 8 ranks x 2 updates: the gather was needed
+
+
+def test_sync_broadcasts_buckets_to_every_engine_rank(both_modes):
     """Every rank of the model-parallel group hosts an engine (as vLLM's TP workers inside the trainer's TP group)
     and receives the leader's buckets over the group."""
-    _run(toy_model, tmp_path, "group", 8, LAYOUT)
+    assert "WEIGHT SYNC OK group" in both_modes
+    assert sum(line.startswith("[group] ") for line in both_modes.splitlines()) == 16

@@ -1,7 +1,7 @@
 """Run under torchrun: the streamed weight sync (rl.sync.WeightSync) after real policy updates.
 
-argv: MODEL_DIR WORK_DIR MODE OVERRIDES...; MODE ``leader`` (each model-parallel group's first rank hosts a
-transformers engine) or ``group`` (every rank of the model-parallel group hosts one and receives the buckets the
+argv: MODEL_DIR WORK_DIR MODES OVERRIDES...; MODES is a comma-separated list of ``leader`` (each model-parallel
+group's first rank hosts a transformers engine) or ``group`` (every rank of the model-parallel group hosts one and receives the buckets the
 leader broadcasts, as vLLM's tensor-parallel workers inside the trainer's TP group do).
 
 Per update, on every rank: the distributed optimizer with ``overlap_param_gather`` leaves parameters stale (checked:
@@ -43,17 +43,60 @@ def random_batches(recipe, ctx, n: int):
     return out
 
 
-def main(model_dir: Path, work: Path, mode: str, overrides) -> None:
-    from megatron_octo import parallel
-    from megatron_octo.config.loader import load_recipe
+def _sync_twice(mode: str, recipe, ctx, parts, tokenizer) -> None:
+    """Two updates, each followed by a weight sync in ``mode``; every engine must equal the trainer after each."""
     from megatron_octo.rl import policy
     from megatron_octo.rl.engines import TransformersEngine
     from megatron_octo.rl.loop import _old_logprobs
-    from megatron_octo.rl.setup import _hf_config, load_tokenizer, materialize, starting_point
+    from megatron_octo.rl.setup import _hf_config
     from megatron_octo.rl.sync import WeightSync, gather_hf_state
+    from megatron_octo.utils.memprobe import TensorBytesProbe
+
+    mp_rank = dist.get_rank(ctx.pgs.mp)
+    hosts = mode == "group" or mp_rank == 0
+    engine = TransformersEngine(_hf_config(recipe, tokenizer), tokenizer) if hosts else None
+    engine_group = ctx.pgs.mp if mode == "group" else None
+    sync = WeightSync(recipe.model, ctx.pgs.mp, torch.float32, engine_group=engine_group,
+                      bucket_bytes=BUCKET_BYTES)
+    bound = BUCKET_BYTES + layer_bound_bytes(recipe.model, ctx.tp)
+    for update in range(2):
+        batches = random_batches(recipe, ctx, 2)
+        _old_logprobs(parts, ctx, recipe, batches, with_entropy=False)
+        stats = policy.update(parts, ctx, recipe.rl, batches, recipe.model.vocab_size)
+        assert stats["skipped"] == 0.0, stats
+        params = [p for chunk in parts.model for p in chunk.parameters()]
+        before = [p.detach().clone() for p in params]
+        with TensorBytesProbe(python=False) as probe:  # Python metadata (plan, ShardedTensor objects) aside
+            sync(parts.model, engine)
+        assert sync.largest_bucket_bytes <= BUCKET_BYTES or mode == "leader"
+        stale = any(not torch.equal(p, b) for p, b in zip(params, before))  # the sync made them current
+        if recipe.parallel.overlap_param_gather and ctx.dp > 1:
+            assert stale, "overlap_param_gather left nothing stale: the test does not exercise the gather"
+        assert probe.peak_bytes <= bound, (update, probe.peak_bytes, bound)
+        with TensorBytesProbe(python=False) as old_probe:
+            reference = gather_hf_state(parts.model, recipe.model, ctx.pgs.mp)
+        if mp_rank == 0:
+            assert old_probe.peak_bytes > bound, (old_probe.peak_bytes, bound)
+        box = [reference if mp_rank == 0 else None]
+        dist.broadcast_object_list(box, src=dist.get_global_rank(ctx.pgs.mp, 0), group=ctx.pgs.mp)
+        reference = box[0]
+        if engine is not None:
+            got = engine.model.state_dict()
+            for name, tensor in reference.items():
+                assert got[name].dtype == tensor.dtype and torch.equal(got[name], tensor), (update, name)
+        print(f"[{mode}] rank {dist.get_rank()} update {update}: sync peak {probe.peak_bytes} B "
+              f"(bound {bound}, old path {old_probe.peak_bytes} B), stale before sync: {stale}", flush=True)
+    dist.barrier()
+    if ctx.is_main:
+        print(f"WEIGHT SYNC OK {mode}", flush=True)
+
+
+def main(model_dir: Path, work: Path, modes: str, overrides) -> None:
+    from megatron_octo import parallel
+    from megatron_octo.config.loader import load_recipe
+    from megatron_octo.rl.setup import load_tokenizer, materialize, starting_point
     from megatron_octo.training.build import build
     from megatron_octo.training.resume import restore
-    from megatron_octo.utils.memprobe import TensorBytesProbe
 
     recipe = load_recipe("tiny-cpu-grpo", [f"rl.init={model_dir}", f"rl.prompts.path={model_dir / 'prompts.jsonl'}",
                                            "schedule.lr=1e-2", *overrides])
@@ -64,43 +107,8 @@ def main(model_dir: Path, work: Path, mode: str, overrides) -> None:
         start = materialize(recipe, point, work, ctx, print)
         parts = build(start, ctx, recipe.train.iters)
         restore(start, work, parts, recipe.train.iters)
-        mp_rank = dist.get_rank(ctx.pgs.mp)
-        hosts = mode == "group" or mp_rank == 0
-        engine = TransformersEngine(_hf_config(recipe, tokenizer), tokenizer) if hosts else None
-        engine_group = ctx.pgs.mp if mode == "group" else None
-        sync = WeightSync(recipe.model, ctx.pgs.mp, torch.float32, engine_group=engine_group,
-                          bucket_bytes=BUCKET_BYTES)
-        bound = BUCKET_BYTES + layer_bound_bytes(recipe.model, ctx.tp)
-        for update in range(2):
-            batches = random_batches(recipe, ctx, 2)
-            _old_logprobs(parts, ctx, recipe, batches, with_entropy=False)
-            stats = policy.update(parts, ctx, recipe.rl, batches, recipe.model.vocab_size)
-            assert stats["skipped"] == 0.0, stats
-            params = [p for chunk in parts.model for p in chunk.parameters()]
-            before = [p.detach().clone() for p in params]
-            with TensorBytesProbe(python=False) as probe:  # Python metadata (plan, ShardedTensor objects) aside
-                sync(parts.model, engine)
-            assert sync.largest_bucket_bytes <= BUCKET_BYTES or mode == "leader"
-            stale = any(not torch.equal(p, b) for p, b in zip(params, before))  # the sync made them current
-            if recipe.parallel.overlap_param_gather and ctx.dp > 1:
-                assert stale, "overlap_param_gather left nothing stale: the test does not exercise the gather"
-            assert probe.peak_bytes <= bound, (update, probe.peak_bytes, bound)
-            with TensorBytesProbe(python=False) as old_probe:
-                reference = gather_hf_state(parts.model, recipe.model, ctx.pgs.mp)
-            if mp_rank == 0:
-                assert old_probe.peak_bytes > bound, (old_probe.peak_bytes, bound)
-            box = [reference if mp_rank == 0 else None]
-            dist.broadcast_object_list(box, src=dist.get_global_rank(ctx.pgs.mp, 0), group=ctx.pgs.mp)
-            reference = box[0]
-            if engine is not None:
-                got = engine.model.state_dict()
-                for name, tensor in reference.items():
-                    assert got[name].dtype == tensor.dtype and torch.equal(got[name], tensor), (update, name)
-            print(f"rank {dist.get_rank()} update {update}: sync peak {probe.peak_bytes} B "
-                  f"(bound {bound}, old path {old_probe.peak_bytes} B), stale before sync: {stale}", flush=True)
-        dist.barrier()
-        if ctx.is_main:
-            print("WEIGHT SYNC OK")
+        for mode in modes.split(","):  # one launch for both modes: 8 ranks start once
+            _sync_twice(mode, recipe, ctx, parts, tokenizer)
     finally:
         parallel.destroy(ctx)
 

@@ -79,7 +79,7 @@ def plain_runs(tmp_path_factory):
     def get(layout):
         if layout not in made:
             nproc, extra = LAYOUTS[layout]
-            made[layout] = run(tmp_path_factory.mktemp(f"plain-{layout}"), nproc, extra + DISTOPT)
+            made[layout] = run(tmp_path_factory.mktemp(f"plain-{layout}") / "out", nproc, extra + DISTOPT)
         return made[layout]
 
     return get
