@@ -167,8 +167,8 @@ def cpu_overrides(cfg) -> None:
 
 # -- PyTriton, in process -----------------------------------------------------------------------------------------
 # NeMo-Aligner's critic server (``CriticServerTrainer``) and its clients (``HTTPCommunicator`` over PyTriton's
-# ``FuturesModelClient``) import PyTriton, which cannot be installed beside NeMo 2.2 here (nvidia-pytriton pulls
-# protobuf >= 4 through tritonclient; NeMo pins 3.20.3). ``inprocess_pytriton()`` registers a minimal ``pytriton``
+# ``FuturesModelClient``) import PyTriton. requirements/aligner.txt pins the release that runs beside NeMo 2.2's
+# protobuf 3.20.3 and test_ppo_step serves over it; for a venv without it, ``inprocess_pytriton()`` registers a minimal ``pytriton``
 # package whose ``FuturesModelClient(url, model_name)`` calls the server function bound to ``model_name`` in
 # ``SERVERS`` directly and returns a completed future: the transport (HTTP + Triton's batcher) is what is replaced,
 # every NeMo-Aligner function on both sides is its own. The decorators ``batch`` and ``sample`` are identities: a

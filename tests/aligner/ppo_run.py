@@ -6,9 +6,10 @@
 - the reward from our reward server's scoring code (``serve.reward_server.RewardInferFunc``: the PyTriton callable);
 - the critic: NeMo-Aligner's ``MegatronGPTCriticModel`` restored strictly from our ``--critic`` export, trained and
   saved by its ``CriticServerTrainer``;
-- PyTriton's transport replaced by direct calls (``nemo_cpu.inprocess_pytriton``); the scripts themselves and their
-  Hydra configs are not in the nemo-aligner wheel, so the configs are written here (``actor_config``) with the keys
-  NeMo-Aligner reads.
+- PyTriton: the test runs the reward and critic servers as processes (``serve_critic`` here is the critic's entry);
+  without PyTriton installed, ``nemo_cpu.inprocess_pytriton`` calls the same server functions directly. The scripts
+  themselves and their Hydra configs are not in the nemo-aligner wheel, so the configs are written here
+  (``actor_config``) with the keys NeMo-Aligner reads.
 
 The functions return what the test checks; nothing here asserts.
 """
