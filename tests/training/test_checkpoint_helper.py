@@ -15,8 +15,8 @@ PROGRAM = textwrap.dedent("""
     import os, signal, sys, time
 
     if __name__ == "__main__":  # the spawned helper imports this file again: keep Megatron out of its way
+        from megatron_octo.training.checkpoint import start_write_helper  # first: the cheaper Megatron-Core import
         from megatron.core.dist_checkpointing.strategies import filesystem_async
-        from megatron_octo.training.checkpoint import start_write_helper
 
         signal.signal(signal.SIGUSR1, lambda *_: None)  # as training's StopRequest does
         signal.signal(signal.SIGTERM, lambda *_: None)
