@@ -19,13 +19,14 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_BUILD_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv test lint test-serve test-slurm demo clean
+.PHONY: help venv test test-smoke lint test-serve test-slurm demo clean
 .PHONY: aligner-venv test-aligner
 .PHONY: vllm-venv test-vllm
 
 help:
 	@echo "make venv   create or refresh $(VENV) (pip install -e '.[test]' with PIP_CONSTRAINT=constraints.txt)"
 	@echo "make test   run the test suite in $(VENV) on TEST_WORKERS=2 xdist workers (extra pytest args: PYTEST_ARGS=...)"
+	@echo "make test-smoke  whole benchmark scripts at toy size on CPU (benchmarks/gpu_check.sh --cpu-smoke; minutes)"
 	@echo "make lint   ruff check, ruff format --check and mypy over megatron_octo/ (the 'lint' extra, pinned)"
 	@echo "make test-slurm  launch tests against a real one-node Slurm (installs munge/slurmd/slurmctld via apt as root)"
 	@echo "make test-serve  the reward server's tests in $(SERVE_VENV) (PyTriton; requirements/serve.txt)"
@@ -60,7 +61,11 @@ $(STAMP): setup.py pyproject.toml constraints.txt
 # thread (tests/conftest.py). TEST_WORKERS=0: no xdist.
 TEST_WORKERS ?= 2
 test: venv
-	$(VENV_PY) -m pytest tests -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest tests -q -m "not script_smoke" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) $(PYTEST_ARGS)
+
+# Whole benchmark scripts at toy size on CPU (benchmarks/gpu_check.sh --cpu-smoke): minutes each, left out of make test.
+test-smoke: venv
+	$(VENV_PY) -m pytest tests -q -m script_smoke $(PYTEST_ARGS)
 
 # `octo launch slurm` against a real Slurm: tests/launch/slurm/run.sh installs munge, slurmctld and slurmd when missing
 # (apt-get, as root; otherwise the tests skip with the reason), starts a one-node cluster under a temporary directory,

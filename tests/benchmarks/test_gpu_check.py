@@ -81,6 +81,7 @@ def test_missing_steps_are_reported_not_invented(helper, tmp_path):
     assert "failed or not run" in helper.markdown({**s, "overrides": []})
 
 
+@pytest.mark.script_smoke  # about 9 processes, 2-4 minutes on 2 cores: `make test-smoke` (in .ci/run)
 def test_cpu_smoke_runs_every_step(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     proc = run_script(["--cpu-smoke"], {"OUT": str(out), "WORK": str(work), "GPU_CHECK_STEPS": "4"}, timeout=1500)
