@@ -23,7 +23,6 @@ import torch
 from megatron_octo.rollout.sampling import (
     Sample,
     check_request,
-    kept_stop_sample,
     stopped_sample,
     text_before_stop,
     text_through_stop,
@@ -147,12 +146,8 @@ class TransformersEngine:
         if eos in tokens:  # generate pads after EOS; keep the EOS itself
             length, finish = tokens.index(eos) + 1, "stop"
         tokens, logprobs = tokens[:length], logprobs[:length]
-        if keep_stop:
-            text, stopped = text_through_stop(self._decode(tokens), stop)
-            if stopped:
-                return kept_stop_sample(tokens, logprobs, text, self._decode)
-            return Sample(token_ids=tokens, logprobs=logprobs, text=text, finish_reason=finish)
-        text, stopped = text_before_stop(self._decode(tokens), stop)
+        cut = text_through_stop if keep_stop else text_before_stop
+        text, stopped = cut(self._decode(tokens), stop)
         if stopped:
             return stopped_sample(tokens, logprobs, text, self._decode)
         return Sample(token_ids=tokens, logprobs=logprobs, text=text, finish_reason=finish)

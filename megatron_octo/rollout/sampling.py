@@ -11,7 +11,7 @@ returned, the checks of a request, and how a stop string ends a response. ``roll
 - **finish_reason** is ``stop`` (EOS or a stop string) or ``length`` (``max_tokens`` reached).
 - With ``keep_stop`` (NeMo-Aligner's actor, which counts a response as properly ended when its text ends with an end
   string, as TensorRT-LLM keeps stop words), the stop string stays: ``text`` runs to the end of the earliest stop
-  string and ``token_ids`` to the token completing it (``kept_stop_sample``).
+  string and ``token_ids`` to the token completing it (``text_through_stop``, then ``stopped_sample``).
 """
 
 from __future__ import annotations
@@ -91,16 +91,7 @@ def tokens_covering(token_ids: Sequence[int], text: str, decode: Callable[[List[
 def stopped_sample(
     token_ids: Sequence[int], logprobs: Sequence[float], text: str, decode: Callable[[List[int]], str]
 ) -> Sample:
-    """The sample of a response that a stop string ended: ``text`` is already cut before it, the tokens (and their
-    log-probs) are cut to the ones covering ``text``."""
-    keep = tokens_covering(token_ids, text, decode)
-    return Sample(token_ids=list(token_ids[:keep]), logprobs=list(logprobs[:keep]), text=text, finish_reason="stop")
-
-
-def kept_stop_sample(
-    token_ids: Sequence[int], logprobs: Sequence[float], text: str, decode: Callable[[List[int]], str]
-) -> Sample:
-    """The sample of a response that a stop string ended, the stop string kept: ``text`` already runs through it
-    (``text_through_stop``); the tokens (and their log-probs) are cut after the one completing it."""
+    """The sample of a response that a stop string ended: ``text`` is already cut (before the stop string, or
+    through it with ``keep_stop``), the tokens (and their log-probs) are cut to the ones covering ``text``."""
     keep = tokens_covering(token_ids, text, decode)
     return Sample(token_ids=list(token_ids[:keep]), logprobs=list(logprobs[:keep]), text=text, finish_reason="stop")
